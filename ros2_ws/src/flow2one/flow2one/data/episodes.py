@@ -1,0 +1,96 @@
+"""The training dataset on disk: one compressed .npz per episode plus its metadata.
+
+Scripted sim experts and the bag converter both write this format, so training never knows where a
+demonstration came from. Writes are atomic (temp file + rename): a crash never leaves half an episode.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from flow2one.spec import ACTION_DIM, N_POINTS, PROPRIO_DIM, STEP_DT
+
+
+@dataclass
+class EpisodeMeta:
+    task: str
+    source: str  # "sim-expert", "teleop", ...
+    success: bool
+    mode: int = -1  # index of the strategy the expert chose; -1 = unknown (human demos)
+    seed: int | None = None
+    dt: float = STEP_DT
+    note: str = ""
+    camera_names: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Episode:
+    """Arrays sampled every `meta.dt` seconds, T steps.
+
+    proprio[t]: measured state (ACTION_NAMES layout); action[t]: target commanded at step t;
+    points[t]: (N_POINTS, 3) float32 cloud in the base frame; rgb/depth optional per camera view.
+    """
+
+    meta: EpisodeMeta
+    t: np.ndarray  # (T,) float64 seconds from episode start
+    proprio: np.ndarray  # (T, PROPRIO_DIM) float32
+    action: np.ndarray  # (T, ACTION_DIM) float32
+    points: np.ndarray  # (T, N_POINTS, 3) float32
+    rgb: np.ndarray | None = None  # (T, V, h, w, 3) uint8
+    depth: np.ndarray | None = None  # (T, V, h, w) float32 metres
+
+    def __post_init__(self) -> None:
+        T = len(self.t)
+        checks = {
+            "proprio": (self.proprio, (T, PROPRIO_DIM)),
+            "action": (self.action, (T, ACTION_DIM)),
+            "points": (self.points, (T, N_POINTS, 3)),
+        }
+        for name, (arr, shape) in checks.items():
+            if arr.shape != shape:
+                raise ValueError(f"episode {name} has shape {arr.shape}, expected {shape}")
+        for name in ("proprio", "action", "points"):
+            if not np.isfinite(getattr(self, name)).all():
+                raise ValueError(f"episode {name} contains NaN or inf")
+        if T and np.any(np.diff(self.t) <= 0):
+            raise ValueError("episode timestamps must increase strictly")
+        for name in ("rgb", "depth"):
+            arr = getattr(self, name)
+            if arr is not None and (len(arr) != T or arr.shape[1] != len(self.meta.camera_names)):
+                raise ValueError(f"episode {name} has shape {arr.shape}; expected T={T} and "
+                                 f"{len(self.meta.camera_names)} views (meta.camera_names)")
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+
+def write_episode(directory: str | Path, index: int, episode: Episode) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"episode_{index:05d}.npz"
+    arrays = {k: getattr(episode, k) for k in ("t", "proprio", "action", "points", "rgb", "depth")}
+    arrays = {k: v for k, v in arrays.items() if v is not None}
+    arrays["meta"] = np.frombuffer(json.dumps(asdict(episode.meta)).encode(), dtype=np.uint8)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+    return path
+
+
+def read_episode(path: str | Path) -> Episode:
+    path = Path(path)
+    try:
+        with np.load(path) as z:
+            meta = EpisodeMeta(**json.loads(bytes(z["meta"]).decode()))
+            return Episode(meta=meta, **{k: z[k] for k in z.files if k != "meta"})
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: not a readable flow2one episode: {exc}") from exc
+
+
+def list_episodes(directory: str | Path) -> list[Path]:
+    return sorted(Path(directory).glob("episode_*.npz"))

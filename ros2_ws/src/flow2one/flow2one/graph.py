@@ -1,0 +1,103 @@
+"""The one definition of the node graphs: which nodes, their parameter files, their remappings.
+
+Read by the launch files (launch/*.launch.py), the in-process runner (`flow2one run GRAPH`) and the
+tests, so the robot, the sim demo and CI start the same graph. This module imports no rclpy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """A node kind: its Python class (for the in-process runner) and console script (for launch)."""
+
+    entry: str  # "module:Class"
+    executable: str  # console_scripts name installed by setup.py
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    nodes: tuple[str, ...]  # node names; each is both the ROS node name and a key of NODES
+    params: str  # parameter file name in config/
+    remappings: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+    description: str = ""
+
+
+NODES: dict[str, NodeSpec] = {
+    "sim_world": NodeSpec("flow2one.nodes.sim_world:SimWorldNode", "sim_world"),
+    "camera": NodeSpec("flow2one.nodes.camera:CameraNode", "camera"),
+    "pointcloud": NodeSpec("flow2one.nodes.pointcloud:PointCloudNode", "pointcloud"),
+    "policy": NodeSpec("flow2one.nodes.policy:PolicyNode", "policy"),
+    "executor": NodeSpec("flow2one.nodes.executor:ExecutorNode", "executor"),
+    "teleop": NodeSpec("flow2one.nodes.teleop:TeleopNode", "teleop"),
+    "recorder": NodeSpec("flow2one.nodes.recorder:RecorderNode", "recorder"),
+    "replay": NodeSpec("flow2one.nodes.replay:ReplayNode", "replay"),
+}
+
+GRAPHS: dict[str, GraphSpec] = {
+    "deploy": GraphSpec(
+        ("camera", "pointcloud", "policy", "executor"),
+        "deploy.yaml",
+        description="Lab robot: RealSense cameras -> 4,096-point cloud -> student -> franky executor.",
+    ),
+    "sim": GraphSpec(
+        ("sim_world", "pointcloud", "policy", "executor"),
+        "sim.yaml",
+        description="The deploy graph with franky-sim and simulated RGB-D cameras instead of hardware.",
+    ),
+    "teleop_record": GraphSpec(
+        ("camera", "pointcloud", "executor", "teleop", "recorder"),
+        "teleop_record.yaml",
+        description="Record SpaceMouse demonstrations on the robot, one MCAP file per episode.",
+    ),
+    "sim_teleop_record": GraphSpec(
+        ("sim_world", "pointcloud", "executor", "teleop", "recorder"),
+        "sim_teleop_record.yaml",
+        description="Record demonstrations in the sim world.",
+    ),
+    "replay": GraphSpec(
+        ("replay", "pointcloud", "policy"),
+        "replay.yaml",
+        description="Play a recorded bag into perception + policy and score the predicted chunks.",
+    ),
+}
+
+
+def config_dir() -> Path:
+    """config/ of the package: the source tree (pip -e) or share/flow2one/config (colcon install)."""
+    src = Path(__file__).resolve().parents[1] / "config"
+    if src.is_dir():
+        return src
+    from ament_index_python.packages import get_package_share_directory  # only in installed layouts
+
+    return Path(get_package_share_directory("flow2one")) / "config"
+
+
+def graph(name: str) -> GraphSpec:
+    if name not in GRAPHS:
+        raise KeyError(f"unknown graph {name!r}; known graphs: {', '.join(GRAPHS)}")
+    return GRAPHS[name]
+
+
+def params_path(name: str) -> Path:
+    return config_dir() / graph(name).params
+
+
+def load_params(name: str) -> dict[str, dict]:
+    """{node name: {param: value}} of a graph's parameter file, validated for shape."""
+    path = params_path(name)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML: {exc}") from exc
+    out: dict[str, dict] = {}
+    for node, body in data.items():
+        if not isinstance(body, dict) or not isinstance(body.get("ros__parameters", {}), dict):
+            raise ValueError(f"{path}: '{node}' must map to {{ros__parameters: {{...}}}}")
+        out[node] = dict(body.get("ros__parameters") or {})
+    return out

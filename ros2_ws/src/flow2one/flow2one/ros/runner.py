@@ -1,0 +1,139 @@
+"""In-process graph runner: starts any subset of a graph's nodes in one rclpy context.
+
+One process with several nodes avoids the serialisation copies between them (ENVIRONMENT.md measured
+the transport cost); the same graph definition is what the launch files start one process per node.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import threading
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import rclpy
+from rclpy.context import Context
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+from flow2one.graph import NODES, graph, params_path
+
+
+def node_class(name: str) -> type[Node]:
+    module, cls = NODES[name].entry.split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+class GraphRunner:
+    """Context manager owning an rclpy context, the graph's nodes and a spinning executor thread.
+
+    `overrides` maps node name -> {param: value} and wins over the parameter files, which is how tests
+    and CLIs change a graph without editing its YAML.
+    """
+
+    def __init__(
+        self,
+        graph_name: str,
+        nodes: Iterable[str] | None = None,
+        params_files: Iterable[str | Path] = (),
+        overrides: Mapping[str, Mapping[str, Any]] | None = None,
+        domain_id: int | None = None,
+        extra_nodes: Iterable[Node] = (),
+        num_threads: int = 4,
+    ) -> None:
+        spec = graph(graph_name)
+        self.graph_name = graph_name
+        self.node_names = tuple(nodes) if nodes is not None else spec.nodes
+        unknown = [n for n in self.node_names if n not in NODES]
+        if unknown:
+            raise KeyError(f"unknown nodes {unknown}; known: {', '.join(NODES)}")
+        self.params_files = [params_path(graph_name), *map(Path, params_files)]
+        self.overrides = {k: dict(v) for k, v in (overrides or {}).items()}
+        self.domain_id = domain_id
+        self.num_threads = num_threads
+        self.context = Context()
+        self.nodes: dict[str, Node] = {}
+        self._extra = list(extra_nodes)
+        self._executor: MultiThreadedExecutor | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> "GraphRunner":
+        args = ["--ros-args"]
+        for p in self.params_files:
+            args += ["--params-file", str(p)]
+        domain = self.domain_id if self.domain_id is not None else int(os.environ.get("ROS_DOMAIN_ID", 0))
+        rclpy.init(args=args, context=self.context, domain_id=domain)
+        try:
+            remaps = graph(self.graph_name).remappings
+            for name in self.node_names:
+                cli = ["--ros-args"] + [a for src, dst in remaps.get(name, ()) for a in ("-r", f"{src}:={dst}")]
+                overrides = [Parameter(k, value=v) for k, v in self.overrides.get(name, {}).items()]
+                self.nodes[name] = node_class(name)(
+                    node_name=name, context=self.context, cli_args=cli, parameter_overrides=overrides
+                )
+            self._executor = MultiThreadedExecutor(num_threads=self.num_threads, context=self.context)
+            for node in [*self.nodes.values(), *self._extra]:
+                self._executor.add_node(node)
+        except BaseException:
+            self.stop()
+            raise
+        self._thread = threading.Thread(target=self._spin, name=f"graph-{self.graph_name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def add_node(self, node: Node) -> None:
+        """Spin an extra node (a test probe, say) in this graph's executor."""
+        assert self._executor is not None, "start() first"
+        self._executor.add_node(node)
+
+    def _spin(self) -> None:
+        try:
+            self._executor.spin()
+        except Exception:  # context shut down while spinning
+            if self.context.ok():
+                raise
+
+    def wait(self) -> None:
+        """Block until the executor stops (SIGINT shuts the context down)."""
+        while self._thread is not None and self._thread.is_alive():
+            self._thread.join(0.2)
+
+    def stop(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(timeout_sec=2.0)
+        for node in reversed(list(self.nodes.values())):
+            close = getattr(node, "close", None)
+            if callable(close):
+                close()
+            node.destroy_node()
+        self.nodes.clear()
+        if self.context.ok():
+            rclpy.shutdown(context=self.context)
+        if self._thread is not None:
+            self._thread.join(2.0)
+
+    def __enter__(self) -> "GraphRunner":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def run_node_main(name: str, args: list[str] | None = None) -> None:
+    """Entry point of each node's console script (what launch files execute, one process per node)."""
+    rclpy.init(args=args)
+    node = node_class(name)(node_name=name)
+    try:
+        rclpy.spin(node)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        close = getattr(node, "close", None)
+        if callable(close):
+            close()
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
