@@ -1,6 +1,5 @@
 # The two commands of README.md: `make demo` (setup + main job) and `make test` (setup + tests).
 PY := .venv/bin/python
-export _ROS_WHEELS_BOOTSTRAP_COMPLETE := 1
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 export MUJOCO_GL := egl
 

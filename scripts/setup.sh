@@ -25,7 +25,6 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 fi
 echo "setup: creating $VENV and installing requirements.txt (about 2 minutes, 2.8 GB)"
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-export _ROS_WHEELS_BOOTSTRAP_COMPLETE=1
 # The machine's pip config lists local wheel folders that may not exist; their warnings are noise.
 "$VENV/bin/python" -m pip install -q -r requirements.txt 2>&1 | { grep -v "^WARNING: Location" || true; }
 "$VENV/bin/python" -m pip install -q --no-deps -e ros2_ws/src/flow2one 2>&1 | { grep -v "^WARNING: Location" || true; }
