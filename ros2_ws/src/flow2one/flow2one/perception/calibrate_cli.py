@@ -1,0 +1,160 @@
+"""Calibrate a camera's extrinsics from ChArUco board images (and robot poses) and update calibration/*.yaml.
+
+Modes:
+  fixed-board   the board lies at a known base-frame pose (--board-pose); external camera -> T_base_camera
+  eye-to-hand   the gripper holds the board, the camera is fixed; needs --poses  -> T_base_camera (mount base)
+  eye-in-hand   the board is fixed, the wrist camera moves; needs --poses        -> T_ee_camera (mount ee)
+
+--images is a folder of PNG/JPG color images from the camera; --poses a YAML mapping each image file name
+to the robot's T_base_ee when it was taken (a 4x4 matrix or {xyz: [3], quat_xyzw: [4]}). Intrinsics are
+the camera's entry in --calibration (RealSense factory values). See calibration/README.md.
+
+Examples:
+  flow2one calibrate --board-image board.png                        # print this, measure the square size
+  flow2one calibrate --calibration calibration/lab_d435.yaml --camera front --mode eye-to-hand \\
+      --images calib/front --poses calib/front/poses.yaml --write
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+from tqdm import tqdm
+
+from flow2one.geometry import quat_to_matrix
+from flow2one.perception.calibration import load_cameras, resolve_path, save_cameras
+from flow2one.perception.camera_model import CameraIntrinsics, CameraModel
+from flow2one.perception.charuco import (HAND_EYE_METHODS, BoardSpec, average_poses, camera_from_fixed_board,
+                                         detect_board, eye_in_hand, eye_to_hand, pose_spread)
+
+MODES = ("fixed-board", "eye-to-hand", "eye-in-hand")
+
+
+def parse_pose(value: object, where: str) -> np.ndarray:
+    """A 4x4 matrix, {xyz, quat_xyzw}, or 7 numbers 'x y z qx qy qz qw' -> 4x4."""
+    try:
+        if isinstance(value, str):
+            value = [float(v) for v in value.replace(",", " ").split()]
+        if isinstance(value, dict):
+            value = [*value["xyz"], *value["quat_xyzw"]]
+        arr = np.asarray(value, dtype=np.float64)
+        if arr.shape == (4, 4):
+            return arr
+        if arr.shape == (7,):
+            T = np.eye(4)
+            T[:3, :3], T[:3, 3] = quat_to_matrix(arr[3:]), arr[:3]
+            return T
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: cannot read a pose: {exc}") from exc
+    raise ValueError(f"{where}: a pose is a 4x4 matrix, {{xyz, quat_xyzw}} or 7 numbers, got {value!r}")
+
+
+def calibrate(mode: str, images: dict[str, np.ndarray], intr: CameraIntrinsics, spec: BoardSpec,
+              robot_poses: dict[str, np.ndarray] | None = None, board_pose: np.ndarray | None = None,
+              method: str = "park") -> tuple[np.ndarray, dict]:
+    """The camera's T (base->camera, or ee->camera for eye-in-hand) and a report of what was used.
+
+    The report's `spread_m` / `spread_deg` is the self-consistency check: the pose that must be constant
+    across views (board in base, board in ee, or camera in base), recomputed per view with the result.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode != "fixed-board" and not robot_poses:
+        raise ValueError(f"mode {mode} needs the robot pose of every image (--poses)")
+    if mode == "fixed-board" and board_pose is None:
+        raise ValueError("mode fixed-board needs the board's pose in the base frame (--board-pose)")
+    used, skipped, rms = [], [], []
+    views: list[np.ndarray] = []
+    for name, img in tqdm(sorted(images.items()), desc="detecting board", disable=len(images) < 10):
+        if robot_poses is not None and mode != "fixed-board" and name not in robot_poses:
+            raise ValueError(f"no robot pose for image {name}")
+        det = detect_board(img, spec, intr)
+        if det is None:
+            skipped.append(name)
+            continue
+        used.append(name)
+        views.append(det.T_camera_board)
+        rms.append(det.rms_px)
+    need = 1 if mode == "fixed-board" else 3
+    if len(views) < need:
+        raise ValueError(f"board found in {len(views)} image(s) ({len(skipped)} without it); {mode} needs >= {need}")
+    if mode == "fixed-board":
+        T = camera_from_fixed_board(board_pose, views)
+        constant = [board_pose @ np.linalg.inv(v) for v in views]
+    else:
+        ee = [robot_poses[n] for n in used]
+        if mode == "eye-in-hand":
+            T = eye_in_hand(ee, views, method)
+            constant = [e @ T @ v for e, v in zip(ee, views)]  # board in base
+        else:
+            T = eye_to_hand(ee, views, method)
+            constant = [np.linalg.inv(e) @ T @ v for e, v in zip(ee, views)]  # board in ee
+    spread_m, spread_deg = pose_spread(constant)
+    report = {"mode": mode, "views_used": len(used), "views_without_board": skipped,
+              "reprojection_rms_px": float(np.mean(rms)), "spread_m": spread_m, "spread_deg": spread_deg,
+              "constant_pose": average_poses(constant).round(6).tolist()}
+    return T, report
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--calibration", default="calibration/lab_d435.yaml", help="calibration file (intrinsics in, T out)")
+    p.add_argument("--camera", help="camera name in the calibration file")
+    p.add_argument("--mode", choices=MODES, default="eye-to-hand")
+    p.add_argument("--images", help="folder of color images (.png/.jpg) of the board")
+    p.add_argument("--poses", help="YAML: image file name -> robot T_base_ee (4x4 or {xyz, quat_xyzw})")
+    p.add_argument("--board-pose", help="fixed-board: board pose in base 'x y z qx qy qz qw' or a YAML file")
+    p.add_argument("--method", choices=sorted(HAND_EYE_METHODS), default="park", help="cv2.calibrateHandEye method")
+    p.add_argument("--squares-x", type=int, default=BoardSpec.squares_x)
+    p.add_argument("--squares-y", type=int, default=BoardSpec.squares_y)
+    p.add_argument("--square", type=float, default=BoardSpec.square, help="square side in metres, as printed")
+    p.add_argument("--marker", type=float, default=BoardSpec.marker, help="marker side in metres, as printed")
+    p.add_argument("--dictionary", default=BoardSpec.dictionary)
+    p.add_argument("--board-image", metavar="PNG", help="write the printable board image and exit")
+    p.add_argument("--write", action="store_true", help="store the result in the calibration file")
+
+
+def main(args: argparse.Namespace) -> int:
+    spec = BoardSpec(args.squares_x, args.squares_y, args.square, args.marker, args.dictionary)
+    if args.board_image:
+        cv2.imwrite(args.board_image, spec.image(200))
+        print(f"wrote {args.board_image}: print at {spec.size[0] * 100:.1f} x {spec.size[1] * 100:.1f} cm "
+              f"({args.square * 100:.1f} cm squares) or pass the measured --square/--marker")
+        return 0
+    if not (args.camera and args.images):
+        raise SystemExit("--camera and --images are required (or --board-image)")
+    cams = load_cameras(args.calibration)
+    by_name = {c.name: c for c in cams}
+    if args.camera not in by_name:
+        raise SystemExit(f"camera {args.camera!r} is not in {args.calibration} (has {sorted(by_name)})")
+    cam = by_name[args.camera]
+    files = sorted(p for p in Path(args.images).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    if not files:
+        raise SystemExit(f"no .png/.jpg images in {args.images}")
+    images = {}
+    for f in files:
+        bgr = cv2.imread(str(f), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise SystemExit(f"cannot read image {f}")
+        images[f.name] = bgr[..., ::-1]
+    poses = None
+    if args.poses:
+        raw = yaml.safe_load(Path(args.poses).read_text()) or {}
+        poses = {str(k): parse_pose(v, f"{args.poses}:{k}") for k, v in raw.items()}
+    board_pose = None
+    if args.board_pose:
+        path = Path(args.board_pose)
+        board_pose = parse_pose(yaml.safe_load(path.read_text()) if path.exists() else args.board_pose, "--board-pose")
+    T, report = calibrate(args.mode, images, cam.intrinsics, spec, poses, board_pose, args.method)
+    mount = "ee" if args.mode == "eye-in-hand" else "base"
+    report.update(camera=cam.name, mount=mount, T=T.round(6).tolist())
+    print(json.dumps(report, indent=2))
+    if args.write:
+        new = CameraModel(cam.name, cam.intrinsics, T, mount, cam.serial)
+        save_cameras(resolve_path(args.calibration), [new if c.name == cam.name else c for c in cams])
+        print(f"updated camera {cam.name} in {resolve_path(args.calibration)}")
+    return 0

@@ -1,0 +1,84 @@
+"""Approximate-time matching of several streams, and a stamped buffer for nearest-in-time lookups.
+
+message_filters is not installable here (not on PyPI): the point-cloud node uses
+message_filters.ApproximateTimeSynchronizer where it is importable (the robot's apt ROS 2) and this
+small core otherwise. It follows the same policy as message_filters' Python implementation: when a
+message arrives, pick for every other stream the message nearest in time; emit the set if its spread
+is within `slop`. It then also drops everything older than the emitted set, so sets come out in time
+order and a stream that stalls (dropped frames) cannot pin stale frames in the queues.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections.abc import Callable
+from typing import Any
+
+
+class ApproxTimeSync:
+    """`add(i, stamp_ns, msg)` per stream; `callback(*msgs)` receives each matched set (one msg per stream)."""
+
+    def __init__(self, n_streams: int, slop_ns: int, callback: Callable[..., None], queue_size: int = 10) -> None:
+        if n_streams < 1 or slop_ns < 0 or queue_size < 1:
+            raise ValueError(f"need n_streams >= 1, slop_ns >= 0, queue_size >= 1; got "
+                             f"{n_streams}, {slop_ns}, {queue_size}")
+        self.slop_ns, self.queue_size, self.callback = int(slop_ns), queue_size, callback
+        self._queues: list[list[tuple[int, Any]]] = [[] for _ in range(n_streams)]  # sorted by stamp
+        self._lock = threading.Lock()
+
+    def add(self, stream: int, stamp_ns: int, msg: Any) -> None:
+        with self._lock:
+            q = self._queues[stream]
+            bisect.insort(q, (int(stamp_ns), msg), key=lambda e: e[0])
+            del q[:max(0, len(q) - self.queue_size)]
+            match = self._match(stream, int(stamp_ns))
+        if match is not None:
+            self.callback(*match)
+
+    def _match(self, stream: int, stamp: int) -> list[Any] | None:
+        chosen: list[tuple[int, Any]] = []
+        for i, q in enumerate(self._queues):
+            if i == stream:
+                mine = next((e for e in q if e[0] == stamp), None)
+                if mine is None:  # older than a full queue: already dropped
+                    return None
+                chosen.append(mine)
+                continue
+            if not q:
+                return None
+            chosen.append(min(q, key=lambda e: abs(e[0] - stamp)))
+        stamps = [e[0] for e in chosen]
+        if max(stamps) - min(stamps) > self.slop_ns:
+            return None
+        for q, (s, _) in zip(self._queues, chosen):
+            del q[:bisect.bisect_right(q, s, key=lambda e: e[0])]
+        return [m for _, m in chosen]
+
+
+class StampedBuffer:
+    """The last `horizon_ns` of a fast stream (robot poses), looked up by the nearest stamp."""
+
+    def __init__(self, horizon_ns: int = 2_000_000_000) -> None:
+        self.horizon_ns = horizon_ns
+        self._stamps: list[int] = []
+        self._items: list[Any] = []
+        self._lock = threading.Lock()
+
+    def add(self, stamp_ns: int, item: Any) -> None:
+        with self._lock:
+            i = bisect.bisect_right(self._stamps, stamp_ns)
+            self._stamps.insert(i, int(stamp_ns))
+            self._items.insert(i, item)
+            cut = bisect.bisect_left(self._stamps, self._stamps[-1] - self.horizon_ns)
+            del self._stamps[:cut], self._items[:cut]
+
+    def nearest(self, stamp_ns: int, max_dt_ns: int) -> Any | None:
+        """Item nearest to `stamp_ns`, or None when none lies within `max_dt_ns`."""
+        with self._lock:
+            i = bisect.bisect_left(self._stamps, stamp_ns)
+            best = min((j for j in (i - 1, i) if 0 <= j < len(self._stamps)),
+                       key=lambda j: abs(self._stamps[j] - stamp_ns), default=None)
+            if best is None or abs(self._stamps[best] - stamp_ns) > max_dt_ns:
+                return None
+            return self._items[best]
