@@ -88,16 +88,34 @@ def params_path(name: str) -> Path:
     return config_dir() / graph(name).params
 
 
-def load_params(name: str) -> dict[str, dict]:
-    """{node name: {param: value}} of a graph's parameter file, validated for shape."""
-    path = params_path(name)
+def read_params_file(path: str | Path) -> dict[str, dict]:
+    """{node name: {param: value}} of a ROS 2 parameter file, with its shape checked, so a broken file
+    fails here naming the file instead of inside rcl's YAML parser."""
+    path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ValueError(f"cannot read parameter file {path}: {exc}") from exc
     except yaml.YAMLError as exc:
         raise ValueError(f"{path}: not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: must map node names to {{ros__parameters: {{...}}}}, got {type(data).__name__}")
     out: dict[str, dict] = {}
     for node, body in data.items():
-        if not isinstance(body, dict) or not isinstance(body.get("ros__parameters", {}), dict):
+        if not isinstance(body, dict) or set(body) != {"ros__parameters"} \
+                or not isinstance(body["ros__parameters"] or {}, dict):
             raise ValueError(f"{path}: '{node}' must map to {{ros__parameters: {{...}}}}")
-        out[node] = dict(body.get("ros__parameters") or {})
+        out[str(node)] = dict(body["ros__parameters"] or {})
+    return out
+
+
+def load_params(name: str) -> dict[str, dict]:
+    """{node name: {param: value}} of a graph's parameter file; every node named must be in the graph."""
+    path = params_path(name)
+    out = read_params_file(path)
+    unknown = sorted(set(out) - set(graph(name).nodes) - {"/**"})
+    if unknown:
+        raise ValueError(f"{path}: nodes {unknown} are not in graph {name!r} ({', '.join(graph(name).nodes)})")
     return out

@@ -1,0 +1,56 @@
+"""`flow2one bench` (what `make bench` runs) prints one valid JSON object; figures are not asserted here
+(speed belongs to the benchmark), only that the transport benchmark really moved messages."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from flow2one.bench import BENCHES
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _bench(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    return subprocess.run([sys.executable, "-m", "flow2one.cli", "bench", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=240)
+
+
+def test_registered_benchmarks_resolve() -> None:
+    import importlib
+
+    for name, target in BENCHES.items():
+        module, func = target.split(":")
+        assert callable(getattr(importlib.import_module(module), func)), name
+
+
+def test_ros_transport_quick_prints_json(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = _bench("ros_transport", "--quick", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    assert report == json.loads(out.read_text())
+    assert report["meta"]["quick"] is True
+    r = report["ros_transport"]
+    for stream in ("image_640x480_rgb8", "pointcloud2_4096_xyz"):
+        for qos in ("sensor_qos", "best_effort"):
+            fig = r["transport"][stream][qos]
+            assert fig["sent"] == r["messages_per_config"] > 0
+            assert 0 <= fig["received"] <= fig["sent"]
+        reliable = r["transport"][stream]["sensor_qos"]
+        assert reliable["received"] > 0 and 0 < reliable["p50_ms"] <= reliable["p99_ms"]
+    for conv in r["conversion"].values():
+        assert conv["numpy_to_msg_ms"] > 0 and conv["naive_numpy_to_msg_ms"] > 0
+        assert conv["msg_to_numpy_speedup"] > 0
+
+
+def test_unknown_benchmark_is_an_error() -> None:
+    proc = _bench("no_such_bench")
+    assert proc.returncode == 2
+    assert "unknown benchmark(s) ['no_such_bench']" in proc.stderr
+    listed = _bench("--list")
+    assert listed.returncode == 0 and "ros_transport" in listed.stdout
