@@ -1,0 +1,227 @@
+"""Policy node: the freshest observation -> a 32-step action chunk, on a timer (default 125 Hz).
+
+Subscribes the 4,096-point cloud, the robot state (EE pose + gripper width = proprioception) and, when
+the model card asks for them, camera images; publishes the chunk (JointTrajectory, stamped with the
+observation time, points i*dt apart), the predicted candidate trajectories as RViz/Foxglove markers
+and latency/rate diagnostics. The model card is checked against this node's parameters at start-up;
+messages that do not fit the model are refused with an error; stale observations publish nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from geometry_msgs.msg import Point, PoseStamped
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.duration import Duration
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState, PointCloud2
+from std_msgs.msg import ColorRGBA
+from trajectory_msgs.msg import JointTrajectory
+from visualization_msgs.msg import Marker, MarkerArray
+
+from flow2one import spec
+from flow2one.ros.convert import (chunk_to_msg, depth_to_metres, image_to_numpy, joint_state_to_numpy,
+                                  ns_to_stamp, pointcloud2_to_xyz, pose_stamped_to_numpy, stamp_to_ns)
+from flow2one.ros.diagnostics import ERROR, OK, WARN, Diagnostics
+from flow2one.ros.params import declare_params
+from flow2one.ros.qos import CHUNK_QOS, SENSOR_QOS, STATE_QOS
+from flow2one.ros.runner import run_node_main
+from flow2one.runtime.backends import BACKENDS, open_backend
+from flow2one.runtime.card import load_card
+from flow2one.runtime.handoff import select_candidate
+from flow2one.runtime.observation import ObservationAssembler
+
+REPO_ROOT = Path(__file__).resolve().parents[5]  # source checkout: ros2_ws/src/flow2one/flow2one/nodes
+
+
+@dataclass(frozen=True)
+class PolicyParams:
+    model_dir: str = ""  # checkpoint directory with card.yaml (+ model.onnx); relative: cwd, then repo root
+    backend: str = "onnxruntime"  # onnxruntime | torch | tensorrt
+    device: str = "cpu"  # cpu | cuda
+    threads: int = 1  # CPU threads of the backend
+    fp16: bool = True  # GPU backends only
+    rate_hz: float = spec.POLICY_RATE_HZ
+    max_obs_age_s: float = 0.25  # publish nothing when any part of the observation is older
+    n_candidates: int = 1  # M samples per tick; the one continuing the current chunk is published
+    new_observations_only: bool = True  # skip ticks on which no input changed
+    seed: int = 0
+    base_frame: str = spec.BASE_FRAME
+    n_points: int = spec.N_POINTS
+    cameras: str = ""  # comma-separated camera names, in the model card's order, when it takes images
+    markers_every: int = 5  # publish candidate markers every N chunks (0: never)
+
+    def __post_init__(self) -> None:
+        if not self.model_dir:
+            raise ValueError("model_dir must name a model directory (with card.yaml and model.onnx)")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend {self.backend!r} is not one of {BACKENDS}")
+        if not self.rate_hz > 0 or not self.max_obs_age_s > 0:
+            raise ValueError(f"rate_hz ({self.rate_hz}) and max_obs_age_s ({self.max_obs_age_s}) must be positive")
+        if self.n_candidates < 1 or self.markers_every < 0:
+            raise ValueError("n_candidates must be >= 1 and markers_every >= 0")
+
+    @property
+    def camera_list(self) -> tuple[str, ...]:
+        return tuple(c.strip() for c in self.cameras.split(",") if c.strip())
+
+
+def resolve_model_dir(path: str) -> Path:
+    p = Path(path).expanduser()
+    if p.is_absolute() or p.is_dir():
+        return p
+    return REPO_ROOT / p
+
+
+class PolicyNode(Node):
+    def __init__(self, node_name: str = "policy", **kwargs) -> None:
+        super().__init__(node_name, **kwargs)
+        self.p = declare_params(self, PolicyParams)
+        self.diag = Diagnostics(self)
+        model_dir = resolve_model_dir(self.p.model_dir)
+        self.card = load_card(model_dir)
+        self.card.check(base_frame=self.p.base_frame, n_points=self.p.n_points, cameras=self.p.camera_list)
+        self.backend = open_backend(self.p.backend, model_dir, device=self.p.device, threads=self.p.threads,
+                                    fp16=self.p.fp16, max_batch=self.p.n_candidates, card=self.card)
+        self.obs = ObservationAssembler(self.card, self.p.base_frame)
+        self._lock = threading.Lock()
+        self._rng = np.random.default_rng(self.p.seed)
+        self._prev: tuple[np.ndarray, int, float] | None = None  # last published chunk, stamp, dt
+        self._last_version = -1
+        self._infer_ms: deque[float] = deque(maxlen=500)
+        self._publish_times: deque[float] = deque(maxlen=250)
+        self.counts = {"chunks": 0, "stale": 0, "rejected": 0}
+        self.last_rejection = ""
+
+        sub_group = MutuallyExclusiveCallbackGroup()
+        self.create_subscription(PointCloud2, spec.POINTS_TOPIC, self._on_points, SENSOR_QOS, callback_group=sub_group)
+        self.create_subscription(PoseStamped, spec.EE_POSE_TOPIC, self._on_pose, STATE_QOS, callback_group=sub_group)
+        self.create_subscription(JointState, spec.JOINT_STATES_TOPIC, self._on_joints, STATE_QOS,
+                                 callback_group=sub_group)
+        for cam in self.card.cameras:
+            topics = spec.camera_topics(cam)
+            for kind in self.card.image_inputs:
+                topic = topics["color" if kind == "rgb" else "depth"]
+                self.create_subscription(Image, topic, lambda m, k=kind, c=cam: self._on_image(m, k, c), SENSOR_QOS,
+                                         callback_group=sub_group)
+        self.chunk_pub = self.create_publisher(JointTrajectory, spec.CHUNK_TOPIC, CHUNK_QOS)
+        self.marker_pub = self.create_publisher(MarkerArray, spec.PREDICTION_MARKERS_TOPIC, 1)
+        self.create_timer(1.0 / self.p.rate_hz, self._tick, callback_group=MutuallyExclusiveCallbackGroup())
+        self.diag.set(OK, f"model '{self.card.name}' ({self.card.kind}) on {self.p.backend}/{self.p.device}; "
+                          "waiting for observations")
+        self.get_logger().info(f"loaded '{self.card.name}' from {model_dir} on {self.p.backend}/{self.p.device}")
+
+    # --- inputs ------------------------------------------------------------------------------------------
+
+    def _accept(self, what: str, fn, *args) -> None:
+        try:
+            with self._lock:
+                fn(*args)
+        except ValueError as exc:  # InputRejected, or a malformed message from flow2one.ros.convert
+            self.counts["rejected"] += 1
+            self.last_rejection = f"{what}: {exc}"
+            self.diag.set(ERROR, f"refused {self.last_rejection}", rejected=self.counts["rejected"],
+                          last_rejection=self.last_rejection)
+            self.get_logger().error(f"refused {self.last_rejection}", throttle_duration_sec=1.0)
+
+    def _on_points(self, msg: PointCloud2) -> None:
+        def take() -> None:
+            self.obs.set_points(pointcloud2_to_xyz(msg), stamp_to_ns(msg.header.stamp), msg.header.frame_id)
+        self._accept(spec.POINTS_TOPIC, take)
+
+    def _on_pose(self, msg: PoseStamped) -> None:
+        def take() -> None:
+            xyz, quat = pose_stamped_to_numpy(msg)
+            self.obs.set_pose(xyz, quat, stamp_to_ns(msg.header.stamp), msg.header.frame_id)
+        self._accept(spec.EE_POSE_TOPIC, take)
+
+    def _on_joints(self, msg: JointState) -> None:
+        def take() -> None:
+            names, pos, _, _ = joint_state_to_numpy(msg)
+            self.obs.set_gripper(tuple(names), pos, stamp_to_ns(msg.header.stamp))
+        self._accept(spec.JOINT_STATES_TOPIC, take)
+
+    def _on_image(self, msg: Image, kind: str, camera: str) -> None:
+        def take() -> None:
+            img = image_to_numpy(msg, "rgb8") if kind == "rgb" else depth_to_metres(msg)
+            self.obs.set_image(kind, camera, img, stamp_to_ns(msg.header.stamp))
+        self._accept(f"{kind} image of {camera}", take)
+
+    # --- inference ---------------------------------------------------------------------------------------
+
+    def _stale(self, why: str) -> None:
+        self.counts["stale"] += 1
+        self.diag.set(WARN, why, stale_skips=self.counts["stale"])
+
+    def _tick(self) -> None:
+        now_ns = self.get_clock().now().nanoseconds
+        max_age_ns = self.p.max_obs_age_s * 1e9
+        with self._lock:
+            if self.p.new_observations_only and self.obs.version == self._last_version:
+                if self._prev is not None and now_ns - self._prev[1] > max_age_ns and self.diag.level == OK:
+                    self._stale(f"no new observation for {(now_ns - self._prev[1]) * 1e-6:.0f} ms")
+                return
+            obs, why = self.obs.assemble(now_ns, self.p.max_obs_age_s)
+        if obs is None:
+            if why.startswith("stale"):
+                self._stale(why)
+            else:
+                self.diag.set(WARN, why)
+            return
+        self._last_version = obs.version
+        m, card = self.p.n_candidates, self.card
+        noise = self._rng.standard_normal((1, m, *card.inputs["noise"]), dtype=np.float32)
+        t0 = time.perf_counter()
+        candidates = self.backend({**obs.inputs, "noise": noise})[0]
+        self._infer_ms.append((time.perf_counter() - t0) * 1e3)
+        age_ns = self.get_clock().now().nanoseconds - obs.stamp_ns
+        if age_ns > max_age_ns:  # inference itself outlasted the observation
+            self._stale(f"observation {age_ns * 1e-6:.0f} ms old after inference (max {max_age_ns * 1e-6:.0f} ms)")
+            return
+        prev, prev_stamp, prev_dt = self._prev if self._prev else (None, 0, card.dt)
+        best, _ = select_candidate(candidates, obs.stamp_ns, card.dt, prev, prev_stamp, prev_dt)
+        self.chunk_pub.publish(chunk_to_msg(candidates[best], obs.stamp_ns, card.dt, self.p.base_frame))
+        self._prev = (candidates[best], obs.stamp_ns, card.dt)
+        self.counts["chunks"] += 1
+        now = time.monotonic()
+        self._publish_times.append(now)
+        if self.p.markers_every and self.counts["chunks"] % self.p.markers_every == 0:
+            self.marker_pub.publish(self._markers(candidates, best, obs.stamp_ns))
+        self._report(obs.stamp_ns)
+
+    def _report(self, stamp_ns: int) -> None:
+        lat = np.asarray(self._infer_ms)
+        times = self._publish_times
+        rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else 0.0
+        age_ms = (self.get_clock().now().nanoseconds - stamp_ns) * 1e-6
+        self.diag.set(OK, "publishing chunks", chunks=self.counts["chunks"], rate_hz=float(rate),
+                      inference_ms_p50=float(np.percentile(lat, 50)), inference_ms_p99=float(np.percentile(lat, 99)),
+                      obs_age_ms=float(age_ms), stale_skips=self.counts["stale"], rejected=self.counts["rejected"])
+
+    def _markers(self, candidates: np.ndarray, best: int, stamp_ns: int) -> MarkerArray:
+        """One LINE_STRIP of end-effector positions per candidate; the published one green and thicker."""
+        out = MarkerArray()
+        for i, cand in enumerate(candidates):
+            mk = Marker(ns="flow2one/candidates", id=i, type=Marker.LINE_STRIP, action=Marker.ADD)
+            mk.header.frame_id = self.p.base_frame
+            mk.header.stamp = ns_to_stamp(stamp_ns)
+            mk.lifetime = Duration(seconds=0.5).to_msg()
+            mk.pose.orientation.w = 1.0
+            mk.scale.x = 0.006 if i == best else 0.003
+            mk.color = ColorRGBA(r=0.1, g=0.9, b=0.2, a=1.0) if i == best else ColorRGBA(r=0.6, g=0.6, b=0.6, a=0.5)
+            mk.points = [Point(x=float(x), y=float(y), z=float(z)) for x, y, z in cand[:, :3]]
+            out.markers.append(mk)
+        return out
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+def main(args: list[str] | None = None) -> None:
+    run_node_main("policy", args)

@@ -1,0 +1,110 @@
+"""The freshest observation of a running policy, assembled from asynchronous streams and checked.
+
+Clouds, robot state and images arrive at their own rates; the policy ticks at its own. This keeps the
+newest valid sample of each, refuses samples that do not fit the model (frame, point count, shape) so
+they can never reach it, and hands out a batch-1 input dict only when every part is younger than the
+configured maximum age: a stale observation yields no action rather than an outdated one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from flow2one.geometry import matrix_to_rot6d, quat_to_matrix
+from flow2one.runtime.card import ModelCard
+
+
+class InputRejected(ValueError):
+    """A message that does not fit the model; it was dropped and the previous sample kept."""
+
+
+@dataclass(frozen=True)
+class Observation:
+    inputs: dict[str, np.ndarray]  # batch-1 model inputs without noise
+    stamp_ns: int  # the oldest part's stamp: the time the whole observation is valid for
+    version: int  # increases with every accepted sample
+
+
+class ObservationAssembler:
+    def __init__(self, card: ModelCard, base_frame: str) -> None:
+        self.card, self.base_frame = card, base_frame
+        self.version = 0
+        self._points: tuple[np.ndarray, int] | None = None
+        self._pose: tuple[np.ndarray, int] | None = None  # (9,) xyz + rot6d
+        self._gripper: tuple[float, int] | None = None
+        self._images: dict[tuple[str, int], tuple[np.ndarray, int]] = {}
+
+    def _frame(self, what: str, frame_id: str) -> None:
+        if frame_id != self.base_frame:
+            raise InputRejected(f"{what} is in frame {frame_id!r}; model '{self.card.name}' takes the base frame "
+                                f"{self.base_frame!r}")
+
+    def set_points(self, xyz: np.ndarray, stamp_ns: int, frame_id: str) -> None:
+        if "points" not in self.card.inputs:
+            return  # a model without the point modality (an ablation) ignores clouds
+        self._frame("point cloud", frame_id)
+        if xyz.shape != (self.card.n_points, 3):
+            raise InputRejected(f"point cloud has {xyz.shape[0]} points (shape {xyz.shape}); model "
+                                f"'{self.card.name}' takes exactly {self.card.n_points} (shape ({self.card.n_points}, 3))")
+        if not np.isfinite(xyz).all():
+            raise InputRejected("point cloud contains NaN or inf")
+        self._points = (np.array(xyz, dtype=np.float32), stamp_ns)
+        self.version += 1
+
+    def set_pose(self, xyz: np.ndarray, quat_xyzw: np.ndarray, stamp_ns: int, frame_id: str) -> None:
+        self._frame("end-effector pose", frame_id)
+        self._pose = (np.concatenate([xyz, matrix_to_rot6d(quat_to_matrix(quat_xyzw))]).astype(np.float32), stamp_ns)
+        self.version += 1
+
+    def set_gripper(self, names: tuple[str, ...], position: np.ndarray, stamp_ns: int) -> None:
+        if "gripper_width" not in names:
+            raise InputRejected(f"joint state has no 'gripper_width' (names: {list(names)})")
+        self._gripper = (float(position[names.index("gripper_width")]), stamp_ns)
+        self.version += 1
+
+    def set_image(self, kind: str, camera: str, image: np.ndarray, stamp_ns: int) -> None:
+        """kind 'rgb' (h, w, 3) uint8 or 'depth' (h, w) float32 metres, from one of the card's cameras."""
+        if kind not in self.card.image_inputs or camera not in self.card.cameras:
+            raise InputRejected(f"model '{self.card.name}' takes no {kind} image from camera {camera!r}")
+        want = self.card.inputs[kind][1:]
+        if image.shape != want:
+            raise InputRejected(f"{kind} image of camera {camera!r} has shape {image.shape}; model "
+                                f"'{self.card.name}' takes {want}")
+        self._images[(kind, self.card.cameras.index(camera))] = (image, stamp_ns)
+        self.version += 1
+
+    def _parts(self) -> dict[str, tuple[object, int] | None]:
+        parts = {}
+        if "points" in self.card.inputs:
+            parts["points"] = self._points
+        if "proprio" in self.card.inputs:
+            parts |= {"ee pose": self._pose, "gripper": self._gripper}
+        return parts
+
+    def missing(self) -> list[str]:
+        out = [n for n, v in self._parts().items() if v is None]
+        out += [f"{k} {cam}" for k in self.card.image_inputs for i, cam in enumerate(self.card.cameras)
+                if (k, i) not in self._images]
+        return out
+
+    def assemble(self, now_ns: int, max_age_s: float) -> tuple[Observation | None, str]:
+        """(observation, "") when complete and fresh, else (None, why not)."""
+        missing = self.missing()
+        if missing:
+            return None, f"waiting for {', '.join(missing)}"
+        stamps = {n: v[1] for n, v in self._parts().items()}
+        stamps |= {f"{k} {self.card.cameras[i]}": s for (k, i), (_, s) in self._images.items()}
+        oldest = min(stamps, key=stamps.get)
+        age = (now_ns - stamps[oldest]) * 1e-9
+        if age > max_age_s:
+            return None, f"stale observation: {oldest} is {age * 1e3:.0f} ms old (max {max_age_s * 1e3:.0f} ms)"
+        inputs = {}
+        if "points" in self.card.inputs:
+            inputs["points"] = self._points[0][None]
+        if "proprio" in self.card.inputs:
+            inputs["proprio"] = np.append(self._pose[0], np.float32(self._gripper[0]))[None].astype(np.float32)
+        for kind in self.card.image_inputs:
+            inputs[kind] = np.stack([self._images[(kind, i)][0] for i in range(len(self.card.cameras))])[None]
+        return Observation(inputs, stamps[oldest], self.version), ""

@@ -1,0 +1,272 @@
+"""Runtime: model card, ONNX export + parity (real ONNX Runtime), backends, hand-off, observation assembly."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from flow2one import spec
+from flow2one.runtime.backends import BackendUnavailable, OnnxRuntimeBackend, open_backend
+from flow2one.runtime.card import CardError, ModelCard, load_card, save_card
+from flow2one.runtime.export import example_inputs, torch_reference
+from flow2one.runtime.handoff import resample_tail, select_candidate
+from flow2one.runtime.observation import InputRejected, ObservationAssembler
+from flow2one.runtime.tensorrt_engine import engine_path, profile_shapes
+
+torch.set_num_threads(1)
+HAS_CUDA = torch.cuda.is_available()
+HAS_TRT = importlib.util.find_spec("tensorrt") is not None
+
+
+def exported_student(tmp_path_factory: pytest.TempPathFactory, preset: str = "tiny") -> Path:
+    """A randomly initialised student checkpoint exported with `flow2one export`, once per session."""
+    from flow2one.cli import main as cli_main
+    from flow2one.policy.checkpoint import save_policy
+    from flow2one.policy.config import preset as make_preset
+    from flow2one.policy.factory import build_policy
+
+    d = tmp_path_factory.getbasetemp() / f"student_{preset}"
+    if (d / "model.onnx").is_file():
+        return d
+    torch.manual_seed(0)
+    policy = build_policy(make_preset(preset, kind="student"))
+    # non-trivial normaliser statistics, so parity also covers the (un)normalisation inside the graph
+    policy.fit_normalizers({"points": torch.rand(4, spec.N_POINTS, 3), "proprio": torch.randn(8, 10)},
+                           torch.randn(64, spec.HORIZON, spec.ACTION_DIM) * 0.2 + 0.4)
+    save_policy(d, policy, card={"name": f"{preset}_student", "trained_on": "random weights (tests)"})
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = cli_main(["export", str(d)])
+    report = json.loads(out.getvalue())
+    assert rc == 0 and report["ok"], report
+    return d
+
+
+@pytest.fixture(scope="module")
+def student_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return exported_student(tmp_path_factory)
+
+
+# --- export + backends --------------------------------------------------------------------------------
+
+def test_export_parity_and_card(student_dir: Path) -> None:
+    import onnx
+
+    onnx.checker.check_model(str(student_dir / "model.onnx"), full_check=True)
+    card = load_card(student_dir)
+    assert card.kind == "student" and card.inputs == {"points": (4096, 3), "proprio": (10,), "noise": (32, 10)}
+    assert card.export["parity_max_abs_err"] < 1e-4
+    assert card.normalizer["action_norm"]["center"] != [0.0] * 10  # statistics copied from the weights
+    assert card.parameters > 0 and card.extra == {}
+    assert "created_utc" in yaml.safe_load((student_dir / "card.yaml").read_text())
+
+    from flow2one.policy.checkpoint import load_policy
+
+    policy, _ = load_policy(student_dir)
+    ort = open_backend("onnxruntime", student_dir)
+    tb = open_backend("torch", student_dir)
+    inputs = example_inputs(card, batch=2, candidates=5, seed=7)
+    ref = torch_reference(policy, inputs)
+    out = ort(inputs)
+    assert out.shape == (2, 5, 32, 10) and out.dtype == np.float32
+    assert np.abs(out - ref).max() < 1e-4
+    assert np.abs(tb(inputs) - ref).max() < 1e-5
+    # M candidates of one observation = the policy's export_forward on M copies of it
+    with torch.inference_mode():
+        one = policy.export_forward(torch.from_numpy(inputs["points"][:1]).expand(5, -1, -1),
+                                    torch.from_numpy(inputs["proprio"][:1]).expand(5, -1),
+                                    torch.from_numpy(inputs["noise"][0])).numpy()
+    assert np.abs(out[0] - one).max() < 1e-4
+    # noise is a real input: other noise, other chunk; same noise, same chunk
+    other = dict(inputs, noise=np.random.default_rng(1).standard_normal((2, 5, 32, 10), dtype=np.float32))
+    assert np.abs(ort(other) - out).max() > 1e-3
+    np.testing.assert_array_equal(ort(inputs), out)
+
+
+def test_backend_refuses_wrong_inputs(student_dir: Path) -> None:
+    ort = open_backend("onnxruntime", student_dir)
+    good = example_inputs(ort.card, batch=2, candidates=3)
+    with pytest.raises(ValueError, match=r"input 'points' has shape \(2, 1000, 3\).*\(B, 4096, 3\)"):
+        ort(dict(good, points=good["points"][:, :1000]))
+    with pytest.raises(ValueError, match="one B for all inputs"):
+        ort(dict(good, noise=good["noise"][:1]))
+    with pytest.raises(ValueError, match=r"input 'noise' has shape \(2, 32, 10\).*\(B, M, 32, 10\)"):
+        ort(dict(good, noise=good["noise"][:, 0]))
+    with pytest.raises(ValueError, match=r"missing \['noise'\]"):
+        ort({k: v for k, v in good.items() if k != "noise"})
+
+
+@pytest.mark.skipif(HAS_TRT, reason="TensorRT is installed here; this checks the message without it")
+def test_missing_backend_names_the_package(student_dir: Path) -> None:
+    with pytest.raises(BackendUnavailable, match=r"needs the Python package 'tensorrt'.*pip install tensorrt"):
+        open_backend("tensorrt", student_dir)
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="CUDA present; this checks the CPU-only messages")
+def test_gpu_devices_fail_clearly_without_a_gpu(student_dir: Path) -> None:
+    with pytest.raises(BackendUnavailable, match="onnxruntime-gpu"):
+        open_backend("onnxruntime", student_dir, device="cuda")
+    with pytest.raises(BackendUnavailable, match="no CUDA device"):
+        open_backend("torch", student_dir, device="cuda")
+
+
+def test_unexported_or_unknown(tmp_path: Path, student_dir: Path) -> None:
+    save_card(tmp_path, load_card(student_dir))
+    with pytest.raises(BackendUnavailable, match="flow2one export"):
+        open_backend("onnxruntime", tmp_path)
+    with pytest.raises(ValueError, match="unknown inference backend 'tflite'"):
+        open_backend("tflite", student_dir)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs CUDA")
+def test_torch_cuda_graphs_match_cpu(student_dir: Path) -> None:
+    cpu = open_backend("torch", student_dir)
+    gpu = open_backend("torch", student_dir, device="cuda", fp16=False)
+    inputs = example_inputs(cpu.card, batch=1, candidates=4)
+    for _ in range(2):  # first call captures the graph, the second replays it
+        assert np.abs(gpu(inputs) - cpu(inputs)).max() < 1e-3
+
+
+@pytest.mark.tensorrt
+@pytest.mark.skipif(not (HAS_TRT and HAS_CUDA), reason="needs TensorRT and CUDA")
+def test_tensorrt_engine_matches_onnxruntime(student_dir: Path) -> None:
+    ort = open_backend("onnxruntime", student_dir)
+    trt = open_backend("tensorrt", student_dir, fp16=True, max_batch=4)
+    assert trt.engine_file.is_file() and "fp16" in trt.engine_file.name
+    inputs = example_inputs(ort.card, batch=1, candidates=4)
+    assert np.abs(trt(inputs) - ort(inputs)).max() < 5e-2  # fp16
+
+
+def test_tensorrt_engine_naming_and_profile(student_dir: Path) -> None:
+    card = load_card(student_dir)
+    p = engine_path(student_dir / "model.onnx", "NVIDIA H100 80GB HBM3", "10.8.0.43", True, 16)
+    assert p.parent == student_dir
+    assert p.name == "model.NVIDIA-H100-80GB-HBM3.trt10.8.0.43.fp16.b16.engine"
+    assert engine_path(p.with_name("model.onnx"), "NVIDIA H100 80GB HBM3", "10.9.0", True, 16) != p
+    shapes = profile_shapes(card, 8)
+    assert shapes["points"] == ((1, 4096, 3), (1, 4096, 3), (8, 4096, 3))
+    assert shapes["noise"] == ((1, 1, 32, 10), (1, 8, 32, 10), (8, 8, 32, 10))
+    assert set(shapes) == {"points", "proprio", "noise"}
+    with pytest.raises(ValueError, match="max_batch"):
+        profile_shapes(card, 0)
+
+
+# --- model card ---------------------------------------------------------------------------------------
+
+def test_card_checks_configuration(student_dir: Path) -> None:
+    card = load_card(student_dir)
+    card.check()  # the spec's configuration
+    with pytest.raises(CardError) as err:
+        card.check(base_frame="world", n_points=2048, dt=0.1)
+    msg = str(err.value)
+    assert "base_frame 'panda_link0' != configured 'world'" in msg and "2048" in msg and "dt 0.05 != 0.1" in msg
+    img = replace(card, inputs={**card.inputs, "rgb": (1, 32, 32, 3)}, cameras=("front",))
+    with pytest.raises(CardError, match="cameras"):
+        img.check(cameras=())
+    img.check(cameras=("front",))
+
+
+def test_card_rejects_malformed(tmp_path: Path, student_dir: Path) -> None:
+    d = load_card(student_dir).to_dict()
+    with pytest.raises(CardError, match="outputs.actions"):
+        ModelCard.from_dict({**d, "horizon": 16})
+    with pytest.raises(CardError, match="missing field 'trained_on'"):
+        ModelCard.from_dict({k: v for k, v in d.items() if k != "trained_on"})
+    with pytest.raises(CardError, match="kind 'diffusion'"):
+        ModelCard.from_dict({**d, "kind": "diffusion"})
+    (tmp_path / "card.yaml").write_text(yaml.safe_dump({"kind": "student", "inputs": ["points", "noise"]}))
+    with pytest.raises(CardError, match="flow2one export"):
+        load_card(tmp_path)
+    with pytest.raises(CardError, match="no model card"):
+        load_card(tmp_path / "nowhere")
+    # unknown keys survive a load/save round trip
+    save_card(tmp_path, ModelCard.from_dict({**d, "robot": "panda-lab-2"}))
+    assert load_card(tmp_path).to_dict()["robot"] == "panda-lab-2"
+    assert load_card(tmp_path) == ModelCard.from_dict({**d, "robot": "panda-lab-2"})
+
+
+# --- chunk hand-off -----------------------------------------------------------------------------------
+
+def test_handoff_keeps_the_continuing_candidate() -> None:
+    rng = np.random.default_rng(0)
+    h, dt = spec.HORIZON, spec.STEP_DT
+    t = np.arange(h + 10) * dt
+    left = np.zeros((h + 10, 10), np.float32)
+    left[:, 1] = 0.1 * t  # moving +y
+    right = left.copy()
+    right[:, 1] *= -1  # moving -y
+    prev = left[:h]
+    stamp0 = 1_000_000_000
+    later = stamp0 + int(3 * dt * 1e9)  # 3 steps into the executing chunk
+    cands = np.stack([right[3:3 + h], left[3:3 + h] + rng.normal(0, 1e-3, (h, 10)), right[3:3 + h] * 2])
+    best, costs = select_candidate(cands, later, dt, prev, stamp0, dt)
+    assert best == 1 and costs[1] < 1e-4 < costs[0]
+    assert select_candidate(cands, later, dt)[0] == 0  # nothing executing: an unbiased sample
+    far = stamp0 + int(10 * 1e9)
+    assert select_candidate(cands, far, dt, prev, stamp0, dt)[1].tolist() == [0, 0, 0]  # no overlap
+    with pytest.raises(ValueError, match="candidates must be"):
+        select_candidate(cands[0], later, dt)
+
+
+def test_resample_tail_interpolates() -> None:
+    prev = np.arange(8, dtype=np.float32)[:, None].repeat(10, 1)
+    vals, valid = resample_tail(prev, 0, 0.1, int(0.05e9), 0.1, 8)
+    np.testing.assert_allclose(vals[:7, 0], np.arange(7) + 0.5, atol=1e-5)
+    assert valid.tolist() == [True] * 7 + [False]
+
+
+# --- observation assembly -----------------------------------------------------------------------------
+
+def test_observation_assembler(student_dir: Path) -> None:
+    card = load_card(student_dir)
+    asm = ObservationAssembler(card, spec.BASE_FRAME)
+    now = 5_000_000_000
+    assert asm.assemble(now, 0.2) == (None, "waiting for points, ee pose, gripper")
+    pts = np.random.default_rng(0).uniform(size=(4096, 3)).astype(np.float32)
+    with pytest.raises(InputRejected, match="1000 points.*exactly 4096"):
+        asm.set_points(pts[:1000], now, spec.BASE_FRAME)
+    with pytest.raises(InputRejected, match="frame 'camera_link'"):
+        asm.set_points(pts, now, "camera_link")
+    with pytest.raises(InputRejected, match="gripper_width"):
+        asm.set_gripper(("j1",), np.zeros(1), now)
+    asm.set_points(pts, now - 100_000_000, spec.BASE_FRAME)
+    asm.set_pose(np.array([0.4, 0.0, 0.3]), np.array([0.0, 0.0, 0.0, 1.0]), now - 10_000_000, spec.BASE_FRAME)
+    asm.set_gripper(("panda_joint1", "gripper_width"), np.array([0.3, 0.04]), now)
+    obs, why = asm.assemble(now, 0.2)
+    assert why == "" and obs.stamp_ns == now - 100_000_000  # the oldest part's time
+    np.testing.assert_allclose(obs.inputs["proprio"][0], [0.4, 0, 0.3, 1, 0, 0, 0, 1, 0, 0.04], atol=1e-6)
+    assert obs.inputs["points"].shape == (1, 4096, 3)
+    obs, why = asm.assemble(now + 150_000_000, 0.2)
+    assert obs is None and why.startswith("stale observation: points is 250 ms old")
+
+
+def test_observation_assembler_images(student_dir: Path) -> None:
+    base = load_card(student_dir)
+    card = replace(base, inputs={"points": (4096, 3), "rgb": (2, 24, 32, 3), "depth": (2, 24, 32), "noise": (32, 10)},
+                   cameras=("front", "wrist"))
+    asm = ObservationAssembler(card, spec.BASE_FRAME)
+    now = 1_000_000_000
+    asm.set_points(np.zeros((4096, 3), np.float32), now, spec.BASE_FRAME)
+    with pytest.raises(InputRejected, match=r"rgb image of camera 'wrist' has shape \(48, 64, 3\).*\(24, 32, 3\)"):
+        asm.set_image("rgb", "wrist", np.zeros((48, 64, 3), np.uint8), now)
+    with pytest.raises(InputRejected, match="no depth image from camera 'side'"):
+        asm.set_image("depth", "side", np.zeros((24, 32), np.float32), now)
+    for i, cam in enumerate(card.cameras):
+        asm.set_image("rgb", cam, np.full((24, 32, 3), i, np.uint8), now)
+    assert asm.assemble(now, 0.1) == (None, "waiting for depth front, depth wrist")
+    for cam in card.cameras:
+        asm.set_image("depth", cam, np.ones((24, 32), np.float32), now)
+    obs, _ = asm.assemble(now, 0.1)
+    assert set(obs.inputs) == {"points", "rgb", "depth"}  # no proprio: this model does not take it
+    assert obs.inputs["rgb"].shape == (1, 2, 24, 32, 3) and obs.inputs["rgb"][0, 1].max() == 1
+    assert obs.inputs["depth"].shape == (1, 2, 24, 32)
