@@ -69,6 +69,7 @@ class GraphRunner:
         self._extra = list(extra_nodes)
         self._executor: MultiThreadedExecutor | None = None
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     def start(self) -> "GraphRunner":
         args = ["--ros-args"]
@@ -106,11 +107,13 @@ class GraphRunner:
         self._executor.add_node(node)
 
     def _spin(self) -> None:
-        try:
-            self._executor.spin()
-        except Exception:  # context shut down while spinning
-            if self.context.ok():
-                raise
+        # spin_once in a loop instead of spin(): stop() ends the loop BEFORE the executor's thread pool is
+        # shut down, so no callback is ever submitted to a closed pool.
+        while not self._stopping.is_set() and self.context.ok():
+            try:
+                self._executor.spin_once(timeout_sec=0.05)
+            except ExternalShutdownException:
+                return
 
     def wait(self) -> None:
         """Block until the executor stops (SIGINT shuts the context down)."""
@@ -119,6 +122,9 @@ class GraphRunner:
 
     def stop(self) -> None:
         """Idempotent; a node whose close() fails does not keep the others (or the context) alive."""
+        self._stopping.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(5.0)
         if self._executor is not None:
             self._executor.shutdown(timeout_sec=2.0)
         errors: list[BaseException] = []
@@ -133,8 +139,6 @@ class GraphRunner:
         self.nodes.clear()
         if self.context.ok():
             rclpy.shutdown(context=self.context)
-        if self._thread is not None:
-            self._thread.join(2.0)
         if errors:
             raise errors[0]
 
