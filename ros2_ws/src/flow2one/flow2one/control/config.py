@@ -1,0 +1,74 @@
+"""Executor configuration: one flat, validated dataclass, which is also the executor node's ROS parameters."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+from flow2one.control.limits import SafetyLimits
+from flow2one.spec import STEP_DT
+
+# Panda/FR3 "ready" pose: elbow up, flange down, in front of the base.
+HOME_JOINTS = (0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785)
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    robot_host: str = "172.16.0.2"  # FCI address; franky-sim: 127.0.0.1
+    n_exec: int = 8  # steps of each chunk executed before it counts as used up (receding horizon)
+    command_rate_hz: float = 1.0 / STEP_DT  # franky re-targeting rate (chunk-step rate; 10-50 Hz is safe)
+    state_rate_hz: float = 100.0  # robot state reading/publishing rate
+    lookahead_s: float = STEP_DT  # a command aims at the plan this far ahead (where the arm should be next)
+    blend_s: float = 0.1  # cross-fade from the executing plan to a new chunk
+    max_future_s: float = 0.5  # reject chunks stamped further in the future (clock skew)
+    stop_after_s: float = 1.0  # no valid chunk for this long -> stop (hold before that)
+    max_recoveries: int = 3  # automatic error recoveries allowed per recovery_window_s before FAULT
+    recovery_window_s: float = 60.0
+    jerk_factor: float = 0.5  # fraction of franky's max Cartesian jerk
+    home_joints: tuple[float, ...] = HOME_JOINTS
+    home_speed_factor: float = 0.2
+    gripper_speed: float = 0.05  # m/s
+    gripper_force: float = 30.0  # N
+    gripper_close_below: float = 0.04  # m: commanded widths below this grasp, above move
+    gripper_deadband: float = 0.005  # m
+    # SafetyLimits, flattened for ROS parameters (see control/limits.py for meaning).
+    workspace_min: tuple[float, ...] = SafetyLimits.workspace_min
+    workspace_max: tuple[float, ...] = SafetyLimits.workspace_max
+    max_lin_speed: float = SafetyLimits.max_lin_speed
+    max_lin_accel: float = SafetyLimits.max_lin_accel
+    max_ang_speed: float = SafetyLimits.max_ang_speed
+    max_ang_accel: float = SafetyLimits.max_ang_accel
+    max_lin_step: float = SafetyLimits.max_lin_step
+    max_ang_step: float = SafetyLimits.max_ang_step
+    max_lead: float = SafetyLimits.max_lead
+    reference_rot6d: tuple[float, ...] = SafetyLimits.reference_rot6d
+    max_rot_from_ref: float = SafetyLimits.max_rot_from_ref
+
+    def __post_init__(self) -> None:
+        if not self.robot_host:
+            raise ValueError("robot_host must not be empty")
+        if self.n_exec < 1:
+            raise ValueError(f"n_exec must be >= 1, got {self.n_exec}")
+        if not (1.0 <= self.command_rate_hz <= 50.0):
+            raise ValueError(f"command_rate_hz must be in [1, 50] (franky's planner fails above ~50 Hz), "
+                             f"got {self.command_rate_hz}")
+        if not (self.command_rate_hz <= self.state_rate_hz <= 1000.0):
+            raise ValueError(f"state_rate_hz must be in [command_rate_hz, 1000], got {self.state_rate_hz}")
+        for name in ("lookahead_s", "blend_s", "max_future_s"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not (self.stop_after_s > 0 and self.recovery_window_s > 0 and self.max_recoveries >= 0):
+            raise ValueError("stop_after_s and recovery_window_s must be > 0, max_recoveries >= 0")
+        if len(self.home_joints) != 7:
+            raise ValueError(f"home_joints needs 7 values, got {len(self.home_joints)}")
+        for name in ("jerk_factor", "home_speed_factor"):
+            if not (0 < getattr(self, name) <= 1):
+                raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
+        if not (0 < self.gripper_speed <= 0.1 and self.gripper_force > 0):
+            raise ValueError("gripper_speed must be in (0, 0.1] m/s and gripper_force > 0")
+        self.limits()  # validates the limit fields
+
+    def limits(self) -> SafetyLimits:
+        names = {f.name for f in fields(SafetyLimits)}
+        kw = {f.name: getattr(self, f.name) for f in fields(self) if f.name in names}
+        return SafetyLimits(**kw, command_period=1.0 / self.command_rate_hz)

@@ -1,0 +1,331 @@
+"""Receding-horizon executor: chunks in, safe franky targets out, on one control thread (ROS-free).
+
+Thread model: submit_chunk / set_estop / request_home may be called from any thread (ROS callbacks);
+they only touch the scheduler and request flags under a lock and wake the control thread. Only the
+control thread talks to the robot, so franky never sees concurrent calls from us.
+
+States: IDLE (no motion) -> RUNNING (streaming targets) -> HOLDING (plan used up: nothing new is sent,
+franky holds the last target) -> STOPPED (no valid chunk for stop_after_s: stop motion, plan dropped).
+A new valid chunk restarts from IDLE/HOLDING/STOPPED (re-anchoring the safety filter on the measured
+pose after a stop). ESTOP, HOMING and FAULT reject chunks; FAULT is left by homing or an e-stop cycle.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from flow2one.control.config import ExecutorConfig
+from flow2one.control.franky_robot import RobotError, RobotStateSample
+from flow2one.control.plan import ChunkRejected, Plan, Scheduler
+from flow2one.control.safety import RejectedTarget, SafeCommand, SafetyFilter
+
+ANCHOR_PATIENCE_S = 0.25  # a measured pose outside the limits for this long -> FAULT
+HOME_TIMEOUT_S = 60.0  # a slowed franky-sim needs far longer than the robot's ~3 s
+
+
+class State(str, enum.Enum):
+    IDLE = "idle"
+    RUNNING = "running"
+    HOLDING = "holding"
+    STOPPED = "stopped"
+    ESTOP = "estop"
+    HOMING = "homing"
+    FAULT = "fault"
+
+
+class RobotLike(Protocol):
+    """What the executor needs from a robot (FrankyRobot implements it)."""
+
+    def read_state(self) -> RobotStateSample: ...
+    def send(self, cmd: SafeCommand) -> None: ...
+    def record(self, kind: str, cmd: SafeCommand) -> None: ...
+    def poll(self) -> bool: ...
+    def stop(self, timeout: float = 1.0) -> None: ...
+    def recover(self) -> bool: ...
+    def start_home(self, joints: tuple[float, ...], speed_factor: float) -> None: ...
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class CommandEvent:
+    """A command handed to franky, for COMMAND_TOPIC and latency figures."""
+
+    command: SafeCommand
+    t_ns: int  # chunk clock when sent
+    chunk_id: int
+    first_of_chunk: bool
+    latency_s: float  # chunk received -> franky move() returned (first command of a chunk), else nan
+    process_s: float  # plan sampling + safety filter + franky move() call
+
+
+class Executor:
+    def __init__(self, cfg: ExecutorConfig, robot: RobotLike, clock_ns: Callable[[], int] = time.time_ns,
+                 on_state: Callable[[RobotStateSample], None] | None = None,
+                 on_command: Callable[[CommandEvent], None] | None = None,
+                 on_event: Callable[[str], None] | None = None) -> None:
+        self.cfg = cfg
+        self.robot = robot
+        self.limits = cfg.limits()
+        self.clock_ns = clock_ns
+        self.on_state, self.on_command, self.on_event = on_state, on_command, on_event
+        self.scheduler = Scheduler(cfg.n_exec, cfg.blend_s, cfg.max_future_s, self.limits.command_period)
+        self.filter = SafetyFilter(self.limits)
+        self.state = State.IDLE
+        self.message = "waiting for chunks"
+        self.latest: RobotStateSample | None = None
+        self.counters = collections.Counter()
+        self.latencies: collections.deque[float] = collections.deque(maxlen=2000)
+        self.last_error = ""
+        self.hold_since: float | None = None  # monotonic s
+        self.stopped_at: float | None = None
+        self._period_cmd = 1.0 / cfg.command_rate_hz
+        self._lookahead_ns = int(cfg.lookahead_s * 1e9)
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closing = False
+        self._estop_req: bool | None = None
+        self._home_req = False
+        self._anchored = False
+        self._anchor_fail_since: float | None = None
+        self._home_started = 0.0
+        self._last_cmd_mono = -np.inf
+        self._last_chunk_mono: float | None = None
+        self._received_mono: dict[int, float] = {}
+        self._commanded_ids: set[int] = set()
+        self._recoveries: collections.deque[float] = collections.deque()
+        self._thread = threading.Thread(target=self._run, name="executor-control", daemon=True)
+
+    # -- API for any thread ------------------------------------------------------------------------
+    def start(self) -> "Executor":
+        self._thread.start()
+        return self
+
+    def submit_chunk(self, actions: np.ndarray, stamp_ns: int, dt_s: float,
+                     received_mono: float | None = None) -> Plan:
+        """Queue a chunk; raises ChunkRejected (counted) when it cannot be executed."""
+        received_mono = time.monotonic() if received_mono is None else received_mono
+        with self._lock:
+            try:
+                if self.state in (State.ESTOP, State.HOMING, State.FAULT):
+                    raise ChunkRejected(f"executor is in state {self.state.value}: {self.message}", "state")
+                plan = self.scheduler.submit(actions, stamp_ns, dt_s, self.clock_ns())
+            except ChunkRejected as exc:
+                self.counters["chunks_rejected"] += 1
+                self.counters[f"rejected_{exc.reason}"] += 1
+                raise
+            self.counters["chunks_accepted"] += 1
+            self._last_chunk_mono = received_mono
+            self._received_mono[plan.chunk_id] = received_mono
+            if len(self._received_mono) > 256:
+                for k in sorted(self._received_mono)[:-128]:
+                    del self._received_mono[k]
+        self._wake.set()
+        return plan
+
+    def set_estop(self, active: bool) -> None:
+        with self._lock:
+            self._estop_req = active
+        self._wake.set()
+
+    def request_home(self) -> None:
+        with self._lock:
+            self._home_req = True
+        self._wake.set()
+
+    def status(self) -> dict[str, object]:
+        lat = np.array(self.latencies) if self.latencies else np.array([np.nan])
+        return {"state": self.state.value, "message": self.message, "last_error": self.last_error,
+                "latency_median_ms": float(np.median(lat) * 1e3), "latency_p95_ms": float(np.percentile(lat, 95) * 1e3),
+                **{k: int(v) for k, v in self.counters.items()}}
+
+    @property
+    def thread_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def close(self) -> None:
+        """Stop the control thread and bring the arm to rest (the robot's connection is the owner's)."""
+        self._closing = True
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(15.0)
+        if self._thread.is_alive():  # stuck inside a franky call: releasing the robot now could crash
+            self.last_error = "control thread did not stop within 15 s; robot left as it is"
+            return
+        self.robot.close()
+
+    # -- control thread ----------------------------------------------------------------------------
+    def _run(self) -> None:
+        period = 1.0 / self.cfg.state_rate_hz
+        next_tick = time.monotonic()
+        while not self._closing:
+            self._wake.wait(max(0.0, next_tick - time.monotonic()))
+            self._wake.clear()
+            now = time.monotonic()
+            if now >= next_tick:
+                next_tick = max(next_tick + period, now - period)
+            try:
+                self.tick(now)
+            except RobotError as exc:
+                self._on_error(exc, now)
+            except Exception as exc:  # noqa: BLE001 - a bug must stop the arm, not kill this thread silently
+                self.last_error = f"internal error: {type(exc).__name__}: {exc}"
+                self._set(State.FAULT, self.last_error)
+                try:
+                    self.robot.stop()
+                except Exception:  # noqa: BLE001
+                    pass
+
+    def _notify(self, callback: Callable | None, arg: object) -> None:
+        """Report to the owner (publishers); a failing callback must not stop the control thread."""
+        if callback is None:
+            return
+        try:
+            callback(arg)
+        except Exception as exc:  # noqa: BLE001 - e.g. publishing after the ROS context shut down
+            self.counters["callback_errors"] += 1
+            self.last_error = f"callback failed: {type(exc).__name__}: {exc}"
+
+    def _set(self, state: State, message: str) -> None:
+        if state != self.state:
+            self._notify(self.on_event, f"{self.state.value} -> {state.value}: {message}")
+        self.state, self.message = state, message
+
+    def tick(self, now: float) -> None:
+        """One control-thread step (public so tests can drive it with their own clock)."""
+        st = self.robot.read_state()
+        self.latest = st
+        self.counters["states"] += 1
+        self._notify(self.on_state, st)
+        with self._lock:
+            estop, self._estop_req = self._estop_req, None
+            home, self._home_req = self._home_req, False
+        if estop is True:
+            self._stop(f"e-stop", State.ESTOP)
+            return
+        if estop is False and self.state in (State.ESTOP, State.FAULT):
+            self._set(State.IDLE, "e-stop released")
+        if home:
+            self._start_home()
+            return
+        if self.state == State.HOMING:
+            if not self.robot.poll():
+                self._anchored = False
+                self._set(State.IDLE, "homed")
+            elif now - self._home_started > HOME_TIMEOUT_S:
+                self.robot.stop()
+                self._set(State.FAULT, f"homing did not finish within {HOME_TIMEOUT_S} s")
+            return
+        if self.state in (State.ESTOP, State.FAULT):
+            return
+        self.robot.poll()
+        self._step_stream(now, st)
+
+    def _step_stream(self, now: float, st: RobotStateSample) -> None:
+        stale = self._last_chunk_mono is None or now - self._last_chunk_mono > self.cfg.stop_after_s
+        if self.state in (State.RUNNING, State.HOLDING) and stale:
+            self.stopped_at = now
+            self._stop(f"no valid chunk for {self.cfg.stop_after_s} s", State.STOPPED)
+            return
+        if now - self._last_cmd_mono < self._period_cmd - 1e-3:
+            return
+        t0 = time.monotonic()
+        with self._lock:
+            now_ns = self.clock_ns()
+            target = self.scheduler.target(now_ns, self._lookahead_ns)
+            plan = self.scheduler.plan
+        if target is None:
+            if self.state == State.RUNNING:
+                self.hold_since = now
+                self._set(State.HOLDING, "plan used up: holding the last target")
+            return
+        if not self._anchored:
+            try:
+                anchor = self.filter.anchor(now, st.position, st.ee[:3, :3], st.gripper_width)
+            except RejectedTarget as exc:
+                # One implausible reading (seen right after libfranka errors) must not fault; a pose
+                # that stays outside the limits must.
+                self._anchor_fail_since = self._anchor_fail_since or now
+                if now - self._anchor_fail_since > ANCHOR_PATIENCE_S:
+                    with self._lock:
+                        self.scheduler.clear()
+                    self._set(State.FAULT, f"{exc}; send home")
+                return
+            self._anchor_fail_since = None
+            self.robot.record("anchor", anchor)
+            self._anchored = True
+        try:
+            cmd = self.filter.filter(now, target, st.position)
+        except RejectedTarget as exc:
+            self.counters["targets_rejected"] += 1
+            self.last_error = str(exc)
+            return
+        self.counters["commands"] += 1
+        if cmd.clamped:
+            self.counters["commands_clamped"] += 1
+        self.robot.send(cmd)
+        sent = time.monotonic()
+        self._last_cmd_mono = now
+        first = plan.chunk_id not in self._commanded_ids
+        latency = float("nan")
+        if first:
+            self._commanded_ids.add(plan.chunk_id)
+            if len(self._commanded_ids) > 256:
+                self._commanded_ids = {i for i in self._commanded_ids if i > plan.chunk_id - 128}
+            received = self._received_mono.get(plan.chunk_id)
+            if received is not None:
+                latency = sent - received
+                self.latencies.append(latency)
+        if self.state != State.RUNNING:
+            self._set(State.RUNNING, "streaming")
+        self._notify(self.on_command, CommandEvent(cmd, now_ns, plan.chunk_id, first, latency, sent - t0))
+
+    def _stop(self, reason: str, state: State) -> None:
+        with self._lock:
+            self.scheduler.clear()
+        self._anchored = False
+        self._set(state, reason)
+        self.robot.stop()
+        self.counters["stops"] += 1
+
+    def _start_home(self) -> None:
+        with self._lock:
+            self.scheduler.clear()
+        self._anchored = False
+        self.robot.stop()
+        if self.state == State.FAULT and not self.robot.recover():
+            self._set(State.FAULT, f"recovery failed before homing: {self.last_error}")
+            return
+        self.robot.start_home(tuple(self.cfg.home_joints), self.cfg.home_speed_factor)
+        self._home_started = time.monotonic()
+        self._set(State.HOMING, "moving to the home joint configuration")
+
+    def _on_error(self, exc: RobotError, now: float) -> None:
+        """Recover automatically where libfranka allows it (a limited number of times), else FAULT."""
+        self.counters["robot_errors"] += 1
+        self.last_error = str(exc)
+        with self._lock:
+            self.scheduler.clear()
+        self._anchored = False
+        while self._recoveries and now - self._recoveries[0] > self.cfg.recovery_window_s:
+            self._recoveries.popleft()
+        if not exc.recoverable:
+            # libfranka needs a new connection, and dropping franky's Robot while its motion thread may
+            # still run crashes the process: stay in FAULT; restarting the node reconnects.
+            self._set(State.FAULT, f"robot communication lost (restart the executor): {exc}")
+        elif len(self._recoveries) >= self.cfg.max_recoveries:
+            self._set(State.FAULT, f"{len(self._recoveries)} recoveries in {self.cfg.recovery_window_s} s; "
+                                   f"last error: {exc}")
+        elif self.robot.recover():
+            self._recoveries.append(now)
+            self.counters["recoveries"] += 1
+            self._set(State.IDLE, f"recovered from: {exc}")
+        else:
+            self._set(State.FAULT, f"automatic recovery failed after: {exc}")

@@ -1,0 +1,303 @@
+"""ROS-free executor core: chunk alignment, receding horizon, blending, safety filter, watchdog.
+
+The 10,000-chunk adversarial property test drives the real Executor.tick (scheduler -> safety filter ->
+robot.send) on a simulated clock; the robot is a kinematic stand-in that records every target at the
+boundary where FrankyRobot would hand it to franky (test_control_franky.py repeats a shorter stretch
+against franky-sim over the libfranka protocol).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flow2one.control import so3
+from flow2one.control.config import ExecutorConfig
+from flow2one.control.executor import Executor, State
+from flow2one.control.franky_robot import RobotStateSample
+from flow2one.control.limits import SafetyLimits
+from flow2one.control.plan import ChunkRejected, Scheduler, align_chunk, pick_consistent
+from flow2one.control.safety import RejectedTarget, SafeCommand, SafetyFilter, audit
+from flow2one.geometry import matrix_to_rot6d
+
+DOWN = np.diag([1.0, -1.0, -1.0])  # EE pointing down
+HOME = np.array([0.45, 0.0, 0.4])
+MS = 1_000_000
+
+
+def action(p, rot=DOWN, g=0.08) -> np.ndarray:
+    return np.concatenate([p, matrix_to_rot6d(rot), [g]])
+
+
+def line_chunk(start, velocity, n=32, dt=0.05) -> np.ndarray:
+    return np.stack([action(np.asarray(start) + np.asarray(velocity) * i * dt) for i in range(n)])
+
+
+class KinematicRobot:
+    """Stand-in for FrankyRobot in clock-driven core tests: the arm is wherever it was last sent."""
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.pose = np.eye(4)
+        self.pose[:3, :3], self.pose[:3, 3] = DOWN, HOME
+        self.width = 0.08
+        self.log: list = []
+        self.stops = 0
+
+    def read_state(self) -> RobotStateSample:
+        return RobotStateSample(self.clock(), np.zeros(7), np.zeros(7), np.zeros(7), self.pose.copy(), self.width, "Move",
+                                self.clock() / 1e9)
+
+    def record(self, kind, cmd: SafeCommand) -> None:
+        self.log.append((kind, cmd.t, cmd.position.copy(), cmd.rotation.copy(), cmd.gripper))
+
+    def send(self, cmd: SafeCommand) -> None:
+        self.record("command", cmd)
+        self.pose[:3, :3], self.pose[:3, 3], self.width = cmd.rotation, cmd.position, cmd.gripper
+
+    def poll(self) -> bool:
+        return True
+
+    def stop(self, timeout: float = 1.0) -> None:
+        self.stops += 1
+
+    def recover(self) -> bool:
+        return True
+
+    def start_home(self, joints, speed_factor) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class SimClock:
+    def __init__(self):
+        self.t = 1000.0  # s
+
+    def ns(self) -> int:
+        return int(self.t * 1e9)
+
+
+def make_executor(**kw):
+    clock = SimClock()
+    robot = KinematicRobot(clock.ns)
+    cfg = ExecutorConfig(robot_host="sim", **kw)
+    return Executor(cfg, robot, clock_ns=clock.ns), robot, clock
+
+
+# -- alignment / scheduling ----------------------------------------------------------------------
+def test_align_drops_past_steps_and_keeps_n_exec():
+    acts = line_chunk(HOME, [0.1, 0, 0], n=32)
+    stamp = 10 * 10**9
+    times, kept, dt_ns = align_chunk(acts, stamp, 0.05, now_ns=stamp + 120 * MS, n_exec=8, default_dt_s=0.05)
+    # steps 0, 1 ended before now (0-50, 50-100 ms); step 2 (100-150 ms) is current
+    assert dt_ns == 50 * MS and len(times) == 8
+    assert times[0] == stamp + 100 * MS
+    np.testing.assert_allclose(kept, acts[2:10])
+
+
+@pytest.mark.parametrize("bad, reason", [
+    (np.full((4, 10), np.nan), "NaN"), (np.zeros((4, 9)), "shape"), (np.zeros((0, 10)), "shape")])
+def test_align_rejects_malformed(bad, reason):
+    with pytest.raises(ChunkRejected, match=reason):
+        align_chunk(bad, 0, 0.05, 0, 8, 0.05)
+
+
+def test_scheduler_rejects_stale_future_and_reversed_stamps():
+    s = Scheduler(n_exec=8, blend_s=0.1, max_future_s=0.5, default_dt_s=0.05)
+    now = 100 * 10**9
+    with pytest.raises(ChunkRejected, match="stale"):
+        s.submit(line_chunk(HOME, [0, 0, 0], n=4), now - 10**9, 0.05, now)
+    with pytest.raises(ChunkRejected, match="future"):
+        s.submit(line_chunk(HOME, [0, 0, 0]), now + 10**9, 0.05, now)
+    s.submit(line_chunk(HOME, [0, 0, 0]), now - 30 * MS, 0.05, now)
+    with pytest.raises(ChunkRejected, match="not newer"):
+        s.submit(line_chunk(HOME, [0, 0, 0]), now - 40 * MS, 0.05, now)
+
+
+def test_one_point_teleop_chunk_is_executed():
+    s = Scheduler(n_exec=8, blend_s=0.0, max_future_s=0.5, default_dt_s=0.05)
+    now = 100 * 10**9
+    p = HOME + [0.01, 0, 0]
+    s.submit(action(p)[None], now - 2 * MS, 0.0, now)  # teleop: one point stamped "now", dt unknown
+    np.testing.assert_allclose(s.target(now, 50 * MS)[:3], p)
+    assert s.target(now + 60 * MS, 50 * MS) is None  # used up after one step interval: hold
+
+
+def test_blend_is_continuous_at_switch_and_reaches_new_chunk():
+    s = Scheduler(n_exec=16, blend_s=0.1, max_future_s=0.5, default_dt_s=0.05)
+    now = 100 * 10**9
+    s.submit(line_chunk(HOME, [0.1, 0, 0]), now, 0.05, now)
+    before = s.plan.sample(now + 50 * MS)
+    s.submit(line_chunk(HOME + [0, 0.02, 0], [0.1, 0, 0]), now + 10 * MS, 0.05, now + 50 * MS)
+    after = s.plan.sample(now + 50 * MS)  # the new plan starts where the old one was
+    np.testing.assert_allclose(after, before, atol=1e-9)
+    late = s.plan.sample(now + 300 * MS)  # past blend_s: the new chunk only
+    np.testing.assert_allclose(late[:3], HOME + [0.1 * 0.29, 0.02, 0], atol=1e-6)
+
+
+def test_pick_consistent_prefers_candidate_near_executing_plan():
+    s = Scheduler(n_exec=32, blend_s=0.0, max_future_s=0.5, default_dt_s=0.05)
+    now = 100 * 10**9
+    s.submit(line_chunk(HOME, [0.1, 0, 0]), now, 0.05, now)
+    cands = np.stack([line_chunk(HOME + [0, 0.1, 0], [0.1, 0, 0]), line_chunk(HOME, [0.1, 0, 0])])
+    times = now + 20 * MS + 50 * MS * np.arange(32)
+    assert pick_consistent(cands, times, s.plan) == 1
+
+
+# -- safety filter -------------------------------------------------------------------------------
+def test_filter_clamps_box_speed_and_rejects_nan():
+    lim = SafetyLimits()
+    f = SafetyFilter(lim)
+    f.anchor(0.0, HOME, DOWN, 0.08)
+    cmd = f.filter(0.05, action(HOME + [5.0, 0, 0]))  # 5 m jump
+    assert "linear" in cmd.clamped and np.abs(cmd.position - HOME).max() <= lim.lin_speed * 0.05 + 1e-12
+    with pytest.raises(RejectedTarget, match="NaN"):
+        f.filter(0.1, np.full(10, np.nan))
+    with pytest.raises(RejectedTarget, match="degenerate"):
+        f.filter(0.1, np.concatenate([HOME, np.zeros(6), [0.04]]))
+    with pytest.raises(RejectedTarget, match="outside"):
+        f.anchor(0.2, np.array([2.0, 0, 0]), DOWN, 0.08)
+
+
+def test_filter_stays_in_box_when_driven_into_a_wall():
+    lim = SafetyLimits()
+    f = SafetyFilter(lim)
+    t, log = 0.0, []
+    log.append(("anchor", t, *(lambda c: (c.position, c.rotation, c.gripper))(f.anchor(t, HOME, DOWN, 0.08))))
+    for _ in range(200):  # full speed toward +x then the wall
+        t += 0.05
+        c = f.filter(t, action(HOME + [10.0, 0, -10.0]))
+        log.append(("command", t, c.position, c.rotation, c.gripper))
+    assert audit(log, lim) == []
+    assert np.isclose(log[-1][2][0], lim.workspace_max[0], atol=1e-3)  # it did reach the wall
+    assert np.isclose(log[-1][2][2], lim.workspace_min[2], atol=1e-3)
+
+
+finite = st.floats(-3, 3, allow_nan=False)
+weird = st.one_of(finite, st.sampled_from([np.nan, np.inf, -np.inf, 0.0, 1e9, -1e9]))
+raw_target = st.lists(weird, min_size=10, max_size=10).map(np.array)
+near_target = st.tuples(st.lists(st.floats(-0.06, 0.06), min_size=3, max_size=3),
+                        st.lists(st.floats(-1.5, 1.5), min_size=3, max_size=3)).map(
+    lambda pr: np.concatenate([HOME + pr[0], matrix_to_rot6d(so3.exp(np.array(pr[1])) @ DOWN), [0.04]]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.one_of(raw_target, near_target), st.floats(-0.05, 0.2)), min_size=1, max_size=60))
+def test_filter_property_any_target_sequence_is_within_limits(seq):
+    lim = SafetyLimits()
+    f = SafetyFilter(lim)
+    t = 0.0
+    a = f.anchor(t, HOME, DOWN, 0.08)
+    log = [("anchor", t, a.position, a.rotation, a.gripper)]
+    for values, dt in seq:
+        t += dt
+        try:
+            c = f.filter(t, values)
+        except RejectedTarget:
+            continue
+        log.append(("command", c.t, c.position, c.rotation, c.gripper))
+    assert audit(log, lim) == []
+
+
+# -- executor core on a simulated clock -----------------------------------------------------------
+def test_executor_follows_stream_then_holds_then_stops():
+    ex, robot, clock = make_executor(stop_after_s=0.5, n_exec=8)
+    target = HOME + [0.03, 0.02, -0.02]
+    for k in range(60):  # 3 s of 20 Hz chunks, all pointing at one target
+        ex.submit_chunk(np.stack([action(target)] * 32), clock.ns() - 30 * MS, 0.05, received_mono=clock.t)
+        ex.tick(clock.t)
+        clock.t += 0.05
+    assert ex.state == State.RUNNING
+    np.testing.assert_allclose(robot.pose[:3, 3], target, atol=1e-4)
+    last_chunk = clock.t - 0.05
+    states = []
+    while clock.t < last_chunk + 1.0:
+        ex.tick(clock.t)
+        states.append((clock.t - last_chunk, ex.state))
+        clock.t += 0.01
+    hold_at = next(t for t, s in states if s == State.HOLDING)
+    stop_at = next(t for t, s in states if s == State.STOPPED)
+    assert hold_at <= 8 * 0.05 + 0.05  # n_exec steps used up
+    assert 0.5 <= stop_at <= 0.5 + 0.011 and robot.stops == 1
+    assert audit(robot.log, ex.limits) == []
+
+
+def test_executor_estop_rejects_chunks_until_released():
+    ex, robot, clock = make_executor()
+    ex.submit_chunk(line_chunk(HOME, [0.05, 0, 0]), clock.ns(), 0.05, received_mono=clock.t)
+    ex.tick(clock.t)
+    ex.set_estop(True)
+    clock.t += 0.05
+    ex.tick(clock.t)
+    assert ex.state == State.ESTOP and robot.stops == 1
+    with pytest.raises(ChunkRejected, match="estop"):
+        ex.submit_chunk(line_chunk(HOME, [0.05, 0, 0]), clock.ns(), 0.05)
+    ex.set_estop(False)
+    clock.t += 0.05
+    ex.tick(clock.t)
+    assert ex.state == State.IDLE
+    ex.submit_chunk(line_chunk(HOME, [0.05, 0, 0]), clock.ns(), 0.05, received_mono=clock.t)
+    ex.tick(clock.t)
+    assert ex.state == State.RUNNING
+
+
+def adversarial_chunk(rng: np.random.Generator, now_ns: int, pose: np.ndarray, last_stamp: int):
+    """A chunk from a broken/hostile policy: NaN, huge jumps, out-of-box, bad rotations, odd stamps."""
+    h = int(rng.choice([1, 2, 8, 32, 40]))
+    kind = rng.integers(0, 9)  # 0, 7, 8: plausible
+    base = pose + rng.normal(0, 0.05, 3)
+    rot = so3.exp(rng.normal(0, 0.5, 3)) @ DOWN  # tilted up to ~1.5 rad: often beyond the orientation limit
+    acts = np.stack([action(base + rng.normal(0, 0.01, 3) * i, rot) for i in range(h)])
+    if kind == 1:
+        acts[rng.integers(0, h), rng.integers(0, 10)] = rng.choice([np.nan, np.inf, -np.inf])
+    elif kind == 2:
+        acts[:, :3] += rng.normal(0, 5.0, 3)  # metres away
+    elif kind == 3:
+        acts[:, :3] = rng.uniform(-2, 2, (h, 3))  # anywhere, mostly out of the box
+    elif kind == 4:
+        acts[:, 3:9] = rng.normal(0, 1, (h, 6)) * rng.choice([1.0, 0.0, 1e-9])  # random / degenerate rotations
+    elif kind == 5:
+        acts[:, 9] = rng.uniform(-1, 1, h)  # gripper out of range
+    elif kind == 6:
+        acts += rng.normal(0, 1e3, acts.shape)  # garbage
+    stamp_kind = rng.choice(6, p=[0.55, 0.1, 0.1, 0.1, 0.05, 0.1])
+    stamp = {0: now_ns - int(rng.uniform(0, 0.2) * 1e9), 1: last_stamp - int(rng.uniform(0, 1) * 1e9),
+             2: now_ns + int(rng.uniform(0, 2) * 1e9), 3: now_ns - int(rng.uniform(1, 5) * 1e9),
+             4: last_stamp, 5: now_ns - 20 * MS}[int(stamp_kind)]
+    dt = float(rng.choice([0.05] * 6 + [0.0, -0.05, np.nan, 0.01, 0.2]))
+    return acts, stamp, dt
+
+
+def run_adversarial(ex, clock, rng, n_chunks, tick_real_time=None):
+    accepted = 0
+    last_stamp = clock.ns()
+    for _ in range(n_chunks):
+        pose = ex.latest.position if ex.latest is not None else HOME
+        acts, stamp, dt = adversarial_chunk(rng, clock.ns(), pose, last_stamp)
+        try:
+            ex.submit_chunk(acts, stamp, dt, received_mono=clock.t)
+            accepted += 1
+            last_stamp = max(last_stamp, stamp)
+        except ChunkRejected:
+            pass
+        for _ in range(int(rng.integers(0, 3))):  # 0-2 ticks per chunk, sometimes long gaps
+            ex.tick(clock.t)
+            clock.t += float(rng.choice([0.01, 0.02, 0.05, 0.05, 0.3, 1.5]))
+    return accepted
+
+
+def test_executor_property_10000_adversarial_chunks_never_command_outside_limits():
+    ex, robot, clock = make_executor(stop_after_s=1.0)
+    rng = np.random.default_rng(7)
+    accepted = run_adversarial(ex, clock, rng, 10_000)
+    violations = audit(robot.log, ex.limits)
+    commands = sum(1 for r in robot.log if r[0] == "command")
+    assert violations == [], violations[:5]
+    # not vacuous: plenty of chunks were accepted and executed, plenty rejected, and clamping happened
+    assert accepted > 2000 and ex.counters["chunks_rejected"] > 2000
+    assert commands > 2000 and ex.counters["commands_clamped"] > 500
+    assert ex.counters["stops"] > 10

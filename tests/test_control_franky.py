@@ -1,0 +1,233 @@
+"""Executor core + FrankyRobot against franky-sim over the libfranka protocol (real franky, real sim).
+
+franky-sim runs as its own process (as on the robot, the executor is a network client), on a loopback
+address of its own so parallel test runs do not meet. Figures are printed (run with -s to see them).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from flow2one.control.config import ExecutorConfig
+from flow2one.control.executor import Executor, State
+from flow2one.control.franky_robot import FrankyRobot
+from flow2one.control.franky_sim import FrankySimProcess
+from flow2one.control.plan import ChunkRejected
+from flow2one.control.safety import audit
+from flow2one.geometry import matrix_to_rot6d
+from tests.helpers import wait_for
+from tests.test_control_core import adversarial_chunk
+
+MS = 1_000_000
+
+
+@pytest.fixture(scope="module")
+def franky_sim() -> Iterator[FrankySimProcess]:
+    with FrankySimProcess() as sim:
+        yield sim
+
+
+@pytest.fixture(scope="module")
+def robot(franky_sim: FrankySimProcess) -> Iterator[FrankyRobot]:
+    """One libfranka connection for the module, like a node's lifetime (franky-sim serves one client).
+    Tests share the sim arm, so the adversarial one, which may leave it anywhere, runs last."""
+    cfg = ExecutorConfig(robot_host=franky_sim.host)
+    r = FrankyRobot(franky_sim.host, cfg.limits(), log=[])
+    yield r
+    r.disconnect()
+
+
+class Trace:
+    """States and events from the executor's callbacks, with monotonic times."""
+
+    def __init__(self) -> None:
+        self.states: list[tuple[float, np.ndarray, np.ndarray]] = []  # (t, ee xyz, dq)
+        self.robot_times: list[tuple[float, float]] = []  # (wall monotonic, robot clock)
+        self.events: list[tuple[float, str]] = []
+        self.commands = []
+
+    def on_state(self, s) -> None:
+        self.states.append((time.monotonic(), s.position.copy(), s.dq.copy()))
+        self.robot_times.append((time.monotonic(), s.robot_time_s))
+
+    def real_time_factor(self) -> float:
+        """Simulated seconds per wall second (franky-sim slows down when the machine is busy)."""
+        (w0, r0), (w1, r1) = self.robot_times[0], self.robot_times[-1]
+        return (r1 - r0) / (w1 - w0)
+
+    def on_event(self, e: str) -> None:
+        self.events.append((time.monotonic(), e))
+
+    def on_command(self, c) -> None:
+        self.commands.append(c)
+
+    def first_event(self, prefix: str, after: float = 0.0) -> float:
+        return next(t for t, e in self.events if t >= after and e.split(": ")[0].endswith(prefix))
+
+
+def make_executor(robot: FrankyRobot, **kw) -> tuple[Executor, Trace]:
+    robot.log.clear()
+    trace = Trace()
+    cfg = ExecutorConfig(robot_host=robot.host, **kw)
+    ex = Executor(cfg, robot, on_state=trace.on_state, on_event=trace.on_event, on_command=trace.on_command)
+    return ex.start(), trace
+
+
+def chunk_from(path, t0_ns: int, n: int = 32, dt: float = 0.05) -> np.ndarray:
+    """A chunk sampling path(t in s) at t0 + i*dt, gripper open, EE pointing down."""
+    r6 = matrix_to_rot6d(np.diag([1.0, -1.0, -1.0]))
+    return np.stack([np.concatenate([path(t0_ns / 1e9 + i * dt), r6, [0.08]]) for i in range(n)])
+
+
+def test_fixed_chunk_stream_tracks_commanded_path(robot: FrankyRobot):
+    """A 25 Hz stream of 32-step chunks along a 3 cm circle (5 s period) is followed by the arm.
+
+    franky-sim is paced by the wall clock but slows down on a busy machine (real-time factor < 1), and
+    the arm moves in simulated time; so the path is laid out on the robot's clock (predicted forward
+    with the measured real-time factor) and errors are measured on it, which keeps the figure about
+    the executor, not about how busy the machine was.
+    """
+    ex, trace = make_executor(robot, n_exec=8)
+    try:
+        start = robot.read_state().position.copy()
+        r0 = robot.read_state().robot_time_s + 0.3
+
+        def path(r: float) -> np.ndarray:  # robot time -> target; starts moving at r0
+            a = 2 * np.pi * max(r - r0, 0.0) / 5.0
+            return start + 0.03 * np.array([0.0, np.sin(a), 1.0 - np.cos(a)])
+
+        wall_end = time.monotonic() + 35.0
+        while time.monotonic() < wall_end and (ex.latest is None or ex.latest.robot_time_s < r0 + 5.0):
+            stamp = time.time_ns() - 20 * MS  # a policy with 20 ms observation-to-publish latency
+            rt = trace.real_time_factor() if len(trace.robot_times) > 10 else 1.0
+            (w_last, r_last) = trace.robot_times[-1] if trace.robot_times else (time.monotonic(), r0 - 0.3)
+            r_stamp = r_last + rt * (stamp / 1e9 - time.time() + time.monotonic() - w_last)
+            acts = chunk_from(lambda t: path(r_stamp + rt * (t - stamp / 1e9)), stamp)
+            ex.submit_chunk(acts, stamp, 0.05)
+            time.sleep(0.04)
+        status = ex.status()
+    finally:
+        ex.close()
+    samples = [(r, p) for (_, r), (_, p, _) in zip(trace.robot_times, trace.states) if r > r0 + 0.5]
+    covered = samples[-1][0] - r0 if samples else 0.0
+    curve = np.stack([path(r) for r in np.linspace(r0, r0 + 5.0, 5001)])
+    aligned = np.array([np.linalg.norm(p - path(r)) for r, p in samples])
+    to_path = np.array([np.linalg.norm(curve - p, axis=1).min() for _, p in samples])
+    moved = np.ptp(np.stack([p for _, p in samples]), axis=0)
+    print(f"\ntracking over {len(samples)} states, {covered:.1f} s of robot time: error to the path at the "
+          f"same robot time median {np.median(aligned) * 1e3:.1f} mm, max {aligned.max() * 1e3:.1f} mm; "
+          f"distance to the path median {np.median(to_path) * 1e3:.2f} mm, max {to_path.max() * 1e3:.2f} mm; "
+          f"latency chunk->franky median {status['latency_median_ms']:.2f} ms p95 {status['latency_p95_ms']:.2f} ms; "
+          f"sim real-time factor {trace.real_time_factor():.2f}; status {status}")
+    assert covered > 2.0, "franky-sim ran too slowly to cover 40 % of the circle in 35 s"
+    assert moved[1] > 0.025 and moved[2] > 0.02  # (most of) the circle, 6 cm across, was driven
+    assert np.median(to_path) < 0.004 and to_path.max() < 0.015
+    assert np.median(aligned) < 0.015
+    assert audit(robot.log, ex.limits) == []
+
+
+def test_watchdog_holds_then_stops_within_configured_time(robot: FrankyRobot):
+    stop_after = 0.6
+    ex, trace = make_executor(robot, n_exec=4, stop_after_s=stop_after)
+    try:
+        start = robot.read_state().position.copy()
+        goal = start + np.array([0.0, -0.03, 0.0])
+        last = 0.0
+        end = time.monotonic() + 30.0  # until the arm is there: franky-sim may run far slower than real time
+        def settled() -> bool:  # the last 10 states within 0.5 mm of the goal
+            recent = trace.states[-10:]
+            return len(recent) == 10 and all(np.linalg.norm(p - goal) < 5e-4 for _, p, _ in recent)
+
+        while time.monotonic() < end and not settled():
+            stamp = time.time_ns()
+            ex.submit_chunk(chunk_from(lambda t: goal, stamp), stamp, 0.05)
+            last = time.monotonic()
+            time.sleep(0.04)
+        time.sleep(stop_after + 1.2)
+    finally:
+        ex.close()
+    hold = trace.first_event("holding", after=last) - last
+    stop = trace.first_event("stopped", after=last) - last
+    held = robot.log[-1][2]  # the last target handed to franky
+    t = np.array([t for t, _, _ in trace.states])
+    p = np.stack([p for _, p, _ in trace.states])
+    at_stop = np.linalg.norm(p[min(np.searchsorted(t, last + stop), len(t) - 1)] - held)
+    rest = t > last + stop + 0.2
+    assert rest.sum() >= 3, "too few robot states after the stop (machine too busy)"
+    rest_speed = (np.linalg.norm(np.diff(p[rest], axis=0), axis=1) / np.maximum(np.diff(t[rest]), 1e-3)).max()
+    rest_dist = np.linalg.norm(p[rest] - held, axis=1).max()
+    print(f"\nwatchdog: hold {hold * 1e3:.0f} ms after the last chunk (n_exec=4 x 50 ms), stop {stop * 1e3:.0f} ms "
+          f"(configured {stop_after * 1e3:.0f} ms); distance to the held target at the stop {at_stop * 1e3:.2f} mm, "
+          f"after it <= {rest_dist * 1e3:.2f} mm; EE speed from 0.2 s after the stop <= {rest_speed * 1e3:.3f} mm/s; "
+          f"sim real-time factor {trace.real_time_factor():.2f}")
+    assert np.linalg.norm(held - goal) < 1e-6  # nothing new was commanded while holding
+    assert hold < 4 * 0.05 + 0.05
+    assert stop_after <= stop <= stop_after + 0.05
+    # EE speed, not joint speed: franky-sim's Cartesian control leaves the elbow null space drifting slowly
+    assert at_stop < 0.005 and rest_dist < 0.005 and rest_speed < 0.002
+    assert audit(robot.log, ex.limits) == []
+
+
+def test_aborted_motion_is_recovered_and_streaming_resumes(robot: FrankyRobot):
+    # a slowed franky-sim adds planner errors (-101/-111) of its own: allow recoveries for those too
+    ex, trace = make_executor(robot, max_recoveries=20)
+    try:
+        hold_at = robot.read_state().position.copy()
+
+        def feed(seconds: float) -> None:
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                stamp = time.time_ns()
+                try:
+                    ex.submit_chunk(chunk_from(lambda t: hold_at, stamp), stamp, 0.05)
+                except ChunkRejected:
+                    pass
+                time.sleep(0.04)
+
+        feed(0.5)
+        assert ex.state == State.RUNNING
+        robot.robot.stop()  # an abort from outside the executor: libfranka raises at the next poll
+        feed(1.0)
+        status = ex.status()
+    finally:
+        ex.close()
+    print(f"\nrecovery: {status}")
+    assert status.get("robot_errors", 0) >= 1 and status["recoveries"] == status["robot_errors"]
+    recovered = next(t for t, e in trace.events if e.startswith("running -> idle: recovered") and "preempted" in e)
+    assert any(t > recovered and e.startswith("idle -> running") for t, e in trace.events)  # streaming resumed
+    assert ex.state == State.RUNNING
+
+
+def test_adversarial_stretch_against_franky_sim(robot: FrankyRobot):
+    """200 adversarial chunks in real time; a FAULT (e.g. the arm left the box) is cleared by homing."""
+    ex, trace = make_executor(robot, stop_after_s=0.5)
+    rng = np.random.default_rng(11)
+    accepted = homes = 0
+    last_stamp = time.time_ns()
+    try:
+        for _ in range(200):
+            if ex.state == State.FAULT:
+                homes += 1
+                ex.request_home()
+                if not wait_for(lambda: ex.state == State.IDLE, 90.0):
+                    break  # a very slow sim: stop here, what was sent is still audited below
+            pose = ex.latest.position if ex.latest is not None else robot.read_state().position
+            acts, stamp, dt = adversarial_chunk(rng, time.time_ns(), pose, last_stamp)
+            try:
+                ex.submit_chunk(acts, stamp, dt)
+                accepted += 1
+                last_stamp = max(last_stamp, stamp)
+            except ChunkRejected:
+                pass
+            time.sleep(float(rng.choice([0.005, 0.02, 0.04, 0.04, 0.3])))
+    finally:
+        ex.close()
+    commands = [r for r in robot.log if r[0] == "command"]
+    print(f"\nadversarial vs franky-sim: {accepted}/200 chunks accepted, {len(commands)} commands to franky, "
+          f"{homes} homings after FAULT; sim real-time factor {trace.real_time_factor():.2f}; status {ex.status()}")
+    assert audit(robot.log, ex.limits) == []
+    assert accepted > 30 and len(commands) > 30
