@@ -1,0 +1,331 @@
+"""Convert a directory of recorded MCAP episodes into the flow2one training dataset.
+
+Each bag is validated on its own (missing topics, gaps, bad stamps, wrong cloud size); a bad bag is
+reported and skipped while the others are still converted. Observations and actions are resampled on a
+grid of spec.STEP_DT seconds: at grid time t the observation is the newest message stamped <= t
+(cloud, EE pose, gripper width) and the action is the first command the executor sent at or after t,
+i.e. what was commanded after that observation. Header stamps are used (the time the data describes),
+not the recorder's receive time. A JSON report (convert_report.json) lists every bag's outcome.
+
+Examples:
+  flow2one convert demos/ data/teleop_push
+  flow2one convert demos/ data/teleop_push --cameras front --image-size 160x120 --skip-failed
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from flow2one import spec
+from flow2one.data.bags import BagError, list_bags, read_messages, read_summary
+from flow2one.data.episodes import Episode, EpisodeMeta, list_episodes, write_episode
+from flow2one.geometry import matrix_to_rot6d, quat_to_matrix
+
+_NS = 1_000_000_000
+
+
+@dataclass
+class ConvertConfig:
+    dt: float = spec.STEP_DT
+    max_gap_s: float = 0.5  # a longer silence of a required topic fails the bag
+    max_stamp_skew_s: float = 2.0  # |header stamp - receive time| above this = bad stamp
+    max_bad_fraction: float = 0.05  # more bad stamps than this on a topic fails the bag
+    min_steps: int = 10
+    cameras: tuple[str, ...] = ()  # add rgb + depth of these cameras to the episodes
+    image_size: tuple[int, int] | None = None  # (w, h) to resize images to
+    skip_failed: bool = False  # leave out episodes whose success flag is false
+    topics: dict[str, str] = field(default_factory=lambda: {
+        "points": spec.POINTS_TOPIC, "pose": spec.EE_POSE_TOPIC, "joints": spec.JOINT_STATES_TOPIC,
+        "command": spec.COMMAND_TOPIC})
+
+
+@dataclass
+class BagReport:
+    bag: str
+    status: str = "failed"  # converted | failed | skipped
+    episode: str = ""
+    steps: int = 0
+    duration_s: float = 0.0
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+class BagInvalid(ValueError):
+    """The bag cannot become an episode; the message says why."""
+
+
+@lru_cache(maxsize=1)
+def _typestore():
+    from rosbags.typesys import Stores, get_typestore
+
+    return get_typestore(Stores.ROS2_JAZZY)
+
+
+def deserialize(data: bytes, msgtype: str):
+    """CDR -> rosbags message object, tolerating trailing padding.
+
+    rmw_fastrtps (seen with the Kilted wheels) sends messages with float64 sequences (JointState,
+    JointTrajectory) 4-12 bytes longer than their content; rosbags' deserialize_cdr rejects more than 3
+    spare bytes, so this calls the same generated decoder without that final length check.
+    """
+    data = bytes(data)
+    if len(data) < 4 or data[:2] not in (b"\x00\x00", b"\x00\x01"):
+        raise BagInvalid(f"{msgtype}: not a CDR payload")
+    store = _typestore()
+    md = store.get_msgdef(msgtype)
+    decode = md.deserialize_cdr_le if data[1] else md.deserialize_cdr_be
+    try:
+        return decode(data[4:], 0, md.cls, store)[0]
+    except Exception as exc:  # struct.error, UnicodeDecodeError, IndexError on a truncated payload
+        raise BagInvalid(f"{msgtype}: undecodable message ({type(exc).__name__}: {exc})") from exc
+
+
+def _stamp(msg) -> int:
+    return int(msg.header.stamp.sec) * _NS + int(msg.header.stamp.nanosec)
+
+
+def _cloud_xyz(msg) -> np.ndarray:
+    fields = {f.name: f for f in msg.fields}
+    if not all(k in fields and fields[k].datatype == 7 for k in "xyz"):  # 7 = PointField.FLOAT32
+        raise BagInvalid("point cloud needs float32 x, y, z fields")
+    n = int(msg.width) * int(msg.height)
+    dtype = np.dtype({"names": list("xyz"), "formats": [">f4" if msg.is_bigendian else "<f4"] * 3,
+                      "offsets": [fields[k].offset for k in "xyz"], "itemsize": int(msg.point_step)})
+    rec = np.frombuffer(np.asarray(msg.data, dtype=np.uint8).tobytes(), dtype=dtype, count=n)
+    return np.stack([rec["x"], rec["y"], rec["z"]], axis=-1).astype(np.float32)
+
+
+def _image(msg, size: tuple[int, int] | None) -> np.ndarray:
+    h, w, enc = int(msg.height), int(msg.width), msg.encoding
+    data = np.asarray(msg.data, dtype=np.uint8)
+    if enc in ("rgb8", "bgr8"):
+        img = data.reshape(h, int(msg.step))[:, : w * 3].reshape(h, w, 3)
+        img = img[..., ::-1] if enc == "bgr8" else img
+    elif enc in ("16UC1", "mono16"):
+        img = data.view(">u2" if msg.is_bigendian else "<u2").reshape(h, -1)[:, :w].astype(np.float32) / 1000.0
+    elif enc == "32FC1":
+        img = data.view(">f4" if msg.is_bigendian else "<f4").reshape(h, -1)[:, :w].astype(np.float32)
+    else:
+        raise BagInvalid(f"image encoding {enc!r} not supported (rgb8, bgr8, 16UC1, 32FC1)")
+    if size is not None and (w, h) != tuple(size):
+        import cv2
+
+        interp = cv2.INTER_AREA if img.dtype == np.uint8 else cv2.INTER_NEAREST
+        img = cv2.resize(np.ascontiguousarray(img), tuple(size), interpolation=interp)
+    return np.ascontiguousarray(img)
+
+
+def _decode(kind: str, msg):
+    """Message -> the value the dataset needs (checked); images are decoded later (load_images)."""
+    if kind == "points":
+        xyz = _cloud_xyz(msg)
+        if xyz.shape[0] != spec.N_POINTS:
+            raise BagInvalid(f"point cloud has {xyz.shape[0]} points; the dataset needs {spec.N_POINTS}")
+        return xyz
+    if kind == "pose":
+        p, q = msg.pose.position, msg.pose.orientation
+        return np.array([p.x, p.y, p.z]), np.array([q.x, q.y, q.z, q.w])
+    if kind == "joints":
+        names = list(msg.name)
+        if "gripper_width" not in names:
+            raise BagInvalid("joint states lack 'gripper_width'")
+        return float(np.asarray(msg.position)[names.index("gripper_width")])
+    if kind == "command":
+        if not msg.points or len(msg.points[0].positions) != spec.ACTION_DIM:
+            raise BagInvalid(f"command must have a point with {spec.ACTION_DIM} positions")
+        return np.asarray(msg.points[0].positions, dtype=np.float64)
+    raise KeyError(f"no decoder for stream {kind!r}")
+
+
+def load_streams(path: Path, cfg: ConvertConfig, report: BagReport) -> dict[str, tuple[np.ndarray, list]]:
+    """{kind: (stamps ns sorted, values)} with bad-stamp messages dropped (and counted)."""
+    summary = read_summary(path)
+    kinds = dict(cfg.topics)
+    for cam in cfg.cameras:
+        kinds[f"rgb/{cam}"] = spec.camera_topics(cam)["color"]
+        kinds[f"depth/{cam}"] = spec.camera_topics(cam)["depth"]
+    missing = [t for t in kinds.values() if summary.topics.get(t, ("", 0))[1] == 0]
+    if missing:
+        raise BagInvalid(f"missing topics: {', '.join(missing)}")
+    by_topic = {t: k for k, t in kinds.items()}
+    raw: dict[str, list[tuple[int, object]]] = {k: [] for k in kinds}
+    bad: dict[str, list[str]] = {k: [] for k in kinds}
+    last: dict[str, int] = {}
+    ordinal: dict[str, int] = {k: -1 for k in kinds}
+    for m in read_messages(path, list(kinds.values())):
+        kind = by_topic[m.topic]
+        ordinal[kind] += 1
+        msg = deserialize(m.data, m.msgtype)
+        stamp = _stamp(msg)
+        if stamp <= 0:
+            bad[kind].append("zero stamp")
+        elif abs(stamp - m.log_time_ns) > cfg.max_stamp_skew_s * _NS:
+            bad[kind].append(f"stamp {(stamp - m.log_time_ns) / _NS:+.2f} s off its receive time")
+        elif stamp < last.get(kind, -1):
+            bad[kind].append("stamp went backwards")
+        else:
+            last[kind] = stamp
+            # images: only the message's ordinal now; the few the grid needs are decoded in a second pass
+            raw[kind].append((stamp, ordinal[kind] if "/" in kind else _decode(kind, msg)))
+    out = {}
+    for kind, items in raw.items():
+        topic, n_bad = kinds[kind], len(bad[kind])
+        if n_bad:
+            frac = n_bad / (n_bad + len(items))
+            text = f"{topic}: {n_bad} bad stamps dropped ({bad[kind][0]}, ...)"
+            if frac > cfg.max_bad_fraction:
+                raise BagInvalid(f"{text}: {frac:.0%} of the topic, more than {cfg.max_bad_fraction:.0%}")
+            report.warnings.append(text)
+        if len(items) < 2:
+            raise BagInvalid(f"{topic}: fewer than 2 valid messages")
+        stamps = np.array([s for s, _ in items], dtype=np.int64)
+        gaps = np.diff(stamps) / _NS
+        i = int(np.argmax(gaps))
+        if gaps[i] > cfg.max_gap_s:
+            raise BagInvalid(f"{topic}: gap of {gaps[i]:.2f} s at {(stamps[i] - stamps[0]) / _NS:.2f} s "
+                             f"into the topic (max_gap_s={cfg.max_gap_s})")
+        out[kind] = (stamps, [v for _, v in items])
+    return out
+
+
+def synchronise(streams: dict[str, tuple[np.ndarray, list]], cfg: ConvertConfig) -> dict[str, np.ndarray]:
+    """Resample every stream on one dt grid (see the module docstring for the rule)."""
+    t0 = max(s[0] for s, _ in streams.values())
+    t1 = min(s[-1] for s, _ in streams.values())
+    grid = np.arange(t0, t1 + 1, int(round(cfg.dt * _NS)), dtype=np.int64)
+    if len(grid) < cfg.min_steps:
+        raise BagInvalid(f"only {len(grid)} steps of {cfg.dt} s where all topics overlap (min_steps={cfg.min_steps})")
+
+    def held(kind: str) -> list:
+        stamps, values = streams[kind]
+        idx = np.searchsorted(stamps, grid, side="right") - 1
+        return [values[i] for i in idx]
+
+    cstamps, cvals = streams["command"]
+    cidx = np.minimum(np.searchsorted(cstamps, grid, side="left"), len(cstamps) - 1)
+    poses, widths = held("pose"), held("joints")
+    proprio = np.array([np.concatenate([xyz, matrix_to_rot6d(quat_to_matrix(q)), [w]])
+                        for (xyz, q), w in zip(poses, widths)], dtype=np.float32)
+    out = {"t": (grid - grid[0]) / _NS, "proprio": proprio,
+           "action": np.array([cvals[i] for i in cidx], dtype=np.float32),
+           "points": np.stack(held("points")).astype(np.float32)}
+    for kind in streams:
+        if "/" in kind:  # image streams: ordinals of the messages held at each grid time
+            out[kind] = np.asarray(held(kind), dtype=np.int64)
+    return out
+
+
+def load_images(path: Path, cfg: ConvertConfig, arrays: dict[str, np.ndarray]) -> None:
+    """Second pass: decode (and resize) only the images the grid holds, so memory stays O(steps)."""
+    if not cfg.cameras:
+        return
+    for kind in ("rgb", "depth"):
+        views = []
+        for cam in cfg.cameras:
+            wanted = arrays.pop(f"{kind}/{cam}")
+            need = set(wanted.tolist())
+            topic = spec.camera_topics(cam)["color" if kind == "rgb" else "depth"]
+            decoded = {}
+            for i, m in enumerate(read_messages(path, [topic])):
+                if i in need:
+                    decoded[i] = _image(deserialize(m.data, m.msgtype), cfg.image_size)
+            shapes = {v.shape for v in decoded.values()}
+            if len(shapes) != 1:
+                raise BagInvalid(f"{topic}: images change size within the episode ({sorted(shapes)})")
+            views.append(np.stack([decoded[i] for i in wanted.tolist()]))
+        shapes = {v.shape[1:] for v in views}
+        if len(shapes) != 1:
+            raise BagInvalid(f"{kind} images differ in size between cameras {cfg.cameras}: {sorted(shapes)}; "
+                             "pass --image-size")
+        arrays[kind] = np.stack(views, axis=1)
+    arrays["depth"] = arrays["depth"].astype(np.float32)
+
+
+def convert_bag(path: Path, cfg: ConvertConfig, report: BagReport) -> Episode | None:
+    info = read_summary(path).episode
+    if cfg.skip_failed and info is not None and info.success is False:
+        report.status = "skipped"
+        report.warnings.append("episode marked failed (--skip-failed)")
+        return None
+    arrays = synchronise(load_streams(path, cfg, report), cfg)
+    load_images(path, cfg, arrays)
+    if info is None:
+        report.warnings.append("no flow2one episode metadata; task/success unknown")
+    elif info.recovered:
+        report.warnings.append("recovered after a crash; success unknown")
+    meta = EpisodeMeta(task=info.task if info else "", source="teleop",
+                       success=bool(info and info.success), dt=cfg.dt, note=info.note if info else "",
+                       camera_names=list(cfg.cameras))
+    return Episode(meta=meta, **arrays)
+
+
+def convert_directory(bag_dir: str | Path, out_dir: str | Path, cfg: ConvertConfig | None = None,
+                      append: bool = False, progress: bool = True) -> list[BagReport]:
+    from tqdm import tqdm
+
+    cfg = cfg or ConvertConfig()
+    bags, partial = list_bags(bag_dir)
+    out = Path(out_dir)
+    existing = list_episodes(out) if out.exists() else []
+    if existing and not append:
+        raise FileExistsError(f"{out} already holds {len(existing)} episodes; pass --append to add to them")
+    index = 1 + max((int(p.stem.split("_")[1]) for p in existing), default=-1)
+    reports = [BagReport(p.name, errors=[f"unfinished recording; run `flow2one recover-bag {p}` first"])
+               for p in partial]
+    for path in tqdm(bags, desc="converting bags", unit="bag", disable=not progress):
+        report = BagReport(path.name)
+        reports.append(report)
+        try:
+            episode = convert_bag(path, cfg, report)
+        except (BagInvalid, BagError, ValueError) as exc:
+            report.errors.append(str(exc))
+            continue
+        if episode is None:
+            continue
+        report.episode = write_episode(out, index, episode).name
+        report.status, report.steps, report.duration_s = "converted", len(episode), float(episode.t[-1])
+        index += 1
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "convert_report.json").write_text(json.dumps([asdict(r) for r in reports], indent=2))
+    return reports
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bags", help="directory of episode_*.mcap files (from the recorder node)")
+    p.add_argument("out", help="dataset directory to write episode_*.npz into")
+    p.add_argument("--append", action="store_true", help="add to an existing dataset instead of refusing")
+    p.add_argument("--dt", type=float, default=spec.STEP_DT, help="grid step in seconds (default: spec.STEP_DT)")
+    p.add_argument("--max-gap", type=float, default=0.5, help="seconds of silence on a topic that fail a bag")
+    p.add_argument("--cameras", default="", help="comma-separated camera names whose rgb+depth to include")
+    p.add_argument("--image-size", default="", metavar="WxH", help="resize included images, e.g. 160x120")
+    p.add_argument("--skip-failed", action="store_true", help="leave out episodes marked unsuccessful")
+
+
+def main(args: argparse.Namespace) -> int:
+    size = None
+    if args.image_size:
+        try:
+            w, h = (int(v) for v in args.image_size.lower().split("x"))
+            size = (w, h)
+        except ValueError:
+            raise SystemExit(f"--image-size expects WxH, e.g. 160x120, got {args.image_size!r}")
+    cfg = ConvertConfig(dt=args.dt, max_gap_s=args.max_gap, skip_failed=args.skip_failed, image_size=size,
+                        cameras=tuple(c for c in args.cameras.split(",") if c))
+    try:
+        reports = convert_directory(args.bags, args.out, cfg, append=args.append)
+    except (FileExistsError, BagError) as exc:
+        raise SystemExit(f"convert: {exc}")
+    for r in reports:
+        line = f"{r.bag}: {r.status}"
+        line += f" -> {r.episode} ({r.steps} steps, {r.duration_s:.1f} s)" if r.episode else ""
+        print(line + "".join(f"\n    error: {e}" for e in r.errors) + "".join(f"\n    warning: {w}" for w in r.warnings))
+    failed = sum(r.status == "failed" for r in reports)
+    print(f"{sum(r.status == 'converted' for r in reports)} converted, {failed} failed, "
+          f"{sum(r.status == 'skipped' for r in reports)} skipped; report: {Path(args.out) / 'convert_report.json'}")
+    return 1 if failed else 0

@@ -1,0 +1,59 @@
+"""Graph definition (flow2one.graph) -> keyword arguments of launch_ros.actions.Node, one per node.
+
+`launch`/`launch_ros` are not installable from PyPI, so the launch files stay one line of glue around
+this function, which is plain Python and tested here; `ros2 launch flow2one <graph>.launch.py` on the
+robot then starts exactly the graph that `flow2one run <graph>` starts in one process here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flow2one.graph import NODES, graph, params_path
+
+PACKAGE = "flow2one"
+
+
+def node_descriptions(graph_name: str, params_file: str | Path | None = None,
+                      extra_params_files: tuple[str | Path, ...] = ()) -> list[dict]:
+    """One dict per node of `graph_name`: package, executable, name, parameters, remappings, output.
+
+    `params_file` replaces the graph's config/<graph>.yaml (e.g. a copy edited for one robot);
+    `extra_params_files` are applied after it, per node, in order (later files win, as in ROS 2).
+    """
+    spec = graph(graph_name)
+    base = Path(params_file) if params_file else params_path(graph_name)
+    files = [base, *map(Path, extra_params_files)]
+    for f in files:
+        if not f.is_file():
+            raise FileNotFoundError(f"parameter file {f} does not exist")
+    return [
+        {
+            "package": PACKAGE,
+            "executable": NODES[name].executable,
+            "name": name,
+            "parameters": [str(f) for f in files],
+            "remappings": list(spec.remappings.get(name, ())),
+            "output": "screen",
+            "emulate_tty": True,
+        }
+        for name in spec.nodes
+    ]
+
+
+def launch_description(graph_name: str):
+    """The LaunchDescription of a graph, with a `params_file` launch argument (robot only: needs launch)."""
+    from launch import LaunchDescription
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+    from launch.substitutions import LaunchConfiguration
+    from launch_ros.actions import Node
+
+    def nodes(context):
+        override = LaunchConfiguration("params_file").perform(context) or None
+        return [Node(**d) for d in node_descriptions(graph_name, override)]
+
+    return LaunchDescription([
+        DeclareLaunchArgument("params_file", default_value="",
+                              description=f"parameter YAML replacing config/{graph(graph_name).params}"),
+        OpaqueFunction(function=nodes),
+    ])

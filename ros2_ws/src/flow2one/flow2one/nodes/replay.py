@@ -1,0 +1,209 @@
+"""Replay node: plays a recorded episode bag into the graph and scores the chunks the graph predicts.
+
+Messages go out as recorded (raw CDR, original header stamps) and /clock follows the bag's timeline,
+so nodes started with use_sim_time=true (the replay graph) judge freshness in bag time, as on the
+robot. The timeline is the recorder's receive times (as `ros2 bag play`), or the header stamps (data
+time: an overloaded recording PC delivered robot state in bursts seconds late, which receive order
+would replay as missing poses). rate > 0 keeps the original timing scaled by `rate`; rate = 0 is lock-step, as fast as the
+graph answers: the timeline runs at `lockstep_rate` and pauses after each camera frame (or cloud)
+until the chunk predicted from it arrives. The metrics
+(flow2one.data.replay) are written to `metrics_file` and logged when the bag is done.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rosgraph_msgs.msg import Clock
+from trajectory_msgs.msg import JointTrajectory
+
+from flow2one import spec
+from flow2one.data.bags import read_summary
+from flow2one.data.replay import OpenLoopMetrics, header_stamp, recorded_actions, replay_messages
+from flow2one.nodes.recorder import message_class
+from flow2one.ros.convert import msg_to_chunk, ns_to_stamp
+from flow2one.ros.diagnostics import ERROR, OK, Diagnostics
+from flow2one.ros.params import declare_params
+from flow2one.ros.qos import CHUNK_QOS
+from flow2one.ros.runner import run_node_main
+
+CLOCK_PERIOD_S = 0.005  # /clock is published at least this often while waiting (ros2 bag play: 100 Hz)
+LOCKSTEP_CLOCK_LEAD_S = 0.1  # how far the clock may run past a frame while the graph works on it
+
+
+@dataclass(frozen=True)
+class ReplayParams:
+    bag: str = ""
+    rate: float = 1.0  # 1.0 = original timing, 2.0 = twice as fast, 0 = lock-step (as fast as possible)
+    timeline: str = "auto"  # receive: the recorder's receive times (like ros2 bag play); stamp: header
+    #                         stamps, i.e. data time with no transport delay; auto: receive if rate > 0
+    lockstep_rate: float = 5.0  # lock-step: timeline speed between frames (bursts overrun shallow
+    #                             subscriber queues: the robot state is keep-last 5)
+    republish_points: bool = False  # False: the graph's pointcloud node recomputes clouds from the images
+    metrics_file: str = ""  # where to write the metrics JSON ("" = only log it)
+    switch_threshold_m: float = 0.03
+    step_timeout_s: float = 2.0  # lock-step: longest wait for the chunk of one observation
+    wait_for_graph_s: float = 10.0  # wait this long for subscribers before playing
+    publish_clock: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.bag:
+            raise ValueError("bag must name an episode .mcap file")
+        if self.rate < 0 or self.lockstep_rate <= 0:
+            raise ValueError(f"rate must be >= 0 (0 = lock-step) and lockstep_rate > 0, got {self.rate}, "
+                             f"{self.lockstep_rate}")
+        if self.timeline not in ("auto", "receive", "stamp"):
+            raise ValueError(f"timeline must be auto, receive or stamp, got {self.timeline!r}")
+        if self.step_timeout_s <= 0 or self.switch_threshold_m <= 0:
+            raise ValueError("step_timeout_s and switch_threshold_m must be > 0")
+
+
+class ReplayNode(Node):
+    def __init__(self, node_name: str = "replay", **kwargs) -> None:
+        super().__init__(node_name, **kwargs)
+        self.p = declare_params(self, ReplayParams)
+        self.diag = Diagnostics(self)
+        path = Path(self.p.bag).expanduser()
+        self.summary = read_summary(path)  # raises BagError with the reason for a bad bag
+        messages = replay_messages(path, self.p.republish_points)
+        stamps = [header_stamp(m) for m in messages]
+        self.timeline = self.p.timeline if self.p.timeline != "auto" else "receive" if self.p.rate > 0 else "stamp"
+        times = [m.log_time_ns if self.timeline == "receive" or not s else s for m, s in zip(messages, stamps)]
+        order = sorted(range(len(messages)), key=times.__getitem__)  # stable: ties keep receive order
+        self.messages = [(times[i], stamps[i], messages[i]) for i in order]
+        stamps, actions = recorded_actions(path)
+        self.metrics = OpenLoopMetrics(stamps, actions, self.p.switch_threshold_m)
+        self.result: dict | None = None
+        self.done = threading.Event()
+        self._pubs = {}
+        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        for topic in dict.fromkeys(m.topic for _, _, m in self.messages):
+            msgtype = self.summary.topics[topic][0]
+            self._pubs[topic] = self.create_publisher(message_class(msgtype), topic, qos)
+        self._clock_pub = self.create_publisher(Clock, "/clock", 10) if self.p.publish_clock else None
+        trigger = spec.POINTS_TOPIC if self.p.republish_points else "/aligned_depth_to_color/image_raw"
+        self._is_trigger = lambda topic: topic.endswith(trigger)
+        self._published_at: dict[int, int] = {}  # header stamp -> wall ns it went out
+        self._chunk_cv = threading.Condition()
+        self._newest_chunk_stamp = -1
+        self._clock_ns = -1
+        self.timeouts = 0
+        self.create_subscription(JointTrajectory, spec.CHUNK_TOPIC, self._on_chunk, CHUNK_QOS)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._play, name="replay", daemon=True)
+        self._thread.start()
+        self.diag.set(OK, f"replaying {path.name}", messages=len(self.messages))
+
+    def _on_chunk(self, msg: JointTrajectory) -> None:
+        now = time.monotonic_ns()
+        try:
+            chunk = msg_to_chunk(msg)
+        except ValueError as exc:
+            self.get_logger().error(f"bad chunk: {exc}", throttle_duration_sec=1.0)
+            return
+        sent = self._published_at.get(chunk.stamp_ns)
+        self.metrics.add_chunk(chunk.stamp_ns, chunk.dt, chunk.actions, None if sent is None else (now - sent) / 1e9)
+        with self._chunk_cv:
+            self._newest_chunk_stamp = max(self._newest_chunk_stamp, chunk.stamp_ns)
+            self._chunk_cv.notify_all()
+
+    def _wait_for_graph(self) -> None:
+        """Until the policy publishes chunks and the observation triggers have readers (or a timeout)."""
+        triggers = [p for t, p in self._pubs.items() if self._is_trigger(t)]
+        end = time.monotonic() + self.p.wait_for_graph_s
+        while time.monotonic() < end and not self._stop.is_set():
+            if self.count_publishers(spec.CHUNK_TOPIC) > 0 and all(p.get_subscription_count() > 0
+                                                                    for p in triggers):
+                return
+            time.sleep(0.05)
+
+    def _play(self) -> None:
+        try:
+            self._wait_for_graph()
+            t0_log, t0_wall = self.messages[0][0], time.monotonic_ns()
+            n_triggers = len({m.topic for _, _, m in self.messages if self._is_trigger(m.topic)})
+            frames: dict[int, set[str]] = {}  # trigger stamp -> topics of that frame already out
+            prev_frame = -1
+            rate = self.p.rate or self.p.lockstep_rate
+            for t_ns, stamp, m in self.messages:
+                if self._stop.is_set():
+                    return
+                due = t0_wall + (t_ns - t0_log) / rate  # the timeline; the clock ticks in between
+                while (delay := due - time.monotonic_ns()) > 0:
+                    self._publish_clock(t0_log + int((time.monotonic_ns() - t0_wall) * rate))
+                    time.sleep(min(delay / 1e9, CLOCK_PERIOD_S))
+                self._publish_clock(t_ns)
+                lockstep = self.p.rate == 0 and stamp is not None and self._is_trigger(m.topic)
+                if lockstep:
+                    topics = frames.setdefault(stamp, set())
+                    topics.add(m.topic)
+                self._pubs[m.topic].publish(m.data)
+                if stamp is not None:
+                    self._published_at[stamp] = time.monotonic_ns()
+                if lockstep and len(topics) == n_triggers:  # every camera's image of this frame is out
+                    waited = time.monotonic_ns()
+                    self._wait_chunk(prev_frame, t_ns)
+                    t0_wall += time.monotonic_ns() - waited  # the timeline pauses while the graph works
+                    prev_frame = stamp
+                    del frames[stamp]
+            time.sleep(0.2 if self.p.rate == 0 else 0.5)  # the last chunks still in flight
+            self._finish()
+        except Exception as exc:  # report instead of dying silently in a thread
+            self.diag.set(ERROR, f"replay failed: {exc}")
+            self.get_logger().error(f"replay failed: {exc}")
+            self.result = {"error": str(exc)}
+            self.done.set()
+
+    def _publish_clock(self, t_ns: int) -> None:
+        if self._clock_pub is not None and t_ns > self._clock_ns:
+            self._clock_ns = t_ns
+            self._clock_pub.publish(Clock(clock=ns_to_stamp(t_ns)))
+
+    def _wait_chunk(self, prev_frame_stamp: int, now_ns: int) -> None:
+        """Lock-step: block until a chunk from the frame just published arrives (or step_timeout_s).
+
+        A chunk is stamped with its observation's oldest part; one stamped after the previous frame
+        cannot contain that frame's (older) cloud, so it was predicted from the new one. Meanwhile the
+        clock runs on at wall speed for up to LOCKSTEP_CLOCK_LEAD_S (ahead of the next messages if need
+        be: the clock then holds until they catch up), so timers on sim time, the policy's, still fire.
+        """
+        start = time.monotonic()
+        done = lambda: self._newest_chunk_stamp > prev_frame_stamp or self._stop.is_set()  # noqa: E731
+        while not done() and time.monotonic() - start < self.p.step_timeout_s:
+            with self._chunk_cv:
+                if self._chunk_cv.wait_for(done, CLOCK_PERIOD_S):
+                    break
+            lead = min(time.monotonic() - start, LOCKSTEP_CLOCK_LEAD_S)
+            self._publish_clock(now_ns + int(lead * 1e9))
+        self.timeouts += int(not done())
+
+    def _finish(self) -> None:
+        result = self.metrics.result()
+        result.update({"bag": str(self.p.bag), "rate": self.p.rate, "timeline": self.timeline,
+                       "lockstep_timeouts": self.timeouts,
+                       "task": self.summary.episode.task if self.summary.episode else "",
+                       "messages_replayed": len(self.messages)})
+        self.result = result
+        if self.p.metrics_file:
+            out = Path(self.p.metrics_file)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(result, indent=2))
+        self.get_logger().info(f"replay done: {json.dumps(result)}")
+        self.diag.set(OK, "done", chunks=result["chunks"])
+        self.done.set()
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._chunk_cv:
+            self._chunk_cv.notify_all()
+        self._thread.join(2.0)
+
+
+def main(args: list[str] | None = None) -> None:
+    run_node_main("replay", args)
