@@ -1,0 +1,68 @@
+"""Per-dimension normalisers as nn.Modules, so their statistics live in the policy's state dict.
+
+A checkpoint then carries everything needed to map robot units <-> network units, and the exported
+ONNX graph includes the mapping: the runtime never handles normalisation itself.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class RangeNormalizer(nn.Module):
+    """Maps each feature dimension from its data range to [-1, 1] (the scale Gaussian noise lives at).
+
+    Constant dimensions (e.g. a gripper that never moves) get a unit range instead of a zero divisor.
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-4) -> None:
+        super().__init__()
+        self.eps = eps
+        self.register_buffer("center", torch.zeros(dim))
+        self.register_buffer("half_range", torch.ones(dim))
+
+    @torch.no_grad()
+    def fit(self, data: torch.Tensor) -> RangeNormalizer:
+        """data: (..., dim) samples in robot units."""
+        flat = torch.as_tensor(data, dtype=torch.float32).reshape(-1, self.center.numel())
+        if not torch.isfinite(flat).all():
+            raise ValueError("normaliser statistics: data contains NaN or inf")
+        lo, hi = flat.min(0).values, flat.max(0).values
+        half = (hi - lo) / 2
+        self.center.copy_((hi + lo) / 2)
+        self.half_range.copy_(torch.where(half < self.eps, torch.ones_like(half), half))
+        return self
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.center) / self.half_range
+
+    def unnormalize(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.half_range + self.center
+
+
+class StandardNormalizer(RangeNormalizer):
+    """Zero mean, unit std per dimension (inputs such as condition vectors)."""
+
+    @torch.no_grad()
+    def fit(self, data: torch.Tensor) -> StandardNormalizer:
+        flat = torch.as_tensor(data, dtype=torch.float32).reshape(-1, self.center.numel())
+        if not torch.isfinite(flat).all():
+            raise ValueError("normaliser statistics: data contains NaN or inf")
+        std = flat.std(0) if len(flat) > 1 else torch.ones_like(flat[0])
+        self.center.copy_(flat.mean(0))
+        self.half_range.copy_(torch.where(std < self.eps, torch.ones_like(std), std))
+        return self
+
+
+class PointNormalizer(RangeNormalizer):
+    """One centre and ONE isotropic scale for xyz clouds, so the geometry is not distorted."""
+
+    def __init__(self) -> None:
+        super().__init__(3)
+
+    @torch.no_grad()
+    def fit(self, data: torch.Tensor) -> PointNormalizer:
+        super().fit(data)
+        self.half_range.fill_(float(self.half_range.max()))
+        return self

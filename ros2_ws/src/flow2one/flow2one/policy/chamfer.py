@@ -1,0 +1,32 @@
+"""Set-level distances between trajectory sets: the student's IMLE objective and the benchmark metric."""
+
+from __future__ import annotations
+
+import torch
+
+
+def pairwise_sq_dist(a: torch.Tensor, b: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """a (B, K, H, D), b (B, M, H, D) -> (B, K, M) mean squared (optionally per-dim weighted) distance."""
+    if a.ndim != 4 or b.ndim != 4 or a.shape[0] != b.shape[0] or a.shape[2:] != b.shape[2:]:
+        raise ValueError(f"trajectory sets must be (B, K, H, D) and (B, M, H, D); got {tuple(a.shape)}, {tuple(b.shape)}")
+    diff = (a.unsqueeze(2) - b.unsqueeze(1)) ** 2
+    if weights is not None:
+        diff = diff * weights
+    return diff.mean(dim=(-1, -2))
+
+
+def chamfer_terms(target: torch.Tensor, pred: torch.Tensor,
+                  weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both directions of the Chamfer distance, each (B,).
+
+    cover: every target trajectory to its nearest prediction (mode covering: no target mode left out).
+    seek: every prediction to its nearest target trajectory (mode seeking: no sample between modes).
+    """
+    d = pairwise_sq_dist(target, pred, weights)
+    return d.min(dim=2).values.mean(dim=1), d.min(dim=1).values.mean(dim=1)
+
+
+def chamfer_distance(target: torch.Tensor, pred: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Symmetric (bi-directional) Chamfer distance (B,): cover + seek (Eq. 2 of the paper)."""
+    cover, seek = chamfer_terms(target, pred, weights)
+    return cover + seek

@@ -1,0 +1,163 @@
+"""Policy configuration: one typed, validated dataclass tree that builds every policy kind.
+
+The same tree is written to `config.yaml` next to each checkpoint, so a checkpoint rebuilds exactly the
+module it was trained with. Presets span a small CPU model (points + proprio, narrow U-Net) to the paper
+size (dual ResNet-18 RGB/depth, cross-attention, gated fusion, PointNet, proprio MLP, wide U-Net).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from typing import Any
+
+from flow2one.spec import ACTION_DIM, ACTION_LOSS_WEIGHTS, HORIZON, PROPRIO_DIM
+
+POLICY_KINDS = ("teacher", "student", "l1flow", "regression")
+ENCODER_KINDS = ("observation", "vector")
+
+
+@dataclass
+class EncoderConfig:
+    """`observation`: robot observations (points/proprio/rgb/depth); `vector`: a generic condition vector."""
+
+    kind: str = "observation"
+    embed_dim: int = 128  # width of the final observation embedding that conditions the U-Net
+    use_points: bool = True
+    use_proprio: bool = True
+    use_rgb: bool = False
+    use_depth: bool = False
+    n_views: int = 1  # camera views for rgb/depth
+    image_size: tuple[int, int] = (96, 96)  # (h, w) the images arrive in
+    resnet_width: int = 64  # 64 = ResNet-18; smaller for CPU models
+    visual_dim: int = 256  # shared latent of RGB/depth tokens
+    attn_heads: int = 4
+    pointnet_dims: tuple[int, ...] = (64, 128, 256)
+    point_dim: int = 256
+    proprio_dim: int = 64
+    proprio_in: int = PROPRIO_DIM
+    cond_dim: int = 0  # vector encoder input width
+    hidden_dim: int = 256  # vector encoder MLP width
+
+    def __post_init__(self) -> None:
+        self.image_size = tuple(self.image_size)
+        self.pointnet_dims = tuple(self.pointnet_dims)
+        if self.kind not in ENCODER_KINDS:
+            raise ValueError(f"encoder kind {self.kind!r} not in {ENCODER_KINDS}")
+        if self.kind == "vector" and self.cond_dim <= 0:
+            raise ValueError("vector encoder needs cond_dim > 0")
+        if self.kind == "observation" and not (self.use_points or self.use_proprio or self.use_rgb
+                                               or self.use_depth):
+            raise ValueError("observation encoder needs at least one modality enabled")
+        if self.visual_dim % self.attn_heads:
+            raise ValueError(f"visual_dim {self.visual_dim} must divide by attn_heads {self.attn_heads}")
+        if min(self.embed_dim, self.n_views, self.resnet_width) <= 0:
+            raise ValueError("embed_dim, n_views and resnet_width must be positive")
+
+
+@dataclass
+class UNetConfig:
+    down_dims: tuple[int, ...] = (128, 256, 512)
+    kernel_size: int = 5
+    n_groups: int = 8
+    time_embed_dim: int = 128  # teacher/l1flow only; the student has no time modules at all
+
+    def __post_init__(self) -> None:
+        self.down_dims = tuple(self.down_dims)
+        if not self.down_dims or any(d % self.n_groups for d in self.down_dims):
+            raise ValueError(f"down_dims {self.down_dims} must be non-empty multiples of n_groups {self.n_groups}")
+        if self.kernel_size % 2 == 0:
+            raise ValueError("kernel_size must be odd")
+
+
+@dataclass
+class FlowConfig:
+    """Teacher / L1 Flow training and sampling."""
+
+    t_logit_mean: float = -0.5  # logit-normal t: negative mean puts more samples at the noisy start
+    t_logit_std: float = 1.0
+    mask_max_prob: float = 0.2  # time-dependent masking: P(mask a step of x_t) = mask_max_prob * t
+    sample_steps: int = 50  # teacher ODE (Euler) steps
+    l1_mid_time: float = 0.5  # L1 Flow: Euler step 0 -> mid, then one direct prediction
+
+
+@dataclass
+class StudentConfig:
+    n_hypotheses: int = 16  # M student samples per observation in the Chamfer loss
+    k_teacher: int = 16  # K teacher trajectories per observation in the distillation set
+
+
+@dataclass
+class PolicyConfig:
+    kind: str = "teacher"
+    horizon: int = HORIZON
+    action_dim: int = ACTION_DIM
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    flow: FlowConfig = field(default_factory=FlowConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    loss_weights: tuple[float, ...] | None = None  # per action dim; None = equal
+
+    def __post_init__(self) -> None:
+        if self.kind not in POLICY_KINDS:
+            raise ValueError(f"policy kind {self.kind!r} not in {POLICY_KINDS}")
+        n_down = len(self.unet.down_dims) - 1
+        if self.horizon <= 0 or self.horizon % (2 ** n_down):
+            raise ValueError(f"horizon {self.horizon} must be a positive multiple of {2 ** n_down} "
+                             f"(the U-Net halves it {n_down} times)")
+        if self.loss_weights is not None:
+            self.loss_weights = tuple(float(w) for w in self.loss_weights)
+            if len(self.loss_weights) != self.action_dim:
+                raise ValueError(f"loss_weights has {len(self.loss_weights)} entries, action_dim is {self.action_dim}")
+
+    def with_kind(self, kind: str) -> PolicyConfig:
+        return from_dict({**to_dict(self), "kind": kind})
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain dict (tuples as lists) for YAML."""
+    def plain(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return v
+    return plain(asdict(cfg))
+
+
+def from_dict(d: dict[str, Any]) -> PolicyConfig:
+    """Inverse of to_dict; unknown keys raise so a typo in a YAML file is not silently ignored."""
+    def build(cls: type, data: dict[str, Any]) -> Any:
+        names = {f.name: f for f in fields(cls)}
+        unknown = set(data) - set(names)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
+        kwargs = {}
+        for k, v in data.items():
+            sub = {"encoder": EncoderConfig, "unet": UNetConfig, "flow": FlowConfig, "student": StudentConfig}
+            kwargs[k] = build(sub[k], v) if cls is PolicyConfig and k in sub and isinstance(v, dict) else v
+        return cls(**kwargs)
+    if is_dataclass(d):
+        return d  # type: ignore[return-value]
+    return build(PolicyConfig, dict(d))
+
+
+def preset(name: str, kind: str = "teacher", **encoder_overrides: Any) -> PolicyConfig:
+    """Named sizes: `tiny` (tests), `small` (CPU, points + proprio), `paper` (all modalities, ResNet-18)."""
+    if name == "tiny":
+        enc = EncoderConfig(embed_dim=32, pointnet_dims=(16, 32), point_dim=32, proprio_dim=16,
+                            resnet_width=8, visual_dim=32, attn_heads=2, image_size=(32, 32))
+        unet = UNetConfig(down_dims=(16, 32), n_groups=4, time_embed_dim=16)
+    elif name == "small":
+        enc = EncoderConfig(embed_dim=64, pointnet_dims=(32, 64, 128), point_dim=64, proprio_dim=32,
+                            resnet_width=16, visual_dim=64, attn_heads=4, image_size=(64, 64))
+        unet = UNetConfig(down_dims=(32, 64, 128), n_groups=8, time_embed_dim=32)
+    elif name == "paper":
+        enc = EncoderConfig(embed_dim=256, use_rgb=True, use_depth=True, resnet_width=64, visual_dim=256,
+                            attn_heads=4, image_size=(128, 128), pointnet_dims=(64, 128, 256), point_dim=256,
+                            proprio_dim=64)
+        unet = UNetConfig(down_dims=(256, 512, 1024), n_groups=8, time_embed_dim=128)
+    else:
+        raise ValueError(f"unknown preset {name!r}; choose tiny, small or paper")
+    enc = EncoderConfig(**{**asdict(enc), **encoder_overrides})
+    weights = ACTION_LOSS_WEIGHTS if enc.kind == "observation" else None
+    return PolicyConfig(kind=kind, encoder=enc, unet=unet, loss_weights=weights)

@@ -1,0 +1,76 @@
+"""Command-line pieces the training commands share: options, config building, data loading."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from flow2one.policy.config import PolicyConfig, from_dict, preset, to_dict
+from flow2one.train.loop import TrainSettings
+
+MODALITIES = ("points", "proprio", "rgb", "depth")
+
+
+def add_train_arguments(p: argparse.ArgumentParser, data_help: str) -> None:
+    p.add_argument("--data", required=True, help=data_help)
+    p.add_argument("--out", required=True, help="checkpoint directory (model.safetensors, config.yaml, card.yaml)")
+    p.add_argument("--steps", type=int, default=20000, help="optimizer steps")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--ckpt-every", type=int, default=1000, help="steps between checkpoints (resume points)")
+    p.add_argument("--resume", action="store_true", help="continue from --out/train_state.pt")
+    p.add_argument("--log-dir", help="TensorBoard folder (default: OUT/tb)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="small", choices=("tiny", "small", "paper"), help="model size")
+    p.add_argument("--config", help="YAML PolicyConfig (as written to config.yaml) instead of --preset")
+    p.add_argument("--modalities", default="points,proprio",
+                   help=f"comma list of observation inputs from {','.join(MODALITIES)}")
+    p.add_argument("--stride", type=int, default=1, help="take a window every STRIDE steps of each episode")
+
+
+def settings(args: argparse.Namespace) -> TrainSettings:
+    return TrainSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                         ckpt_every=args.ckpt_every)
+
+
+def modalities(args: argparse.Namespace) -> tuple[str, ...]:
+    mods = tuple(m.strip() for m in args.modalities.split(",") if m.strip())
+    bad = set(mods) - set(MODALITIES)
+    if bad or not mods:
+        raise ValueError(f"--modalities {args.modalities!r}: choose from {MODALITIES}")
+    return mods
+
+
+def build_config(args: argparse.Namespace, kind: str, data: dict[str, np.ndarray]) -> PolicyConfig:
+    """Config from --config or --preset, with the image geometry taken from the data."""
+    if args.config:
+        return from_dict({**yaml.safe_load(Path(args.config).read_text()), "kind": kind})
+    mods = modalities(args)
+    over: dict[str, Any] = {f"use_{m}": m in mods for m in MODALITIES}
+    for m in ("rgb", "depth"):
+        if m in mods:
+            over["n_views"], over["image_size"] = data[m].shape[1], tuple(data[m].shape[2:4])
+    cfg = preset(args.preset, kind, **over)
+    return from_dict(to_dict(cfg))
+
+
+def config_modalities(cfg: PolicyConfig) -> tuple[str, ...]:
+    return tuple(m for m in MODALITIES if getattr(cfg.encoder, f"use_{m}"))
+
+
+def obs_of(data: dict[str, Any], cfg: PolicyConfig) -> dict[str, torch.Tensor]:
+    return {m: torch.as_tensor(data[m]) for m in config_modalities(cfg)}
+
+
+def log_dir(args: argparse.Namespace) -> Path:
+    return Path(args.log_dir) if args.log_dir else Path(args.out) / "tb"

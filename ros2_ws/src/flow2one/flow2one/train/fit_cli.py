@@ -1,0 +1,37 @@
+"""Shared body of train-teacher / train-l1flow / train-regression (they differ only in the policy kind)."""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from flow2one.data.windows import load_windows
+from flow2one.policy.factory import build_policy
+from flow2one.train import common
+from flow2one.train.loop import train_policy
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    common.add_train_arguments(p, "episode dataset directory (episode_*.npz written by flow2one.data.episodes)")
+    common.add_model_arguments(p)
+
+
+def run(args: argparse.Namespace, kind: str) -> int:
+    torch.set_num_threads(args.threads)
+    cfg0 = None
+    if args.config:
+        cfg0 = common.build_config(args, kind, {})
+    mods = common.config_modalities(cfg0) if cfg0 else common.modalities(args)
+    data = load_windows(args.data, horizon=cfg0.horizon if cfg0 else 32, stride=args.stride, modalities=mods)
+    cfg = cfg0 or common.build_config(args, kind, data)
+    policy = build_policy(cfg)
+    policy.fit_normalizers(common.obs_of(data, cfg), torch.as_tensor(data["action"]))
+    train_data = {**common.obs_of(data, cfg), "action": torch.as_tensor(data["action"])}
+    print(f"{kind}: {len(data['action'])} windows from {args.data}, "
+          f"{sum(p.numel() for p in policy.parameters()) / 1e6:.2f} M parameters")
+    train_policy(policy, train_data, common.settings(args), out_dir=args.out, resume=args.resume,
+                 log_dir=common.log_dir(args), progress=not args.no_progress,
+                 card={"data": str(args.data), "windows": len(data["action"])})
+    print(f"saved {args.out}")
+    return 0

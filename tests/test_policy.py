@@ -1,0 +1,241 @@
+"""Policy core: shapes, Chamfer loss, time-dependent masking, the time-free student, checkpoints."""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import pytest
+import torch
+
+from flow2one.data.normalize import PointNormalizer, RangeNormalizer, StandardNormalizer
+from flow2one.policy.cfm import euler_x_prediction, logit_normal_t, time_dependent_mask
+from flow2one.policy.chamfer import chamfer_distance, chamfer_terms
+from flow2one.policy.checkpoint import load_policy, save_policy
+from flow2one.policy.config import POLICY_KINDS, from_dict, preset, to_dict
+from flow2one.policy.factory import build_policy
+from flow2one.policy.unet1d import SinusoidalTimeEmbedding
+
+torch.set_num_threads(1)
+H, A = 32, 10
+
+
+def _obs(cfg, b: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    e = cfg.encoder
+    obs = {"points": torch.rand(b, 4096, 3, generator=g), "proprio": torch.rand(b, 10, generator=g)}
+    if e.use_rgb:
+        obs["rgb"] = torch.randint(0, 256, (b, e.n_views, *e.image_size, 3), generator=g, dtype=torch.uint8)
+    if e.use_depth:
+        obs["depth"] = torch.rand(b, e.n_views, *e.image_size, generator=g) * 2
+    return obs
+
+
+def _fitted(kind: str, **enc) -> torch.nn.Module:
+    cfg = preset("tiny", kind, **enc)
+    cfg.flow.sample_steps = 3
+    p = build_policy(cfg)
+    obs = _obs(cfg, 8, seed=1)
+    p.fit_normalizers(obs, torch.randn(8, H, A) * 0.2 + 0.5)
+    return p.eval()
+
+
+@pytest.mark.parametrize("kind", POLICY_KINDS)
+def test_sample_and_export_shapes(kind: str) -> None:
+    p = _fitted(kind)
+    obs = _obs(p.cfg, 3)
+    assert p.sample(obs, n_samples=5).shape == (3, 5, H, A)
+    assert p.sample({k: v.numpy() for k, v in obs.items()}, 2).shape == (3, 2, H, A)  # numpy works too
+    assert p.export_input_names == ["points", "proprio", "noise"]
+    assert p.export_forward(obs["points"], obs["proprio"], torch.randn(3, H, A)).shape == (3, H, A)
+
+
+def test_all_modalities_encoder_shapes_and_gate() -> None:
+    p = _fitted("student", use_rgb=True, use_depth=True, n_views=2)
+    obs = _obs(p.cfg, 2)
+    assert p.export_input_names == ["points", "proprio", "rgb", "depth", "noise"]
+    assert p.sample(obs, 3).shape == (2, 3, H, A)
+    enc = p.encoder
+    assert hasattr(enc, "cross") and hasattr(enc, "gate") and type(enc.rgb_tokens.backbone).__name__ == "ResNet18"
+    # The gated fusion depends on both image modalities.
+    base = p.export_forward(*(obs[k] for k in ("points", "proprio", "rgb", "depth")), torch.zeros(2, H, A))
+    obs2 = dict(obs, depth=obs["depth"] + 0.5)
+    moved = p.export_forward(*(obs2[k] for k in ("points", "proprio", "rgb", "depth")), torch.zeros(2, H, A))
+    assert not torch.allclose(base, moved)
+
+
+def test_bad_observation_raises_clear_errors() -> None:
+    p = _fitted("student")
+    with pytest.raises(ValueError, match="lacks 'proprio'"):
+        p.sample({"points": torch.zeros(1, 4096, 3)})
+    with pytest.raises(ValueError, match="'proprio' has shape"):
+        p.sample({"points": torch.zeros(1, 4096, 3), "proprio": torch.zeros(1, 7)})
+    with pytest.raises(ValueError, match="batch"):
+        p.sample({"points": torch.zeros(2, 4096, 3), "proprio": torch.zeros(1, 10)})
+    with pytest.raises(ValueError, match="n_samples"):
+        p.sample(_obs(p.cfg, 1), 0)
+
+
+def test_student_never_receives_time() -> None:
+    student, teacher = _fitted("student"), _fitted("teacher")
+    assert student.net.time_mlp is None
+    assert not any(isinstance(m, SinusoidalTimeEmbedding) for m in student.modules())
+    assert any(isinstance(m, SinusoidalTimeEmbedding) for m in teacher.modules())
+    # Every FiLM projection of the student reads the observation embedding only (no time features).
+    films = [m for n, m in student.net.named_modules() if n.endswith("film")]
+    assert films and all(f[1].in_features == student.cfg.encoder.embed_dim for f in films)
+    assert all(f[1].in_features > teacher.cfg.encoder.embed_dim
+               for n, f in teacher.net.named_modules() if n.endswith("film"))
+    with pytest.raises(TypeError, match="takes no time"):
+        student.net(torch.zeros(1, H, A), torch.zeros(1, student.cfg.encoder.embed_dim), torch.zeros(1))
+    assert "t" not in inspect.signature(student.export_forward).parameters
+    # One pass: same (observation, noise) -> same chunk, and sample() equals export_forward on that noise.
+    obs = _obs(student.cfg, 2)
+    g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    s = student.sample(obs, 1, generator=g1)[:, 0]
+    noise = torch.randn(2, H, A, generator=g2)
+    assert torch.equal(s, student.export_forward(obs["points"], obs["proprio"], noise))
+
+
+def test_chamfer_on_hand_made_sets_both_directions() -> None:
+    def traj(v: float) -> torch.Tensor:
+        return torch.full((H, 2), v)
+    target = torch.stack([traj(0.0), traj(10.0)])[None]  # teacher: two modes, 0 and 10
+    collapsed = torch.stack([traj(0.0), traj(0.0)])[None]  # student covers one mode only
+    cover, seek = chamfer_terms(target, collapsed)
+    assert cover.item() == pytest.approx(50.0)  # mode 10 is 100 away from its nearest hypothesis, mean of (0, 100)
+    assert seek.item() == pytest.approx(0.0)  # every hypothesis sits on a mode
+    averaged = torch.stack([traj(5.0), traj(5.0), traj(0.0)])[None]  # two samples between the modes
+    cover, seek = chamfer_terms(target, averaged)
+    assert cover.item() == pytest.approx((0 + 25) / 2)
+    assert seek.item() == pytest.approx((25 + 25 + 0) / 3)
+    assert chamfer_distance(target, averaged).item() == pytest.approx(12.5 + 50 / 3)
+    assert chamfer_distance(target, torch.stack([traj(10.0), traj(0.0), traj(0.0)])[None]).item() == 0.0
+    w = torch.tensor([1.0, 0.0])  # weights per action dim: a difference only in dim 1 costs nothing
+    shifted = target.clone()
+    shifted[..., 1] += 3.0
+    assert chamfer_distance(target, shifted, w).item() == 0.0
+    with pytest.raises(ValueError, match="trajectory sets"):
+        chamfer_terms(target, torch.zeros(1, 2, H, 3))
+
+
+def test_time_dependent_masking() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4000, H, A) + 5.0
+    same, keep = time_dependent_mask(x, torch.zeros(4000), 0.8, generator=g)
+    assert torch.equal(same, x) and keep.all()  # t = 0: never masked
+    masked, keep = time_dependent_mask(x, torch.ones(4000), 0.5, generator=g)
+    assert keep.shape == (4000, H, 1)
+    assert abs(1 - keep.mean().item() - 0.5) < 0.02  # t = 1: mask_max share of the steps
+    zero_steps = (masked == 0).all(-1)
+    assert torch.equal(zero_steps, keep[..., 0] == 0)  # whole time steps (all action dims) are zeroed
+    assert torch.equal(masked[keep[..., 0] == 1], x[keep[..., 0] == 1])  # the rest is untouched
+    half, keep = time_dependent_mask(x, torch.full((4000,), 0.5), 0.5, generator=g)
+    assert abs(1 - keep.mean().item() - 0.25) < 0.02  # probability grows linearly with t
+    assert torch.equal(time_dependent_mask(x, torch.ones(4000), 0.0)[0], x)
+    with pytest.raises(ValueError):
+        time_dependent_mask(x, torch.ones(4000), 1.5)
+    t = logit_normal_t(20000, -0.5, 1.0, generator=g)
+    assert 0 < t.min() and t.max() < 1 and abs(t.median().item() - torch.sigmoid(torch.tensor(-0.5)).item()) < 0.02
+
+
+def test_teacher_loss_uses_masking_and_one_step_is_direct_prediction() -> None:
+    p = _fitted("teacher")
+    p.cfg.flow.mask_max_prob = 1.0
+    batch = {**_obs(p.cfg, 64), "action": torch.randn(64, H, A)}
+    _, logs = p.loss(batch)
+    assert 0.2 < logs["masked_frac"] < 0.8  # ~ E[t] of the logit-normal
+    obs = _obs(p.cfg, 2)
+    noise = torch.randn(2, H, A)
+    p.export_steps = 1
+    emb = p.encoder(p.prepare_obs(obs))
+    direct = p.action_norm.unnormalize(p.net(noise, emb, torch.zeros(2)))
+    assert torch.allclose(p.export_forward(obs["points"], obs["proprio"], noise), direct, atol=1e-6)
+    # Euler on x-prediction lands exactly on the last prediction at t=1.
+    target = torch.ones(3, H, A)
+    assert torch.allclose(euler_x_prediction(lambda x, t: target, torch.randn(3, H, A), 7), target, atol=1e-6)
+
+
+def test_normalizers() -> None:
+    data = torch.tensor([[0.0, 2.0, 5.0], [4.0, 2.0, 7.0]])
+    n = RangeNormalizer(3).fit(data)
+    z = n.normalize(data)
+    assert torch.allclose(z[:, 0], torch.tensor([-1.0, 1.0])) and torch.allclose(z[:, 1], torch.zeros(2))
+    assert torch.allclose(n.unnormalize(z), data)
+    s = StandardNormalizer(3).fit(data)
+    assert torch.allclose(s.unnormalize(s.normalize(data)), data, atol=1e-6)
+    pts = PointNormalizer().fit(torch.tensor([[0.0, 0.0, 0.0], [2.0, 1.0, 0.5]]))
+    assert torch.all(pts.half_range == 1.0)  # isotropic: one scale for x, y, z
+    with pytest.raises(ValueError, match="NaN"):
+        RangeNormalizer(3).fit(torch.tensor([[0.0, float("nan"), 1.0]]))
+
+
+@pytest.mark.parametrize("kind", POLICY_KINDS)
+def test_checkpoint_round_trip_is_bit_exact(kind: str, tmp_path) -> None:
+    p = _fitted(kind)
+    with torch.no_grad():  # non-default weights everywhere
+        for prm in p.parameters():
+            prm.add_(0.01 * torch.randn_like(prm))
+    save_policy(tmp_path / "ck", p, {"trained_on": "unit test"})
+    assert {f.name for f in (tmp_path / "ck").iterdir()} >= {"model.safetensors", "config.yaml", "card.yaml"}
+    q, cfg = load_policy(tmp_path / "ck")
+    assert type(q) is type(p) and to_dict(cfg) == to_dict(p.cfg)
+    obs = _obs(p.cfg, 2, seed=3)
+    noise = torch.randn(2, H, A)
+    with torch.no_grad():
+        assert torch.equal(p.export_forward(obs["points"], obs["proprio"], noise),
+                           q.export_forward(obs["points"], obs["proprio"], noise))
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    assert torch.equal(p.sample(obs, 4, generator=g1), q.sample(obs, 4, generator=g2))
+    from flow2one.runtime.card import load_card
+    card = load_card(tmp_path / "ck")
+    assert card.kind == kind and card.input_names() == ("points", "proprio", "noise")
+
+
+def test_load_rejects_bad_checkpoints(tmp_path) -> None:
+    with pytest.raises(ValueError, match="config.yaml"):
+        load_policy(tmp_path)
+    p = _fitted("student")
+    save_policy(tmp_path / "ck", p)
+    (tmp_path / "ck" / "config.yaml").write_text((tmp_path / "ck" / "config.yaml").read_text()
+                                                 .replace("embed_dim: 32", "embed_dim: 48"))
+    with pytest.raises(ValueError, match="do not match"):
+        load_policy(tmp_path / "ck")
+
+
+def test_config_validation_and_round_trip() -> None:
+    cfg = preset("paper", "student")
+    assert from_dict(to_dict(cfg)) == cfg and cfg.encoder.use_rgb and cfg.encoder.use_depth
+    with pytest.raises(ValueError, match="unknown"):
+        from_dict({**to_dict(cfg), "colour": 1})
+    with pytest.raises(ValueError, match="kind"):
+        from_dict({**to_dict(cfg), "kind": "diffusion"})
+    with pytest.raises(ValueError, match="horizon"):
+        from_dict({**to_dict(cfg), "horizon": 30})
+
+
+def test_student_export_runs_in_onnxruntime(tmp_path) -> None:
+    """export_forward is traceable at opset 17 and the ONNX graph matches torch (the runtime's contract)."""
+    ort = pytest.importorskip("onnxruntime")
+    p = _fitted("student")
+    obs = _obs(p.cfg, 2)
+    noise = torch.randn(2, H, A)
+
+    class Form(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, points, proprio, noise):
+            return self.m.export_forward(points, proprio, noise)
+
+    path = tmp_path / "s.onnx"
+    torch.onnx.export(Form(p), (obs["points"], obs["proprio"], noise), str(path), opset_version=17,
+                      input_names=p.export_input_names, output_names=["actions"], dynamo=False,
+                      dynamic_axes={k: {0: "b"} for k in p.export_input_names})
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"points": obs["points"].numpy(), "proprio": obs["proprio"].numpy(),
+                          "noise": noise.numpy()})[0]
+    with torch.no_grad():
+        want = p.export_forward(obs["points"], obs["proprio"], noise).numpy()
+    assert np.abs(got - want).max() < 1e-4

@@ -1,0 +1,108 @@
+"""Training CLIs end to end on a tiny episode dataset: teacher -> distillation set -> student, L1 Flow,
+regression, offline evaluation, TensorBoard logs, resumable checkpoints; and the generic vector API."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from flow2one import cli
+from flow2one.data.distill_set import load_distill_set, save_distill_set
+from flow2one.data.episodes import Episode, EpisodeMeta, write_episode
+from flow2one.data.windows import load_windows
+from flow2one.policy import api
+from flow2one.policy.checkpoint import load_policy
+
+torch.set_num_threads(1)
+FAST = ["--preset", "tiny", "--batch-size", "4", "--threads", "1", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    d = tmp_path_factory.mktemp("episodes")
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        T = 12
+        action = np.cumsum(rng.normal(0, 0.01, (T, 10)), 0).astype(np.float32)
+        write_episode(d, i, Episode(meta=EpisodeMeta(task="t", source="unit", success=True), t=np.arange(T) * 0.05,
+                                    proprio=action + 0.001, action=action,
+                                    points=rng.uniform(-0.5, 0.5, (T, 4096, 3)).astype(np.float32)))
+    return d
+
+
+def test_windows_repeat_last_action_past_the_end(dataset) -> None:
+    w = load_windows(dataset)
+    assert w["action"].shape == (36, 32, 10) and w["points"].shape == (36, 4096, 3)
+    assert np.array_equal(w["action"][11], np.repeat(w["action"][11][:1], 32, 0))  # last step of episode 0
+    assert np.array_equal(w["action"][0][:12], w["action"][:12, 0])
+    with pytest.raises(ValueError, match="no episode"):
+        load_windows(dataset / "nothing")
+
+
+def test_cli_pipeline_and_resume(dataset, tmp_path, capsys) -> None:
+    teacher, dset, student = tmp_path / "teacher", tmp_path / "set.safetensors", tmp_path / "student"
+    assert cli.main(["train-teacher", "--data", str(dataset), "--out", str(teacher), "--steps", "4",
+                     "--ckpt-every", "2", *FAST]) == 0
+    assert list((teacher / "tb").glob("events.out.tfevents.*"))
+    state = torch.load(teacher / "train_state.pt", weights_only=False)
+    assert state["step"] == 4
+    before = (teacher / "model.safetensors").read_bytes()
+    # Resuming a finished run trains nothing; resuming with more steps continues from step 4.
+    assert cli.main(["train-teacher", "--data", str(dataset), "--out", str(teacher), "--steps", "4", "--resume",
+                     *FAST]) == 0
+    assert (teacher / "model.safetensors").read_bytes() == before
+    assert cli.main(["train-teacher", "--data", str(dataset), "--out", str(teacher), "--steps", "6", "--resume",
+                     *FAST]) == 0
+    state = torch.load(teacher / "train_state.pt", weights_only=False)
+    assert state["step"] == 6 and state["optimizer"]["state"][0]["step"].item() == 6
+    assert (teacher / "model.safetensors").read_bytes() != before
+
+    assert cli.main(["distill", "--teacher", str(teacher), "--data", str(dataset), "--out", str(dset), "--k", "4",
+                     "--steps", "3", "--max-obs", "10", "--threads", "1", "--no-progress"]) == 0
+    obs, sets, meta = load_distill_set(dset)
+    assert sets.shape == (10, 4, 32, 10) and obs["points"].shape == (10, 4096, 3) and meta["k"] == 4
+    assert cli.main(["train-student", "--data", str(dset), "--out", str(student), "--steps", "3",
+                     "--hypotheses", "3", "--batch-size", "2", "--threads", "1", "--no-progress"]) == 0
+    pol, cfg = load_policy(student)
+    assert cfg.kind == "student" and cfg.student.n_hypotheses == 3 and pol.net.time_mlp is None
+    for kind in ("l1flow", "regression"):
+        assert cli.main([f"train-{kind}", "--data", str(dataset), "--out", str(tmp_path / kind), "--steps", "2",
+                         *FAST]) == 0
+        assert load_policy(tmp_path / kind)[1].kind == kind
+    capsys.readouterr()
+    assert cli.main(["evaluate", "--ckpt", str(student), "--data", str(dataset), "--episodes", "2:",
+                     "--n-samples", "4", "--threads", "1"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["kind"] == "student" and report["windows"] == 3 and report["pos_err_best_of_n_m"] >= 0
+
+
+def test_distill_set_rejects_bad_input(tmp_path) -> None:
+    with pytest.raises(ValueError, match="rows"):
+        save_distill_set(tmp_path / "s.safetensors", {"cond": np.zeros((3, 2))}, np.zeros((4, 2, 32, 2)), {})
+    (tmp_path / "bad.safetensors").write_bytes(b"not a file")
+    with pytest.raises(ValueError, match="not a readable"):
+        load_distill_set(tmp_path / "bad.safetensors")
+
+
+def test_generic_api_fits_a_two_mode_distribution() -> None:
+    """The student keeps both modes of a +/- trajectory fan that MSE regression averages away."""
+    rng = np.random.default_rng(0)
+    n = 512
+    cond = rng.uniform(-1, 1, (n, 1)).astype(np.float32)
+    sign = rng.choice([-1.0, 1.0], (n, 1, 1))
+    s = np.linspace(0, 1, 16)[None, :, None]
+    traj = (cond[:, None] * 0.2 + sign * s).astype(np.float32)  # (n, 16, 1)
+    cfg = api.vector_config(1, 1, horizon=16, down_dims=(16, 32), embed_dim=16, hidden_dim=32)
+    cfg.student.n_hypotheses = 8
+    kw = {"batch_size": 32, "progress": False, "lr": 3e-3}
+    teacher = api.fit_teacher(cond, traj, cfg, steps=120, **kw)
+    sets = api.teacher_sets(teacher, cond[:64], k=8, steps=10, progress=False)
+    student = api.fit_student(cond[:64], sets, cfg, steps=120, **{**kw, "batch_size": 8})
+    regression = api.fit("regression", cond, traj, cfg, steps=60, **kw)
+    test = np.zeros((4, 1), np.float32)
+    end = student.sample(test, 32)[..., -1, 0]  # final value: +1 or -1 per mode
+    assert (end > 0.5).float().mean() > 0.2 and (end < -0.5).float().mean() > 0.2
+    assert regression.sample(test, 32)[..., -1, 0].abs().max() < 0.6  # the mean of the modes
