@@ -39,6 +39,8 @@ COMMAND_TOPIC = "/flow2one/robot/command"  # JointTrajectory with one point: wha
 PREDICTION_MARKERS_TOPIC = "/flow2one/predicted_trajectories"  # visualization_msgs/MarkerArray
 ESTOP_TOPIC = "/flow2one/estop"  # std_msgs/Bool, True = stop
 EPISODE_TOPIC = "/flow2one/episode"  # std_msgs/String: "start", "stop", "discard", "success", "failure"
+SIM_RESET_TOPIC = "/flow2one/sim/reset"  # std_msgs/Int64 seed: randomise the sim task for a new episode
+SIM_STATUS_TOPIC = "/flow2one/sim/task_status"  # std_msgs/String JSON {episode, seed, task, success, mode, ...}
 DIAGNOSTICS_TOPIC = "/diagnostics"  # diagnostic_msgs/DiagnosticArray
 
 

@@ -1,0 +1,178 @@
+"""Headless closed-loop evaluation in the sim: N seeded episodes of a policy on a task.
+
+Reports success rate, time to success, the histogram of modes the task observed (which side of the
+pillar, which cube, which puck), franky-sim's real-time factor and franky planner errors, as JSON on
+stdout and in OUT/summary.json (each episode also as a line of OUT/<task>_episodes.jsonl when it ends); saves an image strip (front camera, one row per episode) of the first
+few episodes to OUT/<task>_strip.png.
+
+POLICY is `expert` (the task's scripted expert, modes drawn at random per episode), a checkpoint
+directory (loaded with flow2one.policy.checkpoint.load_policy), or `package.module:function` naming a
+factory that returns a callable obs -> (H, 10) chunk (obs: points (4096, 3), proprio (10,), optional
+rgb (V, h, w, 3) / depth (V, h, w)). Chunks are executed like the executor does (n_exec steps,
+latency-aligned on the observation stamp, short cross-fade).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from flow2one.sim.tasks import TASKS
+
+
+def checkpoint_policy(path: str | Path):
+    """(obs -> chunk callable, use_rgb, use_depth) for a flow2one checkpoint directory."""
+    import cv2
+    import torch
+
+    from flow2one.policy.checkpoint import load_policy
+
+    module, cfg = load_policy(path)
+    enc = cfg.encoder
+    h, w = enc.image_size
+
+    def images(x: np.ndarray) -> torch.Tensor:
+        views = [cv2.resize(v, (w, h), interpolation=cv2.INTER_NEAREST) for v in x[:enc.n_views]]
+        return torch.from_numpy(np.stack(views))[None]
+
+    @torch.no_grad()
+    def policy(obs: dict[str, np.ndarray]) -> np.ndarray:
+        batch = {"points": torch.from_numpy(obs["points"])[None].float(),
+                 "proprio": torch.from_numpy(np.asarray(obs["proprio"], np.float32))[None]}
+        if enc.use_rgb:
+            batch["rgb"] = images(obs["rgb"])
+        if enc.use_depth:
+            batch["depth"] = images(obs["depth"]).float()
+        return module.sample(batch, n_samples=1)[0, 0].cpu().numpy()
+
+    return policy, bool(enc.use_rgb), bool(enc.use_depth)
+
+
+def resolve_policy(spec: str):
+    """-> (callable or None for the expert, use_rgb, use_depth)."""
+    if spec == "expert":
+        return None, False, False
+    if Path(spec).is_dir():
+        return checkpoint_policy(spec)
+    if ":" in spec:
+        mod, fn = spec.split(":", 1)
+        return getattr(importlib.import_module(mod), fn)(), False, False
+    raise ValueError(f"policy {spec!r} is neither 'expert', a checkpoint directory, nor module:function")
+
+
+def summarize(task: str, results: list, extra: dict | None = None) -> dict:
+    ok = [r for r in results if r.success]
+    tts = [r.time_to_success for r in ok if r.time_to_success is not None]
+    modes = Counter(r.mode_name or "none" for r in results)
+    return {
+        "task": task,
+        "episodes": len(results),
+        "success_rate": len(ok) / max(len(results), 1),
+        "successes": len(ok),
+        "time_to_success_s": {"mean": float(np.mean(tts)) if tts else None,
+                              "median": float(np.median(tts)) if tts else None},
+        "mode_histogram": dict(sorted(modes.items())),
+        "mode_histogram_success": dict(sorted(Counter(r.mode_name or "none" for r in ok).items())),
+        "failures": dict(Counter(r.reason for r in results if not r.success)),
+        "sim_rtf": {"mean": float(np.mean([r.rtf for r in results])), "min": float(min(r.rtf for r in results))},
+        "planner_errors": int(sum(r.planner_errors for r in results)),
+        **(extra or {}),
+        "per_episode": [r.to_dict() for r in results],
+    }
+
+
+def save_strip(path: Path, rows: list[list[np.ndarray]]) -> None:
+    import cv2
+
+    rows = [r for r in rows if r]
+    if not rows:
+        return
+    n = max(len(r) for r in rows)
+    h, w = rows[0][0].shape[:2]
+    canvas = np.full((h * len(rows), w * n, 3), 255, np.uint8)
+    for i, r in enumerate(rows):
+        for j, img in enumerate(r):
+            canvas[i * h:(i + 1) * h, j * w:(j + 1) * w] = img
+    cv2.imwrite(str(path), canvas[:, :, ::-1])
+
+
+def evaluate(task: str, policy: str = "expert", episodes: int = 50, seed: int = 0, strips: int = 3,
+             strip_every: int = 10, n_exec: int = 8, delay: float = 0.0, out: Path | None = None,
+             progress: bool = True) -> dict:
+    from flow2one.sim.arm import FrankyArm
+    from flow2one.sim.cameras import SimCameras, make_cloud_pipeline
+    from flow2one.sim.experts import make_expert
+    from flow2one.sim.rollout import ChunkController, ExpertController, run_episode_safe
+    from flow2one.sim.world import SimWorld, WorldConfig
+
+    fn, use_rgb, use_depth = resolve_policy(policy)
+    results, rows = [], []
+    controller = (ExpertController(make_expert(task, delay=delay)) if fn is None
+                  else ChunkController(fn, n_exec=n_exec, use_rgb=use_rgb, use_depth=use_depth))
+    wall0 = time.perf_counter()
+    log = None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        log = out / f"{task}_episodes.jsonl"
+        log.unlink(missing_ok=True)
+    with SimWorld(WorldConfig(task=task)) as world, FrankyArm(world.hostname) as arm:
+        need_cams = fn is not None or strips > 0
+        cams = SimCameras(world.model, world.config.cameras) if need_cams else None
+        cloud = make_cloud_pipeline(world.cameras()).process if fn is not None else None
+        try:
+            bar = tqdm(range(episodes), desc=f"sim-eval {task}", disable=not progress, file=sys.stderr)
+            for i in bar:
+                frames: list[np.ndarray] | None = [] if i < strips else None
+                r = run_episode_safe(world, arm, controller, seed + i, cams=cams, cloud=cloud,
+                                frame_every=strip_every if frames is not None else 0, frames=frames)
+                results.append(r)
+                if log is not None:  # one line per episode as it ends: a long run is never all-or-nothing
+                    with log.open("a") as fh:
+                        fh.write(json.dumps(r.to_dict()) + "\n")
+                if frames is not None:
+                    rows.append(frames)
+                bar.set_postfix(success=f"{sum(x.success for x in results)}/{len(results)}", rtf=f"{r.rtf:.2f}")
+        finally:
+            if cams is not None:
+                cams.close()
+    extra = {"policy": policy, "seed0": seed, "wall_s": time.perf_counter() - wall0}
+    if fn is not None and controller.inference_s:
+        extra["inference_ms_median"] = 1e3 * float(np.median(controller.inference_s))
+    summary = summarize(task, results, extra)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        save_strip(out / f"{task}_strip.png", rows)
+    return summary
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", default="all", choices=[*TASKS, "all"], help="task to evaluate (default: all)")
+    p.add_argument("--policy", default="expert", help="'expert', a checkpoint directory, or module:function")
+    p.add_argument("--episodes", type=int, default=50, help="episodes per task (seeds seed..seed+N-1)")
+    p.add_argument("--seed", type=int, default=0, help="first episode seed")
+    p.add_argument("--out", type=Path, default=Path("runs/sim_eval"), help="directory for summary.json and strips")
+    p.add_argument("--strips", type=int, default=3, help="episodes with a saved image strip")
+    p.add_argument("--strip-every", type=int, default=10, help="steps between strip frames")
+    p.add_argument("--n-exec", type=int, default=8, help="chunk steps executed before re-planning")
+    p.add_argument("--delay", type=float, default=0.0, help="expert only: act on object state this many s old")
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.episodes < 1:
+        raise SystemExit("--episodes must be >= 1")
+    tasks = list(TASKS) if args.task == "all" else [args.task]
+    summaries = {t: evaluate(t, args.policy, args.episodes, args.seed, args.strips, args.strip_every,
+                             args.n_exec, args.delay, args.out) for t in tasks}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "summary.json").write_text(json.dumps(summaries, indent=1))
+    brief = {t: {k: v for k, v in s.items() if k != "per_episode"} for t, s in summaries.items()}
+    print(json.dumps(brief, indent=1))
+    return 0

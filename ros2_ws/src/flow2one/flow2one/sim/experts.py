@@ -1,0 +1,188 @@
+"""Scripted multimodal experts: privileged object state in, one absolute EE target per step out.
+
+Each expert picks its strategy (mode) at random per episode and then behaves like a teleoperator who
+knows where things are: it moves a "carrot" target toward the next waypoint at a bounded speed (that
+carrot is the recorded action) and waits for the measured TCP / gripper before going on, so lag in the
+sim never desynchronises the demonstration. `delay` makes an expert act on stale object state: the
+deliberately late behaviour the dynamic task must punish.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from flow2one.geometry import matrix_to_rot6d
+from flow2one.sim.tasks import CUBE_HALF, PickPlace, ReachAround, Task, Track
+from flow2one.spec import ACTION_DIM, GRIPPER_CLOSED, GRIPPER_OPEN, STEP_DT
+
+# Gripper pointing straight down, hand x along base x: franky's orientation at HOME_Q.
+DOWN_ROT6D = matrix_to_rot6d(np.diag([1.0, -1.0, -1.0]))
+
+
+def make_action(xyz, gripper: float) -> np.ndarray:
+    a = np.empty(ACTION_DIM, dtype=np.float32)
+    a[:3], a[3:9], a[9] = xyz, DOWN_ROT6D, gripper
+    return a
+
+
+@dataclass
+class Move:
+    xyz: np.ndarray
+    speed: float = 0.3  # m/s of the carrot
+    tol: float = 0.015  # measured TCP distance that counts as arrived
+
+
+@dataclass
+class Grip:
+    closed: bool
+
+
+class Expert(ABC):
+    """`reset(task, rng) -> mode`, then `act(proprio, info) -> action` once per STEP_DT."""
+
+    def __init__(self, mode: int | None = None, delay: float = 0.0) -> None:
+        self.forced_mode, self.delay = mode, delay
+        self.mode = -1
+        self._history: deque[dict] = deque()
+
+    def reset(self, task: Task, info: dict, rng: np.random.Generator) -> int:
+        n = len(task.modes)
+        self.mode = int(rng.integers(n)) if self.forced_mode is None else int(self.forced_mode)
+        self._history.clear()
+        self._start(task, info)
+        return self.mode
+
+    def act(self, proprio: np.ndarray, info: dict) -> np.ndarray:
+        self._history.append(info)
+        lag = int(round(self.delay / STEP_DT))
+        while len(self._history) > lag + 1:
+            self._history.popleft()
+        return self._act(np.asarray(proprio), self._history[0])
+
+    @abstractmethod
+    def _start(self, task: Task, info: dict) -> None: ...
+
+    @abstractmethod
+    def _act(self, proprio: np.ndarray, info: dict) -> np.ndarray: ...
+
+
+class WaypointExpert(Expert):
+    """Follows a program of Move/Grip steps planned at reset from the (static) object poses."""
+
+    GRIP_SETTLE = 0.0005  # m per step: gripper width counts as settled below this change
+
+    STALL_S = 3.0  # a step not done this long after the carrot arrived is given up on (the robot is stuck)
+
+    def _start(self, task: Task, info: dict) -> None:
+        self.program = self.plan(task, info)
+        self._i = 0
+        self._stalled = 0
+        self._carrot = np.asarray(info["tcp"], dtype=np.float64).copy()
+        self._gripper = GRIPPER_OPEN
+        self._grip_steps = 0
+        self._last_width = None
+
+    @abstractmethod
+    def plan(self, task: Task, info: dict) -> list[Move | Grip]: ...
+
+    def _act(self, proprio: np.ndarray, info: dict) -> np.ndarray:
+        if self._i < len(self.program):
+            step = self.program[self._i]
+            if isinstance(step, Move):
+                d = step.xyz - self._carrot
+                dist, max_step = float(np.linalg.norm(d)), step.speed * STEP_DT
+                self._carrot = step.xyz.copy() if dist <= max_step else self._carrot + d * (max_step / dist)
+                self._stalled = self._stalled + 1 if dist <= max_step else 0
+                if dist <= max_step and (np.linalg.norm(proprio[:3] - step.xyz) < step.tol
+                                         or self._stalled * STEP_DT > self.STALL_S):
+                    self._i, self._stalled = self._i + 1, 0
+            else:
+                self._gripper = GRIPPER_CLOSED if step.closed else GRIPPER_OPEN
+                width = float(proprio[9])
+                self._grip_steps += 1
+                settled = self._last_width is not None and abs(width - self._last_width) < self.GRIP_SETTLE
+                self._last_width = width
+                moved = width < GRIPPER_OPEN - 0.01 if step.closed else width > GRIPPER_OPEN - 0.005
+                if (self._grip_steps > 4 and settled and moved) or self._grip_steps * STEP_DT > self.STALL_S:
+                    self._i += 1
+                    self._grip_steps, self._last_width = 0, None
+        return make_action(self._carrot, self._gripper)
+
+
+class ReachAroundExpert(WaypointExpert):
+    """Down in front of the pillar, along its left or right side, then in to the goal."""
+
+    CLEAR = 0.17  # lateral distance TCP <-> pillar face (the hand is ~0.2 m wide across its fingers)
+    HEIGHT = 0.12
+    average = False  # True = the mean of both modes (straight through the pillar): the wrong way
+
+    def plan(self, task: Task, info: dict) -> list[Move | Grip]:
+        pillar, goal = np.asarray(info["pillar"]), np.asarray(info["goal"])
+        side = 0.0 if self.average else (1.0 if self.mode == 0 else -1.0)
+        y = pillar[1] + side * (ReachAround.PILLAR_HALF[1] + self.CLEAR)
+        x0, x1 = pillar[0] - 0.13, pillar[0] + 0.11
+        return [Move(np.array([x0, y, goal[2]]), tol=0.04),
+                Move(np.array([x1, y, goal[2]]), tol=0.04),
+                Move(goal.copy(), speed=0.2, tol=0.01)]
+
+
+class PickPlaceExpert(WaypointExpert):
+    """Above the chosen cube, down, grasp, lift, over the pad, down, release, up."""
+
+    LIFT = 0.12
+    average = False  # True = grasp midway between the cubes: the wrong way
+
+    def plan(self, task: Task, info: dict) -> list[Move | Grip]:
+        cubes, pad = np.asarray(info["cubes"]), np.asarray(info["pad"])
+        c = cubes.mean(axis=0) if self.average else cubes[self.mode]
+        grasp_z = CUBE_HALF - 0.005
+        above = np.array([c[0], c[1], self.LIFT])
+        over_pad = np.array([pad[0], pad[1], self.LIFT])
+        return [Move(above, tol=0.02), Move(np.array([c[0], c[1], grasp_z]), speed=0.12, tol=0.008),
+                Grip(True), Move(above, speed=0.15, tol=0.03), Move(over_pad, tol=0.02),
+                Move(np.array([pad[0], pad[1], PickPlace.PAD_TOP + CUBE_HALF + 0.012]), speed=0.12, tol=0.01),
+                Grip(False), Move(over_pad, speed=0.2, tol=0.03)]
+
+
+class TrackExpert(Expert):
+    """Fly over the chosen puck, descend onto it and follow it, leading by the robot's tracking lag."""
+
+    LEAD = 0.15  # s of extrapolation along the puck's velocity
+    SPEED = 0.45  # m/s max carrot speed
+    HOVER = 0.05  # TCP height above the table while on the puck
+
+    def _start(self, task: Task, info: dict) -> None:
+        self._carrot = np.asarray(info["tcp"], dtype=np.float64).copy()
+
+    def _act(self, proprio: np.ndarray, info: dict) -> np.ndarray:
+        p = np.asarray(info["pucks"])[self.mode] + np.asarray(info["puck_vel"])[self.mode] * self.LEAD
+        xy_err = float(np.linalg.norm(proprio[:2] - p[:2]))
+        z = self.HOVER if xy_err < 0.06 else max(self.HOVER, min(0.2, float(proprio[2])))
+        goal = np.array([p[0], p[1], z])
+        d = goal - self._carrot
+        dist, max_step = float(np.linalg.norm(d)), self.SPEED * STEP_DT
+        self._carrot = goal if dist <= max_step else self._carrot + d * (max_step / dist)
+        return make_action(self._carrot, GRIPPER_OPEN)
+
+
+EXPERTS: dict[str, type[Expert]] = {
+    ReachAround.name: ReachAroundExpert,
+    PickPlace.name: PickPlaceExpert,
+    Track.name: TrackExpert,
+}
+
+
+def make_expert(task: str, mode: int | None = None, delay: float = 0.0, average: bool = False) -> Expert:
+    """The scripted expert of `task`; `average=True` gives the mode-averaging (wrong) variant."""
+    if task not in EXPERTS:
+        raise ValueError(f"no scripted expert for task {task!r}; known: {', '.join(EXPERTS)}")
+    expert = EXPERTS[task](mode=mode, delay=delay)
+    if average:
+        if not hasattr(expert, "average"):
+            raise ValueError(f"task {task!r} has no mode-averaging expert")
+        expert.average = True
+    return expert

@@ -1,0 +1,223 @@
+"""One closed-loop episode in the sim: home, randomise, then observe -> act -> command every STEP_DT.
+
+The loop is paced by SIM time (SimWorld.wait_until), so a demonstration has exactly STEP_DT between
+steps however loaded the machine is (franky-sim's real-time factor varies, 0.4-0.9 on 2 cores), and the
+physics the policy faces is the one the expert faced. Controllers are scripted experts (privileged
+object state) or policies (obs -> (H, 10) chunk) executed with the executor's receding-horizon
+Scheduler (flow2one.control.plan) on the sim clock.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from flow2one.sim.arm import FrankyArm
+from flow2one.sim.cameras import SimCameras
+from flow2one.sim.experts import Expert
+from flow2one.sim.world import SimWorld
+from flow2one.spec import ACTION_DIM, STEP_DT
+
+POST_SUCCESS_S = 0.3  # keep recording briefly after success so demos end at rest
+
+
+class Observer:
+    """The observation of one control step, rendered lazily (only what the controller asks for)."""
+
+    def __init__(self, world: SimWorld, arm: FrankyArm, cams: SimCameras | None,
+                 cloud: Callable[[list[np.ndarray], np.ndarray], np.ndarray] | None) -> None:
+        self.world, self.arm, self.cams, self.cloud = world, arm, cams, cloud
+        self.t = 0.0
+
+    def step(self, t: float) -> None:
+        self.t = t
+        self.sim_t = self.world.sim_time  # absolute sim clock: the Scheduler's clock (t restarts per episode)
+        self.proprio = self.arm.proprio()
+        self.T_base_ee = self.arm.ee_pose()
+        self.info = self.world.info()
+        self._images: tuple[list, list] | None = None
+        self._points: np.ndarray | None = None
+
+    def images(self, rgb: bool = True) -> tuple[list, list]:
+        """(rgbs, depths) per camera, from a snapshot taken now."""
+        if self.cams is None:
+            raise RuntimeError("this rollout has no cameras")
+        if self._images is None or (rgb and self._images[0][0] is None):
+            self._images = self.cams.render(self.world.snapshot(), rgb=rgb, depth=True)
+        return self._images
+
+    def points(self) -> np.ndarray:
+        if self.cloud is None:
+            raise RuntimeError("this rollout has no point-cloud pipeline")
+        if self._points is None:
+            self._points = self.cloud(self.images(rgb=False)[1], self.T_base_ee)
+        return self._points
+
+
+class Controller:
+    """Interface: `reset(world, rng) -> mode (-1 unknown)`; `act(obs, now) -> action (10,)`."""
+
+    def reset(self, world: SimWorld, rng: np.random.Generator) -> int:
+        return -1
+
+    def act(self, obs: Observer) -> np.ndarray:
+        raise NotImplementedError
+
+
+class ExpertController(Controller):
+    def __init__(self, expert: Expert) -> None:
+        self.expert = expert
+
+    def reset(self, world: SimWorld, rng: np.random.Generator) -> int:
+        return self.expert.reset(world.task, world.info(), rng)
+
+    def act(self, obs: Observer) -> np.ndarray:
+        return self.expert.act(obs.proprio, obs.info)
+
+
+Policy = Callable[[dict[str, np.ndarray]], np.ndarray]  # unbatched obs -> (H, 10) chunk
+
+
+class ChunkController(Controller):
+    """A chunking policy run like the executor does: a new chunk every `n_exec` steps, stamped with the
+    observation's sim time; steps consumed by inference latency are dropped by the Scheduler."""
+
+    def __init__(self, policy: Policy, n_exec: int = 8, blend_s: float = 0.1, use_rgb: bool = False,
+                 use_depth: bool = False) -> None:
+        from flow2one.control.plan import Scheduler
+
+        self.policy, self.n_exec = policy, n_exec
+        self.use_rgb, self.use_depth = use_rgb, use_depth
+        self._make = lambda: Scheduler(n_exec, blend_s, max_future_s=0.5, default_dt_s=STEP_DT)
+        self.inference_s: list[float] = []
+
+    def reset(self, world: SimWorld, rng: np.random.Generator) -> int:
+        self.sched, self._k = self._make(), 0
+        return -1
+
+    def observation(self, obs: Observer) -> dict[str, np.ndarray]:
+        out = {"points": obs.points(), "proprio": obs.proprio}
+        if self.use_rgb or self.use_depth:
+            rgbs, depths = obs.images(rgb=self.use_rgb)
+            if self.use_rgb:
+                out["rgb"] = np.stack(rgbs)
+            if self.use_depth:
+                out["depth"] = np.stack(depths)
+        return out
+
+    def act(self, obs: Observer) -> np.ndarray:
+        now = lambda: int(round(obs.world.sim_time * 1e9))  # noqa: E731
+        if self._k % self.n_exec == 0 or self.sched.plan is None:
+            stamp = int(round(obs.sim_t * 1e9))
+            w0 = time.perf_counter()
+            chunk = np.asarray(self.policy(self.observation(obs)), dtype=np.float64)
+            self.inference_s.append(time.perf_counter() - w0)
+            if chunk.ndim != 2 or chunk.shape[1] != ACTION_DIM:
+                raise ValueError(f"policy returned shape {chunk.shape}, expected (H, {ACTION_DIM})")
+            self.sched.submit(chunk, stamp, STEP_DT, now())
+        self._k += 1
+        target = self.sched.target(now(), int(STEP_DT * 1e9))
+        if target is None:  # the chunk ran out before the next one: hold the last step
+            target = self.sched.plan.actions[-1]
+        return target
+
+
+@dataclass
+class EpisodeResult:
+    task: str
+    seed: int
+    success: bool
+    failed: bool
+    time_to_success: float | None
+    mode: int  # what the task saw (e.g. which side of the pillar)
+    mode_name: str
+    chosen_mode: int  # what the controller intended (-1 for policies)
+    steps: int
+    duration: float  # sim seconds
+    wall_s: float
+    rtf: float  # sim time / wall time over the episode
+    planner_errors: int
+    reason: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def aborted(cls, world: SimWorld, seed: int, reason: str, wall_s: float) -> "EpisodeResult":
+        """An episode the robot connection could not finish (counted as a failure, never dropped)."""
+        st = world.status()
+        return cls(task=world.task.name, seed=seed, success=False, failed=True, time_to_success=None,
+                   mode=st.mode, mode_name=st.mode_name, chosen_mode=-1, steps=0, duration=st.t, wall_s=wall_s,
+                   rtf=st.t / max(wall_s, 1e-9), planner_errors=0, reason=reason)
+
+
+def run_episode_safe(world: SimWorld, arm: FrankyArm, controller: Controller, seed: int, **kw) -> EpisodeResult:
+    """run_episode for long unattended runs: a libfranka/network failure ends that episode as a failure
+    (reason "error: ...") and reconnects the arm, instead of ending the whole run."""
+    w0 = time.perf_counter()
+    try:
+        return run_episode(world, arm, controller, seed, **kw)
+    except (RuntimeError, TimeoutError) as exc:
+        arm.reconnect()
+        return EpisodeResult.aborted(world, seed, f"error: {type(exc).__name__}: {exc}", time.perf_counter() - w0)
+
+
+@dataclass
+class Recording:
+    """Per-step arrays of one episode (what sim-demos turns into an Episode)."""
+
+    t: list[float] = field(default_factory=list)
+    proprio: list[np.ndarray] = field(default_factory=list)
+    action: list[np.ndarray] = field(default_factory=list)
+    T_base_ee: list[np.ndarray] = field(default_factory=list)
+    depth: list[list[np.ndarray]] = field(default_factory=list)
+    rgb: list[list[np.ndarray]] = field(default_factory=list)
+
+
+def run_episode(world: SimWorld, arm: FrankyArm, controller: Controller, seed: int, *,
+                cams: SimCameras | None = None, cloud=None, record: Recording | None = None,
+                record_rgb: bool = False, max_time: float | None = None,
+                frame_every: int = 0, frames: list[np.ndarray] | None = None) -> EpisodeResult:
+    """Run one episode; `record` collects demo arrays, `frames` every `frame_every`-th front-camera image."""
+    arm.home()
+    world.reset(seed)
+    rng = np.random.default_rng([seed, 7])  # the mode draw, independent of the object randomisation
+    chosen = controller.reset(world, rng)
+    obs = Observer(world, arm, cams, cloud)
+    limit = world.task.time_limit if max_time is None else max_time
+    errors0, wall0 = arm.planner_errors, time.perf_counter()
+    t0 = world.sim_time
+    n_steps, post = int(np.ceil(limit / STEP_DT)), int(round(POST_SUCCESS_S / STEP_DT))
+    done_at: int | None = None
+    k = 0
+    for k in range(n_steps):
+        world.wait_until(t0 + k * STEP_DT)
+        obs.step(k * STEP_DT)
+        action = controller.act(obs)
+        arm.command(action)
+        if record is not None:
+            rgbs, depths = obs.images(rgb=record_rgb)
+            record.t.append(obs.t)
+            record.proprio.append(obs.proprio)
+            record.action.append(np.asarray(action, dtype=np.float32))
+            record.T_base_ee.append(obs.T_base_ee)
+            record.depth.append(depths)
+            if record_rgb:
+                record.rgb.append(rgbs)
+        if frames is not None and frame_every and k % frame_every == 0:
+            frames.append(obs.images(rgb=True)[0][0])
+        st = world.status()
+        if done_at is None and (st.success or st.failed):
+            done_at = k
+        if done_at is not None and k - done_at >= post:
+            break
+    st = world.status()
+    wall = time.perf_counter() - wall0
+    return EpisodeResult(task=world.task.name, seed=seed, success=st.success and not st.failed,
+                         failed=st.failed, time_to_success=st.success_time, mode=st.mode, mode_name=st.mode_name,
+                         chosen_mode=chosen, steps=k + 1, duration=world.sim_time - t0, wall_s=wall,
+                         rtf=(world.sim_time - t0) / max(wall, 1e-9), planner_errors=arm.planner_errors - errors0,
+                         reason=st.reason or ("" if st.success else "time limit"))

@@ -1,0 +1,151 @@
+"""The sim world through the real stack: franky-sim (MuJoCo FR3) served over libfranka, driven by franky.
+
+Each task: the scripted expert succeeds in the mode it chose, and a deliberately wrong behaviour fails
+(the mean of the two modes for the static tasks, a late-reacting expert for the dynamic one).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from flow2one.sim.arm import FrankyArm
+from flow2one.sim.cameras import SIM_CALIBRATION, SimCameras, make_cloud_pipeline
+from flow2one.sim.experts import make_expert
+from flow2one.sim.rollout import ChunkController, ExpertController, Recording, run_episode
+from flow2one.sim.tasks import CUBE_HALF, TASKS, PickPlace, make_task
+from flow2one.sim.world import SimWorld, WorldConfig
+from flow2one.spec import ACTION_DIM, HORIZON, N_POINTS
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    import torch
+
+    torch.set_num_threads(1)
+
+
+# (task, seed, wrong-expert kwargs, sim seconds the wrong episode may take)
+CASES = [
+    ("reach_around", 11, {"average": True}, 4.0),
+    ("pick_place", 12, {"average": True}, 5.0),
+    ("track", 13, {"delay": 0.5}, 4.0),
+]
+
+
+@pytest.mark.parametrize("task,seed,wrong,wrong_time", CASES, ids=[c[0] for c in CASES])
+def test_expert_succeeds_and_wrong_behaviour_fails(task, seed, wrong, wrong_time):
+    with SimWorld(WorldConfig(task=task)) as world, FrankyArm(world.hostname) as arm:
+        expert = make_expert(task)
+        ok = run_episode(world, arm, ExpertController(expert), seed)
+        assert ok.success, ok
+        assert ok.mode == ok.chosen_mode and ok.mode_name == TASKS[task].modes[ok.chosen_mode]
+        assert 0 < ok.time_to_success < TASKS[task].time_limit
+        bad = run_episode(world, arm, ExpertController(make_expert(task, **wrong)), seed, max_time=wrong_time)
+        assert not bad.success, bad
+        if task == "reach_around":  # straight between the two ways around = through the pillar
+            assert bad.failed and "collision" in bad.reason
+
+
+def test_randomisation_is_seeded_and_modes_are_balanced():
+    for name in TASKS:
+        task = make_task(name)
+        a, b = task.sample(np.random.default_rng(3)), task.sample(np.random.default_rng(3))
+        assert a == b and a != task.sample(np.random.default_rng(4))
+    modes = [make_expert("track").reset(make_task("track"), {"tcp": np.zeros(3)}, np.random.default_rng([s, 7]))
+             for s in range(200)]
+    assert 70 < sum(modes) < 130  # both strategies, about half each
+    with pytest.raises(ValueError, match="unknown sim task"):
+        make_task("stack")
+
+
+def test_calibration_file_matches_scene_and_clouds_land_on_objects():
+    """calibration/sim.yaml is what the live scene says, and depth deprojected with it puts points on
+    the cubes' top faces, for the fixed camera and for the wrist camera (mount ee, T_base_ee from franky)."""
+    from flow2one.perception.calibration import load_cameras
+
+    with SimWorld(WorldConfig(task="pick_place")) as world, FrankyArm(world.hostname) as arm:
+        arm.home()
+        params = world.reset(5)
+        live = world.cameras()
+        filed = load_cameras(SIM_CALIBRATION)
+        assert [c.name for c in filed] == [c.name for c in live] == ["front", "wrist"]
+        assert [c.mount for c in filed] == ["base", "ee"]
+        for f, c in zip(filed, live):
+            assert f.intrinsics == c.intrinsics
+            np.testing.assert_allclose(f.T_base_camera, c.T_base_camera, atol=1e-6)
+        cams = SimCameras(world.model, world.config.cameras)
+        try:
+            rgbs, depths = cams.render(world.snapshot())
+        finally:
+            cams.close()
+        assert rgbs[0].shape == (120, 160, 3) and rgbs[0].dtype == np.uint8 and depths[0].dtype == np.float32
+        T_base_ee = arm.ee_pose()
+        from flow2one.perception.cloud import CloudPipeline
+
+        # front: both cube tops (z = 4 cm); wrist (at home it looks down at x <~ 0.5): the pad top (z = 1 cm)
+        targets = {"front": [(c, 2 * CUBE_HALF, 0.012) for c in params["cubes"]],
+                   "wrist": [(params["pad"], PickPlace.PAD_TOP, 0.03)]}
+        for i, cam in enumerate(filed):
+            pipe = CloudPipeline([cam], (0.2, -0.4, 0.005), (0.8, 0.4, 0.3), 0.005)
+            pts = pipe.process([depths[i]], T_base_ee=T_base_ee)
+            for centre, z, radius in targets[cam.name]:
+                top = (np.linalg.norm(pts[:, :2] - np.asarray(centre[:2]), axis=1) < radius) & \
+                      (np.abs(pts[:, 2] - z) < 0.004)
+                assert top.sum() >= 3, f"camera {cam.name}: no points on the top face at {centre}"
+        with pytest.raises(ValueError, match="finite"):
+            arm.command(np.full(ACTION_DIM, np.nan))
+
+
+def test_demo_recording_and_policy_rollout(tmp_path):
+    """A recorded expert episode becomes a valid dataset episode; a chunk policy runs closed loop."""
+    from flow2one.data.episodes import list_episodes, read_episode, write_episode
+    from flow2one.sim.demos import to_episode
+
+    with SimWorld(WorldConfig(task="track")) as world, FrankyArm(world.hostname) as arm:
+        cams = SimCameras(world.model, world.config.cameras)
+        try:
+            cameras = world.cameras()
+            cloud = make_cloud_pipeline(cameras)
+            rec = Recording()
+            res = run_episode(world, arm, ExpertController(make_expert("track")), 21, cams=cams, record=rec,
+                              record_rgb=True)
+            assert res.success
+            ep = to_episode(rec, res, cloud, [c.name for c in cameras], with_images=True)
+            write_episode(tmp_path, 0, ep)
+            back = read_episode(list_episodes(tmp_path)[0])
+            T = len(back)
+            assert T == res.steps and back.points.shape == (T, N_POINTS, 3) and back.rgb.shape[:2] == (T, 2)
+            assert back.meta.source == "sim-expert" and back.meta.mode == res.mode and back.meta.success
+            np.testing.assert_allclose(np.diff(back.t), 0.05, atol=1e-9)
+            # commanded targets are tracked: the last action is where the TCP ended up (within 2 cm)
+            assert np.linalg.norm(back.action[-1, :3] - back.proprio[-1, :3]) < 0.02
+            assert np.all(back.points[:, :, 2] > -0.02)
+
+            seen = []
+
+            def sink_policy(obs):  # a chunk 5 cm below wherever the arm is: the executor path must follow it
+                seen.append({k: v.shape for k, v in obs.items()})
+                chunk = np.repeat(obs["proprio"][None].astype(np.float64), HORIZON, axis=0)
+                chunk[:, 2] -= 0.05
+                return chunk
+
+            ctrl = ChunkController(sink_policy, n_exec=8)
+            r = run_episode(world, arm, ctrl, 22, cams=cams, cloud=cloud.process, max_time=1.5)
+            assert not r.success
+            assert seen[0] == {"points": (N_POINTS, 3), "proprio": (10,)} and len(seen) >= 3
+            assert arm.proprio()[2] < 0.487 - 0.1  # from home, each chunk executed: the arm kept descending
+
+            # a checkpoint directory (what `flow2one sim-eval --policy DIR` loads) runs in the same loop
+            from flow2one.policy.checkpoint import save_policy
+            from flow2one.policy.config import preset
+            from flow2one.policy.factory import build_policy
+            from flow2one.sim.evaluate import checkpoint_policy
+
+            save_policy(tmp_path / "ckpt", build_policy(preset("tiny", kind="student")))
+            fn, use_rgb, use_depth = checkpoint_policy(tmp_path / "ckpt")
+            ctrl = ChunkController(fn, n_exec=8, use_rgb=use_rgb, use_depth=use_depth)
+            r = run_episode(world, arm, ctrl, 23, cams=cams, cloud=cloud.process, max_time=1.0)
+            assert r.steps >= 10 and len(ctrl.inference_s) >= 2
+        finally:
+            cams.close()
