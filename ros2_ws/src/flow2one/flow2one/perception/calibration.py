@@ -20,7 +20,7 @@ _INTRINSIC_KEYS = ("width", "height", "fx", "fy", "cx", "cy")
 
 def project_root() -> Path:
     """Repository root (holds calibration/), for resolving relative calibration paths from any cwd."""
-    return Path(__file__).resolve().parents[4]
+    return Path(__file__).resolve().parents[5]
 
 
 def resolve_path(path: str | Path) -> Path:
