@@ -3,7 +3,7 @@ PY := .venv/bin/python
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 export MUJOCO_GL := egl
 
-.PHONY: setup demo test bench
+.PHONY: setup demo test bench models table1
 setup:
 	@bash scripts/setup.sh
 
@@ -15,3 +15,11 @@ test: setup
 
 bench: setup
 	$(PY) -m flow2one.cli bench
+
+# Reproduce the shipped models/sim_* (sim demos -> teacher -> distillation set -> student, + L1 Flow and
+# regression) and the Table I analog in results/. See `flow2one reproduce --help` for scales and times.
+models: setup
+	$(PY) -m flow2one.cli reproduce --scale small --ship models
+
+table1: setup
+	$(PY) -m flow2one.cli table1
