@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
+from flow2one.yamlio import load_yaml
 
 
 @dataclass(frozen=True)
@@ -92,12 +92,7 @@ def read_params_file(path: str | Path) -> dict[str, dict]:
     """{node name: {param: value}} of a ROS 2 parameter file, with its shape checked, so a broken file
     fails here naming the file instead of inside rcl's YAML parser."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ValueError(f"cannot read parameter file {path}: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML: {exc}") from exc
+    data = load_yaml(path, "parameter file", mapping=False)
     if data is None:
         return {}
     if not isinstance(data, dict):

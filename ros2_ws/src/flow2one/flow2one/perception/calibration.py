@@ -14,6 +14,7 @@ import yaml
 
 from flow2one.perception.camera_model import CameraIntrinsics, CameraModel
 from flow2one.spec import BASE_FRAME
+from flow2one.yamlio import load_yaml
 
 _INTRINSIC_KEYS = ("width", "height", "fx", "fy", "cx", "cy")
 
@@ -98,13 +99,7 @@ def select_cameras(cameras: list[CameraModel], names: str, source: str = "calibr
 
 def load_cameras(path: str | Path) -> list[CameraModel]:
     p = resolve_path(path)
-    try:
-        data = yaml.safe_load(p.read_text())
-    except FileNotFoundError as exc:
-        raise FileNotFoundError(f"calibration file not found: {p}") from exc
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{p}: not valid YAML: {exc}") from exc
-    return cameras_from_dict(data, str(p))
+    return cameras_from_dict(load_yaml(p, "calibration file", mapping=False), str(p))
 
 
 def save_cameras(path: str | Path, cameras: list[CameraModel]) -> None:

@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from flow2one.policy.base import Policy
 from flow2one.policy.config import PolicyConfig, from_dict, to_dict
 from flow2one.policy.factory import build_policy
+from flow2one.yamlio import load_yaml
 
 MODEL_FILE, CONFIG_FILE, CARD_FILE = "model.safetensors", "config.yaml", "card.yaml"
 
@@ -57,7 +58,7 @@ def load_config(directory: str | Path) -> PolicyConfig:
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
         raise ValueError(f"{directory}: no {CONFIG_FILE}; not a flow2one checkpoint directory")
-    return from_dict(yaml.safe_load(path.read_text()))
+    return from_dict(load_yaml(path, "policy config"))
 
 
 def load_policy(directory: str | Path, device: str | torch.device = "cpu") -> tuple[Policy, PolicyConfig]:

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from flow2one import spec
+from flow2one.yamlio import load_yaml
 
 CARD_FILE = "card.yaml"
 POLICY_KINDS = ("teacher", "student", "l1flow", "regression")
@@ -170,11 +171,9 @@ def load_card(model_dir: str | Path) -> ModelCard:
     if not path.is_file():
         raise CardError(f"{path}: no model card; every model directory needs one (see models/README.md)")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise CardError(f"{path}: not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise CardError(f"{path}: expected a mapping")
+        data = load_yaml(path, "model card")
+    except ValueError as exc:
+        raise CardError(str(exc)) from exc
     return ModelCard.from_dict(data, source=str(path))
 
 

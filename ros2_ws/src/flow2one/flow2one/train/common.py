@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from flow2one.policy.config import PolicyConfig, from_dict, preset, to_dict
 from flow2one.train.loop import TrainSettings
+from flow2one.yamlio import load_yaml
 
 MODALITIES = ("points", "proprio", "rgb", "depth")
 
@@ -54,7 +54,7 @@ def modalities(args: argparse.Namespace) -> tuple[str, ...]:
 def build_config(args: argparse.Namespace, kind: str, data: dict[str, np.ndarray]) -> PolicyConfig:
     """Config from --config or --preset, with the image geometry taken from the data."""
     if args.config:
-        return from_dict({**yaml.safe_load(Path(args.config).read_text()), "kind": kind})
+        return from_dict({**load_yaml(args.config, "--config file"), "kind": kind})
     mods = modalities(args)
     over: dict[str, Any] = {f"use_{m}": m in mods for m in MODALITIES}
     for m in ("rgb", "depth"):
