@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from flow2one import spec
-from flow2one.runtime.backends import BackendUnavailable, OnnxRuntimeBackend, open_backend
+from flow2one.runtime.backends import BackendUnavailable, open_backend
 from flow2one.runtime.card import CardError, ModelCard, load_card, save_card
 from flow2one.runtime.export import example_inputs, torch_reference
 from flow2one.runtime.handoff import resample_tail, select_candidate

@@ -208,7 +208,7 @@ class Executor:
             estop, self._estop_req = self._estop_req, None
             home, self._home_req = self._home_req, False
         if estop is True:
-            self._stop(f"e-stop", State.ESTOP)
+            self._stop("e-stop", State.ESTOP)
             return
         if estop is False and self.state in (State.ESTOP, State.FAULT):
             self._set(State.IDLE, "e-stop released")
