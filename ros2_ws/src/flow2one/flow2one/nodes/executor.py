@@ -24,7 +24,7 @@ from flow2one.control.plan import ChunkRejected
 from flow2one.ros.convert import chunk_to_msg, msg_to_chunk, numpy_to_joint_state, numpy_to_pose_stamped
 from flow2one.ros.diagnostics import ERROR, OK, WARN, Diagnostics
 from flow2one.ros.params import declare_params
-from flow2one.ros.qos import CHUNK_QOS, STATE_QOS
+from flow2one.ros.qos import CHUNK_QOS, RECORD_QOS, STATE_QOS
 from flow2one.ros.runner import run_node_main
 
 HOME_TOPIC = "/flow2one/executor/home"  # std_msgs/Empty: move to the home joint configuration
@@ -39,7 +39,7 @@ class ExecutorNode(Node):
         self.diag = Diagnostics(self, hardware_id=self.p.robot_host)
         self._joint_pub = self.create_publisher(JointState, spec.JOINT_STATES_TOPIC, STATE_QOS)
         self._pose_pub = self.create_publisher(PoseStamped, spec.EE_POSE_TOPIC, STATE_QOS)
-        self._cmd_pub = self.create_publisher(JointTrajectory, spec.COMMAND_TOPIC, CHUNK_QOS)
+        self._cmd_pub = self.create_publisher(JointTrajectory, spec.COMMAND_TOPIC, RECORD_QOS)
         self.robot = FrankyRobot(self.p.robot_host, self.p.limits(), jerk_factor=self.p.jerk_factor,
                             gripper_speed=self.p.gripper_speed, gripper_force=self.p.gripper_force,
                             gripper_close_below=self.p.gripper_close_below, gripper_deadband=self.p.gripper_deadband)

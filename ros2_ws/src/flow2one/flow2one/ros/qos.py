@@ -13,3 +13,6 @@ STATE_QOS = QoSProfile(depth=5, history=HistoryPolicy.KEEP_LAST, reliability=Rel
 # Latched-style topics (calibration, model info): late joiners get the last message.
 LATCHED_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
+# Streams where every message matters (the executed commands become a demo's action labels): a slow
+# subscriber such as the recorder must not lose any while it catches up.
+RECORD_QOS = QoSProfile(depth=50, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
