@@ -1,0 +1,284 @@
+"""Reproduce the shipped sim models: scripted-expert demos -> dataset -> CFM teacher -> distillation set
+(K=16 teacher trajectories of H=32 steps per observation, 50 Euler steps) -> one-step IMLE student, plus
+L1 Sample Flow (2 steps) and the MSE regression baseline; then export and ship them to models/sim_<kind>/.
+
+Every stage is one `flow2one` command, printed before it runs so any stage can be redone by hand. A stage
+whose output already exists is skipped, so an interrupted run continues where it stopped (--force redoes
+all). Wall time per stage goes to WORK/timings.json and into each shipped model card.
+
+One multi-task model per kind is trained on the demos of every task: the point cloud tells the tasks
+apart (pillar, cubes, pucks), and the demo graph then needs one model directory.
+
+Scales (wall times on this 2-core CPU machine; each shipped card records its run's stage times):
+  quick  smoke run: 1 demo per task, a few optimiser steps, the tiny preset (~1 min; what the tests run)
+  small  the models shipped in models/: 12 demos per task, ~0.3 M-parameter models, teacher 2000 steps,
+         student 1000, L1 Flow / regression 1500: ~20 min on an idle machine (demos 6, teacher 4, student 3);
+         45 min measured with other test suites sharing the cores (results/reproduce_small.json)
+  full   the scale the method calls for: 100 demos per task, 20k steps per model (batch 64), K=16 on every
+         4th window: about 11 h on an idle 2-core machine (measured per-step times x steps: teacher, L1 Flow
+         and regression ~2 h each, student ~3.5 h, demos ~1 h); minutes per stage on one GPU
+
+Examples:
+  flow2one reproduce --scale quick --work runs/quick --ship ''     # smoke test, ships nothing
+  flow2one reproduce --scale small                                 # = make models
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[4]
+TASKS = ("reach_around", "pick_place", "track")
+KINDS = ("teacher", "student", "l1flow", "regression")
+SHIP_FILES = ("model.safetensors", "config.yaml", "card.yaml", "model.onnx")
+MAX_MODEL_BYTES = 5 * 1024 * 1024  # keep the repository small: every shipped file stays below this
+
+
+@dataclass(frozen=True)
+class Scale:
+    episodes: int  # scripted-expert demos per task
+    teacher_steps: int
+    student_steps: int
+    baseline_steps: int  # l1flow and regression
+    batch_size: int
+    stride: int  # a training window every STRIDE steps of each episode
+    distill_obs: int  # observations in the distillation set (0 = every window)
+    hypotheses: int  # M student samples per observation in the Chamfer loss
+    model: dict[str, Any] = field(default_factory=dict)  # PolicyConfig overrides of the "tiny" preset
+    lr: float = 1e-3
+
+
+# The CPU model: the tiny preset with a wider U-Net, ~0.3 M parameters (~1.3 MB) per kind. Measured on one
+# loaded core: train step 0.16 s (teacher, batch 32), 0.3 s (student, batch 16 x M=16); sampling 5 ms
+# (student, 1 pass) vs 0.26 s (teacher, 50 Euler steps). On a GPU, --config with the `paper` preset is the next step.
+CPU_MODEL = {"encoder": {"embed_dim": 64, "pointnet_dims": [16, 32], "point_dim": 32, "proprio_dim": 32},
+             "unet": {"down_dims": [32, 64], "n_groups": 8, "time_embed_dim": 32}}
+SCALES: dict[str, Scale] = {
+    "quick": Scale(episodes=1, teacher_steps=20, student_steps=10, baseline_steps=10, batch_size=8, stride=8,
+                   distill_obs=16, hypotheses=4, model={}),
+    "small": Scale(episodes=12, teacher_steps=2000, student_steps=1000, baseline_steps=1500, batch_size=16,
+                   stride=2, distill_obs=600, hypotheses=16, model=CPU_MODEL),
+    "full": Scale(episodes=100, teacher_steps=20000, student_steps=20000, baseline_steps=20000, batch_size=64,
+                  stride=4, distill_obs=0, hypotheses=16, model=CPU_MODEL, lr=1e-4),
+}
+
+
+def model_config(scale: Scale, kind: str) -> dict[str, Any]:
+    """The PolicyConfig (as config.yaml holds it) of `kind` at this scale: tiny preset + overrides."""
+    from flow2one.policy.config import preset, to_dict
+
+    cfg = to_dict(preset("tiny", kind))
+    for section, values in scale.model.items():
+        cfg[section] = {**cfg[section], **values}
+    return cfg
+
+
+@dataclass
+class Stage:
+    name: str
+    argv: list[str]  # a `flow2one` command line
+    output: Path  # exists -> the stage is done
+
+
+def plan(scale: Scale, work: Path, tasks: tuple[str, ...], seed: int, threads: int) -> list[Stage]:
+    """The stages, in order, as `flow2one` command lines."""
+    data = work / "data"
+    stages = [Stage(f"demos:{t}", ["sim-demos", "--task", t, "--episodes", str(scale.episodes), "--seed",
+                                   str(seed), "--out", str(data / t / "part0")], data / t / "DONE") for t in tasks]
+    common = ["--batch-size", str(scale.batch_size), "--lr", str(scale.lr), "--seed", str(seed), "--threads",
+              str(threads), "--stride", str(scale.stride)]
+    merged = str(data / "all")
+    for kind, steps in (("teacher", scale.teacher_steps), ("l1flow", scale.baseline_steps),
+                        ("regression", scale.baseline_steps)):
+        stages.append(Stage(kind, [f"train-{kind}", "--data", merged, "--out", str(work / kind), "--steps", str(steps),
+                                   "--config", str(work / f"{kind}.config.yaml"), *common,
+                                   "--ckpt-every", str(max(steps // 4, 1))], work / kind / "model.safetensors"))
+    distill = work / "distill.safetensors"
+    stages.insert(len(tasks) + 1, Stage("distill", [
+        "distill", "--teacher", str(work / "teacher"), "--data", merged, "--out", str(distill), "--k", "16",
+        "--steps", "50", "--stride", str(scale.stride), "--max-obs", str(scale.distill_obs), "--seed", str(seed),
+        "--threads", str(threads)], distill))
+    stages.insert(len(tasks) + 2, Stage("student", [
+        "train-student", "--data", str(distill), "--out", str(work / "student"), "--steps", str(scale.student_steps),
+        "--hypotheses", str(scale.hypotheses), "--batch-size", str(max(scale.batch_size // 2, 1)), "--lr",
+        str(scale.lr), "--seed", str(seed), "--threads", str(threads), "--ckpt-every",
+        str(max(scale.student_steps // 4, 1))], work / "student" / "model.safetensors"))
+    return stages
+
+
+def task_episodes(data: Path, task: str) -> list[Path]:
+    """Every episode sim-demos wrote for `task` (data/<task>/part<k>/<task>/episode_*.npz)."""
+    return sorted(data.glob(f"{task}/part*/{task}/episode_*.npz"))
+
+
+def merge_datasets(data: Path, tasks: tuple[str, ...]) -> Path:
+    """data/all: links to every task's episodes, renumbered (load_windows reads one directory)."""
+    out = data / "all"
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    i = 0
+    for t in tasks:
+        eps = task_episodes(data, t)
+        if not eps:
+            raise RuntimeError(f"{data / t}: sim-demos wrote no episodes")
+        for p in eps:
+            (out / f"episode_{i:05d}.npz").symlink_to(os.path.relpath(p, out))
+            i += 1
+    return out
+
+
+def run_stage(stage: Stage) -> float:
+    from flow2one.cli import main as cli_main
+
+    t0 = time.perf_counter()
+    if stage.name.startswith("demos:"):
+        run_demos(stage)
+        return time.perf_counter() - t0
+    print(f"\n=== {stage.name}: flow2one {' '.join(stage.argv)}", flush=True)
+    rc = cli_main(list(stage.argv))
+    if rc:
+        raise RuntimeError(f"stage {stage.name} failed (exit {rc}): flow2one {' '.join(stage.argv)}")
+    return time.perf_counter() - t0
+
+
+def run_demos(stage: Stage, max_parts: int = 4) -> None:
+    """sim-demos until the task has its episodes. On an overloaded machine franky-sim can stall and
+    sim-demos stop with an error; the episodes written so far are kept and the rest is generated in a new
+    part with fresh seeds (part k starts at seed + 1000 k), up to `max_parts` attempts."""
+    from flow2one.cli import main as cli_main
+
+    argv = list(stage.argv)
+    task, want, seed0 = argv[2], int(argv[4]), int(argv[6])
+    data = stage.output.parent.parent
+    for part in range(max_parts):
+        have = len(task_episodes(data, task))
+        if have >= want:
+            return
+        argv[4], argv[6], argv[8] = str(want - have), str(seed0 + 1000 * part), str(stage.output.parent / f"part{part}")
+        print(f"\n=== {stage.name}: flow2one {' '.join(argv)}", flush=True)
+        try:
+            cli_main(argv)  # exits 1 when the expert failed too often; what it wrote is kept
+        except Exception as exc:  # noqa: BLE001 - any sim failure: keep the episodes, try a new part
+            print(f"=== {stage.name}: sim-demos stopped ({type(exc).__name__}: {exc}); keeping what it wrote",
+                  flush=True)
+    if not task_episodes(data, task):
+        raise RuntimeError(f"sim-demos wrote no {task} episodes in {max_parts} attempts")
+
+
+def ship(work: Path, dest: Path, scale_name: str, tasks: tuple[str, ...], timings: dict[str, float],
+         n_episodes: int) -> list[Path]:
+    """Copy each trained kind to dest/sim_<kind>/ with a completed card; export ONNX (not the 50-step teacher)."""
+    from flow2one.runtime.card import load_card, save_card
+    from flow2one.runtime.export import export_model_dir
+
+    shipped = []
+    for kind in KINDS:
+        src, out = work / kind, dest / f"sim_{kind}"
+        if out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
+        for f in SHIP_FILES:
+            if (src / f).is_file():
+                shutil.copy2(src / f, out / f)
+        card = load_card(out)
+        stage_s = {k: round(v, 1) for k, v in timings.items()}
+        card = replace(card, name=f"sim_{kind}", trained_on=(
+            f"{n_episodes} scripted-expert sim demos ({', '.join(tasks)}; `flow2one sim-demos`), "
+            f"`flow2one reproduce --scale {scale_name}`"),
+            notes=f"multi-task {kind} for the franky-sim world; stage wall times (s, 2-core CPU): {stage_s}")
+        save_card(out, card)
+        if kind != "teacher":  # the policy node runs ONNX; the 50-step teacher is evaluated in PyTorch only
+            report = export_model_dir(out)
+            if not report.ok:
+                raise RuntimeError(f"{out}: ONNX export parity failed: {report}")
+        too_big = [p for p in out.iterdir() if p.stat().st_size > MAX_MODEL_BYTES]
+        if too_big:
+            raise RuntimeError(f"shipped files over {MAX_MODEL_BYTES >> 20} MB: {too_big}; use a smaller model")
+        shipped.append(out)
+    return shipped
+
+
+def reproduce(scale_name: str, work: Path, ship_to: Path | None, tasks: tuple[str, ...] = TASKS, seed: int = 0,
+              threads: int = 2, force: bool = False, only: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Run the missing stages (all, or those named in `only`: demos, teacher, distill, student, l1flow,
+    regression), then ship. Two processes may share a WORK directory when their `only` sets are disjoint
+    (e.g. l1flow,regression beside teacher,distill,student once the demos exist)."""
+    scale = SCALES[scale_name]
+    if force and work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    for kind in ("teacher", "l1flow", "regression"):
+        (work / f"{kind}.config.yaml").write_text(yaml.safe_dump(model_config(scale, kind), sort_keys=False))
+    timings_path = work / "timings.json"
+    timings: dict[str, float] = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
+    stages = plan(scale, work, tasks, seed, threads)
+    merged = ran_demos = False
+    for stage in stages:
+        if only and stage.name.split(":")[0] not in only:
+            continue
+        if not stage.name.startswith("demos:") and not merged:  # (re)link data/all once the demos are final
+            if ran_demos or not (work / "data" / "all").is_dir():
+                merge_datasets(work / "data", tasks)
+            merged = True
+        if stage.output.exists():
+            print(f"=== {stage.name}: done already ({stage.output})")
+            continue
+        timings[stage.name] = run_stage(stage)
+        ran_demos = ran_demos or stage.name.startswith("demos:")
+        if stage.name.startswith("demos:"):
+            stage.output.write_text(f"{timings[stage.name]:.1f} s\n")
+        # re-read first: another process may be running other stages in this WORK directory
+        latest = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
+        timings = {**latest, stage.name: timings[stage.name]}
+        timings_path.write_text(json.dumps(timings, indent=1))
+    n_episodes = sum(len(task_episodes(work / "data", t)) for t in tasks)
+    summary: dict[str, Any] = {"scale": scale_name, "settings": asdict(scale), "tasks": list(tasks),
+                               "episodes": n_episodes, "stage_wall_s": timings,
+                               "stage_wall_s_sum": sum(timings.values()), "work": str(work)}
+    missing = [s.name for s in stages if not s.output.exists()]
+    if missing:
+        summary["missing_stages"] = missing
+    elif ship_to is not None:
+        t0 = time.perf_counter()
+        summary["shipped"] = [str(p) for p in ship(work, ship_to, scale_name, tasks, timings, n_episodes)]
+        summary["stage_wall_s"]["ship+export"] = time.perf_counter() - t0
+    (work / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scale", default="small", choices=list(SCALES), help="how much data and training (default small)")
+    p.add_argument("--work", type=Path, default=None, help="working directory (default runs/reproduce_<scale>)")
+    p.add_argument("--ship", default="models", help="copy the trained models to SHIP/sim_<kind>/ ('' = do not ship)")
+    p.add_argument("--tasks", default=",".join(TASKS), help=f"comma list of sim tasks (default {','.join(TASKS)})")
+    p.add_argument("--seed", type=int, default=0, help="first demo seed and training seed")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads per stage")
+    p.add_argument("--force", action="store_true", help="delete WORK and redo every stage")
+    p.add_argument("--stages", default="", help="comma list of stages to run (demos, teacher, distill, student, "
+                   "l1flow, regression; default all); models are shipped once every stage is done")
+
+
+def main(args: argparse.Namespace) -> int:
+    tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
+    bad = [t for t in tasks if t not in TASKS]
+    if bad or not tasks:
+        raise SystemExit(f"--tasks {args.tasks!r}: choose from {', '.join(TASKS)}")
+    work = args.work or REPO_ROOT / "runs" / f"reproduce_{args.scale}"
+    ship_to = None if not args.ship else (Path(args.ship) if Path(args.ship).is_absolute() else REPO_ROOT / args.ship)
+    only = tuple(s.strip() for s in args.stages.split(",") if s.strip())
+    known = ("demos", "teacher", "distill", "student", "l1flow", "regression")
+    if set(only) - set(known):
+        raise SystemExit(f"--stages {args.stages!r}: choose from {', '.join(known)}")
+    summary = reproduce(args.scale, work, ship_to, tasks, args.seed, args.threads, args.force, only)
+    print(json.dumps({k: v for k, v in summary.items() if k != "settings"}, indent=1))
+    return 0

@@ -1,0 +1,106 @@
+"""The reproduce pipeline and the Table I command, end to end at the smallest scale: real franky-sim demos,
+real training of every kind, real ONNX export, real closed-loop sim evaluation."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from flow2one import pipeline, table1
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory) -> tuple[Path, dict]:
+    """One quick reproduce run (1 reach_around demo, a few steps per model), shipped to a temp models dir."""
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("reproduce")
+    summary = pipeline.reproduce("quick", root / "work", root / "models", tasks=("reach_around",), threads=1)
+    return root, summary
+
+
+def test_reproduce_ships_every_kind_with_a_card(reproduced) -> None:
+    from flow2one.policy.checkpoint import load_policy
+    from flow2one.runtime.card import load_card
+
+    root, summary = reproduced
+    assert summary["episodes"] == 1
+    stages = set(summary["stage_wall_s"])
+    assert {"demos:reach_around", "teacher", "distill", "student", "l1flow", "regression", "ship+export"} <= stages
+    for kind in pipeline.KINDS:
+        d = root / "models" / f"sim_{kind}"
+        card = load_card(d)
+        assert card.kind == kind and card.name == f"sim_{kind}"
+        assert "reproduce --scale quick" in card.trained_on and "reach_around" in card.trained_on
+        assert all(p.stat().st_size < pipeline.MAX_MODEL_BYTES for p in d.iterdir())
+        assert not (d / "train_state.pt").exists() and not (d / "tb").exists()
+        assert (d / "model.onnx").is_file() == (kind != "teacher")
+        policy, cfg = load_policy(d)
+        obs = {"points": torch.rand(1, 4096, 3), "proprio": torch.rand(1, 10)}
+        out = policy.sample(obs, n_samples=2)
+        assert out.shape == (1, 2, 32, 10) and torch.isfinite(out).all()
+    # the distillation set really is K=16 teacher trajectories of H=32 per observation
+    from flow2one.data.distill_set import load_distill_set
+
+    obs, sets, meta = load_distill_set(root / "work" / "distill.safetensors")
+    assert tuple(sets.shape[1:]) == (16, 32, 10) and meta["k"] == 16 and meta["steps"] == 50
+
+
+def test_reproduce_resumes_without_redoing_stages(reproduced) -> None:
+    root, first = reproduced
+    again = pipeline.reproduce("quick", root / "work", None, tasks=("reach_around",), threads=1)
+    assert {k: v for k, v in again["stage_wall_s"].items() if k != "ship+export"} == \
+        {k: v for k, v in first["stage_wall_s"].items() if k != "ship+export"}
+    assert json.loads((root / "work" / "timings.json").read_text()).keys() >= {"teacher", "student"}
+
+
+def test_reproduce_rejects_bad_arguments(tmp_path) -> None:
+    p = argparse.ArgumentParser()
+    pipeline.add_arguments(p)
+    with pytest.raises(SystemExit, match="--tasks"):
+        pipeline.main(p.parse_args(["--tasks", "fly", "--work", str(tmp_path)]))
+    with pytest.raises(SystemExit, match="--stages"):
+        pipeline.main(p.parse_args(["--stages", "teacher,dance", "--work", str(tmp_path)]))
+
+
+def test_cpu_model_fits_the_size_budget() -> None:
+    from flow2one.policy.config import from_dict
+    from flow2one.policy.factory import build_policy
+
+    for kind in pipeline.KINDS:
+        cfg = pipeline.model_config(pipeline.SCALES["small"], "teacher")
+        policy = build_policy(from_dict({**cfg, "kind": kind}))
+        assert 4 * sum(p.numel() for p in policy.parameters()) < pipeline.MAX_MODEL_BYTES / 2
+
+
+def test_table1_closed_loop_report(reproduced) -> None:
+    root, _ = reproduced
+    out = root / "results"
+    rows = [table1.ROWS[0], table1.ROWS[1], table1.ROWS[2]]  # teacher 50, teacher 1-step, student
+    report = table1.run(root / "models", out, ["reach_around"], rows, seeds=2, episodes=1, hz_repeats=3,
+                        max_time=1.0, command="test")
+    res = report["results"]["reach_around"]
+    for row in rows:
+        r = res[row.label]
+        assert r["episodes"] == 2 and len(r["success_per_seed"]) == 2
+        assert 0.0 <= r["success_mean"] <= 1.0 and r["inference_ms_in_loop_median"] > 0
+        assert sum(r["mode_histogram"].values()) == 2
+    hz = report["inference"]
+    # 50 Euler steps cost more than one pass: the measurement must see it
+    assert hz["teacher (50 steps)"]["ms_median"] > 5 * hz["teacher 1-step"]["ms_median"]
+    assert hz["student (1 step)"]["hz"] > 5 * hz["teacher (50 steps)"]["hz"]
+    md = (out / "table1.md").read_text()
+    assert all(row.label in md for row in rows) and "goal >= 14x" in md
+    assert (out / "table1_modes.png").stat().st_size > 0 and (out / "table1_success_vs_hz.png").stat().st_size > 0
+    assert json.loads((out / "table1.json").read_text())["seeds"] == 2
+
+
+def test_table1_says_when_models_are_missing(tmp_path, capsys) -> None:
+    p = argparse.ArgumentParser()
+    table1.add_arguments(p)
+    assert table1.main(p.parse_args(["--models", str(tmp_path), "--out", str(tmp_path / "r")])) == 1
+    assert "make models" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "table1.md").exists()
