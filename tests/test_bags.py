@@ -20,6 +20,7 @@ from flow2one.data.bags import (BagError, EpisodeBagWriter, EpisodeInfo, read_me
                                 recover)
 from flow2one.data.recording import EpisodeRecorder, RecorderConfig
 from flow2one.ros.convert import xyz_to_pointcloud2
+from flow2one.subprocesses import die_with_parent
 from tests.helpers import wait_for
 
 IMG = "/camera/front/color/image_raw"
@@ -148,13 +149,6 @@ def test_episode_events(tmp_path: Path) -> None:
         rec.handle_event("pause", 40)
 
 
-def _die_with_parent() -> None:
-    """The recorder must not outlive a test process that crashes (PR_SET_PDEATHSIG = 1)."""
-    import ctypes
-
-    ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)
-
-
 def test_recorder_process_killed_mid_episode_loses_only_that_tail(tmp_path: Path, ros_context, domain_id) -> None:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
@@ -168,7 +162,7 @@ def test_recorder_process_killed_mid_episode_loses_only_that_tail(tmp_path: Path
         [sys.executable, "-c", "from flow2one.nodes.recorder import main; main()", "--ros-args",
          "-p", f"output_dir:={out}", "-p", "flush_period_s:=0.1", "-p", "task:=push_t",
          "-p", "cameras:=['front']", "-p", "discovery_period_s:=0.2"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=die_with_parent)
     node = rclpy.create_node("bag_test_pub", context=ros_context)
     ex = SingleThreadedExecutor(context=ros_context)
     ex.add_node(node)

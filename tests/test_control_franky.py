@@ -131,6 +131,11 @@ def test_fixed_chunk_stream_tracks_commanded_path(robot: FrankyRobot):
 
 
 def test_watchdog_holds_then_stops_within_configured_time(robot: FrankyRobot):
+    """Hold when the plan runs out, stop at the first control tick past stop_after_s without a chunk.
+
+    Times are judged against the control ticks that actually happened: on a busy CI box a tick can come
+    late, and the guarantee is "at the first tick past the deadline", not a wall-clock bound.
+    """
     stop_after = 0.6
     ex, trace = make_executor(robot, n_exec=4, stop_after_s=stop_after)
     try:
@@ -143,30 +148,42 @@ def test_watchdog_holds_then_stops_within_configured_time(robot: FrankyRobot):
             return len(recent) == 10 and all(np.linalg.norm(p - goal) < 5e-4 for _, p, _ in recent)
 
         while time.monotonic() < end and not settled():
-            stamp = time.time_ns()
-            ex.submit_chunk(chunk_from(lambda t: goal, stamp), stamp, 0.05)
-            last = time.monotonic()
+            stamp, last = time.time_ns(), time.monotonic()
+            ex.submit_chunk(chunk_from(lambda t: goal, stamp), stamp, 0.05, received_mono=last)
             time.sleep(0.04)
         time.sleep(stop_after + 1.2)
     finally:
         ex.close()
-    hold = trace.first_event("holding", after=last) - last
-    stop = trace.first_event("stopped", after=last) - last
+    ticks = np.array([t for t, _, _ in trace.states])  # on_state comes first in every control tick
+
+    def late_by(deadline: float, event_t: float) -> int:
+        """Control ticks that began after the deadline and before the event (its own tick included)."""
+        return int(((ticks > deadline) & (ticks <= event_t)).sum())
+
+    t_stop = trace.first_event("stopped", after=last)
+    stop = t_stop - last
+    hold_events = [t for t, e in trace.events if last <= t < t_stop and e.split(": ")[0].endswith("holding")]
+    plan_end = last + 4 * 0.05 + 0.05  # n_exec steps of 50 ms (+ one command period of slack)
+    if hold_events:
+        hold = hold_events[0] - last
+        assert hold < 4 * 0.05 + 0.05 or late_by(plan_end, hold_events[0]) <= 2
+    else:  # the control thread was starved through the whole window between plan end and deadline
+        hold = float("nan")
+        assert late_by(plan_end, last + stop_after) == 0, "ticks ran after the plan ended but no hold was reported"
     held = robot.log[-1][2]  # the last target handed to franky
-    t = np.array([t for t, _, _ in trace.states])
     p = np.stack([p for _, p, _ in trace.states])
-    at_stop = np.linalg.norm(p[min(np.searchsorted(t, last + stop), len(t) - 1)] - held)
-    rest = t > last + stop + 0.2
+    at_stop = np.linalg.norm(p[min(np.searchsorted(ticks, t_stop), len(ticks) - 1)] - held)
+    rest = ticks > t_stop + 0.2
     assert rest.sum() >= 3, "too few robot states after the stop (machine too busy)"
-    rest_speed = (np.linalg.norm(np.diff(p[rest], axis=0), axis=1) / np.maximum(np.diff(t[rest]), 1e-3)).max()
+    rest_speed = (np.linalg.norm(np.diff(p[rest], axis=0), axis=1) / np.maximum(np.diff(ticks[rest]), 1e-3)).max()
     rest_dist = np.linalg.norm(p[rest] - held, axis=1).max()
     print(f"\nwatchdog: hold {hold * 1e3:.0f} ms after the last chunk (n_exec=4 x 50 ms), stop {stop * 1e3:.0f} ms "
           f"(configured {stop_after * 1e3:.0f} ms); distance to the held target at the stop {at_stop * 1e3:.2f} mm, "
           f"after it <= {rest_dist * 1e3:.2f} mm; EE speed from 0.2 s after the stop <= {rest_speed * 1e3:.3f} mm/s; "
           f"sim real-time factor {trace.real_time_factor():.2f}")
     assert np.linalg.norm(held - goal) < 1e-6  # nothing new was commanded while holding
-    assert hold < 4 * 0.05 + 0.05
-    assert stop_after <= stop <= stop_after + 0.05
+    assert stop >= stop_after  # never before the configured time ...
+    assert late_by(last + stop_after, t_stop) <= 2  # ... and at the first control tick after it
     # EE speed, not joint speed: franky-sim's Cartesian control leaves the elbow null space drifting slowly
     assert at_stop < 0.005 and rest_dist < 0.005 and rest_speed < 0.002
     assert audit(robot.log, ex.limits) == []

@@ -81,15 +81,22 @@ def run_policy(student_dir: Path, domain_id: int, **params: object) -> GraphRunn
 
 
 def test_publishes_chunks_from_a_replayed_observation(student_dir: Path, domain_id: int) -> None:
-    with run_policy(student_dir, domain_id) as runner:
+    # max_obs_age_s 2 s: a slow CI box must not turn the first inference stale (it would use up a noise draw)
+    with run_policy(student_dir, domain_id, max_obs_age_s=2.0) as runner:
         probe = Probe(runner.context)
         runner.add_node(probe)
-        stamp = probe.now_ns()
-        assert wait_for(lambda: (probe.play(stamp), bool(probe.chunks))[1], timeout=10.0, period=0.1)
+        stamps: list[int] = []
+
+        def play() -> bool:  # the same observation, freshly stamped, until a chunk comes back
+            stamps.append(probe.now_ns())
+            probe.play(stamps[-1])
+            return bool(probe.chunks)
+
+        assert wait_for(play, timeout=20.0, period=0.1)
         msg = probe.chunks[0][0]
         chunk = msg_to_chunk(msg)  # raises on a malformed chunk
         assert chunk.actions.shape == (spec.HORIZON, spec.ACTION_DIM) and chunk.dt == pytest.approx(spec.STEP_DT)
-        assert chunk.stamp_ns == stamp and msg.header.frame_id == spec.BASE_FRAME
+        assert chunk.stamp_ns in stamps and msg.header.frame_id == spec.BASE_FRAME
         # the published chunk is candidate 0 of the model on exactly this observation and the node's noise
         ort = open_backend("onnxruntime", student_dir)
         obs = {"points": probe.points[None],
@@ -101,7 +108,7 @@ def test_publishes_chunks_from_a_replayed_observation(student_dir: Path, domain_
         assert len(mk) == 3 and all(m.type == m.LINE_STRIP and len(m.points) == spec.HORIZON for m in mk)
         assert sum(m.scale.x > 0.004 for m in mk) == 1  # the published candidate stands out
         # the probe stopped playing: diagnostics keep the latency figures and say the input went quiet
-        assert wait_for(lambda: probe.diag_values().get("message", "").startswith("no new observation"), timeout=4.0)
+        assert wait_for(lambda: probe.diag_values().get("message", "").startswith("no new observation"), timeout=10.0)
         d = probe.diag_values()
         assert float(d["inference_ms_p50"]) > 0 and int(d["chunks"]) >= 1 and float(d["rate_hz"]) >= 0
 

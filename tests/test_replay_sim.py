@@ -9,12 +9,8 @@ values are not judged, their presence and consistency are).
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -41,24 +37,6 @@ def student_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return exported_student(tmp_path_factory)
 
 
-def start_sim(host: str, domain_id: int) -> subprocess.Popen:
-    """The sim world in its own process, as launch starts it: franky-sim's 1 kHz loop gets its own GIL."""
-    params = ROOT / "ros2_ws" / "src" / "flow2one" / "config" / "sim_teleop_record.yaml"
-    return subprocess.Popen(
-        [sys.executable, "-c", "from flow2one.nodes.sim_world import main; main()", "--ros-args",
-         "--params-file", str(params), "-p", f"host:={host}", "-p", "task:=reach_around",
-         "-p", "camera_rate_hz:=5.0"],
-        env=dict(os.environ, ROS_DOMAIN_ID=str(domain_id)), cwd=ROOT,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
-
-
-def _die_with_parent() -> None:
-    """The sim must not outlive a test process that crashes (PR_SET_PDEATHSIG = 1)."""
-    import ctypes
-
-    ctypes.CDLL("libc.so.6").prctl(1, signal.SIGTERM)
-
-
 def _serving(host: str) -> bool:
     """franky-sim accepts libfranka's TCP connection on :1337 once it serves the robot."""
     with socket.socket() as s:
@@ -72,6 +50,7 @@ def record_sim_episode(out: Path, domain_id: int, attempts: int = 2) -> Path:
     franky-sim is not real time: on an overloaded machine libfranka's UDP exchange with it times out
     and the executor faults (ENVIRONMENT.md). Such a run is recorded again once, with the reason shown.
     """
+    from flow2one.ros.node_process import NodeProcess
     from flow2one.ros.runner import GraphRunner
 
     faults = []
@@ -82,21 +61,14 @@ def record_sim_episode(out: Path, domain_id: int, attempts: int = 2) -> Path:
                      "recorder": {"output_dir": str(out), "cameras": list(SIM_CAMERAS), "flush_period_s": 0.5},
                      "pointcloud": {"calibration_file": CALIBRATION}}
         shutil.rmtree(out, ignore_errors=True)
-        sim = start_sim(host, domain_id)
-        try:
-            assert wait_for(lambda: sim.poll() is not None or _serving(host), 60), "franky-sim did not start"
-            assert sim.poll() is None, sim.stderr.read().decode()[-3000:]
+        # the sim world in its own process, as launch starts it: franky-sim's 1 kHz loop gets its own GIL
+        sim_params = {"host": host, "task": "reach_around", "camera_rate_hz": 5.0}
+        with NodeProcess("sim_teleop_record", ["sim_world"], {"sim_world": sim_params}, domain_id):
+            assert wait_for(lambda: _serving(host), 60), "franky-sim does not serve the robot"
             with GraphRunner("sim_teleop_record", nodes=["pointcloud", "executor", "teleop", "recorder"],
                              overrides=overrides, domain_id=domain_id) as g:
                 moved, commanded = _teleoperate(g, out)
                 status = g.nodes["executor"].control.status()
-        finally:
-            sim.send_signal(signal.SIGINT)
-            try:
-                sim.wait(15)
-            except subprocess.TimeoutExpired:
-                sim.kill()
-                sim.wait()
         if status["state"] != "fault" or commanded > 0.03:  # a fault after the demo does not spoil it
             break
         faults.append(status["message"])

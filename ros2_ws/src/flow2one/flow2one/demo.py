@@ -1,8 +1,8 @@
 """The main job: the deploy graph with the shipped one-step student, driving franky-sim.
 
-Runs the `sim` graph (flow2one/graph.py) in this process: sim cameras -> pointcloud node (4,096 points)
--> policy node (models/sim_student, ONNX Runtime) -> executor -> franky -> franky-sim, for a few episodes
-of each sim task. Like an operator would, it homes the arm (/flow2one/executor/home), randomises the
+Runs the `sim` graph (flow2one/graph.py), the sim world node in a child process and the rest in this
+one: sim cameras -> pointcloud node (4,096 points) -> policy node (models/sim_student, ONNX Runtime) ->
+executor -> franky -> franky-sim, for a few episodes of each sim task. Like an operator would, it homes the arm (/flow2one/executor/home), randomises the
 scene (/flow2one/sim/reset) and reads success from /flow2one/sim/task_status; it listens to the chunk
 and command topics to measure what a user cares about: success, policy rate (chunks/s received) and
 observation -> command latency (chunk stamp = observation time -> first franky command after the chunk
@@ -255,18 +255,22 @@ def run_task(task: str, model_dir: Path, episodes: int, seed: int, backend: str,
 def run_graph(task: str, model_dir: Path, episodes: int, seed: int, backend: str, domain_id: int,
               wall_budget: float, episode_s: float | None, logs: list[EpisodeLog], info: dict[str, Any]) -> str | None:
     """Start the sim graph and run episodes len(logs).. into `logs`; -> the fault that stopped it, or None."""
+    from flow2one.graph import graph
+    from flow2one.ros.node_process import NodeProcess
     from flow2one.ros.runner import GraphRunner
     from flow2one.sim.scene import default_cameras
     from flow2one.sim.tasks import TASKS
 
     host = free_loopback_host()
-    overrides = {"sim_world": {"task": task, "seed": seed, "host": host},
-                 "policy": {"model_dir": str(model_dir), "backend": backend},
-                 "executor": {"robot_host": host}}
+    overrides = {"policy": {"model_dir": str(model_dir), "backend": backend}, "executor": {"robot_host": host}}
     time_limit = TASKS[task].time_limit if episode_s is None else episode_s
     t_start = time.monotonic()
     fault = None
-    with GraphRunner("sim", overrides=overrides, domain_id=domain_id) as runner:
+    # the sim world in its own process, as on the robot the world is not in the policy's process: its
+    # 1 kHz franky-sim loop must not share a GIL with inference (real-time factor 0.02-0.08 when it does)
+    with NodeProcess("sim", ["sim_world"], {"sim_world": {"task": task, "seed": seed, "host": host}}, domain_id), \
+            GraphRunner("sim", nodes=[n for n in graph("sim").nodes if n != "sim_world"], overrides=overrides,
+                        domain_id=domain_id) as runner:
         info.setdefault("startup_s", []).append(time.monotonic() - t_start)
         probe = make_probe(runner.context, default_cameras()[0].name)
         runner.add_node(probe)

@@ -6,22 +6,14 @@ robot is off it; each instance binds a distinct 127.x.y.z so parallel runs never
 
 from __future__ import annotations
 
-import ctypes
 import os
-import signal
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
-
-def _die_with_parent() -> None:
-    """Linux: the simulator gets SIGTERM when its parent dies (a crashed test must not leave it running)."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+from flow2one.subprocesses import die_with_parent
 
 
 def free_loopback_address() -> str:
@@ -37,7 +29,7 @@ class FrankySimProcess:
         exe = Path(sys.executable).parent / "franky-sim"
         env = dict(os.environ, OMP_NUM_THREADS="1")
         self.proc = subprocess.Popen([str(exe), "-s", "mujoco", "--hostname", self.host], stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True, env=env, preexec_fn=_die_with_parent)
+                                     stderr=subprocess.STDOUT, text=True, env=env, preexec_fn=die_with_parent)
         lines: list[str] = []
         deadline = time.monotonic() + start_timeout
         while time.monotonic() < deadline:

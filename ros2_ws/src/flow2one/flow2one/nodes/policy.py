@@ -164,7 +164,8 @@ class PolicyNode(Node):
         max_age_ns = self.p.max_obs_age_s * 1e9
         with self._lock:
             if self.p.new_observations_only and self.obs.version == self._last_version:
-                if self._prev is not None and now_ns - self._prev[1] > max_age_ns and self.diag.level == OK:
+                quiet = self._prev is not None and now_ns - self._prev[1] > max_age_ns
+                if quiet and self.diag.level != ERROR and not self.diag.message.startswith("no new observation"):
                     self._stale(f"no new observation for {(now_ns - self._prev[1]) * 1e-6:.0f} ms")
                 return
             obs, why = self.obs.assemble(now_ns, self.p.max_obs_age_s)

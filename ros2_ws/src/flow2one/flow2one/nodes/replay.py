@@ -114,12 +114,14 @@ class ReplayNode(Node):
             self._chunk_cv.notify_all()
 
     def _wait_for_graph(self) -> None:
-        """Until the policy publishes chunks and the observation triggers have readers (or a timeout)."""
-        triggers = [p for t, p in self._pubs.items() if self._is_trigger(t)]
+        """Until the policy publishes chunks and the observation triggers and robot state have matched
+        readers (or a timeout): on a busy machine discovery lags, and a frame sent before it is lost."""
+        state = (spec.EE_POSE_TOPIC, spec.JOINT_STATES_TOPIC)
+        needed = [p for t, p in self._pubs.items() if self._is_trigger(t) or t in state]
         end = time.monotonic() + self.p.wait_for_graph_s
         while time.monotonic() < end and not self._stop.is_set():
             if self.count_publishers(spec.CHUNK_TOPIC) > 0 and all(p.get_subscription_count() > 0
-                                                                    for p in triggers):
+                                                                    for p in needed):
                 return
             time.sleep(0.05)
 
@@ -128,6 +130,8 @@ class ReplayNode(Node):
             self._wait_for_graph()
             t0_log, t0_wall = self.messages[0][0], time.monotonic_ns()
             n_triggers = len({m.topic for _, _, m in self.messages if self._is_trigger(m.topic)})
+            state_topics = {spec.EE_POSE_TOPIC, spec.JOINT_STATES_TOPIC} & set(self._pubs)
+            state_out: set[str] = set()  # lock-step waits only for frames sent after the first robot state
             frames: dict[int, set[str]] = {}  # trigger stamp -> topics of that frame already out
             prev_frame = -1
             rate = self.p.rate or self.p.lockstep_rate
@@ -144,12 +148,15 @@ class ReplayNode(Node):
                     topics = frames.setdefault(stamp, set())
                     topics.add(m.topic)
                 self._pubs[m.topic].publish(m.data)
+                if m.topic in state_topics:
+                    state_out.add(m.topic)
                 if stamp is not None:
                     self._published_at[stamp] = time.monotonic_ns()
                 if lockstep and len(topics) == n_triggers:  # every camera's image of this frame is out
-                    waited = time.monotonic_ns()
-                    self._wait_chunk(prev_frame, t_ns)
-                    t0_wall += time.monotonic_ns() - waited  # the timeline pauses while the graph works
+                    if state_out == state_topics:
+                        waited = time.monotonic_ns()
+                        self._wait_chunk(prev_frame, t_ns)
+                        t0_wall += time.monotonic_ns() - waited  # the timeline pauses while the graph works
                     prev_frame = stamp
                     del frames[stamp]
             time.sleep(0.2 if self.p.rate == 0 else 0.5)  # the last chunks still in flight
