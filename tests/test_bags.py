@@ -147,6 +147,11 @@ def test_episode_events(tmp_path: Path) -> None:
     assert read_summary(tmp_path / "episode_00001.mcap").episode.success is False
     with pytest.raises(ValueError, match="unknown episode event"):
         rec.handle_event("pause", 40)
+    # no task configured: the world's task status names it, even when it arrives after the start
+    sim = EpisodeRecorder(RecorderConfig(str(tmp_path / "sim")))
+    sim.handle_event("start", 50)
+    sim.task_hint = "reach_around"
+    assert read_summary(sim.stop(True)).episode.task == "reach_around"
 
 
 def test_recorder_process_killed_mid_episode_loses_only_that_tail(tmp_path: Path, ros_context, domain_id) -> None:

@@ -114,8 +114,11 @@ def test_scheduler_rejects_stale_future_and_reversed_stamps():
     with pytest.raises(ChunkRejected, match="future"):
         s.submit(line_chunk(HOME, [0, 0, 0]), now + 10**9, 0.05, now)
     s.submit(line_chunk(HOME, [0, 0, 0]), now - 30 * MS, 0.05, now)
-    with pytest.raises(ChunkRejected, match="not newer"):
+    with pytest.raises(ChunkRejected, match="older than the last"):
         s.submit(line_chunk(HOME, [0, 0, 0]), now - 40 * MS, 0.05, now)
+    # the same observation time again (re-predicted with a fresher robot state) replaces the plan
+    again = s.submit(line_chunk(HOME, [0.01, 0, 0]), now - 30 * MS, 0.05, now)
+    assert s.plan is again and again.chunk_id == 2
 
 
 def test_one_point_teleop_chunk_is_executed():

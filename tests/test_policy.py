@@ -162,6 +162,11 @@ def test_normalizers() -> None:
     z = n.normalize(data)
     assert torch.allclose(z[:, 0], torch.tensor([-1.0, 1.0])) and torch.allclose(z[:, 1], torch.zeros(2))
     assert torch.allclose(n.unnormalize(z), data)
+    # an EE orientation held within 0.0002 in the demos: a 0.01 wobble at run time stays a small input
+    held = torch.tensor([[1.0, 0.0], [1.0002, 0.0002]])
+    r = RangeNormalizer(2).fit(held)
+    assert torch.all(r.half_range == 0.05)
+    assert r.normalize(torch.tensor([[1.0101, 0.0101]])).abs().max() < 0.25
     s = StandardNormalizer(3).fit(data)
     assert torch.allclose(s.unnormalize(s.normalize(data)), data, atol=1e-6)
     pts = PointNormalizer().fit(torch.tensor([[0.0, 0.0, 0.0], [2.0, 1.0, 0.5]]))

@@ -110,9 +110,11 @@ class Scheduler:
         if stamp_ns > now_ns + self.max_future_ns:
             raise ChunkRejected(f"chunk stamp is {(stamp_ns - now_ns) / 1e6:.1f} ms in the future "
                                 f"(> max_future_s); clocks out of sync?", "future")
-        if self._last_stamp is not None and stamp_ns <= self._last_stamp:
-            raise ChunkRejected(f"chunk stamp is not newer than the last accepted one "
-                                f"({(self._last_stamp - stamp_ns) / 1e6:.1f} ms older)", "order")
+        # An equal stamp is a new prediction for the same observation time (fresher robot state, the
+        # same cloud): it replaces the plan. An older one would take the plan back in time.
+        if self._last_stamp is not None and stamp_ns < self._last_stamp:
+            raise ChunkRejected(f"chunk stamp is older than the last accepted one "
+                                f"({(self._last_stamp - stamp_ns) / 1e6:.1f} ms)", "order")
         times, acts, dt_ns = align_chunk(actions, stamp_ns, dt_s, now_ns, self.n_exec, self.default_dt_s)
         old = self.plan
         if old is not None and self.blend_ns > 0 and len(times) > 1:

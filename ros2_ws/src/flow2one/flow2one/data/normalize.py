@@ -13,12 +13,15 @@ from torch import nn
 class RangeNormalizer(nn.Module):
     """Maps each feature dimension from its data range to [-1, 1] (the scale Gaussian noise lives at).
 
-    Constant dimensions (e.g. a gripper that never moves) get a unit range instead of a zero divisor.
+    A dimension that barely moved in the data gets a half-range of at least `min_half_range` (robot
+    units: m, rot6d components, m of gripper width). Without that floor the EE orientation a scripted
+    expert held within 0.0002 was scaled 5,000x, and the sim arm's 0.01 orientation wobble at run time
+    became an input of 50: the policies learned nothing usable (Table I, first run).
     """
 
-    def __init__(self, dim: int, eps: float = 1e-4) -> None:
+    def __init__(self, dim: int, min_half_range: float = 0.05) -> None:
         super().__init__()
-        self.eps = eps
+        self.min_half_range = min_half_range
         self.register_buffer("center", torch.zeros(dim))
         self.register_buffer("half_range", torch.ones(dim))
 
@@ -29,9 +32,8 @@ class RangeNormalizer(nn.Module):
         if not torch.isfinite(flat).all():
             raise ValueError("normaliser statistics: data contains NaN or inf")
         lo, hi = flat.min(0).values, flat.max(0).values
-        half = (hi - lo) / 2
         self.center.copy_((hi + lo) / 2)
-        self.half_range.copy_(torch.where(half < self.eps, torch.ones_like(half), half))
+        self.half_range.copy_(((hi - lo) / 2).clamp_min(self.min_half_range))
         return self
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
@@ -42,7 +44,12 @@ class RangeNormalizer(nn.Module):
 
 
 class StandardNormalizer(RangeNormalizer):
-    """Zero mean, unit std per dimension (inputs such as condition vectors)."""
+    """Zero mean, unit std per dimension (inputs in any units, such as condition vectors); a constant
+    dimension gets a unit std instead of a zero divisor."""
+
+    def __init__(self, dim: int, eps: float = 1e-4) -> None:
+        super().__init__(dim)
+        self.eps = eps
 
     @torch.no_grad()
     def fit(self, data: torch.Tensor) -> StandardNormalizer:

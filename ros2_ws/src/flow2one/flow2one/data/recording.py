@@ -109,6 +109,8 @@ class EpisodeRecorder:
         with self._lock:
             if self._writer is None:
                 return None
+            if not self._writer.info.task:  # the world's task status arrived after the start
+                self._writer.info.task = self.task_hint
             path = self._writer.close(success=success)
             self._writer = None
             self.finished.append(path)
