@@ -207,3 +207,21 @@ def test_node_console_script_main_takes_ros_args_and_stops_on_sigterm(domain_id:
     finally:
         rc, out = _stop(proc, signal.SIGTERM)
     assert rc == 0, out[-3000:]
+
+
+def test_node_process_runs_nodes_in_a_child_and_reports_why_it_could_not(domain_id: int) -> None:
+    """NodeProcess (the sim world beside the demo graph): ready means the node is on the graph; a node
+    that cannot start fails with the child's own error message; close() leaves no process behind."""
+    from flow2one.ros.node_process import NodeProcess
+
+    probe = Probe(domain_id)
+    try:
+        with NodeProcess("sim", ["pointcloud"], {"pointcloud": {"n_points": 512, "cameras": "front"}},
+                         domain_id) as proc:
+            assert proc.alive
+            assert probe.spin_until(lambda: "pointcloud" in probe.node.get_node_names(), 15.0)
+        assert not proc.alive and proc.proc.returncode is not None
+    finally:
+        probe.close()
+    with pytest.raises(RuntimeError, match="n_pionts"):
+        NodeProcess("sim", ["pointcloud"], {"pointcloud": {"n_pionts": 10}}, domain_id).start()

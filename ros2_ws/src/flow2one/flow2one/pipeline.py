@@ -65,8 +65,8 @@ CPU_MODEL = {"encoder": {"embed_dim": 64, "pointnet_dims": [16, 32], "point_dim"
 SCALES: dict[str, Scale] = {
     "quick": Scale(episodes=1, teacher_steps=20, student_steps=10, baseline_steps=10, batch_size=8, stride=8,
                    distill_obs=16, hypotheses=4, model={}),
-    "small": Scale(episodes=12, teacher_steps=2000, student_steps=1000, baseline_steps=1500, batch_size=16,
-                   stride=2, distill_obs=600, hypotheses=16, model=CPU_MODEL),
+    "small": Scale(episodes=30, teacher_steps=6000, student_steps=3000, baseline_steps=6000, batch_size=16,
+                   stride=2, distill_obs=1200, hypotheses=16, model=CPU_MODEL),
     "full": Scale(episodes=100, teacher_steps=20000, student_steps=20000, baseline_steps=20000, batch_size=64,
                   stride=4, distill_obs=0, hypotheses=16, model=CPU_MODEL, lr=1e-4),
 }
@@ -160,7 +160,8 @@ def run_demos(stage: Stage, max_parts: int = 4) -> None:
     argv = list(stage.argv)
     task, want, seed0 = argv[2], int(argv[4]), int(argv[6])
     data = stage.output.parent.parent
-    for part in range(max_parts):
+    free = [k for k in range(100) if not (stage.output.parent / f"part{k}").exists()]  # never rewrite a part
+    for part in free[:max_parts]:
         have = len(task_episodes(data, task))
         if have >= want:
             return
