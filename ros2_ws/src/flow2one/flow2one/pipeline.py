@@ -11,9 +11,10 @@ apart (pillar, cubes, pucks), and the demo graph then needs one model directory.
 
 Scales (wall times on this 2-core CPU machine; each shipped card records its run's stage times):
   quick  smoke run: 1 demo per task, a few optimiser steps, the tiny preset (~1 min; what the tests run)
-  small  the models shipped in models/: 12 demos per task, ~0.3 M-parameter models, teacher 2000 steps,
-         student 1000, L1 Flow / regression 1500: ~20 min on an idle machine (demos 6, teacher 4, student 3);
-         45 min measured with other test suites sharing the cores (results/reproduce_small.json)
+  small  the models shipped in models/: 30 demos per task, ~0.3 M-parameter models, teacher 6000 steps,
+         student 3000, L1 Flow / regression 6000: ~32 min on an idle machine (demos ~12, teacher 5, distill
+         1.5, student 5, L1 Flow 4, regression 4; results/reproduce_small.json); several times that on a
+         machine busy with other work
   full   the scale the method calls for: 100 demos per task, 20k steps per model (batch 64), K=16 on every
          4th window: about 11 h on an idle 2-core machine (measured per-step times x steps: teacher, L1 Flow
          and regression ~2 h each, student ~3.5 h, demos ~1 h); minutes per stage on one GPU

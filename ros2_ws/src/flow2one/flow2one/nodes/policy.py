@@ -186,14 +186,15 @@ class PolicyNode(Node):
             self._stale(f"observation {age_ns * 1e-6:.0f} ms old after inference (max {max_age_ns * 1e-6:.0f} ms)")
             return
         prev, prev_stamp, prev_dt = self._prev if self._prev else (None, 0, card.dt)
-        best, _ = select_candidate(candidates, obs.stamp_ns, card.dt, prev, prev_stamp, prev_dt)
-        self.chunk_pub.publish(chunk_to_msg(candidates[best], obs.stamp_ns, card.dt, self.p.base_frame))
-        self._prev = (candidates[best], obs.stamp_ns, card.dt)
+        # the chunk is stamped with its start, the robot state's time: the executor skips what has passed
+        best, _ = select_candidate(candidates, obs.origin_ns, card.dt, prev, prev_stamp, prev_dt)
+        self.chunk_pub.publish(chunk_to_msg(candidates[best], obs.origin_ns, card.dt, self.p.base_frame))
+        self._prev = (candidates[best], obs.origin_ns, card.dt)
         self.counts["chunks"] += 1
         now = time.monotonic()
         self._publish_times.append(now)
         if self.p.markers_every and self.counts["chunks"] % self.p.markers_every == 0:
-            self.marker_pub.publish(self._markers(candidates, best, obs.stamp_ns))
+            self.marker_pub.publish(self._markers(candidates, best, obs.origin_ns))
         self._report(obs.stamp_ns)
 
     def _report(self, stamp_ns: int) -> None:

@@ -91,7 +91,7 @@ class ReplayNode(Node):
         self._is_trigger = lambda topic: topic.endswith(trigger)
         self._published_at: dict[int, int] = {}  # header stamp -> wall ns it went out
         self._chunk_cv = threading.Condition()
-        self._newest_chunk_stamp = -1
+        self._chunks_seen = 0
         self._clock_ns = -1
         self.timeouts = 0
         self.create_subscription(JointTrajectory, spec.CHUNK_TOPIC, self._on_chunk, CHUNK_QOS)
@@ -110,7 +110,7 @@ class ReplayNode(Node):
         sent = self._published_at.get(chunk.stamp_ns)
         self.metrics.add_chunk(chunk.stamp_ns, chunk.dt, chunk.actions, None if sent is None else (now - sent) / 1e9)
         with self._chunk_cv:
-            self._newest_chunk_stamp = max(self._newest_chunk_stamp, chunk.stamp_ns)
+            self._chunks_seen += 1
             self._chunk_cv.notify_all()
 
     def _wait_for_graph(self) -> None:
@@ -133,7 +133,6 @@ class ReplayNode(Node):
             state_topics = {spec.EE_POSE_TOPIC, spec.JOINT_STATES_TOPIC} & set(self._pubs)
             state_out: set[str] = set()  # lock-step waits only for frames sent after the first robot state
             frames: dict[int, set[str]] = {}  # trigger stamp -> topics of that frame already out
-            prev_frame = -1
             rate = self.p.rate or self.p.lockstep_rate
             for t_ns, stamp, m in self.messages:
                 if self._stop.is_set():
@@ -147,6 +146,7 @@ class ReplayNode(Node):
                 if lockstep:
                     topics = frames.setdefault(stamp, set())
                     topics.add(m.topic)
+                seen = self._chunks_seen
                 self._pubs[m.topic].publish(m.data)
                 if m.topic in state_topics:
                     state_out.add(m.topic)
@@ -155,9 +155,8 @@ class ReplayNode(Node):
                 if lockstep and len(topics) == n_triggers:  # every camera's image of this frame is out
                     if state_out == state_topics:
                         waited = time.monotonic_ns()
-                        self._wait_chunk(prev_frame, t_ns)
+                        self._wait_chunk(seen, t_ns)
                         t0_wall += time.monotonic_ns() - waited  # the timeline pauses while the graph works
-                    prev_frame = stamp
                     del frames[stamp]
             time.sleep(0.2 if self.p.rate == 0 else 0.5)  # the last chunks still in flight
             self._finish()
@@ -172,16 +171,16 @@ class ReplayNode(Node):
             self._clock_ns = t_ns
             self._clock_pub.publish(Clock(clock=ns_to_stamp(t_ns)))
 
-    def _wait_chunk(self, prev_frame_stamp: int, now_ns: int) -> None:
-        """Lock-step: block until a chunk from the frame just published arrives (or step_timeout_s).
+    def _wait_chunk(self, seen_before: int, now_ns: int) -> None:
+        """Lock-step: block until a chunk arrives after the frame's last image went out (or step_timeout_s).
 
-        A chunk is stamped with its observation's oldest part; one stamped after the previous frame
-        cannot contain that frame's (older) cloud, so it was predicted from the new one. Meanwhile the
-        clock runs on at wall speed for up to LOCKSTEP_CLOCK_LEAD_S (ahead of the next messages if need
-        be: the clock then holds until they catch up), so timers on sim time, the policy's, still fire.
+        The policy predicts on every new observation, so that chunk comes from the frame (or, at most one,
+        from an inference already running when it came). Meanwhile the clock runs on at wall speed for up
+        to LOCKSTEP_CLOCK_LEAD_S (ahead of the next messages if need be: the clock then holds until they
+        catch up), so timers on sim time, the policy's, still fire.
         """
         start = time.monotonic()
-        done = lambda: self._newest_chunk_stamp > prev_frame_stamp or self._stop.is_set()  # noqa: E731
+        done = lambda: self._chunks_seen > seen_before or self._stop.is_set()  # noqa: E731
         while not done() and time.monotonic() - start < self.p.step_timeout_s:
             with self._chunk_cv:
                 if self._chunk_cv.wait_for(done, CLOCK_PERIOD_S):

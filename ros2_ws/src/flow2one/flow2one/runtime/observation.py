@@ -23,8 +23,10 @@ class InputRejected(ValueError):
 @dataclass(frozen=True)
 class Observation:
     inputs: dict[str, np.ndarray]  # batch-1 model inputs without noise
-    stamp_ns: int  # the oldest part's stamp: the time the whole observation is valid for
+    stamp_ns: int  # the oldest part's stamp: freshness is judged on it
     version: int  # increases with every accepted sample
+    origin_ns: int  # when the predicted chunk starts: the robot state's stamp (training windows start at
+    #                 the proprio sample, with camera data from at or before it); the oldest part without one
 
 
 class ObservationAssembler:
@@ -107,4 +109,5 @@ class ObservationAssembler:
             inputs["proprio"] = np.append(self._pose[0], np.float32(self._gripper[0]))[None].astype(np.float32)
         for kind in self.card.image_inputs:
             inputs[kind] = np.stack([self._images[(kind, i)][0] for i in range(len(self.card.cameras))])[None]
-        return Observation(inputs, stamps[oldest], self.version), ""
+        origin = max(self._pose[1], self._gripper[1]) if "proprio" in self.card.inputs else stamps[oldest]
+        return Observation(inputs, stamps[oldest], self.version, origin), ""
