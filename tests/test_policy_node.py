@@ -145,9 +145,9 @@ def test_goes_quiet_on_stale_input(student_dir: Path, domain_id: int) -> None:
         # fresh input: chunks flow (the node works); then the input stops: chunks stop within max age
         assert wait_for(lambda: (probe.play(probe.now_ns()), len(probe.chunks) >= 3)[1], timeout=10.0, period=0.05)
         last_play = time.monotonic()
-        time.sleep(0.8)
+        time.sleep(1.5)  # a broken gate would go on at 50 Hz; delivery on a busy box can lag by 0.5 s
         with probe.lock:
-            late = [t for _, t in probe.chunks if t > last_play + 0.3 + 0.15]
+            late = [t for _, t in probe.chunks if t > last_play + 0.3 + 0.5]
         assert not late, f"{len(late)} chunks published from an observation older than max_obs_age_s"
         assert node.counts["stale"] > 5
 

@@ -5,8 +5,8 @@ one: sim cameras -> pointcloud node (4,096 points) -> policy node (models/sim_st
 executor -> franky -> franky-sim, for a few episodes of each sim task. Like an operator would, it homes the arm (/flow2one/executor/home), randomises the
 scene (/flow2one/sim/reset) and reads success from /flow2one/sim/task_status; it listens to the chunk
 and command topics to measure what a user cares about: success, policy rate (chunks/s received) and
-observation -> command latency (chunk stamp = observation time -> first franky command after the chunk
-arrived). Writes OUT/summary.json, OUT/strip.png (front camera, one row per task) and
+observation -> command latency (chunk stamp = the observation's robot-state time -> first franky command
+after the chunk arrived). Writes OUT/summary.json, OUT/strip.png (front camera, one row per task) and
 OUT/trajectories.png (predicted chunks and the executed end-effector path).
 
 Without a shipped model it stops with an error saying how to make one: it never reports success it
@@ -271,10 +271,15 @@ def run_graph(task: str, model_dir: Path, episodes: int, seed: int, backend: str
     with NodeProcess("sim", ["sim_world"], {"sim_world": {"task": task, "seed": seed, "host": host}}, domain_id), \
             GraphRunner("sim", nodes=[n for n in graph("sim").nodes if n != "sim_world"], overrides=overrides,
                         domain_id=domain_id) as runner:
-        info.setdefault("startup_s", []).append(time.monotonic() - t_start)
         probe = make_probe(runner.context, default_cameras()[0].name)
         runner.add_node(probe)
         runner.nodes["demo_probe"] = probe  # so the runner destroys it with the graph
+        pol = runner.nodes["policy"]
+        try:  # the sim world is another process: discovery and the first frames take a moment
+            wait(lambda: pol.counts["chunks"] > 0, 60.0, "the policy's first chunk (sim cameras -> pointcloud -> policy)")
+        except TimeoutError as exc:
+            return str(exc)
+        info.setdefault("startup_s", []).append(time.monotonic() - t_start)  # until chunks flow
         while len(logs) < episodes:
             i = len(logs)
             left = wall_budget - (time.monotonic() - t_start)
@@ -292,7 +297,6 @@ def run_graph(task: str, model_dir: Path, episodes: int, seed: int, backend: str
                   f"{s['chunks']} chunks, {s['policy_rate_hz']:.1f} chunks/s, obs->command p50 "
                   f"{_fmt(s['obs_to_command_ms']['p50'])} ms | sim {s['sim_s']:.1f} s in {s['wall_s']:.1f} s wall",
                   flush=True)
-        pol = runner.nodes["policy"]
         info["policy_counts"] = dict(pol.counts)
         info["policy_inference_ms_p50"] = float(np.median(pol._infer_ms)) if pol._infer_ms else None
         info["executor"] = runner.nodes["executor"].control.status()
