@@ -80,8 +80,9 @@ def test_table1_closed_loop_report(reproduced) -> None:
     root, _ = reproduced
     out = root / "results"
     rows = [table1.ROWS[0], table1.ROWS[1], table1.ROWS[2]]  # teacher 50, teacher 1-step, student
+    # 2 candidates per re-plan: the rollout keeps the one continuing the executing chunk (policy node rule)
     report = table1.run(root / "models", out, ["reach_around"], rows, seeds=2, episodes=1, hz_repeats=3,
-                        max_time=1.0, command="test")
+                        max_time=1.0, command="test", candidates=2)
     res = report["results"]["reach_around"]
     for row in rows:
         r = res[row.label]
@@ -95,7 +96,23 @@ def test_table1_closed_loop_report(reproduced) -> None:
     md = (out / "table1.md").read_text()
     assert all(row.label in md for row in rows) and "goal >= 14x" in md
     assert (out / "table1_modes.png").stat().st_size > 0 and (out / "table1_success_vs_hz.png").stat().st_size > 0
-    assert json.loads((out / "table1.json").read_text())["seeds"] == 2
+    full = json.loads((out / "table1.json").read_text())
+    assert full["seeds"] == 2 and full["candidates"] == 2
+
+    # rows evaluated in separate runs combine into one table; runs evaluated differently do not
+    student = table1.ROWS[2].label
+    first = {**full, "rows": [r for r in full["rows"] if r != student],
+             "results": {t: {k: v for k, v in res.items() if k != student} for t, res in full["results"].items()},
+             "inference": {k: v for k, v in full["inference"].items() if k != student}}
+    second = {**full, "rows": [student]}
+    (out / "a.json").write_text(json.dumps(first))
+    (out / "b.json").write_text(json.dumps(second))
+    combined = table1.combine([out / "a.json", out / "b.json"], out / "combined")
+    assert combined["rows"] == full["rows"] and combined["results"] == full["results"]
+    assert combined["inference"] == full["inference"]
+    (out / "c.json").write_text(json.dumps({**second, "seeds": 3}))
+    with pytest.raises(ValueError, match="seeds"):
+        table1.combine([out / "a.json", out / "c.json"], out / "bad")
 
 
 def test_table1_says_when_models_are_missing(tmp_path, capsys) -> None:

@@ -54,8 +54,9 @@ ROWS: tuple[Row, ...] = (
 )
 
 
-def make_policy(module, cfg, sample_kw: dict[str, Any], seed: int = 0):
-    """obs (unbatched numpy) -> (H, 10) chunk callable for the sim rollout, from a loaded policy module."""
+def make_policy(module, cfg, sample_kw: dict[str, Any], seed: int = 0, candidates: int = 1):
+    """obs (unbatched numpy) -> (H, 10) chunk callable for the sim rollout, from a loaded policy module;
+    with candidates > 1, (M, H, 10) samples for the rollout to pick from as the policy node does."""
     import cv2
     import torch
 
@@ -75,7 +76,8 @@ def make_policy(module, cfg, sample_kw: dict[str, Any], seed: int = 0):
             batch["rgb"] = images(obs["rgb"])
         if enc.use_depth:
             batch["depth"] = images(obs["depth"]).float()
-        return module.sample(batch, n_samples=1, generator=gen, **sample_kw)[0, 0].numpy()
+        out = module.sample(batch, n_samples=candidates, generator=gen, **sample_kw)[0].numpy()
+        return out if candidates > 1 else out[0]
 
     return policy
 
@@ -136,7 +138,8 @@ def aborted(world, seed: int, reason: str, wall_s: float):
 
 
 def evaluate_task(task: str, rows: list[Row], models: Path, seeds: int, episodes: int, n_exec: int,
-                  hz_repeats: int, max_time: float | None, strips: Path | None, threads: int = 1) -> tuple[dict, dict]:
+                  hz_repeats: int, max_time: float | None, strips: Path | None, threads: int = 1,
+                  candidates: int = 1) -> tuple[dict, dict]:
     """Every row on one task in one SimWorld (started once: it is the slow part). -> (results, hz)."""
     import torch
 
@@ -168,7 +171,7 @@ def evaluate_task(task: str, rows: list[Row], models: Path, seeds: int, episodes
             obs = {"points": probe.points(), "proprio": probe.proprio, "rgb": np.stack(rgbs), "depth": np.stack(depths)}
             for row in rows:
                 module, cfg = loaded[row.model]
-                fn = make_policy(module, cfg, row.sample_kw)
+                fn = make_policy(module, cfg, row.sample_kw, candidates=candidates)
                 threads = torch.get_num_threads()
                 torch.set_num_threads(1)
                 hz[row.label] = inference_hz(fn, obs, hz_repeats)
@@ -260,7 +263,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["", "## Against the paper's claims", ""] + [f"- {c}" for c in report["checks"]]
     lines += ["", "Plots: `table1_modes.png` (mode histograms), `table1_success_vs_hz.png`. "
               "Raw numbers: `table1.json`.",
-              f"Sim real-time factor (mean over episodes): " + ", ".join(
+              "Sim real-time factor (mean over episodes): " + ", ".join(
                   f"{t} {np.mean([report['results'][t][l]['sim_rtf_mean'] for l in rows]):.2f}" for t in tasks), ""]
     return "\n".join(lines)
 
@@ -372,7 +375,7 @@ def isolated(fn, *args, retries: int = 1):
 
 def run(models: Path, out: Path, tasks: list[str], rows: list[Row], seeds: int, episodes: int, n_exec: int = 8,
         hz_repeats: int = 20, max_time: float | None = None, command: str = "", threads: int = 1,
-        jobs: int = 1, merge_with: Path | None = None) -> dict[str, Any]:
+        jobs: int = 1, merge_with: Path | None = None, candidates: int = 1) -> dict[str, Any]:
     missing = sorted({r.model for r in rows if not (models / r.model / "model.safetensors").is_file()})
     if missing:
         raise FileNotFoundError(f"no trained model for {missing} under {models}: run `make models` "
@@ -381,13 +384,13 @@ def run(models: Path, out: Path, tasks: list[str], rows: list[Row], seeds: int, 
     report: dict[str, Any] = {"created_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": command,
                               "models": str(models), "tasks": tasks, "rows": [r.label for r in rows],
                               "passes": {r.label: r.passes for r in rows}, "seeds": seeds,
-                              "episodes_per_seed": episodes, "n_exec": n_exec, "results": {}, "inference": {},
+                              "episodes_per_seed": episodes, "n_exec": n_exec, "candidates": candidates, "results": {}, "inference": {},
                               "cards": {r.model: str(models / r.model / "card.yaml") for r in rows}}
     t0 = time.perf_counter()
 
     def one(t: str) -> None:
         res, hz = isolated(evaluate_task, t, rows, models, seeds, episodes, n_exec, hz_repeats, max_time,
-                           out / "strips", threads)
+                           out / "strips", threads, candidates)
         with lock:
             report["results"][t] = res
             for label, h in hz.items():  # one figure per row: the median over the tasks' observations
@@ -409,6 +412,25 @@ def run(models: Path, out: Path, tasks: list[str], rows: list[Row], seeds: int, 
     (out / "table1.md").write_text(markdown(report))
     (out / "table1.partial.json").unlink(missing_ok=True)
     plots(report, out)
+    return report
+
+
+def merge(report: dict[str, Any], other_path: Path) -> dict[str, Any]:
+    """`report` completed with the rows of another table1.json evaluated the same way (rows it lacks)."""
+    other = json.loads(Path(other_path).read_text())
+    for key in ("tasks", "seeds", "episodes_per_seed", "n_exec", "candidates"):
+        if other.get(key, 1 if key == "candidates" else None) != report.get(key, 1 if key == "candidates" else None):
+            raise ValueError(f"{other_path}: {key} {other.get(key)!r} differs from {report.get(key)!r}: "
+                             f"the rows would not be comparable")
+    new = [r for r in other["rows"] if r not in report["rows"]]
+    order = [r.label for r in ROWS]
+    report["rows"] = sorted(report["rows"] + new, key=lambda r: order.index(r) if r in order else len(order))
+    for r in new:
+        for t in report["tasks"]:
+            report["results"][t][r] = other["results"][t][r]
+        report["inference"][r] = other["inference"][r]
+        report["passes"][r] = other["passes"][r]
+    report["cards"] = {**other.get("cards", {}), **report.get("cards", {})}
     return report
 
 
@@ -436,6 +458,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, default=3, help="evaluation seed groups (spread is over these)")
     p.add_argument("--episodes", type=int, default=4, help="episodes per seed group, task and policy")
     p.add_argument("--n-exec", type=int, default=8, help="chunk steps executed before re-planning")
+    p.add_argument("--candidates", type=int, default=1, help="M samples per re-plan, the one continuing the "
+                   "executing chunk kept (as the policy node does); inference is timed for all M")
     p.add_argument("--hz-repeats", type=int, default=20, help="calls timed for the inference rate")
     p.add_argument("--max-time", type=float, default=None, help="cap each episode at this many sim seconds")
     p.add_argument("--threads", type=int, default=1, help="torch threads inside the rollout")
@@ -464,12 +488,12 @@ def main(args: argparse.Namespace) -> int:
         rows = [ROWS[int(i)] for i in args.rows.split(",")] if args.rows else list(ROWS)
     except (ValueError, IndexError):
         raise SystemExit(f"--rows {args.rows!r}: comma list of numbers 0-{len(ROWS) - 1}") from None
-    if args.seeds < 1 or args.episodes < 1:
-        raise SystemExit("--seeds and --episodes must be >= 1")
+    if args.seeds < 1 or args.episodes < 1 or args.candidates < 1:
+        raise SystemExit("--seeds, --episodes and --candidates must be >= 1")
     command = "flow2one table1 " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["table1"] else "flow2one table1"
     try:
         report = run(args.models, args.out, tasks, rows, args.seeds, args.episodes, args.n_exec, args.hz_repeats,
-                     args.max_time, command, args.threads, args.jobs, args.merge_with)
+                     args.max_time, command, args.threads, args.jobs, args.merge_with, args.candidates)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

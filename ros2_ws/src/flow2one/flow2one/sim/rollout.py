@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from flow2one.runtime.handoff import select_candidate
 from flow2one.sim.arm import FrankyArm
 from flow2one.sim.cameras import SimCameras
 from flow2one.sim.experts import Expert
@@ -83,7 +84,9 @@ Policy = Callable[[dict[str, np.ndarray]], np.ndarray]  # unbatched obs -> (H, 1
 
 class ChunkController(Controller):
     """A chunking policy run like the executor does: a new chunk every `n_exec` steps, stamped with the
-    observation's sim time; steps consumed by inference latency are dropped by the Scheduler."""
+    observation's sim time; steps consumed by inference latency are dropped by the Scheduler. A policy
+    returning (M, H, 10) candidates is run like the policy node: the candidate that continues the
+    executing chunk is kept, so re-planning often does not switch modes."""
 
     def __init__(self, policy: Policy, n_exec: int = 8, blend_s: float = 0.1, use_rgb: bool = False,
                  use_depth: bool = False) -> None:
@@ -96,6 +99,7 @@ class ChunkController(Controller):
 
     def reset(self, world: SimWorld, rng: np.random.Generator) -> int:
         self.sched, self._k = self._make(), 0
+        self._prev: tuple[np.ndarray, int] | None = None
         return -1
 
     def observation(self, obs: Observer) -> dict[str, np.ndarray]:
@@ -115,9 +119,14 @@ class ChunkController(Controller):
             w0 = time.perf_counter()
             chunk = np.asarray(self.policy(self.observation(obs)), dtype=np.float64)
             self.inference_s.append(time.perf_counter() - w0)
+            if chunk.ndim == 3 and chunk.shape[0] >= 1:
+                prev, prev_stamp = self._prev if self._prev else (None, 0)
+                chunk = chunk[select_candidate(chunk, stamp, STEP_DT, prev, prev_stamp, STEP_DT)[0]]
             if chunk.ndim != 2 or chunk.shape[1] != ACTION_DIM:
-                raise ValueError(f"policy returned shape {chunk.shape}, expected (H, {ACTION_DIM})")
+                raise ValueError(f"policy returned shape {chunk.shape}, expected (H, {ACTION_DIM}) or (M, H, "
+                                 f"{ACTION_DIM})")
             self.sched.submit(chunk, stamp, STEP_DT, now())
+            self._prev = (chunk, stamp)
         self._k += 1
         target = self.sched.target(now(), int(STEP_DT * 1e9))
         if target is None:  # the chunk ran out before the next one: hold the last step
