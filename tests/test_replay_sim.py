@@ -107,6 +107,8 @@ def _teleoperate(g, out: Path) -> tuple[float, float]:
 
     assert wait_for(lambda: len(poses) > 10 and len(commands) > 5, 60), \
         f"sim graph did not come up (poses {len(poses)}, commands {len(commands)})"
+    recorder = g.nodes["recorder"]  # the sim world is another process: start once every stream is found
+    assert wait_for(lambda: not recorder.waiting_for, 30), f"recorder still waits for {recorder.waiting_for}"
     still = [0.0] * 6
     hold(still, [0, 1], 0.2)
     hold(still, [0, 0], 0.5)  # start on release (right button also has a long-press action)

@@ -82,6 +82,12 @@ class RecorderNode(Node):
         self._discover()
         self.diag.set(OK, "idle", output_dir=self.p.output_dir)
 
+    @property
+    def waiting_for(self) -> list[str]:
+        """Wanted topics not subscribed yet (their publishers not discovered): an episode started now
+        would begin without them."""
+        return [t for t in self._wanted if self._subs.get(t) is None]
+
     def _discover(self) -> None:
         types = dict(self.get_topic_names_and_types())
         prefixes = tuple(p for p in self.p.record_prefixes if p and p != "-")
