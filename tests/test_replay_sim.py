@@ -50,12 +50,13 @@ def record_sim_episode(out: Path, domain_id: int, attempts: int = 2) -> Path:
     franky-sim is not real time: on an overloaded machine libfranka's UDP exchange with it times out
     and the executor faults (ENVIRONMENT.md). Such a run is recorded again once, with the reason shown.
     """
+    from flow2one.control.franky_sim import free_loopback_host
     from flow2one.ros.node_process import NodeProcess
     from flow2one.ros.runner import GraphRunner
 
     faults = []
     for attempt in range(attempts):
-        host = f"127.0.{100 + (domain_id + 7 * attempt) % 100}.1"  # own loopback address per sim
+        host = free_loopback_host()  # own loopback address per sim
         overrides = {"executor": {"robot_host": host},
                      "teleop": {"input": "joy", "max_linear_speed": 0.08},
                      "recorder": {"output_dir": str(out), "cameras": list(SIM_CAMERAS), "flush_period_s": 0.5},

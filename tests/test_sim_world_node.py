@@ -4,7 +4,6 @@ franky-sim robot it serves (reached with franky on the configured host)."""
 from __future__ import annotations
 
 import json
-import random
 import time
 from collections import defaultdict
 
@@ -17,13 +16,14 @@ from flow2one import spec
 from flow2one.perception.calibration import load_cameras
 from flow2one.ros.convert import camera_info_to_intrinsics, depth_to_metres, image_to_numpy, stamp_to_ns
 from flow2one.ros.qos import LATCHED_QOS, SENSOR_QOS
+from flow2one.control.franky_sim import free_loopback_host
 from flow2one.ros.runner import GraphRunner
 from flow2one.sim.cameras import SIM_CALIBRATION
 from tests.helpers import wait_for
 
 
 def test_sim_world_node_cameras_reset_status_and_robot(domain_id):
-    host = f"127.{random.randint(1, 250)}.{random.randint(1, 250)}.{random.randint(1, 250)}"
+    host = free_loopback_host()
     overrides = {"sim_world": {"task": "track", "seed": 3, "host": host, "camera_rate_hz": 10.0}}
     with GraphRunner("sim", nodes=["sim_world"], overrides=overrides, domain_id=domain_id) as runner:
         probe = Node("probe", context=runner.context)

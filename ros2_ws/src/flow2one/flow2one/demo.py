@@ -2,9 +2,9 @@
 
 Runs the `sim` graph (flow2one/graph.py), the sim world node in a child process and the rest in this
 one: sim cameras -> pointcloud node (4,096 points) -> policy node (models/sim_student, ONNX Runtime) ->
-executor -> franky -> franky-sim, for a few episodes of each sim task. Like an operator would, it homes the arm (/flow2one/executor/home), randomises the
-scene (/flow2one/sim/reset) and reads success from /flow2one/sim/task_status; it listens to the chunk
-and command topics to measure what a user cares about: success, policy rate (chunks/s received) and
+executor -> franky -> franky-sim, for a few episodes of each sim task. Like an operator would, it homes
+the arm (/flow2one/executor/home), randomises the scene (/flow2one/sim/reset) and reads success from
+/flow2one/sim/task_status; it listens to the chunk and command topics to measure what a user cares about: success, policy rate (chunks/s received) and
 observation -> command latency (chunk stamp = the observation's robot-state time -> first franky command
 after the chunk arrived). Writes OUT/summary.json, OUT/strip.png (front camera, one row per task) and
 OUT/trajectories.png (predicted chunks and the executed end-effector path).
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import sys
 import threading
 import time
@@ -46,22 +45,6 @@ def model_problem(model_dir: Path, backend: str) -> str | None:
         return f"{model_dir} lacks {', '.join(missing)}" + (
             f" (export it: `flow2one export {model_dir}`)" if missing == ["model.onnx"] else "")
     return None
-
-
-def free_loopback_host() -> str:
-    """A 127.0.x.1 address whose franky-sim ports (1337 robot, 1338 gripper) are free, so the demo never
-    talks to another franky-sim running on this machine."""
-    start = os.getpid() % 200
-    for i in range(200):
-        host = f"127.0.{(start + i) % 200 + 20}.1"
-        try:
-            for port in (1337, 1338):
-                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-                    s.bind((host, port))
-            return host
-        except OSError:
-            continue
-    raise RuntimeError("no free loopback address for franky-sim (ports 1337/1338 busy on 127.0.20-219.1)")
 
 
 @dataclass
@@ -255,6 +238,7 @@ def run_task(task: str, model_dir: Path, episodes: int, seed: int, backend: str,
 def run_graph(task: str, model_dir: Path, episodes: int, seed: int, backend: str, domain_id: int,
               wall_budget: float, episode_s: float | None, logs: list[EpisodeLog], info: dict[str, Any]) -> str | None:
     """Start the sim graph and run episodes len(logs).. into `logs`; -> the fault that stopped it, or None."""
+    from flow2one.control.franky_sim import free_loopback_host
     from flow2one.graph import graph
     from flow2one.ros.node_process import NodeProcess
     from flow2one.ros.runner import GraphRunner
