@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from flow2one.subprocesses import die_with_parent
+from flow2one.subprocesses import die_with_parent, stop
 
 
 def free_loopback_host() -> str:
@@ -57,13 +57,7 @@ class FrankySimProcess:
         threading.Thread(target=self.proc.stdout.read, daemon=True).start()  # drain its output
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc)
 
     def __enter__(self) -> "FrankySimProcess":
         return self

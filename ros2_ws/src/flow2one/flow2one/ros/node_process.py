@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from flow2one.subprocesses import die_with_parent
+from flow2one.subprocesses import die_with_parent, stop
 
 
 class NodeProcess:
@@ -65,14 +65,8 @@ class NodeProcess:
 
     def close(self, timeout: float = 15.0) -> None:
         """SIGINT (the nodes close cleanly, like Ctrl-C under launch), then SIGKILL after `timeout`."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if self.proc is not None:
+            stop(self.proc, signal.SIGINT, timeout)
 
     def __enter__(self) -> "NodeProcess":
         return self.start()
