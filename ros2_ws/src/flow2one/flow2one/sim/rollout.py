@@ -119,7 +119,7 @@ class ChunkController(Controller):
             w0 = time.perf_counter()
             chunk = np.asarray(self.policy(self.observation(obs)), dtype=np.float64)
             self.inference_s.append(time.perf_counter() - w0)
-            if chunk.ndim == 3 and chunk.shape[0] >= 1:
+            if chunk.ndim == 3:  # select_candidate checks M >= 1
                 prev, prev_stamp = self._prev if self._prev else (None, 0)
                 chunk = chunk[select_candidate(chunk, stamp, STEP_DT, prev, prev_stamp, STEP_DT)[0]]
             if chunk.ndim != 2 or chunk.shape[1] != ACTION_DIM:
