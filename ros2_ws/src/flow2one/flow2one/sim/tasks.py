@@ -270,13 +270,13 @@ class PickPlace(Task):
 
 
 class Track(Task):
-    """Two pucks slide back and forth (up to ~0.2 m/s); stay over either one for HOLD seconds."""
+    """Two pucks slide back and forth (up to ~0.11 m/s); stay over either one for HOLD seconds."""
 
     name = "track"
     modes = ("left_puck", "right_puck")
     time_limit = 10.0
     HOLD = 1.5
-    XY_TOL = 0.025
+    XY_TOL = 0.03  # the puck's radius: the TCP is over the puck
     Z_MAX = 0.09  # TCP height above the table while "on" a puck
     PUCKS = ("puck_left", "puck_right")
 
@@ -302,8 +302,8 @@ class Track(Task):
             pucks.append({
                 "center": [0.5 + rng.uniform(-0.03, 0.03), side * (0.16 + rng.uniform(-0.02, 0.02)), 0.01],
                 "dir": [float(np.cos(ang)), float(np.sin(ang)), 0.0],
-                "amp": float(rng.uniform(0.06, 0.09)),
-                "omega": float(2 * np.pi / rng.uniform(2.5, 3.5)),
+                "amp": float(rng.uniform(0.035, 0.05)),
+                "omega": float(2 * np.pi / rng.uniform(2.8, 3.6)),
                 "phase": float(rng.uniform(0, 2 * np.pi)),
             })
         return {"pucks": pucks}
