@@ -88,6 +88,8 @@ def test_table1_closed_loop_report(reproduced) -> None:
         r = res[row.label]
         assert r["episodes"] == 2 and len(r["success_per_seed"]) == 2
         assert 0.0 <= r["success_mean"] <= 1.0 and r["inference_ms_in_loop_median"] > 0
+        eps = r["per_episode"]  # inference runs beside control: at most one new chunk per control step
+        assert 0 < r["replans_per_sim_s"] * sum(e["duration"] for e in eps) <= sum(e["steps"] for e in eps) + 1e-6
         assert sum(r["mode_histogram"].values()) == 2
     hz = report["inference"]
     # 50 Euler steps cost more than one pass: the measurement must see it

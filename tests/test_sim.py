@@ -6,6 +6,8 @@ Each task: the scripted expert succeeds in the mode it chose, and a deliberately
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -135,6 +137,19 @@ def test_demo_recording_and_policy_rollout(tmp_path):
             assert not r.success
             assert seen[0] == {"points": (N_POINTS, 3), "proprio": (10,)} and len(seen) >= 3
             assert arm.proprio()[2] < 0.487 - 0.1  # from home, each chunk executed: the arm kept descending
+            ctrl.close()
+
+            def slow_policy(obs):  # 0.3 s a chunk: control goes on meanwhile, on chunks of older observations
+                time.sleep(0.3)
+                return sink_policy(obs)
+
+            ctrl = ChunkController(slow_policy, n_exec=32)
+            r = run_episode(world, arm, ctrl, 22, cams=cams, cloud=cloud.process, max_time=1.5)
+            ctrl.close()
+            assert r.steps >= 28, r.steps  # the control loop never waited for a chunk after the first one
+            # a chunk reaches the robot 0.3 s of SIM time after its observation whatever franky-sim's RTF
+            assert 2 <= len(ctrl.inference_s) <= r.duration / 0.3 + 1, (r.duration, len(ctrl.inference_s))
+            assert arm.proprio()[2] < 0.487 - 0.1
 
             # a checkpoint directory (what `flow2one sim-eval --policy DIR` loads) runs in the same loop
             from flow2one.policy.checkpoint import save_policy
@@ -146,6 +161,7 @@ def test_demo_recording_and_policy_rollout(tmp_path):
             fn, use_rgb, use_depth = checkpoint_policy(tmp_path / "ckpt")
             ctrl = ChunkController(fn, n_exec=8, use_rgb=use_rgb, use_depth=use_depth)
             r = run_episode(world, arm, ctrl, 23, cams=cams, cloud=cloud.process, max_time=1.0)
+            ctrl.close()
             assert r.steps >= 10 and len(ctrl.inference_s) >= 2
         finally:
             cams.close()

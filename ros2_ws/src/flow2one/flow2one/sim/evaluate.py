@@ -8,8 +8,9 @@ few episodes to OUT/<task>_strip.png.
 POLICY is `expert` (the task's scripted expert, modes drawn at random per episode), a checkpoint
 directory (loaded with flow2one.policy.checkpoint.load_policy), or `package.module:function` naming a
 factory that returns a callable obs -> (H, 10) chunk (obs: points (4096, 3), proprio (10,), optional
-rgb (V, h, w, 3) / depth (V, h, w)). Chunks are executed like the executor does (n_exec steps,
-latency-aligned on the observation stamp, short cross-fade).
+rgb (V, h, w, 3) / depth (V, h, w)). As in the deploy graph, the policy runs in its own thread and
+re-plans as soon as its last chunk is out, while the newest chunk is executed like the executor does
+(at most n_exec steps, latency-aligned on the observation stamp, short cross-fade).
 """
 
 from __future__ import annotations
@@ -141,6 +142,7 @@ def evaluate(task: str, policy: str = "expert", episodes: int = 50, seed: int = 
                     rows.append(frames)
                 bar.set_postfix(success=f"{sum(x.success for x in results)}/{len(results)}", rtf=f"{r.rtf:.2f}")
         finally:
+            controller.close()
             if cams is not None:
                 cams.close()
     extra = {"policy": policy, "seed0": seed, "wall_s": time.perf_counter() - wall0}
@@ -161,7 +163,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/sim_eval"), help="directory for summary.json and strips")
     p.add_argument("--strips", type=int, default=3, help="episodes with a saved image strip")
     p.add_argument("--strip-every", type=int, default=10, help="steps between strip frames")
-    p.add_argument("--n-exec", type=int, default=8, help="chunk steps executed before re-planning")
+    p.add_argument("--n-exec", type=int, default=8, help="steps of a chunk executed at most if no newer "
+                   "chunk arrives (the executor's n_exec)")
     p.add_argument("--delay", type=float, default=0.0, help="expert only: act on object state this many s old")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -67,6 +68,9 @@ class Controller:
     def act(self, obs: Observer) -> np.ndarray:
         raise NotImplementedError
 
+    def close(self) -> None:
+        """Release what the controller holds (a policy thread)."""
+
 
 class ExpertController(Controller):
     def __init__(self, expert: Expert) -> None:
@@ -83,10 +87,17 @@ Policy = Callable[[dict[str, np.ndarray]], np.ndarray]  # unbatched obs -> (H, 1
 
 
 class ChunkController(Controller):
-    """A chunking policy run like the executor does: a new chunk every `n_exec` steps, stamped with the
-    observation's sim time; steps consumed by inference latency are dropped by the Scheduler. A policy
-    returning (M, H, 10) candidates is run like the policy node: the candidate that continues the
-    executing chunk is kept, so re-planning often does not switch modes."""
+    """A chunking policy run the way the deploy graph runs it: inference in its own thread, started again
+    as soon as the previous chunk is out (at most once per control step), while the control loop keeps
+    executing the newest chunk with the executor's Scheduler. A chunk is stamped with its observation's sim
+    time, so the steps its inference latency consumed are skipped, and it runs out (hold) after `n_exec`
+    steps if no newer one arrives. A slow policy therefore acts on old observations, as on the robot.
+    Latency is kept in real-time terms: a chunk is handed over no earlier than its inference's wall time
+    after its observation, in sim time. franky-sim runs slower than real time on a busy machine (RTF
+    0.3-0.9 here), and the sim would otherwise see a 0.3 s inference as a 0.1 s one.
+    A policy returning (M, H, 10) candidates is run like the policy node: the candidate continuing the
+    executing chunk is kept, so frequent re-planning does not switch modes. Chunks the Scheduler refuses
+    (e.g. stale on arrival) are counted in `rejected` and dropped, as the executor does."""
 
     def __init__(self, policy: Policy, n_exec: int = 8, blend_s: float = 0.1, use_rgb: bool = False,
                  use_depth: bool = False) -> None:
@@ -95,12 +106,21 @@ class ChunkController(Controller):
         self.policy, self.n_exec = policy, n_exec
         self.use_rgb, self.use_depth = use_rgb, use_depth
         self._make = lambda: Scheduler(n_exec, blend_s, max_future_s=0.5, default_dt_s=STEP_DT)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="policy")
+        self._job: Future | None = None
         self.inference_s: list[float] = []
+        self.rejected = 0
 
     def reset(self, world: SimWorld, rng: np.random.Generator) -> int:
-        self.sched, self._k = self._make(), 0
+        if self._job is not None:  # the previous episode's last inference
+            self._job.exception()
+            self._job = None
+        self.sched = self._make()
         self._prev: tuple[np.ndarray, int] | None = None
         return -1
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
 
     def observation(self, obs: Observer) -> dict[str, np.ndarray]:
         out = {"points": obs.points(), "proprio": obs.proprio}
@@ -112,22 +132,48 @@ class ChunkController(Controller):
                 out["depth"] = np.stack(depths)
         return out
 
+    def _infer(self, observation: dict[str, np.ndarray], stamp: int) -> tuple[np.ndarray, int, int]:
+        """-> (chunk, stamp, sim time ns at which a real-time robot would have it)."""
+        w0 = time.perf_counter()
+        chunk = np.asarray(self.policy(observation), dtype=np.float64)
+        wall = time.perf_counter() - w0
+        self.inference_s.append(wall)
+        return chunk, stamp, stamp + int(wall * 1e9)
+
+    def _ready(self, now_ns: int) -> bool:
+        return self._job is not None and self._job.done() and (self._job.exception() is not None
+                                                                or now_ns >= self._job.result()[2])
+
+    def _take(self, now_ns: int) -> None:
+        """Hand the finished chunk to the Scheduler (the executor's command tick picking up the newest)."""
+        from flow2one.control.plan import ChunkRejected
+
+        chunk, stamp, _ = self._job.result()  # re-raises what the policy raised
+        self._job = None
+        if chunk.ndim == 3:  # select_candidate checks M >= 1
+            prev, prev_stamp = self._prev if self._prev else (None, 0)
+            chunk = chunk[select_candidate(chunk, stamp, STEP_DT, prev, prev_stamp, STEP_DT)[0]]
+        if chunk.ndim != 2 or chunk.shape[1] != ACTION_DIM:
+            raise ValueError(f"policy returned shape {chunk.shape}, expected (H, {ACTION_DIM}) or (M, H, "
+                             f"{ACTION_DIM})")
+        try:
+            self.sched.submit(chunk, stamp, STEP_DT, now_ns)
+            self._prev = (chunk, stamp)
+        except ChunkRejected:
+            self.rejected += 1
+
     def act(self, obs: Observer) -> np.ndarray:
         now = lambda: int(round(obs.world.sim_time * 1e9))  # noqa: E731
-        if self._k % self.n_exec == 0 or self.sched.plan is None:
-            stamp = int(round(obs.sim_t * 1e9))
-            w0 = time.perf_counter()
-            chunk = np.asarray(self.policy(self.observation(obs)), dtype=np.float64)
-            self.inference_s.append(time.perf_counter() - w0)
-            if chunk.ndim == 3:  # select_candidate checks M >= 1
-                prev, prev_stamp = self._prev if self._prev else (None, 0)
-                chunk = chunk[select_candidate(chunk, stamp, STEP_DT, prev, prev_stamp, STEP_DT)[0]]
-            if chunk.ndim != 2 or chunk.shape[1] != ACTION_DIM:
-                raise ValueError(f"policy returned shape {chunk.shape}, expected (H, {ACTION_DIM}) or (M, H, "
-                                 f"{ACTION_DIM})")
-            self.sched.submit(chunk, stamp, STEP_DT, now())
-            self._prev = (chunk, stamp)
-        self._k += 1
+        if self._ready(now()):
+            self._take(now())
+        if self._job is None:
+            self._job = self._pool.submit(self._infer, self.observation(obs), int(round(obs.sim_t * 1e9)))
+        if self.sched.plan is None:  # nothing to execute yet: the robot waits for the first chunk
+            if self._job.exception() is None:
+                obs.world.wait_until(self._job.result()[2] / 1e9)
+            self._take(now())
+            if self.sched.plan is None:  # refused (e.g. stale on arrival): hold still, try again
+                return obs.proprio
         target = self.sched.target(now(), int(STEP_DT * 1e9))
         if target is None:  # the chunk ran out before the next one: hold the last step
             target = self.sched.plan.actions[-1]
