@@ -395,23 +395,37 @@ def run(models: Path, out: Path, tasks: list[str], rows: list[Row], seeds: int, 
     with ThreadPoolExecutor(max(1, min(jobs, len(tasks)))) as pool:  # each task in its own process
         list(pool.map(one, tasks))
     report["results"] = {t: report["results"][t] for t in tasks}
-    report["inference"] = {l: {"ms_median": float(np.median([h["ms_median"] for h in hs])),
-                               "hz": float(1e3 / np.median([h["ms_median"] for h in hs]))}
-                           for l, hs in report["inference"].items()}
     report["wall_s"] = time.perf_counter() - t0
+    report = reduced(report)
     if merge_with is not None:
         report = merge(report, merge_with)
+    write(report, out)
+    (out / "table1.partial.json").unlink(missing_ok=True)
+    return report
+
+
+def reduced(report: dict[str, Any]) -> dict[str, Any]:
+    """One inference figure per row: the median over the tasks' measurements (a table1.partial.json, which
+    a run writes after each task, still holds them per task)."""
+    report["inference"] = {l: hs if isinstance(hs, dict) else
+                           {"ms_median": float(np.median([h["ms_median"] for h in hs])),
+                            "hz": float(1e3 / np.median([h["ms_median"] for h in hs]))}
+                           for l, hs in report["inference"].items()}
+    report["tasks"] = [t for t in report["tasks"] if t in report["results"]]  # a partial run: the tasks done
+    return report
+
+
+def write(report: dict[str, Any], out: Path) -> None:
     report["checks"] = checks(report)
+    out.mkdir(parents=True, exist_ok=True)
     (out / "table1.json").write_text(json.dumps(report, indent=1, default=str))
     (out / "table1.md").write_text(markdown(report))
-    (out / "table1.partial.json").unlink(missing_ok=True)
     plots(report, out)
-    return report
 
 
 def merge(report: dict[str, Any], other_path: Path) -> dict[str, Any]:
     """`report` completed with the rows of another table1.json evaluated the same way (rows it lacks)."""
-    other = json.loads(Path(other_path).read_text())
+    other = reduced(json.loads(Path(other_path).read_text()))
     for key in ("tasks", "seeds", "episodes_per_seed", "n_exec", "candidates"):
         if other.get(key, 1 if key == "candidates" else None) != report.get(key, 1 if key == "candidates" else None):
             raise ValueError(f"{other_path}: {key} {other.get(key)!r} differs from {report.get(key)!r}: "
@@ -429,15 +443,12 @@ def merge(report: dict[str, Any], other_path: Path) -> dict[str, Any]:
 
 
 def combine(paths: list[Path], out: Path) -> dict[str, Any]:
-    """One table from table1.json files evaluated separately (same tasks, seeds, episodes; disjoint rows)."""
-    report = json.loads(paths[0].read_text())
+    """One table from table1.json files evaluated separately (same tasks, seeds, episodes; disjoint rows), or
+    from the table1.partial.json of a run stopped part-way (the tasks it finished)."""
+    report = reduced(json.loads(paths[0].read_text()))
     for p in paths[1:]:
         report = merge(report, p)
-    report["checks"] = checks(report)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "table1.json").write_text(json.dumps(report, indent=1, default=str))
-    (out / "table1.md").write_text(markdown(report))
-    plots(report, out)
+    write(report, out)
     return report
 
 
@@ -461,7 +472,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--merge-with", type=Path, default=None, help="an earlier table1.json (same tasks, seeds, "
                    "episodes) whose other rows complete this table")
     p.add_argument("--combine", type=Path, nargs="+", default=None, metavar="JSON",
-                   help="evaluate nothing: write OUT/table1.* from these table1.json files (disjoint rows)")
+                   help="evaluate nothing: write OUT/table1.* from these table1.json files (disjoint rows) or "
+                   "from the table1.partial.json of a run stopped part-way (the tasks it finished)")
     p.add_argument("--jobs", type=int, default=1, help="tasks evaluated at once, each in its own process with its "
                    "own franky-sim (results are paced by sim time, so they hold under load; wall time does not)")
 
