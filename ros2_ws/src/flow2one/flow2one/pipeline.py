@@ -11,10 +11,10 @@ apart (pillar, cubes, pucks), and the demo graph then needs one model directory.
 
 Scales (wall times on this 2-core CPU machine; each shipped card records its run's stage times):
   quick  smoke run: 1 demo per task, a few optimiser steps, the tiny preset (~1 min; what the tests run)
-  small  the models shipped in models/: 30 demos per task, ~0.3 M-parameter models, teacher 6000 steps,
-         student 3000, L1 Flow / regression 6000: ~32 min on an idle machine (demos ~12, teacher 5, distill
-         1.5, student 5, L1 Flow 4, regression 4; results/reproduce_small.json); several times that on a
-         machine busy with other work
+  small  the models shipped in models/: 80 demos per task, ~0.3 M-parameter models, teacher 10000 steps,
+         student 5000, L1 Flow / regression 8000: about 1 h on an idle machine (demos ~34: 6.5 s per
+         track, 8 per reach_around, 11 per pick_place episode; teacher 7-9, distill 2-3, student 7-8,
+         L1 Flow 5-8, regression 5-7; results/reproduce_small.json); several times that on a busy machine
   full   the scale the method calls for: 100 demos per task, 20k steps per model (batch 64), K=16 on every
          4th window: about 11 h on an idle 2-core machine (measured per-step times x steps: teacher, L1 Flow
          and regression ~2 h each, student ~3.5 h, demos ~1 h); minutes per stage on one GPU
@@ -66,7 +66,7 @@ CPU_MODEL = {"encoder": {"embed_dim": 64, "pointnet_dims": [16, 32], "point_dim"
 SCALES: dict[str, Scale] = {
     "quick": Scale(episodes=1, teacher_steps=20, student_steps=10, baseline_steps=10, batch_size=8, stride=8,
                    distill_obs=16, hypotheses=4, model={}),
-    "small": Scale(episodes=30, teacher_steps=6000, student_steps=3000, baseline_steps=6000, batch_size=16,
+    "small": Scale(episodes=80, teacher_steps=10000, student_steps=5000, baseline_steps=8000, batch_size=16,
                    stride=2, distill_obs=1200, hypotheses=16, model=CPU_MODEL),
     "full": Scale(episodes=100, teacher_steps=20000, student_steps=20000, baseline_steps=20000, batch_size=64,
                   stride=4, distill_obs=0, hypotheses=16, model=CPU_MODEL, lr=1e-4),
