@@ -103,7 +103,7 @@ class ChunkController(Controller):
                  use_depth: bool = False) -> None:
         from flow2one.control.plan import Scheduler
 
-        self.policy, self.n_exec = policy, n_exec
+        self.policy = policy
         self.use_rgb, self.use_depth = use_rgb, use_depth
         self._make = lambda: Scheduler(n_exec, blend_s, max_future_s=0.5, default_dt_s=STEP_DT)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="policy")
