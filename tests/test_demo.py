@@ -22,13 +22,14 @@ def parse(*argv: str) -> argparse.Namespace:
 @pytest.fixture(scope="module")
 def tiny_student(tmp_path_factory) -> Path:
     """A tiny student with normalisers fitted to tabletop ranges (run on the torch backend: ONNX export is
-    the runtime tests' business and costs more than the whole graph run here)."""
+    the runtime tests' business and costs more than the whole graph run here). With a cloud history, like
+    the shipped models, so the policy node's points_prev path runs in the graph."""
     from flow2one.policy.checkpoint import save_policy
     from flow2one.policy.config import preset
     from flow2one.policy.factory import build_policy
 
     torch.manual_seed(0)
-    policy = build_policy(preset("tiny", "student"))
+    policy = build_policy(preset("tiny", "student", history_steps=4))
     pts = torch.rand(8, 4096, 3) * torch.tensor([0.8, 1.0, 0.6]) + torch.tensor([0.1, -0.5, 0.0])
     home = torch.tensor([0.31, 0.0, 0.49, 1, 0, 0, 0, -1, 0, 0.08])
     proprio = home + 0.01 * torch.randn(8, 10)

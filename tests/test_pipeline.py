@@ -39,7 +39,8 @@ def test_reproduce_ships_every_kind_with_a_card(reproduced) -> None:
         assert not (d / "train_state.pt").exists() and not (d / "tb").exists()
         assert (d / "model.onnx").is_file() == (kind != "teacher")
         policy, cfg = load_policy(d)
-        obs = {"points": torch.rand(1, 4096, 3), "proprio": torch.rand(1, 10)}
+        assert cfg.encoder.history_steps == pipeline.HISTORY_STEPS  # every shipped kind sees the cloud history
+        obs = {"points": torch.rand(1, 4096, 3), "points_prev": torch.rand(1, 4096, 3), "proprio": torch.rand(1, 10)}
         out = policy.sample(obs, n_samples=2)
         assert out.shape == (1, 2, 32, 10) and torch.isfinite(out).all()
     # the distillation set really is K=16 teacher trajectories of H=32 per observation
@@ -101,20 +102,28 @@ def test_table1_closed_loop_report(reproduced) -> None:
     full = json.loads((out / "table1.json").read_text())
     assert full["seeds"] == 2 and full["candidates"] == 2
 
-    # rows evaluated in separate runs combine into one table; runs evaluated differently do not
+    # cells (task x row) evaluated in separate runs combine into one table; runs evaluated differently, or
+    # holding the same cell twice, do not
     student = table1.ROWS[2].label
     first = {**full, "rows": [r for r in full["rows"] if r != student],
              "results": {t: {k: v for k, v in res.items() if k != student} for t, res in full["results"].items()},
              "inference": {k: v for k, v in full["inference"].items() if k != student}}
-    second = {**full, "rows": [student]}
-    (out / "a.json").write_text(json.dumps(first))
-    (out / "b.json").write_text(json.dumps(second))
+    second = {**full, "rows": [student], "results": {t: {student: res[student]} for t, res in full["results"].items()},
+              "inference": {student: full["inference"][student]}}
+    other_task = {**full, "tasks": ["track"], "results": {"track": full["results"]["reach_around"]}}
+    for name, rep in (("a", first), ("b", second), ("d", other_task)):
+        (out / f"{name}.json").write_text(json.dumps(rep))
     combined = table1.combine([out / "a.json", out / "b.json"], out / "combined")
     assert combined["rows"] == full["rows"] and combined["results"] == full["results"]
     assert combined["inference"] == full["inference"]
+    combined = table1.combine([out / "a.json", out / "b.json", out / "d.json"], out / "combined")
+    assert combined["tasks"] == ["reach_around", "track"] and combined["results"]["track"] == full["results"]["reach_around"]
+    assert "track" in (out / "combined" / "table1.md").read_text()
     (out / "c.json").write_text(json.dumps({**second, "seeds": 3}))
     with pytest.raises(ValueError, match="seeds"):
         table1.combine([out / "a.json", out / "c.json"], out / "bad")
+    with pytest.raises(ValueError, match="reach_around / .* is also in an earlier file"):
+        table1.combine([out / "a.json", out / "b.json", out / "b.json"], out / "bad")
 
 
 def test_table1_says_when_models_are_missing(tmp_path, capsys) -> None:

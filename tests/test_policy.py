@@ -24,6 +24,8 @@ def _obs(cfg, b: int, seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     e = cfg.encoder
     obs = {"points": torch.rand(b, 4096, 3, generator=g), "proprio": torch.rand(b, 10, generator=g)}
+    if e.history_steps:
+        obs["points_prev"] = obs["points"] + 0.01 * torch.rand(b, 4096, 3, generator=g)
     if e.use_rgb:
         obs["rgb"] = torch.randint(0, 256, (b, e.n_views, *e.image_size, 3), generator=g, dtype=torch.uint8)
     if e.use_depth:
@@ -95,6 +97,22 @@ def test_student_never_receives_time() -> None:
     s = student.sample(obs, 1, generator=g1)[:, 0]
     noise = torch.randn(2, H, A, generator=g2)
     assert torch.equal(s, student.export_forward(obs["points"], obs["proprio"], noise))
+
+
+def test_student_initialised_from_the_teacher_is_its_one_step_prediction() -> None:
+    teacher = _fitted("teacher", history_steps=2)
+    with torch.no_grad():  # non-zero time MLP and FiLM weights everywhere, so the folding is exercised
+        for p in teacher.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    student = build_policy(from_dict({**to_dict(teacher.cfg), "kind": "student"})).eval()
+    student.init_from_teacher(teacher)
+    obs = _obs(student.cfg, 3)
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    torch.testing.assert_close(student.sample(obs, 4, generator=g1), teacher.sample(obs, 4, generator=g2, steps=1),
+                               atol=1e-5, rtol=1e-5)
+    other = build_policy(from_dict({**to_dict(preset("tiny", "teacher")), "kind": "student"}))
+    with pytest.raises(ValueError, match="config differs"):
+        other.init_from_teacher(teacher)
 
 
 def test_chamfer_on_hand_made_sets_both_directions() -> None:

@@ -27,18 +27,18 @@ HAS_CUDA = torch.cuda.is_available()
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 
 
-def exported_student(tmp_path_factory: pytest.TempPathFactory, preset: str = "tiny") -> Path:
+def exported_student(tmp_path_factory: pytest.TempPathFactory, preset: str = "tiny", history_steps: int = 0) -> Path:
     """A randomly initialised student checkpoint exported with `flow2one export`, once per session."""
     from flow2one.cli import main as cli_main
     from flow2one.policy.checkpoint import save_policy
     from flow2one.policy.config import preset as make_preset
     from flow2one.policy.factory import build_policy
 
-    d = tmp_path_factory.getbasetemp() / f"student_{preset}"
+    d = tmp_path_factory.getbasetemp() / f"student_{preset}_h{history_steps}"
     if (d / "model.onnx").is_file():
         return d
     torch.manual_seed(0)
-    policy = build_policy(make_preset(preset, kind="student"))
+    policy = build_policy(make_preset(preset, kind="student", history_steps=history_steps))
     # non-trivial normaliser statistics, so parity also covers the (un)normalisation inside the graph
     policy.fit_normalizers({"points": torch.rand(4, spec.N_POINTS, 3), "proprio": torch.randn(8, 10)},
                            torch.randn(64, spec.HORIZON, spec.ACTION_DIM) * 0.2 + 0.4)
@@ -90,6 +90,19 @@ def test_export_parity_and_card(student_dir: Path) -> None:
     other = dict(inputs, noise=np.random.default_rng(1).standard_normal((2, 5, 32, 10), dtype=np.float32))
     assert np.abs(ort(other) - out).max() > 1e-3
     np.testing.assert_array_equal(ort(inputs), out)
+
+
+def test_cloud_history_model_exports_and_reads_points_prev(tmp_path_factory: pytest.TempPathFactory) -> None:
+    d = exported_student(tmp_path_factory, history_steps=4)
+    card = load_card(d)
+    assert card.history_steps == 4 and card.input_names() == ("points", "points_prev", "proprio", "noise")
+    assert card.export["parity_max_abs_err"] < 1e-4
+    ort = open_backend("onnxruntime", d)
+    inputs = example_inputs(card, batch=1, candidates=2, seed=3)
+    moved = dict(inputs, points_prev=inputs["points"] + np.float32(0.02))  # the scene moved 2 cm in 0.2 s
+    assert np.abs(ort(moved) - ort(dict(inputs, points_prev=inputs["points"]))).max() > 1e-4
+    with pytest.raises(CardError, match="points_prev"):
+        ModelCard.from_dict({**card.to_dict(), "history_steps": 0})
 
 
 def test_backend_refuses_wrong_inputs(student_dir: Path) -> None:
@@ -248,6 +261,37 @@ def test_observation_assembler(student_dir: Path) -> None:
     assert obs.inputs["points"].shape == (1, 4096, 3)
     obs, why = asm.assemble(now + 150_000_000, 0.2)
     assert obs is None and why.startswith("stale observation: points is 250 ms old")
+
+
+def test_observation_assembler_cloud_history(tmp_path_factory: pytest.TempPathFactory) -> None:
+    card = load_card(exported_student(tmp_path_factory, history_steps=4))  # points_prev: 0.2 s back
+    asm = ObservationAssembler(card, spec.BASE_FRAME)
+    frame_ns = 66_666_667  # a 15 fps camera: clouds are not STEP_DT apart
+
+    def cloud(i: int) -> None:
+        t = 10**9 + i * frame_ns
+        asm.set_points(np.full((4096, 3), i, np.float32), t, spec.BASE_FRAME)
+        asm.set_pose(np.array([0.4, 0.0, 0.3]), np.array([0.0, 0.0, 0.0, 1.0]), t, spec.BASE_FRAME)
+        asm.set_gripper(("gripper_width",), np.array([0.04]), t)
+
+    def prev(i: int) -> float:
+        obs, why = asm.assemble(10**9 + i * frame_ns, 0.5)
+        assert why == "" and obs.inputs["points_prev"].shape == (1, 4096, 3)
+        assert obs.inputs["points"][0, 0, 0] == i
+        return float(obs.inputs["points_prev"][0, 0, 0])
+
+    cloud(0)
+    assert prev(0) == 0  # no history yet: the oldest cloud, as training repeats an episode's first one
+    cloud(1)
+    assert prev(1) == 0
+    for i in range(2, 40):
+        cloud(i)
+        assert prev(i) == max(i - 3, 0)  # 0.2 s at 15 fps = 3 frames
+    assert len(asm._history) <= 5  # old clouds are dropped, not kept for ever
+    asm.set_points(np.full((4096, 3), 7, np.float32), 10**9, spec.BASE_FRAME)  # time went back: a bag restarted
+    asm.set_pose(np.array([0.4, 0.0, 0.3]), np.array([0.0, 0.0, 0.0, 1.0]), 10**9, spec.BASE_FRAME)
+    obs, _ = asm.assemble(10**9, 0.5)
+    assert obs.inputs["points_prev"][0, 0, 0] == 7
 
 
 def test_observation_assembler_images(student_dir: Path) -> None:

@@ -157,11 +157,15 @@ def test_demo_recording_and_policy_rollout(tmp_path):
             from flow2one.policy.factory import build_policy
             from flow2one.sim.evaluate import checkpoint_policy
 
-            save_policy(tmp_path / "ckpt", build_policy(preset("tiny", kind="student")))
-            fn, use_rgb, use_depth = checkpoint_policy(tmp_path / "ckpt")
-            ctrl = ChunkController(fn, n_exec=8, use_rgb=use_rgb, use_depth=use_depth)
+            save_policy(tmp_path / "ckpt", build_policy(preset("tiny", kind="student", history_steps=2)))
+            fn, enc = checkpoint_policy(tmp_path / "ckpt")
+            seen: list[dict] = []
+            ctrl = ChunkController(lambda o: seen.append(o) or fn(o), n_exec=8, encoder=enc)
             r = run_episode(world, arm, ctrl, 23, cams=cams, cloud=cloud.process, max_time=1.0)
             ctrl.close()
             assert r.steps >= 10 and len(ctrl.inference_s) >= 2
+            # the history model gets the cloud 2 steps back: the first cloud until there is one that old
+            assert np.array_equal(seen[0]["points_prev"], seen[0]["points"])
+            assert all(o["points_prev"].shape == (4096, 3) for o in seen)
         finally:
             cams.close()

@@ -42,6 +42,16 @@ def test_windows_repeat_last_action_past_the_end(dataset) -> None:
         load_windows(dataset / "nothing")
 
 
+def test_windows_cloud_history(dataset) -> None:
+    """points_prev is the cloud 3 steps back, the episode's first cloud for its first 3 steps."""
+    w = load_windows(dataset, modalities=("points", "points_prev"), history_steps=3)
+    pts = load_windows(dataset)["points"]
+    for i in range(12):  # episode 0: windows 0..11
+        assert np.array_equal(w["points_prev"][i], pts[max(i - 3, 0)])
+    assert np.array_equal(w["points_prev"][12], pts[12])  # episode 1 starts over, never reads episode 0
+    assert np.array_equal(w["points_prev"][20], pts[17])
+
+
 def test_cli_pipeline_and_resume(dataset, tmp_path, capsys) -> None:
     teacher, dset, student = tmp_path / "teacher", tmp_path / "set.safetensors", tmp_path / "student"
     assert cli.main(["train-teacher", "--data", str(dataset), "--out", str(teacher), "--steps", "4",

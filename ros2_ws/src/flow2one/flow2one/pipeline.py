@@ -11,10 +11,12 @@ apart (pillar, cubes, pucks), and the demo graph then needs one model directory.
 
 Scales (wall times on this 2-core CPU machine; each shipped card records its run's stage times):
   quick  smoke run: 1 demo per task, a few optimiser steps, the tiny preset (~1 min; what the tests run)
-  small  the models shipped in models/: 80 demos per task, ~0.3 M-parameter models, teacher 10000 steps,
-         student 5000, L1 Flow / regression 8000: about 1 h on an idle machine (demos ~34: 6.5 s per
-         track, 8 per reach_around, 11 per pick_place episode; teacher 7-9, distill 2-3, student 7-8,
-         L1 Flow 5-8, regression 5-7; results/reproduce_small.json); several times that on a busy machine
+  small  the models shipped in models/: 80 demos per task, ~0.3 M-parameter models that also see the cloud
+         0.2 s earlier, teacher 10000 steps, distillation set of every training window (10,416
+         observations x K=16), student 8000 steps, L1 Flow / regression 8000: about 1.5 h on an idle
+         machine (demos ~34 min: 6.5 s per track, 8 per reach_around, 11 per pick_place episode; teacher
+         15, distill 13, student 8, L1 Flow 12, regression 9 minutes, two stages at a time;
+         results/reproduce_small.json)
   full   the scale the method calls for: 100 demos per task, 20k steps per model (batch 64), K=16 on every
          4th window: about 11 h on an idle 2-core machine (measured per-step times x steps: teacher, L1 Flow
          and regression ~2 h each, student ~3.5 h, demos ~1 h); minutes per stage on one GPU
@@ -61,13 +63,17 @@ class Scale:
 # The CPU model: the tiny preset with a wider U-Net, ~0.3 M parameters (~1.3 MB) per kind. Measured on one
 # loaded core: train step 0.16 s (teacher, batch 32), 0.3 s (student, batch 16 x M=16); sampling 5 ms
 # (student, 1 pass) vs 0.26 s (teacher, 50 Euler steps). On a GPU, --config with the `paper` preset is the next step.
-CPU_MODEL = {"encoder": {"embed_dim": 64, "pointnet_dims": [16, 32], "point_dim": 32, "proprio_dim": 32},
+# Every sim model also sees the cloud HISTORY_STEPS control steps (0.2 s) earlier: the track pucks' direction
+# of motion is invisible in one frame, and a policy that cannot see it trails the puck.
+HISTORY_STEPS = 4
+CPU_MODEL = {"encoder": {"embed_dim": 64, "pointnet_dims": [16, 32], "point_dim": 32, "proprio_dim": 32,
+                         "history_steps": HISTORY_STEPS},
              "unet": {"down_dims": [32, 64], "n_groups": 8, "time_embed_dim": 32}}
 SCALES: dict[str, Scale] = {
     "quick": Scale(episodes=1, teacher_steps=20, student_steps=10, baseline_steps=10, batch_size=8, stride=8,
-                   distill_obs=16, hypotheses=4, model={}),
-    "small": Scale(episodes=80, teacher_steps=10000, student_steps=5000, baseline_steps=8000, batch_size=16,
-                   stride=2, distill_obs=1200, hypotheses=16, model=CPU_MODEL),
+                   distill_obs=16, hypotheses=4, model={"encoder": {"history_steps": HISTORY_STEPS}}),
+    "small": Scale(episodes=80, teacher_steps=10000, student_steps=8000, baseline_steps=8000, batch_size=16,
+                   stride=2, distill_obs=0, hypotheses=16, model=CPU_MODEL),
     "full": Scale(episodes=100, teacher_steps=20000, student_steps=20000, baseline_steps=20000, batch_size=64,
                   stride=4, distill_obs=0, hypotheses=16, model=CPU_MODEL, lr=1e-4),
 }
@@ -109,7 +115,8 @@ def plan(scale: Scale, work: Path, tasks: tuple[str, ...], seed: int, threads: i
         "--steps", "50", "--stride", str(scale.stride), "--max-obs", str(scale.distill_obs), "--seed", str(seed),
         "--threads", str(threads)], distill))
     stages.insert(len(tasks) + 2, Stage("student", [
-        "train-student", "--data", str(distill), "--out", str(work / "student"), "--steps", str(scale.student_steps),
+        "train-student", "--data", str(distill), "--out", str(work / "student"), "--init-from", str(work / "teacher"),
+        "--steps", str(scale.student_steps),
         "--hypotheses", str(scale.hypotheses), "--batch-size", str(max(scale.batch_size // 2, 1)), "--lr",
         str(scale.lr), "--seed", str(seed), "--threads", str(threads), "--ckpt-every",
         str(max(scale.student_steps // 4, 1))], work / "student" / "model.safetensors"))

@@ -58,25 +58,15 @@ ROWS: tuple[Row, ...] = (
 def make_policy(module, cfg, sample_kw: dict[str, Any], seed: int = 0, candidates: int = 1):
     """obs (unbatched numpy) -> (H, 10) chunk callable for the sim rollout, from a loaded policy module;
     with candidates > 1, (M, H, 10) samples for the rollout to pick from as the policy node does."""
-    import cv2
     import torch
 
-    enc = cfg.encoder
-    h, w = enc.image_size
-    gen = torch.Generator().manual_seed(seed)
+    from flow2one.sim.evaluate import torch_batch
 
-    def images(x: np.ndarray) -> torch.Tensor:
-        views = [cv2.resize(v, (w, h), interpolation=cv2.INTER_NEAREST) for v in x[:enc.n_views]]
-        return torch.from_numpy(np.stack(views))[None]
+    gen = torch.Generator().manual_seed(seed)
 
     @torch.no_grad()
     def policy(obs: dict[str, np.ndarray]) -> np.ndarray:
-        batch = {"points": torch.from_numpy(np.asarray(obs["points"], np.float32))[None],
-                 "proprio": torch.from_numpy(np.asarray(obs["proprio"], np.float32))[None]}
-        if enc.use_rgb:
-            batch["rgb"] = images(obs["rgb"])
-        if enc.use_depth:
-            batch["depth"] = images(obs["depth"]).float()
+        batch = torch_batch(obs, cfg.encoder)
         out = module.sample(batch, n_samples=candidates, generator=gen, **sample_kw)[0].numpy()
         return out if candidates > 1 else out[0]
 
@@ -116,16 +106,37 @@ def seed_stats(results: list, groups: int) -> dict[str, Any]:
 _ABANDONED: list = []  # broken libfranka clients: their destructors can hang, so they are never run
 
 
-def reconnect(arm, hostname: str):
-    """A fresh libfranka client after the old one lost its link (the sim world keeps running). The old
-    client is abandoned, not closed: libfranka's destructor has been seen to hang on a broken link (the
-    evaluation process leaves with os._exit, see `isolated`)."""
-    from flow2one.sim.arm import FrankyArm
+class _Rig:
+    """One task's sim world with its libfranka client, cameras and cloud pipeline."""
 
-    _ABANDONED.append(arm)
-    new = FrankyArm(hostname)
-    new.robot.recover_from_errors()
-    return new
+    def __init__(self, task: str) -> None:
+        self.task = task
+        self._open()
+
+    def _open(self) -> None:
+        from flow2one.sim.arm import FrankyArm
+        from flow2one.sim.cameras import SimCameras, make_cloud_pipeline
+        from flow2one.sim.world import SimWorld, WorldConfig
+
+        self.world = SimWorld(WorldConfig(task=self.task)).start()
+        self.arm = FrankyArm(self.world.hostname)
+        self.cams = SimCameras(self.world.model, self.world.config.cameras)
+        self.cloud = make_cloud_pipeline(self.world.cameras()).process
+
+    def restart(self) -> None:
+        """A new franky-sim and client after a lost link. Reconnecting to the same franky-sim has hung inside
+        libfranka's connect (three times in two 3-task runs), so the old world is stopped in the background
+        and its client abandoned, never closed: libfranka's destructor has been seen to hang on a broken
+        link (the evaluation process leaves with os._exit, see `isolated`)."""
+        _ABANDONED.append(self.arm)
+        self.cams.close()
+        threading.Thread(target=self.world.close, daemon=True).start()
+        self._open()
+
+    def close(self) -> None:
+        self.cams.close()
+        self.arm.close()  # before franky-sim stops: libfranka's destructors talk to it (hang/segfault otherwise)
+        self.world.close()
 
 
 def evaluate_task(task: str, rows: list[Row], models: Path, seeds: int, episodes: int, n_exec: int,
@@ -139,75 +150,69 @@ def evaluate_task(task: str, rows: list[Row], models: Path, seeds: int, episodes
     torch.set_num_threads(threads)
     loaded = {m: load_policy(models / m) for m in {r.model for r in rows}}
 
-    from flow2one.sim.arm import FrankyArm
-    from flow2one.sim.cameras import SimCameras, make_cloud_pipeline
     from flow2one.sim.evaluate import save_strip
     from flow2one.sim.rollout import ChunkController, EpisodeResult, Observer, run_episode
-    from flow2one.sim.world import SimWorld, WorldConfig
     from tqdm import tqdm
 
     out: dict[str, Any] = {}
     hz: dict[str, Any] = {}
-    with SimWorld(WorldConfig(task=task)) as world:
-        arm = FrankyArm(world.hostname)
-        cams = SimCameras(world.model, world.config.cameras)
-        cloud = make_cloud_pipeline(world.cameras()).process
-        try:
-            arm.home()
-            world.reset(EVAL_SEED0)
-            probe = Observer(world, arm, cams, cloud)
-            probe.step(0.0)
-            rgbs, depths = probe.images(rgb=True)
-            obs = {"points": probe.points(), "proprio": probe.proprio, "rgb": np.stack(rgbs), "depth": np.stack(depths)}
-            for row in rows:
-                module, cfg = loaded[row.model]
-                fn = make_policy(module, cfg, row.sample_kw, candidates=candidates)
-                threads = torch.get_num_threads()
-                torch.set_num_threads(1)
-                hz[row.label] = inference_hz(fn, obs, hz_repeats)
-                torch.set_num_threads(threads)
-                ctrl = ChunkController(fn, n_exec=n_exec, use_rgb=cfg.encoder.use_rgb, use_depth=cfg.encoder.use_depth)
-                results, frames_rows = [], []
-                bar = tqdm(total=seeds * episodes, desc=f"table1 {task} {row.label}", file=sys.stderr)
-                for s in range(seeds):
-                    for e in range(episodes):
-                        frames: list[np.ndarray] | None = [] if strips is not None and s == 0 and e < 2 else None
-                        ep_seed = EVAL_SEED0 + 1000 * s + e
-                        for attempt in range(3):
-                            w0 = time.perf_counter()
-                            try:
-                                r = run_episode(world, arm, ctrl, ep_seed, cams=cams, cloud=cloud,
-                                                max_time=max_time, frame_every=10 if frames is not None else 0,
-                                                frames=frames)
-                                break
-                            except Exception as exc:  # noqa: BLE001 - libfranka link lost (starved sim): redo
-                                print(f"table1: {task} seed {ep_seed}, {row.label}: robot link error "
-                                      f"({type(exc).__name__}: {exc}); reconnecting, attempt {attempt + 1}/3",
-                                      file=sys.stderr)
-                                r = EpisodeResult.aborted(world, ep_seed, "robot link error (overloaded sim)",
-                                            time.perf_counter() - w0)
-                                arm = reconnect(arm, world.hostname)
-                                if frames is not None:
-                                    frames.clear()
-                        results.append(r)
-                        if frames is not None:
-                            frames_rows.append(frames)
-                        bar.update(1)
-                        bar.set_postfix(success=f"{sum(x.success for x in results)}/{len(results)}", rtf=f"{r.rtf:.2f}")
-                bar.close()
-                ctrl.close()
-                out[row.label] = seed_stats(results, seeds)
-                out[row.label]["inference_ms_in_loop_median"] = 1e3 * float(np.median(ctrl.inference_s))
-                out[row.label]["replans_per_sim_s"] = len(ctrl.inference_s) / max(sum(r.duration for r in results), 1e-9)
-                out[row.label]["chunks_rejected"] = ctrl.rejected
-                out[row.label]["per_episode"] = [r.to_dict() for r in results]
-                if strips is not None:
-                    strips.mkdir(parents=True, exist_ok=True)
-                    tag = "_".join(f"{k}{v}" for k, v in row.sample_kw.items())
-                    save_strip(strips / f"{task}_{row.model}_{tag}.png", frames_rows)
-        finally:
-            cams.close()
-            arm.close()  # before franky-sim stops: libfranka's destructors talk to it (hang/segfault otherwise)
+    rig = _Rig(task)
+    try:
+        rig.arm.home()
+        rig.world.reset(EVAL_SEED0)
+        probe = Observer(rig.world, rig.arm, rig.cams, rig.cloud)
+        probe.step(0.0)
+        rgbs, depths = probe.images(rgb=True)
+        obs = {"points": probe.points(), "points_prev": probe.points(), "proprio": probe.proprio,
+               "rgb": np.stack(rgbs), "depth": np.stack(depths)}
+        for row in rows:
+            module, cfg = loaded[row.model]
+            fn = make_policy(module, cfg, row.sample_kw, candidates=candidates)
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            hz[row.label] = inference_hz(fn, obs, hz_repeats)
+            torch.set_num_threads(threads)
+            ctrl = ChunkController(fn, n_exec=n_exec, encoder=cfg.encoder)
+            results, frames_rows = [], []
+            bar = tqdm(total=seeds * episodes, desc=f"table1 {task} {row.label}", file=sys.stderr)
+            for s in range(seeds):
+                for e in range(episodes):
+                    frames: list[np.ndarray] | None = [] if strips is not None and s == 0 and e < 2 else None
+                    ep_seed = EVAL_SEED0 + 1000 * s + e
+                    for attempt in range(3):
+                        w0 = time.perf_counter()
+                        try:
+                            r = run_episode(rig.world, rig.arm, ctrl, ep_seed, cams=rig.cams, cloud=rig.cloud,
+                                            max_time=max_time, frame_every=10 if frames is not None else 0,
+                                            frames=frames)
+                            break
+                        except Exception as exc:  # noqa: BLE001 - libfranka link lost (starved sim): redo
+                            print(f"table1: {task} seed {ep_seed}, {row.label}: robot link error "
+                                  f"({type(exc).__name__}: {exc}); new sim world, attempt {attempt + 1}/3",
+                                  file=sys.stderr)
+                            r = EpisodeResult.aborted(rig.world, ep_seed, "robot link error (overloaded sim)",
+                                                      time.perf_counter() - w0)
+                            rig.restart()
+                            if frames is not None:
+                                frames.clear()
+                    results.append(r)
+                    if frames is not None:
+                        frames_rows.append(frames)
+                    bar.update(1)
+                    bar.set_postfix(success=f"{sum(x.success for x in results)}/{len(results)}", rtf=f"{r.rtf:.2f}")
+            bar.close()
+            ctrl.close()
+            out[row.label] = seed_stats(results, seeds)
+            out[row.label]["inference_ms_in_loop_median"] = 1e3 * float(np.median(ctrl.inference_s))
+            out[row.label]["replans_per_sim_s"] = len(ctrl.inference_s) / max(sum(r.duration for r in results), 1e-9)
+            out[row.label]["chunks_rejected"] = ctrl.rejected
+            out[row.label]["per_episode"] = [r.to_dict() for r in results]
+            if strips is not None:
+                strips.mkdir(parents=True, exist_ok=True)
+                tag = "_".join(f"{k}{v}" for k, v in row.sample_kw.items())
+                save_strip(strips / f"{task}_{row.model}_{tag}.png", frames_rows)
+    finally:
+        rig.close()
     return out, hz
 
 
@@ -424,27 +429,32 @@ def write(report: dict[str, Any], out: Path) -> None:
 
 
 def merge(report: dict[str, Any], other_path: Path) -> dict[str, Any]:
-    """`report` completed with the rows of another table1.json evaluated the same way (rows it lacks)."""
+    """`report` completed with the cells (task x row) of another table1.json evaluated the same way, which
+    may hold other rows, other tasks or both; a cell in both is an error. A row's inference figure is the
+    first file's that has it."""
     other = reduced(json.loads(Path(other_path).read_text()))
-    for key in ("tasks", "seeds", "episodes_per_seed", "n_exec", "candidates"):
+    for key in ("seeds", "episodes_per_seed", "n_exec", "candidates"):
         if other.get(key, 1 if key == "candidates" else None) != report.get(key, 1 if key == "candidates" else None):
             raise ValueError(f"{other_path}: {key} {other.get(key)!r} differs from {report.get(key)!r}: "
                              f"the rows would not be comparable")
-    new = [r for r in other["rows"] if r not in report["rows"]]
+    for task, cells in other["results"].items():
+        for row, cell in cells.items():
+            if row in report["results"].get(task, {}):
+                raise ValueError(f"{other_path}: {task} / {row} is also in an earlier file")
+            report["results"].setdefault(task, {})[row] = cell
     order = [r.label for r in ROWS]
-    report["rows"] = sorted(report["rows"] + new, key=lambda r: order.index(r) if r in order else len(order))
-    for r in new:
-        for t in report["tasks"]:
-            report["results"][t][r] = other["results"][t][r]
-        report["inference"][r] = other["inference"][r]
-        report["passes"][r] = other["passes"][r]
+    report["rows"] = sorted(set(report["rows"]) | set(other["rows"]),
+                            key=lambda r: order.index(r) if r in order else len(order))
+    report["tasks"] = report["tasks"] + [t for t in other["tasks"] if t not in report["tasks"]]
+    for key in ("inference", "passes"):
+        report[key] = {**other[key], **report[key]}
     report["cards"] = {**other.get("cards", {}), **report.get("cards", {})}
     return report
 
 
 def combine(paths: list[Path], out: Path) -> dict[str, Any]:
-    """One table from table1.json files evaluated separately (same tasks, seeds, episodes; disjoint rows), or
-    from the table1.partial.json of a run stopped part-way (the tasks it finished)."""
+    """One table from table1.json files evaluated separately (same seeds and episodes; disjoint cells of
+    tasks x rows), or from the table1.partial.json of a run stopped part-way (the tasks it finished)."""
     report = reduced(json.loads(paths[0].read_text()))
     for p in paths[1:]:
         report = merge(report, p)
@@ -472,8 +482,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--merge-with", type=Path, default=None, help="an earlier table1.json (same tasks, seeds, "
                    "episodes) whose other rows complete this table")
     p.add_argument("--combine", type=Path, nargs="+", default=None, metavar="JSON",
-                   help="evaluate nothing: write OUT/table1.* from these table1.json files (disjoint rows) or "
-                   "from the table1.partial.json of a run stopped part-way (the tasks it finished)")
+                   help="evaluate nothing: write OUT/table1.* from these table1.json files (disjoint task x row "
+                   "cells) or from the table1.partial.json of a run stopped part-way (the tasks it finished)")
     p.add_argument("--jobs", type=int, default=1, help="tasks evaluated at once, each in its own process with its "
                    "own franky-sim (results are paced by sim time, so they hold under load; wall time does not)")
 

@@ -1,7 +1,9 @@
 """Training windows from episodes: (observation at step t, the next H commanded actions).
 
 Chunks running past an episode's end repeat its last action (the robot holds its final target), as
-Diffusion Policy and PointFlowMatch do, so every step of every episode yields a window.
+Diffusion Policy and PointFlowMatch do, so every step of every episode yields a window. `points_prev` is
+the cloud `history_steps` steps before t, the first one for early steps (the runtime, too, repeats its
+oldest cloud until it has history).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from flow2one.spec import HORIZON
 
 
 def episode_windows(ep: Episode, horizon: int = HORIZON, stride: int = 1,
-                    modalities: tuple[str, ...] = ("points", "proprio")) -> dict[str, np.ndarray]:
+                    modalities: tuple[str, ...] = ("points", "proprio"),
+                    history_steps: int = 0) -> dict[str, np.ndarray]:
     """Arrays keyed by modality plus `action` (N, horizon, A) for windows starting every `stride` steps."""
     T = len(ep)
     if T == 0:
@@ -24,16 +27,16 @@ def episode_windows(ep: Episode, horizon: int = HORIZON, stride: int = 1,
     idx = np.minimum(starts[:, None] + np.arange(horizon)[None, :], T - 1)
     out = {"action": ep.action[idx].astype(np.float32)}
     for name in modalities:
-        arr = getattr(ep, name)
+        arr = getattr(ep, "points" if name == "points_prev" else name)
         if arr is None:
             raise ValueError(f"episode {ep.meta.task!r} has no {name!r} but the policy uses it")
-        out[name] = arr[starts]
+        out[name] = arr[np.maximum(starts - history_steps, 0)] if name == "points_prev" else arr[starts]
     return out
 
 
 def load_windows(directory: str | Path, horizon: int = HORIZON, stride: int = 1,
                  modalities: tuple[str, ...] = ("points", "proprio"),
-                 episodes: slice | None = None) -> dict[str, np.ndarray]:
+                 episodes: slice | None = None, history_steps: int = 0) -> dict[str, np.ndarray]:
     """All windows of a dataset directory (optionally a slice of its episodes, e.g. a held-out split).
 
     Also returns `episode` (N,) int: the index of the episode each window came from.
@@ -45,7 +48,7 @@ def load_windows(directory: str | Path, horizon: int = HORIZON, stride: int = 1,
         raise ValueError(f"{directory}: no episode_*.npz files (dataset written by flow2one.data.episodes)")
     parts = []
     for i, p in enumerate(paths):
-        w = episode_windows(read_episode(p), horizon, stride, modalities)
+        w = episode_windows(read_episode(p), horizon, stride, modalities, history_steps)
         w["episode"] = np.full(len(w["action"]), i, dtype=np.int64)
         parts.append(w)
     return {k: np.concatenate([w[k] for w in parts]) for k in parts[0]}

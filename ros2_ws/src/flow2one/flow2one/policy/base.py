@@ -80,6 +80,7 @@ class Policy(nn.Module):
 
         Inputs (robot observation encoder, only the enabled modalities, in this order):
           points  (B, N, 3) float32 base frame;  proprio (B, 10) float32;
+          points_prev (B, N, 3): the cloud history_steps control steps earlier (with a history);
           rgb     (B, V, h, w, 3) uint8;         depth   (B, V, h, w) float32 metres;
           noise   (B, H, A) float32 standard normal (the runtime owns it: M candidates = batch M).
         Vector encoder: (cond (B, cond_dim) float32, noise). No data-dependent Python control flow.

@@ -37,6 +37,9 @@ class EncoderConfig:
     proprio_in: int = PROPRIO_DIM
     cond_dim: int = 0  # vector encoder input width
     hidden_dim: int = 256  # vector encoder MLP width
+    # > 0: also encode the cloud this many control steps (spec.STEP_DT) earlier, input "points_prev". One
+    # frame shows where a moving object is, not where it goes; the pair shows its velocity.
+    history_steps: int = 0
 
     def __post_init__(self) -> None:
         self.image_size = tuple(self.image_size)
@@ -50,6 +53,8 @@ class EncoderConfig:
             raise ValueError("observation encoder needs at least one modality enabled")
         if self.visual_dim % self.attn_heads:
             raise ValueError(f"visual_dim {self.visual_dim} must divide by attn_heads {self.attn_heads}")
+        if self.history_steps < 0 or (self.history_steps and not self.use_points):
+            raise ValueError(f"history_steps {self.history_steps} must be >= 0, and > 0 only with use_points")
         if min(self.embed_dim, self.n_views, self.resnet_width) <= 0:
             raise ValueError("embed_dim, n_views and resnet_width must be positive")
 

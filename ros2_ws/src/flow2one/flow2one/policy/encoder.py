@@ -60,7 +60,7 @@ class ObservationEncoder(nn.Module):
         if cfg.use_points:
             self.point_norm = PointNormalizer()
             self.pointnet = PointNet(cfg.pointnet_dims, cfg.point_dim)
-            parts += cfg.point_dim
+            parts += cfg.point_dim * (2 if cfg.history_steps else 1)
         if cfg.use_proprio:
             self.proprio_norm = RangeNormalizer(cfg.proprio_in)
             self.proprio_mlp = nn.Sequential(nn.Linear(cfg.proprio_in, cfg.proprio_dim), nn.SiLU(),
@@ -81,8 +81,8 @@ class ObservationEncoder(nn.Module):
     @property
     def input_names(self) -> list[str]:
         c = self.cfg
-        return [n for n, on in (("points", c.use_points), ("proprio", c.use_proprio), ("rgb", c.use_rgb),
-                                ("depth", c.use_depth)) if on]
+        return [n for n, on in (("points", c.use_points), ("points_prev", c.history_steps > 0),
+                                ("proprio", c.use_proprio), ("rgb", c.use_rgb), ("depth", c.use_depth)) if on]
 
     def fit_normalizers(self, data: dict[str, torch.Tensor]) -> None:
         if self.cfg.use_points:
@@ -95,7 +95,7 @@ class ObservationEncoder(nn.Module):
     def check(self, obs: dict[str, torch.Tensor]) -> None:
         """Clear errors for missing or mis-shaped inputs (static shape checks: traceable)."""
         c, b = self.cfg, None
-        expect = {"points": (None, 3), "proprio": (c.proprio_in,),
+        expect = {"points": (None, 3), "points_prev": (None, 3), "proprio": (c.proprio_in,),
                   "rgb": (c.n_views, *c.image_size, 3), "depth": (c.n_views, *c.image_size)}
         for name in self.input_names:
             if name not in obs or obs[name] is None:
@@ -112,7 +112,10 @@ class ObservationEncoder(nn.Module):
     def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         c, feats = self.cfg, []
         if c.use_points:
-            feats.append(self.pointnet(self.point_norm.normalize(obs["points"].float())))
+            now = self.pointnet(self.point_norm.normalize(obs["points"].float()))
+            feats.append(now)
+            if c.history_steps:  # the change of the cloud's features: motion, in the same shared PointNet
+                feats.append(now - self.pointnet(self.point_norm.normalize(obs["points_prev"].float())))
         if c.use_proprio:
             feats.append(self.proprio_mlp(self.proprio_norm.normalize(obs["proprio"].float())))
         vis = []

@@ -1,7 +1,7 @@
 """One inference interface over three engines: ONNX Runtime, PyTorch and TensorRT.
 
-Every backend runs the same form of a policy, `(points, proprio, [rgb], [depth], noise (B, M, H, A))
--> actions (B, M, H, A)` (flow2one.runtime.export.SampleForm: M candidates per observation, the
+Every backend runs the same form of a policy, `(points, [points_prev], proprio, [rgb], [depth],
+noise (B, M, H, A)) -> actions (B, M, H, A)` (flow2one.runtime.export.SampleForm: M candidates per observation, the
 observation encoded once), on numpy arrays, so the policy node and the benchmarks never care which
 engine is underneath. The backend is a parameter; one whose package (or
 GPU) is missing fails when it is opened, with the package to install in the message, not on the first

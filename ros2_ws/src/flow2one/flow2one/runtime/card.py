@@ -23,10 +23,10 @@ CARD_FILE = "card.yaml"
 POLICY_KINDS = ("teacher", "student", "l1flow", "regression")
 # dtype of every model input/output, by name (the export form's argument names).
 IO_DTYPES: dict[str, str] = {
-    "points": "float32", "proprio": "float32", "rgb": "uint8", "depth": "float32", "noise": "float32",
-    "actions": "float32",
+    "points": "float32", "points_prev": "float32", "proprio": "float32", "rgb": "uint8", "depth": "float32",
+    "noise": "float32", "actions": "float32",
 }
-INPUT_ORDER = ("points", "proprio", "rgb", "depth", "noise")  # flow2one.policy's export_forward order
+INPUT_ORDER = ("points", "points_prev", "proprio", "rgb", "depth", "noise")  # the policy's export_forward order
 REQUIRED_INPUTS = ("noise",)
 
 
@@ -49,6 +49,7 @@ class ModelCard:
     base_frame: str
     normalizer: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # {key: {stat: values}}
     cameras: tuple[str, ...] = ()  # view order of rgb/depth inputs
+    history_steps: int = 0  # points_prev is the cloud history_steps * dt before points
     notes: str = ""
     parameters: int = 0
     created_utc: str = ""
@@ -76,6 +77,10 @@ class ModelCard:
         pts = self.inputs.get("points")
         if pts is not None and (len(pts) != 2 or pts[1] != 3 or pts[0] < 1):
             problems.append(f"inputs.points {pts} is not (N, 3)")
+        if ("points_prev" in self.inputs) != (self.history_steps > 0) or (
+                "points_prev" in self.inputs and self.inputs["points_prev"] != pts):
+            problems.append(f"inputs.points_prev {self.inputs.get('points_prev')} must equal inputs.points {pts} "
+                            f"exactly when history_steps ({self.history_steps}) > 0")
         views = [self.inputs[k][0] for k in ("rgb", "depth") if k in self.inputs]
         if any(v != len(self.cameras) for v in views):
             problems.append(f"image inputs have {views} views but cameras lists {list(self.cameras)}")
@@ -91,7 +96,7 @@ class ModelCard:
         return tuple(k for k in ("rgb", "depth") if k in self.inputs)
 
     def input_names(self) -> tuple[str, ...]:
-        """The export form's argument order: points, proprio, [rgb], [depth], noise."""
+        """The export form's argument order: points, [points_prev], proprio, [rgb], [depth], noise."""
         return tuple(k for k in INPUT_ORDER if k in self.inputs)
 
     def to_dict(self) -> dict[str, Any]:
@@ -123,6 +128,7 @@ class ModelCard:
                 normalizer={str(k): {str(s): [float(x) for x in vals] for s, vals in v.items()}
                             for k, v in (d.get("normalizer") or {}).items()},
                 cameras=tuple(str(x) for x in d.get("cameras") or ()),
+                history_steps=int(d.get("history_steps", 0)),
                 notes=str(d.get("notes", "")),
                 parameters=int(d.get("parameters", 0)),
                 created_utc=str(d.get("created_utc", "")),
@@ -195,8 +201,9 @@ def policy_io(policy: Any) -> dict[str, tuple[int, ...]]:
     """Per-sample input shapes of a flow2one.policy module's export form."""
     cfg = policy.cfg
     enc = cfg.encoder
-    shapes = {"points": (spec.N_POINTS, 3), "proprio": (enc.proprio_in,), "rgb": (enc.n_views, *enc.image_size, 3),
-              "depth": (enc.n_views, *enc.image_size), "noise": (cfg.horizon, cfg.action_dim)}
+    shapes = {"points": (spec.N_POINTS, 3), "points_prev": (spec.N_POINTS, 3), "proprio": (enc.proprio_in,),
+              "rgb": (enc.n_views, *enc.image_size, 3), "depth": (enc.n_views, *enc.image_size),
+              "noise": (cfg.horizon, cfg.action_dim)}
     unknown = [k for k in policy.export_input_names if k not in shapes]
     if unknown:
         raise CardError(f"{type(policy).__name__} takes inputs {unknown} no robot observation provides "
@@ -216,7 +223,8 @@ def card_for_policy(policy: Any, name: str, trained_on: str, cameras: Sequence[s
     values = dict(name=name, kind=policy.cfg.kind, trained_on=trained_on, inputs=inputs,
                   outputs={"actions": (policy.cfg.horizon, policy.cfg.action_dim)}, action_names=spec.ACTION_NAMES,
                   horizon=policy.cfg.horizon, dt=spec.STEP_DT, base_frame=spec.BASE_FRAME,
-                  normalizer=normalizer_stats(policy.state_dict()), cameras=cameras, notes=notes,
+                  normalizer=normalizer_stats(policy.state_dict()), cameras=cameras,
+                  history_steps=getattr(policy.cfg.encoder, "history_steps", 0), notes=notes,
                   parameters=sum(p.numel() for p in policy.parameters()))
     return ModelCard(**{**values, **fields})
 

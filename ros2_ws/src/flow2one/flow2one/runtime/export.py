@@ -31,7 +31,7 @@ MAX_BATCH = 1024  # upper bound of the batch axis in the exported graph
 
 
 class SampleForm(nn.Module):
-    """forward(points, proprio, [rgb], [depth], noise (B, M, H, A)) -> actions (B, M, H, A), robot units.
+    """forward(points, [points_prev], proprio, [rgb], [depth], noise (B, M, H, A)) -> actions (B, M, H, A), robot units.
 
     The runtime form of every backend: flow2one.policy's export_forward with the observation encoded
     ONCE for its M candidates (as Policy.sample does). Feeding M copies of the observation through
@@ -60,7 +60,7 @@ def example_inputs(card: ModelCard, batch: int, candidates: int = 1, seed: int =
     out: dict[str, np.ndarray] = {}
     for name in card.input_names():
         shape = (batch, candidates, *card.inputs[name]) if name == "noise" else (batch, *card.inputs[name])
-        if name == "points":
+        if name in ("points", "points_prev"):
             arr = rng.uniform([0.2, -0.4, 0.0], [0.8, 0.4, 0.4], size=shape)
         elif name == "proprio":
             arr = rng.normal(0.0, 0.3, size=shape)

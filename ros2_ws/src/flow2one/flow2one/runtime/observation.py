@@ -3,11 +3,15 @@
 Clouds, robot state and images arrive at their own rates; the policy ticks at its own. This keeps the
 newest valid sample of each, refuses samples that do not fit the model (frame, point count, shape) so
 they can never reach it, and hands out a batch-1 input dict only when every part is younger than the
-configured maximum age: a stale observation yields no action rather than an outdated one.
+configured maximum age: a stale observation yields no action rather than an outdated one. A model with
+a cloud history (card.history_steps) also gets `points_prev`: the kept cloud stamped nearest to
+history_steps * dt before the newest (the oldest kept one until that much history exists, as training
+repeats an episode's first cloud).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +38,8 @@ class ObservationAssembler:
         self.card, self.base_frame = card, base_frame
         self.version = 0
         self._points: tuple[np.ndarray, int] | None = None
+        self._history: deque[tuple[np.ndarray, int]] = deque()  # clouds for points_prev, oldest first
+        self._history_ns = int(round(card.history_steps * card.dt * 1e9))
         self._pose: tuple[np.ndarray, int] | None = None  # (9,) xyz + rot6d
         self._gripper: tuple[float, int] | None = None
         self._images: dict[tuple[str, int], tuple[np.ndarray, int]] = {}
@@ -53,7 +59,18 @@ class ObservationAssembler:
         if not np.isfinite(xyz).all():
             raise InputRejected("point cloud contains NaN or inf")
         self._points = (np.array(xyz, dtype=np.float32), stamp_ns)
+        if self._history_ns:
+            if self._history and stamp_ns < self._history[-1][1]:
+                self._history.clear()  # time went back (a replayed bag restarted): old clouds are not the past
+            self._history.append(self._points)
+            target = stamp_ns - self._history_ns
+            while len(self._history) > 1 and self._history[1][1] <= target:
+                self._history.popleft()  # the next one is at least as near to every later target
         self.version += 1
+
+    def _previous_points(self) -> np.ndarray:
+        target = self._points[1] - self._history_ns
+        return min(self._history, key=lambda p: abs(p[1] - target))[0]
 
     def set_pose(self, xyz: np.ndarray, quat_xyzw: np.ndarray, stamp_ns: int, frame_id: str) -> None:
         self._frame("end-effector pose", frame_id)
@@ -105,6 +122,8 @@ class ObservationAssembler:
         inputs = {}
         if "points" in self.card.inputs:
             inputs["points"] = self._points[0][None]
+            if self._history_ns:
+                inputs["points_prev"] = self._previous_points()[None]
         if "proprio" in self.card.inputs:
             inputs["proprio"] = np.append(self._pose[0], np.float32(self._gripper[0]))[None].astype(np.float32)
         for kind in self.card.image_inputs:

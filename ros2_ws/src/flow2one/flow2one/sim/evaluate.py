@@ -29,43 +29,53 @@ from tqdm import tqdm
 from flow2one.sim.tasks import TASKS
 
 
-def checkpoint_policy(path: str | Path):
-    """(obs -> chunk callable, use_rgb, use_depth) for a flow2one checkpoint directory."""
+def torch_batch(obs: dict[str, np.ndarray], enc) -> dict:
+    """An unbatched sim observation -> the batch-1 tensors a policy with encoder config `enc` reads (images
+    resized to the model's size)."""
     import cv2
     import torch
 
-    from flow2one.policy.checkpoint import load_policy
-
-    module, cfg = load_policy(path)
-    enc = cfg.encoder
     h, w = enc.image_size
 
     def images(x: np.ndarray) -> torch.Tensor:
         views = [cv2.resize(v, (w, h), interpolation=cv2.INTER_NEAREST) for v in x[:enc.n_views]]
         return torch.from_numpy(np.stack(views))[None]
 
+    batch = {"points": torch.from_numpy(np.asarray(obs["points"], np.float32))[None],
+             "proprio": torch.from_numpy(np.asarray(obs["proprio"], np.float32))[None]}
+    if enc.history_steps:
+        batch["points_prev"] = torch.from_numpy(np.asarray(obs["points_prev"], np.float32))[None]
+    if enc.use_rgb:
+        batch["rgb"] = images(obs["rgb"])
+    if enc.use_depth:
+        batch["depth"] = images(obs["depth"]).float()
+    return batch
+
+
+def checkpoint_policy(path: str | Path):
+    """(obs -> chunk callable, its encoder config) for a flow2one checkpoint directory."""
+    import torch
+
+    from flow2one.policy.checkpoint import load_policy
+
+    module, cfg = load_policy(path)
+
     @torch.no_grad()
     def policy(obs: dict[str, np.ndarray]) -> np.ndarray:
-        batch = {"points": torch.from_numpy(obs["points"])[None].float(),
-                 "proprio": torch.from_numpy(np.asarray(obs["proprio"], np.float32))[None]}
-        if enc.use_rgb:
-            batch["rgb"] = images(obs["rgb"])
-        if enc.use_depth:
-            batch["depth"] = images(obs["depth"]).float()
-        return module.sample(batch, n_samples=1)[0, 0].cpu().numpy()
+        return module.sample(torch_batch(obs, cfg.encoder), n_samples=1)[0, 0].cpu().numpy()
 
-    return policy, bool(enc.use_rgb), bool(enc.use_depth)
+    return policy, cfg.encoder
 
 
 def resolve_policy(spec: str):
-    """-> (callable or None for the expert, use_rgb, use_depth)."""
+    """-> (callable or None for the expert, encoder config or None for points + proprio)."""
     if spec == "expert":
-        return None, False, False
+        return None, None
     if Path(spec).is_dir():
         return checkpoint_policy(spec)
     if ":" in spec:
         mod, fn = spec.split(":", 1)
-        return getattr(importlib.import_module(mod), fn)(), False, False
+        return getattr(importlib.import_module(mod), fn)(), None
     raise ValueError(f"policy {spec!r} is neither 'expert', a checkpoint directory, nor module:function")
 
 
@@ -114,10 +124,10 @@ def evaluate(task: str, policy: str = "expert", episodes: int = 50, seed: int = 
     from flow2one.sim.rollout import ChunkController, ExpertController, run_episode_safe
     from flow2one.sim.world import SimWorld, WorldConfig
 
-    fn, use_rgb, use_depth = resolve_policy(policy)
+    fn, enc = resolve_policy(policy)
     results, rows = [], []
     controller = (ExpertController(make_expert(task, delay=delay)) if fn is None
-                  else ChunkController(fn, n_exec=n_exec, use_rgb=use_rgb, use_depth=use_depth))
+                  else ChunkController(fn, n_exec=n_exec, encoder=enc))
     wall0 = time.perf_counter()
     log = None
     if out is not None:

@@ -10,9 +10,11 @@ Scheduler (flow2one.control.plan) on the sim clock.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -97,14 +99,16 @@ class ChunkController(Controller):
     0.3-0.9 here), and the sim would otherwise see a 0.3 s inference as a 0.1 s one.
     A policy returning (M, H, 10) candidates is run like the policy node: the candidate continuing the
     executing chunk is kept, so frequent re-planning does not switch modes. Chunks the Scheduler refuses
-    (e.g. stale on arrival) are counted in `rejected` and dropped, as the executor does."""
+    (e.g. stale on arrival) are counted in `rejected` and dropped, as the executor does.
+    `encoder` (the policy's EncoderConfig; None = points + proprio) says which inputs to build; with a cloud
+    history the cloud is computed every step, as the camera graph publishes it, for `points_prev`."""
 
-    def __init__(self, policy: Policy, n_exec: int = 8, blend_s: float = 0.1, use_rgb: bool = False,
-                 use_depth: bool = False) -> None:
+    def __init__(self, policy: Policy, n_exec: int = 8, blend_s: float = 0.1, encoder: Any = None) -> None:
         from flow2one.control.plan import Scheduler
 
         self.policy = policy
-        self.use_rgb, self.use_depth = use_rgb, use_depth
+        self.use_rgb, self.use_depth = bool(encoder and encoder.use_rgb), bool(encoder and encoder.use_depth)
+        self.history_steps = encoder.history_steps if encoder else 0
         self._make = lambda: Scheduler(n_exec, blend_s, max_future_s=0.5, default_dt_s=STEP_DT)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="policy")
         self._job: Future | None = None
@@ -117,6 +121,7 @@ class ChunkController(Controller):
             self._job = None
         self.sched = self._make()
         self._prev: tuple[np.ndarray, int] | None = None
+        self._clouds: deque[np.ndarray] = deque(maxlen=self.history_steps + 1)  # one per step, newest last
         return -1
 
     def close(self) -> None:
@@ -124,6 +129,8 @@ class ChunkController(Controller):
 
     def observation(self, obs: Observer) -> dict[str, np.ndarray]:
         out = {"points": obs.points(), "proprio": obs.proprio}
+        if self.history_steps:  # the first cloud until there is history, as in the training windows
+            out["points_prev"] = self._clouds[0]
         if self.use_rgb or self.use_depth:
             rgbs, depths = obs.images(rgb=self.use_rgb)
             if self.use_rgb:
@@ -164,6 +171,8 @@ class ChunkController(Controller):
 
     def act(self, obs: Observer) -> np.ndarray:
         now = lambda: int(round(obs.world.sim_time * 1e9))  # noqa: E731
+        if self.history_steps:
+            self._clouds.append(obs.points())
         if self._ready(now()):
             self._take(now())
         if self._job is None:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from flow2one.data.windows import load_windows
 from flow2one.policy.config import PolicyConfig, from_dict, preset, to_dict
 from flow2one.train.loop import TrainSettings
 from flow2one.yamlio import load_yaml
@@ -36,6 +37,8 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--modalities", default="points,proprio",
                    help=f"comma list of observation inputs from {','.join(MODALITIES)}")
     p.add_argument("--stride", type=int, default=1, help="take a window every STRIDE steps of each episode")
+    p.add_argument("--history-steps", type=int, default=0,
+                   help="also encode the cloud this many control steps earlier (velocity of moving objects)")
 
 
 def settings(args: argparse.Namespace) -> TrainSettings:
@@ -48,7 +51,7 @@ def modalities(args: argparse.Namespace) -> tuple[str, ...]:
     bad = set(mods) - set(MODALITIES)
     if bad or not mods:
         raise ValueError(f"--modalities {args.modalities!r}: choose from {MODALITIES}")
-    return mods
+    return mods + (("points_prev",) if args.history_steps else ())
 
 
 def build_config(args: argparse.Namespace, kind: str, data: dict[str, np.ndarray]) -> PolicyConfig:
@@ -56,7 +59,7 @@ def build_config(args: argparse.Namespace, kind: str, data: dict[str, np.ndarray
     if args.config:
         return from_dict({**load_yaml(args.config, "--config file"), "kind": kind})
     mods = modalities(args)
-    over: dict[str, Any] = {f"use_{m}": m in mods for m in MODALITIES}
+    over: dict[str, Any] = {f"use_{m}": m in mods for m in MODALITIES} | {"history_steps": args.history_steps}
     for m in ("rgb", "depth"):
         if m in mods:
             over["n_views"], over["image_size"] = data[m].shape[1], tuple(data[m].shape[2:4])
@@ -65,7 +68,16 @@ def build_config(args: argparse.Namespace, kind: str, data: dict[str, np.ndarray
 
 
 def config_modalities(cfg: PolicyConfig) -> tuple[str, ...]:
-    return tuple(m for m in MODALITIES if getattr(cfg.encoder, f"use_{m}"))
+    """The data arrays a policy reads: its modalities, plus points_prev with a cloud history."""
+    return tuple(m for m in MODALITIES if getattr(cfg.encoder, f"use_{m}")) + (
+        ("points_prev",) if cfg.encoder.history_steps else ())
+
+
+def policy_windows(data_dir: str | Path, cfg: PolicyConfig, stride: int,
+                   episodes: slice | None = None) -> dict[str, np.ndarray]:
+    """The training windows of `data_dir` with exactly the inputs `cfg`'s policy reads."""
+    return load_windows(data_dir, cfg.horizon, stride, config_modalities(cfg), episodes,
+                        cfg.encoder.history_steps)
 
 
 def obs_of(data: dict[str, Any], cfg: PolicyConfig) -> dict[str, torch.Tensor]:

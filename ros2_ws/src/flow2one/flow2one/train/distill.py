@@ -12,7 +12,6 @@ import torch
 from tqdm import tqdm
 
 from flow2one.data.distill_set import save_distill_set
-from flow2one.data.windows import load_windows
 from flow2one.policy.checkpoint import load_policy
 from flow2one.policy.config import to_dict
 from flow2one.train import common
@@ -39,7 +38,7 @@ def main(args: argparse.Namespace) -> int:
     teacher, cfg = load_policy(args.teacher)
     if cfg.kind != "teacher":
         raise ValueError(f"{args.teacher} is a {cfg.kind!r} checkpoint, not a teacher")
-    data = load_windows(args.data, cfg.horizon, args.stride, common.config_modalities(cfg))
+    data = common.policy_windows(args.data, cfg, args.stride)
     n = len(data["action"]) if args.max_obs <= 0 else min(args.max_obs, len(data["action"]))
     pick = np.random.default_rng(args.seed).permutation(len(data["action"]))[:n] if n < len(data["action"]) else \
         np.arange(n)

@@ -12,7 +12,6 @@ import time
 import numpy as np
 import torch
 
-from flow2one.data.windows import load_windows
 from flow2one.policy.checkpoint import load_policy
 from flow2one.train import common
 
@@ -39,7 +38,7 @@ def _slice(text: str) -> slice:
 def evaluate(ckpt: str, data_dir: str, episodes: str = ":", n_samples: int = 16, steps: int = 0,
              max_windows: int = 256, stride: int = 4, seed: int = 0) -> dict:
     policy, cfg = load_policy(ckpt)
-    data = load_windows(data_dir, cfg.horizon, stride, common.config_modalities(cfg), episodes=_slice(episodes))
+    data = common.policy_windows(data_dir, cfg, stride, _slice(episodes))
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.permutation(len(data["action"]))[:max_windows])
     obs = {m: data[m][pick] for m in common.config_modalities(cfg)}

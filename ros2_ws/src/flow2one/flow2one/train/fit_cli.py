@@ -22,8 +22,11 @@ def run(args: argparse.Namespace, kind: str) -> int:
     cfg0 = None
     if args.config:
         cfg0 = common.build_config(args, kind, {})
-    mods = common.config_modalities(cfg0) if cfg0 else common.modalities(args)
-    data = load_windows(args.data, horizon=cfg0.horizon if cfg0 else 32, stride=args.stride, modalities=mods)
+    if cfg0:
+        data = common.policy_windows(args.data, cfg0, args.stride)
+    else:
+        data = load_windows(args.data, stride=args.stride, modalities=common.modalities(args),
+                            history_steps=args.history_steps)
     cfg = cfg0 or common.build_config(args, kind, data)
     policy = build_policy(cfg)
     policy.fit_normalizers(common.obs_of(data, cfg), torch.as_tensor(data["action"]))

@@ -20,6 +20,8 @@ from flow2one.policy.factory import build_policy
 def _obs(cfg) -> dict[str, torch.Tensor]:
     e = cfg.encoder
     obs = {"points": torch.rand(1, 4096, 3), "proprio": torch.rand(1, 10)}
+    if e.history_steps:
+        obs["points_prev"] = torch.rand(1, 4096, 3)
     if e.use_rgb:
         obs["rgb"] = torch.randint(0, 256, (1, e.n_views, *e.image_size, 3), dtype=torch.uint8)
     if e.use_depth:

@@ -11,6 +11,7 @@ import argparse
 import torch
 
 from flow2one.data.distill_set import load_distill_set
+from flow2one.policy.checkpoint import load_policy
 from flow2one.policy.config import from_dict
 from flow2one.policy.factory import build_policy
 from flow2one.train import common
@@ -20,6 +21,9 @@ from flow2one.train.loop import train_policy
 def add_arguments(p: argparse.ArgumentParser) -> None:
     common.add_train_arguments(p, "distillation set file written by `flow2one distill`")
     p.add_argument("--hypotheses", type=int, default=16, help="M student samples per observation in the loss")
+    p.add_argument("--init-from", metavar="TEACHER_DIR",
+                   help="start from this teacher checkpoint's one-step (t = 0) prediction instead of random "
+                        "weights (its encoder and U-Net; normalisers too); the set's own teacher is the natural choice")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -31,6 +35,10 @@ def main(args: argparse.Namespace) -> int:
     cfg.student.n_hypotheses, cfg.student.k_teacher = args.hypotheses, sets.shape[1]
     policy = build_policy(cfg)
     policy.fit_normalizers(obs, sets.flatten(0, 1))
+    if args.init_from and not args.resume:
+        teacher, _ = load_policy(args.init_from)
+        policy.init_from_teacher(teacher)
+        print(f"student: initialised from {args.init_from} (its t = 0 prediction)")
     print(f"student: {len(sets)} observations x {sets.shape[1]} teacher trajectories, M={args.hypotheses}")
     train_policy(policy, {**obs, "teacher_set": sets}, common.settings(args), out_dir=args.out, resume=args.resume,
                  log_dir=common.log_dir(args), progress=not args.no_progress,
