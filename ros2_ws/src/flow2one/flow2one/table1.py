@@ -449,6 +449,8 @@ def merge(report: dict[str, Any], other_path: Path) -> dict[str, Any]:
     for key in ("inference", "passes"):
         report[key] = {**other[key], **report[key]}
     report["cards"] = {**other.get("cards", {}), **report.get("cards", {})}
+    if other.get("command") and other["command"] != report.get("command"):
+        report["command"] = f"{report.get('command')}` + `{other['command']}"
     return report
 
 
