@@ -113,17 +113,25 @@ class FrankyRobot:
         self._gripper_read_ns = 0
         self._lock = threading.Lock()  # franky calls from the control thread and close()
 
-    def _connect(self) -> None:
-        try:
-            self.robot = franky.Robot(self.host, realtime_config=franky.RealtimeConfig.Ignore)
-            self.gripper = franky.Gripper(self.host)
-        except _FRANKY_ERRORS as exc:
-            raise _wrap(exc, f"cannot connect to the robot at {self.host!r}") from exc
-        finally:
-            # libfranka puts the calling thread on SCHED_FIFO 99 even with RealtimeConfig.Ignore whenever it
-            # may (e.g. as root); every thread started from it later inherits that and starves the machine.
-            if hasattr(os, "sched_setscheduler"):
-                os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    def _connect(self, attempts: int = 3) -> None:
+        """Connect robot and gripper. A garbled handshake (ProtocolException "incorrect object size", seen once
+        in a full test run, from a franky-sim that had just started) is retried; anything else fails at once."""
+        for attempt in range(attempts):
+            try:
+                self.robot = franky.Robot(self.host, realtime_config=franky.RealtimeConfig.Ignore)
+                self.gripper = franky.Gripper(self.host)
+                break
+            except franky.ProtocolException as exc:
+                if attempt == attempts - 1:
+                    raise _wrap(exc, f"cannot connect to the robot at {self.host!r}") from exc
+                time.sleep(0.5)
+            except _FRANKY_ERRORS as exc:
+                raise _wrap(exc, f"cannot connect to the robot at {self.host!r}") from exc
+            finally:
+                # libfranka puts the calling thread on SCHED_FIFO 99 even with RealtimeConfig.Ignore whenever it
+                # may (e.g. as root); every thread started from it later inherits that and starves the machine.
+                if hasattr(os, "sched_setscheduler"):
+                    os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
         self._set_dynamics(self._limits, self._jerk_factor)
 
     def _set_dynamics(self, lim: SafetyLimits, jerk_factor: float) -> None:
