@@ -142,7 +142,8 @@ class _Rig:
 def evaluate_task(task: str, rows: list[Row], models: Path, seeds: int, episodes: int, n_exec: int,
                   hz_repeats: int, max_time: float | None, strips: Path | None, threads: int = 1,
                   candidates: int = 1) -> tuple[dict, dict]:
-    """Every row on one task in one SimWorld (started once: it is the slow part). -> (results, hz)."""
+    """Every row on one task in one SimWorld (the slow part: started once, anew after a lost link).
+    -> (results, hz)."""
     import torch
 
     from flow2one.policy.checkpoint import load_policy
