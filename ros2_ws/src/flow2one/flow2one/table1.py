@@ -482,8 +482,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hz-repeats", type=int, default=20, help="calls timed for the inference rate")
     p.add_argument("--max-time", type=float, default=None, help="cap each episode at this many sim seconds")
     p.add_argument("--threads", type=int, default=1, help="torch threads inside the rollout")
-    p.add_argument("--merge-with", type=Path, default=None, help="an earlier table1.json (same tasks, seeds, "
-                   "episodes) whose other rows complete this table")
+    p.add_argument("--merge-with", type=Path, default=None, help="an earlier table1.json (same seeds and "
+                   "episodes) whose other cells (rows and/or tasks) complete this table")
     p.add_argument("--combine", type=Path, nargs="+", default=None, metavar="JSON",
                    help="evaluate nothing: write OUT/table1.* from these table1.json files (disjoint task x row "
                    "cells) or from the table1.partial.json of a run stopped part-way (the tasks it finished)")
