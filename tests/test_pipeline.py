@@ -122,6 +122,9 @@ def test_table1_closed_loop_report(reproduced) -> None:
     (out / "c.json").write_text(json.dumps({**second, "seeds": 3}))
     with pytest.raises(ValueError, match="seeds"):
         table1.combine([out / "a.json", out / "c.json"], out / "bad")
+    (out / "e.json").write_text(json.dumps({**second, "policy_rate_hz": 2.5}))  # re-planned at another rate
+    with pytest.raises(ValueError, match="policy_rate_hz"):
+        table1.combine([out / "a.json", out / "e.json"], out / "bad")
     with pytest.raises(ValueError, match="reach_around / .* is also in an earlier file"):
         table1.combine([out / "a.json", out / "b.json", out / "b.json"], out / "bad")
 

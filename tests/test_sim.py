@@ -143,6 +143,14 @@ def test_demo_recording_and_policy_rollout(tmp_path):
                 time.sleep(0.3)
                 return sink_policy(obs)
 
+            ctrl = ChunkController(sink_policy, n_exec=16, rate_hz=4.0)  # the policy node's timer: 4 Hz
+            r = run_episode(world, arm, ctrl, 22, cams=cams, cloud=cloud.process, max_time=1.5)
+            ctrl.close()
+            starts = len(ctrl.inference_s)
+            assert 4 <= starts <= r.duration * 4 + 1 < r.steps, (starts, r.duration, r.steps)
+            with pytest.raises(ValueError, match="rate_hz"):
+                ChunkController(sink_policy, rate_hz=0.0)
+
             ctrl = ChunkController(slow_policy, n_exec=32)
             r = run_episode(world, arm, ctrl, 22, cams=cams, cloud=cloud.process, max_time=1.5)
             ctrl.close()
@@ -169,3 +177,46 @@ def test_demo_recording_and_policy_rollout(tmp_path):
             assert all(o["points_prev"].shape == (4096, 3) for o in seen)
         finally:
             cams.close()
+
+
+RIG_RESTART_SCRIPT = """
+import json
+from flow2one.sim.experts import make_expert
+from flow2one.sim.rig import ABANDONED, SimRig, exit_fast_if_abandoned
+from flow2one.sim.rollout import ExpertController, run_episode_safe
+
+class StopsTheSim(ExpertController):
+    # the expert, but the franky-sim under it is stopped once, 0.5 s into the episode: a real lost link
+    def __init__(self, rig):
+        super().__init__(make_expert("reach_around"))
+        self.rig, self.stopped = rig, False
+    def act(self, obs):
+        if not self.stopped and obs.t >= 0.5:
+            self.stopped = True
+            self.rig.world.close()
+        return super().act(obs)
+
+rig = SimRig("reach_around", cloud=False)
+first_world, frames = rig.world, []
+r = run_episode_safe(rig, StopsTheSim(rig), 11, frame_every=10, frames=frames)
+print(json.dumps({"success": r.success, "steps": r.steps, "restarts": rig.restarts, "abandoned": len(ABANDONED),
+                  "frames": len(frames), "new_world": rig.world is not first_world and rig.world.running}))
+rig.close()
+exit_fast_if_abandoned(0)
+"""
+
+
+def test_lost_link_gets_a_new_world_and_the_episode_again():
+    """run_episode_safe (sim-eval, sim-demos, table1): the franky-sim stopped mid-episode -> a new world,
+    the episode run again from the start, the broken client abandoned and the process still exits."""
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", RIG_RESTART_SCRIPT], capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "robot link lost" in proc.stderr and "attempt 1/3" in proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["success"] and out["restarts"] == 1 and out["abandoned"] == 1 and out["new_world"]
+    # what frames hold is the successful run's only: one per 10 steps from its start
+    assert out["frames"] == (out["steps"] + 9) // 10

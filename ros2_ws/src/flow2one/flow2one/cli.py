@@ -53,7 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     cmd_parser = argparse.ArgumentParser(prog=f"flow2one {name}", description=module.__doc__,
                                          formatter_class=argparse.RawDescriptionHelpFormatter)
     module.add_arguments(cmd_parser)
-    return int(module.main(cmd_parser.parse_args(rest)) or 0)
+    rc = int(module.main(cmd_parser.parse_args(rest)) or 0)
+    rig = sys.modules.get("flow2one.sim.rig")  # only loaded by the commands that drive a sim world
+    if rig is not None:
+        rig.exit_fast_if_abandoned(rc)
+    return rc
 
 
 if __name__ == "__main__":

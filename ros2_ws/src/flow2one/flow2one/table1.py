@@ -103,45 +103,9 @@ def seed_stats(results: list, groups: int) -> dict[str, Any]:
     }
 
 
-_ABANDONED: list = []  # broken libfranka clients: their destructors can hang, so they are never run
-
-
-class _Rig:
-    """One task's sim world with its libfranka client, cameras and cloud pipeline."""
-
-    def __init__(self, task: str) -> None:
-        self.task = task
-        self._open()
-
-    def _open(self) -> None:
-        from flow2one.sim.arm import FrankyArm
-        from flow2one.sim.cameras import SimCameras, make_cloud_pipeline
-        from flow2one.sim.world import SimWorld, WorldConfig
-
-        self.world = SimWorld(WorldConfig(task=self.task)).start()
-        self.arm = FrankyArm(self.world.hostname)
-        self.cams = SimCameras(self.world.model, self.world.config.cameras)
-        self.cloud = make_cloud_pipeline(self.world.cameras()).process
-
-    def restart(self) -> None:
-        """A new franky-sim and client after a lost link. Reconnecting to the same franky-sim has hung inside
-        libfranka's connect (three times in two 3-task runs), so the old world is stopped in the background
-        and its client abandoned, never closed: libfranka's destructor has been seen to hang on a broken
-        link (the evaluation process leaves with os._exit, see `isolated`)."""
-        _ABANDONED.append(self.arm)
-        self.cams.close()
-        threading.Thread(target=self.world.close, daemon=True).start()
-        self._open()
-
-    def close(self) -> None:
-        self.cams.close()
-        self.arm.close()  # before franky-sim stops: libfranka's destructors talk to it (hang/segfault otherwise)
-        self.world.close()
-
-
 def evaluate_task(task: str, rows: list[Row], models: Path, seeds: int, episodes: int, n_exec: int,
                   hz_repeats: int, max_time: float | None, strips: Path | None, threads: int = 1,
-                  candidates: int = 1) -> tuple[dict, dict]:
+                  candidates: int = 1, rate_hz: float | None = None) -> tuple[dict, dict]:
     """Every row on one task in one SimWorld (the slow part: started once, anew after a lost link).
     -> (results, hz)."""
     import torch
@@ -152,12 +116,13 @@ def evaluate_task(task: str, rows: list[Row], models: Path, seeds: int, episodes
     loaded = {m: load_policy(models / m) for m in {r.model for r in rows}}
 
     from flow2one.sim.evaluate import save_strip
-    from flow2one.sim.rollout import ChunkController, EpisodeResult, Observer, run_episode
+    from flow2one.sim.rig import SimRig
+    from flow2one.sim.rollout import ChunkController, Observer, run_episode_safe
     from tqdm import tqdm
 
     out: dict[str, Any] = {}
     hz: dict[str, Any] = {}
-    rig = _Rig(task)
+    rig = SimRig(task)
     try:
         rig.arm.home()
         rig.world.reset(EVAL_SEED0)
@@ -173,29 +138,15 @@ def evaluate_task(task: str, rows: list[Row], models: Path, seeds: int, episodes
             torch.set_num_threads(1)
             hz[row.label] = inference_hz(fn, obs, hz_repeats)
             torch.set_num_threads(threads)
-            ctrl = ChunkController(fn, n_exec=n_exec, encoder=cfg.encoder)
+            ctrl = ChunkController(fn, n_exec=n_exec, encoder=cfg.encoder, rate_hz=rate_hz)
             results, frames_rows = [], []
             bar = tqdm(total=seeds * episodes, desc=f"table1 {task} {row.label}", file=sys.stderr)
             for s in range(seeds):
                 for e in range(episodes):
                     frames: list[np.ndarray] | None = [] if strips is not None and s == 0 and e < 2 else None
                     ep_seed = EVAL_SEED0 + 1000 * s + e
-                    for attempt in range(3):
-                        w0 = time.perf_counter()
-                        try:
-                            r = run_episode(rig.world, rig.arm, ctrl, ep_seed, cams=rig.cams, cloud=rig.cloud,
-                                            max_time=max_time, frame_every=10 if frames is not None else 0,
-                                            frames=frames)
-                            break
-                        except Exception as exc:  # noqa: BLE001 - libfranka link lost (starved sim): redo
-                            print(f"table1: {task} seed {ep_seed}, {row.label}: robot link error "
-                                  f"({type(exc).__name__}: {exc}); new sim world, attempt {attempt + 1}/3",
-                                  file=sys.stderr)
-                            r = EpisodeResult.aborted(rig.world, ep_seed, "robot link error (overloaded sim)",
-                                                      time.perf_counter() - w0)
-                            rig.restart()
-                            if frames is not None:
-                                frames.clear()
+                    r = run_episode_safe(rig, ctrl, ep_seed, max_time=max_time,
+                                         frame_every=10 if frames is not None else 0, frames=frames)
                     results.append(r)
                     if frames is not None:
                         frames_rows.append(frames)
@@ -227,7 +178,10 @@ def markdown(report: dict[str, Any]) -> str:
              f"(evaluation seeds from {EVAL_SEED0}, never seen in training); success = mean ± std over seed groups. "
              f"Inference: one CPU thread, batch 1, {report.get('candidates', 1)} candidate(s) per call, median "
              "(Hz = chunks/s). Re-plans/s: chunks per sim second inside the rollout, where the policy thread "
-             "shares both cores with franky-sim and rendering (mean over tasks).", "",
+             "shares both cores with franky-sim and rendering (mean over tasks). "
+             + (f"Inference starts at most {report['policy_rate_hz']:g} times per sim second. "
+                if report.get("policy_rate_hz") else "Each policy re-plans as soon as its last chunk is out. ")
+             + f"Executor: at most {report['n_exec']} steps of a chunk.", "",
              "| policy | passes | " + " | ".join(f"{t} success" for t in tasks)
              + " | inference ms | Hz | speed-up vs teacher | re-plans/s in loop |",
              "|---|---|" + "---|" * len(tasks) + "---|---|---|---|"]
@@ -375,7 +329,8 @@ def isolated(fn, *args, retries: int = 1):
 
 def run(models: Path, out: Path, tasks: list[str], rows: list[Row], seeds: int, episodes: int, n_exec: int = 8,
         hz_repeats: int = 20, max_time: float | None = None, command: str = "", threads: int = 1,
-        jobs: int = 1, merge_with: Path | None = None, candidates: int = 1) -> dict[str, Any]:
+        jobs: int = 1, merge_with: Path | None = None, candidates: int = 1,
+        rate_hz: float | None = None) -> dict[str, Any]:
     missing = sorted({r.model for r in rows if not (models / r.model / "model.safetensors").is_file()})
     if missing:
         raise FileNotFoundError(f"no trained model for {missing} under {models}: run `make models` "
@@ -384,13 +339,14 @@ def run(models: Path, out: Path, tasks: list[str], rows: list[Row], seeds: int, 
     report: dict[str, Any] = {"created_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": command,
                               "models": str(models), "tasks": tasks, "rows": [r.label for r in rows],
                               "passes": {r.label: r.passes for r in rows}, "seeds": seeds,
-                              "episodes_per_seed": episodes, "n_exec": n_exec, "candidates": candidates, "results": {}, "inference": {},
+                              "episodes_per_seed": episodes, "n_exec": n_exec, "candidates": candidates,
+                              "policy_rate_hz": rate_hz, "results": {}, "inference": {},
                               "cards": {r.model: str(models / r.model / "card.yaml") for r in rows}}
     t0 = time.perf_counter()
 
     def one(t: str) -> None:
         res, hz = isolated(evaluate_task, t, rows, models, seeds, episodes, n_exec, hz_repeats, max_time,
-                           out / "strips", threads, candidates)
+                           out / "strips", threads, candidates, rate_hz)
         with lock:
             report["results"][t] = res
             for label, h in hz.items():  # one figure per row: the median over the tasks' observations
@@ -434,8 +390,9 @@ def merge(report: dict[str, Any], other_path: Path) -> dict[str, Any]:
     may hold other rows, other tasks or both; a cell in both is an error. A row's inference figure is the
     first file's that has it."""
     other = reduced(json.loads(Path(other_path).read_text()))
-    for key in ("seeds", "episodes_per_seed", "n_exec", "candidates"):
-        if other.get(key, 1 if key == "candidates" else None) != report.get(key, 1 if key == "candidates" else None):
+    defaults = {"candidates": 1}  # files from before a setting existed ran with its default
+    for key in ("seeds", "episodes_per_seed", "n_exec", "candidates", "policy_rate_hz"):
+        if other.get(key, defaults.get(key)) != report.get(key, defaults.get(key)):
             raise ValueError(f"{other_path}: {key} {other.get(key)!r} differs from {report.get(key)!r}: "
                              f"the rows would not be comparable")
     for task, cells in other["results"].items():
@@ -476,7 +433,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, default=3, help="evaluation seed groups (spread is over these)")
     p.add_argument("--episodes", type=int, default=4, help="episodes per seed group, task and policy")
     p.add_argument("--n-exec", type=int, default=8, help="steps of a chunk executed at most, if no newer chunk "
-                   "arrives (the executor's n_exec); policies re-plan as often as their inference allows")
+                   "arrives (the executor's n_exec); policies re-plan as often as their inference allows, unless "
+                   "--policy-rate-hz caps it")
+    p.add_argument("--policy-rate-hz", type=float, default=None, help="start an inference at most this often (sim "
+                   "time; the policy node's rate_hz) for every row. Default: as soon as the previous chunk is out")
     p.add_argument("--candidates", type=int, default=4, help="M samples per re-plan, the one continuing the "
                    "executing chunk kept (the policy node's n_candidates in sim.yaml); inference is timed for all M")
     p.add_argument("--hz-repeats", type=int, default=20, help="calls timed for the inference rate")
@@ -510,10 +470,13 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit(f"--rows {args.rows!r}: comma list of numbers 0-{len(ROWS) - 1}") from None
     if args.seeds < 1 or args.episodes < 1 or args.candidates < 1:
         raise SystemExit("--seeds, --episodes and --candidates must be >= 1")
+    if args.policy_rate_hz is not None and not args.policy_rate_hz > 0:
+        raise SystemExit("--policy-rate-hz must be positive")
     command = "flow2one table1 " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["table1"] else "flow2one table1"
     try:
         report = run(args.models, args.out, tasks, rows, args.seeds, args.episodes, args.n_exec, args.hz_repeats,
-                     args.max_time, command, args.threads, args.jobs, args.merge_with, args.candidates)
+                     args.max_time, command, args.threads, args.jobs, args.merge_with, args.candidates,
+                     args.policy_rate_hz)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -27,8 +27,9 @@ class FrankyArm:
         import franky
 
         self._franky = franky
-        # franky raises motion-planner failures of async motions (-101/-111) as plain RuntimeError.
-        self._errors = (franky.Exception, RuntimeError)
+        # What a libfranka failure raises; franky raises motion-planner failures of async motions
+        # (-101/-111) as plain RuntimeError.
+        self.errors = (franky.Exception, RuntimeError)
         self.hostname, self.dynamics = hostname, dynamics
         self._closed = False
         self._future = None
@@ -49,8 +50,8 @@ class FrankyArm:
         self.gripper = self._franky.Gripper(self.hostname)
 
     def reconnect(self) -> None:
-        """New libfranka session: the way out of a network error (seen as Poco "Net Exception" when
-        the client is starved of CPU), which recovery cannot clear."""
+        """New libfranka session to the same, live franky-sim (after a burst of planner errors). Not the
+        way out of a lost link: reconnecting then has hung in libfranka's connect; SimRig.restart is."""
         self.reconnects += 1
         self._future = None
         self._closed = False
@@ -58,21 +59,18 @@ class FrankyArm:
         self._connect()
 
     def _read(self, fn, attempts: int = 5):
-        """A state read, retried after error recovery and then once more on a new connection."""
+        """A state read, retried after error recovery; a link that stays broken raises (see SimRig)."""
         for i in range(attempts + 1):
             try:
                 return fn()
-            except self._errors:
+            except self.errors:
                 if i == attempts:
                     raise
-                if i == attempts - 1:
-                    self.reconnect()
-                else:
-                    try:
-                        self.robot.recover_from_errors()
-                    except self._errors:
-                        pass
-                    time.sleep(0.05)
+                try:
+                    self.robot.recover_from_errors()
+                except self.errors:
+                    pass
+                time.sleep(0.05)
 
     def ee_pose(self) -> np.ndarray:
         """4x4 TCP pose in the base frame (franky's end-effector frame = the policy's EE)."""
@@ -98,7 +96,7 @@ class FrankyArm:
             try:
                 self.robot.move(f.CartesianMotion(target), asynchronous=True)
                 break
-            except self._errors:  # the previous async motion failed (planner error -101/-111): recover, re-send
+            except self.errors:  # the previous async motion failed (planner error -101/-111): recover, re-send
                 self.planner_errors += 1
                 self.robot.recover_from_errors()
         self.set_gripper(a[9] < GRIPPER_OPEN / 2)
@@ -110,7 +108,7 @@ class FrankyArm:
                 return False  # still running
             try:
                 self._future.get()
-            except self._errors:  # the gripper session broke: new one, and re-send whatever is wanted
+            except self.errors:  # the gripper session broke: new one, and re-send whatever is wanted
                 self.gripper_errors += 1
                 self.gripper = self._franky.Gripper(self.hostname)
                 self._closed = None
@@ -133,7 +131,7 @@ class FrankyArm:
         try:
             if not self.robot.join_motion(timeout):
                 raise TimeoutError(f"arm motion did not finish within {timeout} s (is franky-sim stepping?)")
-        except self._errors:
+        except self.errors:
             self.planner_errors += 1
             self.robot.recover_from_errors()
 
@@ -162,7 +160,7 @@ class FrankyArm:
             return
         try:
             self.stop(timeout=10.0)
-        except (TimeoutError, *self._errors):
+        except (TimeoutError, *self.errors):
             pass
         if self._future is not None:
             self._future.wait(10.0)

@@ -41,26 +41,23 @@ def to_episode(rec, result, cloud, camera_names: list[str], with_images: bool):
 def generate(task: str, out: Path, episodes: int, seed: int = 0, with_images: bool = False,
              progress: bool = True) -> dict:
     from flow2one.data.episodes import write_episode
-    from flow2one.sim.arm import FrankyArm
-    from flow2one.sim.cameras import SimCameras, make_cloud_pipeline
+    from flow2one.sim.cameras import make_cloud_pipeline
     from flow2one.sim.experts import make_expert
+    from flow2one.sim.rig import SimRig
     from flow2one.sim.rollout import ExpertController, Recording, run_episode_safe
-    from flow2one.sim.world import SimWorld, WorldConfig
 
     out.mkdir(parents=True, exist_ok=True)
     written, attempts, modes, rtfs = 0, 0, Counter(), []
     wall0 = time.perf_counter()
-    with SimWorld(WorldConfig(task=task)) as world, FrankyArm(world.hostname) as arm:
-        cams = SimCameras(world.model, world.config.cameras)
-        cameras = world.cameras()
+    with SimRig(task, cloud=False) as rig:  # the demo's cloud is computed from its recorded depth
+        cameras = rig.world.cameras()
         cloud = make_cloud_pipeline(cameras)
         controller = ExpertController(make_expert(task))
         bar = tqdm(total=episodes, desc=f"sim-demos {task}", disable=not progress, file=sys.stderr)
         try:
             while written < episodes and attempts < 2 * episodes:
                 rec = Recording()
-                result = run_episode_safe(world, arm, controller, seed + attempts, cams=cams, record=rec,
-                                     record_rgb=with_images)
+                result = run_episode_safe(rig, controller, seed + attempts, record=rec, record_rgb=with_images)
                 attempts += 1
                 rtfs.append(result.rtf)
                 if not result.success:
@@ -72,7 +69,6 @@ def generate(task: str, out: Path, episodes: int, seed: int = 0, with_images: bo
                 bar.set_postfix(attempts=attempts, rtf=f"{result.rtf:.2f}")
         finally:
             bar.close()
-            cams.close()
     return {"task": task, "dir": str(out), "episodes": written, "attempts": attempts,
             "expert_success_rate": written / max(attempts, 1), "mode_histogram": dict(modes),
             "sim_rtf_mean": float(np.mean(rtfs)) if rtfs else None, "wall_s": time.perf_counter() - wall0}

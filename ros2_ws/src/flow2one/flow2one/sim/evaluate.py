@@ -9,8 +9,9 @@ POLICY is `expert` (the task's scripted expert, modes drawn at random per episod
 directory (loaded with flow2one.policy.checkpoint.load_policy), or `package.module:function` naming a
 factory that returns a callable obs -> (H, 10) chunk (obs: points (4096, 3), proprio (10,), optional
 rgb (V, h, w, 3) / depth (V, h, w)). As in the deploy graph, the policy runs in its own thread and
-re-plans as soon as its last chunk is out, while the newest chunk is executed like the executor does
-(at most n_exec steps, latency-aligned on the observation stamp, short cross-fade).
+re-plans as soon as its last chunk is out (or at most --policy-rate-hz times per sim second), while the
+newest chunk is executed like the executor does (at most n_exec steps, latency-aligned on the observation
+stamp, short cross-fade). A lost robot link gets a new sim world and the episode again (3 attempts).
 """
 
 from __future__ import annotations
@@ -117,33 +118,28 @@ def save_strip(path: Path, rows: list[list[np.ndarray]]) -> None:
 
 def evaluate(task: str, policy: str = "expert", episodes: int = 50, seed: int = 0, strips: int = 3,
              strip_every: int = 10, n_exec: int = 8, delay: float = 0.0, out: Path | None = None,
-             progress: bool = True) -> dict:
-    from flow2one.sim.arm import FrankyArm
-    from flow2one.sim.cameras import SimCameras, make_cloud_pipeline
+             progress: bool = True, rate_hz: float | None = None) -> dict:
     from flow2one.sim.experts import make_expert
+    from flow2one.sim.rig import SimRig
     from flow2one.sim.rollout import ChunkController, ExpertController, run_episode_safe
-    from flow2one.sim.world import SimWorld, WorldConfig
 
     fn, enc = resolve_policy(policy)
     results, rows = [], []
     controller = (ExpertController(make_expert(task, delay=delay)) if fn is None
-                  else ChunkController(fn, n_exec=n_exec, encoder=enc))
+                  else ChunkController(fn, n_exec=n_exec, encoder=enc, rate_hz=rate_hz))
     wall0 = time.perf_counter()
     log = None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         log = out / f"{task}_episodes.jsonl"
         log.unlink(missing_ok=True)
-    with SimWorld(WorldConfig(task=task)) as world, FrankyArm(world.hostname) as arm:
-        need_cams = fn is not None or strips > 0
-        cams = SimCameras(world.model, world.config.cameras) if need_cams else None
-        cloud = make_cloud_pipeline(world.cameras()).process if fn is not None else None
+    with SimRig(task, cameras=fn is not None or strips > 0, cloud=fn is not None) as rig:
         try:
             bar = tqdm(range(episodes), desc=f"sim-eval {task}", disable=not progress, file=sys.stderr)
             for i in bar:
                 frames: list[np.ndarray] | None = [] if i < strips else None
-                r = run_episode_safe(world, arm, controller, seed + i, cams=cams, cloud=cloud,
-                                frame_every=strip_every if frames is not None else 0, frames=frames)
+                r = run_episode_safe(rig, controller, seed + i, frame_every=strip_every if frames is not None else 0,
+                                     frames=frames)
                 results.append(r)
                 if log is not None:  # one line per episode as it ends: a long run is never all-or-nothing
                     with log.open("a") as fh:
@@ -153,8 +149,6 @@ def evaluate(task: str, policy: str = "expert", episodes: int = 50, seed: int = 
                 bar.set_postfix(success=f"{sum(x.success for x in results)}/{len(results)}", rtf=f"{r.rtf:.2f}")
         finally:
             controller.close()
-            if cams is not None:
-                cams.close()
     extra = {"policy": policy, "seed0": seed, "wall_s": time.perf_counter() - wall0}
     if fn is not None and controller.inference_s:
         extra["inference_ms_median"] = 1e3 * float(np.median(controller.inference_s))
@@ -175,6 +169,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strip-every", type=int, default=10, help="steps between strip frames")
     p.add_argument("--n-exec", type=int, default=8, help="steps of a chunk executed at most if no newer "
                    "chunk arrives (the executor's n_exec)")
+    p.add_argument("--policy-rate-hz", type=float, default=None, help="start an inference at most this often "
+                   "(sim time; the policy node's rate_hz). Default: as soon as the previous chunk is out")
     p.add_argument("--delay", type=float, default=0.0, help="expert only: act on object state this many s old")
 
 
@@ -183,7 +179,7 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit("--episodes must be >= 1")
     tasks = list(TASKS) if args.task == "all" else [args.task]
     summaries = {t: evaluate(t, args.policy, args.episodes, args.seed, args.strips, args.strip_every,
-                             args.n_exec, args.delay, args.out) for t in tasks}
+                             args.n_exec, args.delay, args.out, rate_hz=args.policy_rate_hz) for t in tasks}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "summary.json").write_text(json.dumps(summaries, indent=1))
     brief = {t: {k: v for k, v in s.items() if k != "per_episode"} for t, s in summaries.items()}

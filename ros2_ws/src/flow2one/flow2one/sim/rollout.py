@@ -9,11 +9,12 @@ Scheduler (flow2one.control.plan) on the sim clock.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ from flow2one.runtime.handoff import select_candidate
 from flow2one.sim.arm import FrankyArm
 from flow2one.sim.cameras import SimCameras
 from flow2one.sim.experts import Expert
+from flow2one.sim.rig import SimRig
 from flow2one.sim.world import SimWorld
 from flow2one.spec import ACTION_DIM, STEP_DT
 
@@ -101,12 +103,18 @@ class ChunkController(Controller):
     executing chunk is kept, so frequent re-planning does not switch modes. Chunks the Scheduler refuses
     (e.g. stale on arrival) are counted in `rejected` and dropped, as the executor does.
     `encoder` (the policy's EncoderConfig; None = points + proprio) says which inputs to build; with a cloud
-    history the cloud is computed every step, as the camera graph publishes it, for `points_prev`."""
+    history the cloud is computed every step, as the camera graph publishes it, for `points_prev`.
+    `rate_hz` caps how often an inference starts (sim time), like the policy node's timer; None = as
+    soon as the previous chunk is out."""
 
-    def __init__(self, policy: Policy, n_exec: int = 8, blend_s: float = 0.1, encoder: Any = None) -> None:
+    def __init__(self, policy: Policy, n_exec: int = 8, blend_s: float = 0.1, encoder: Any = None,
+                 rate_hz: float | None = None) -> None:
         from flow2one.control.plan import Scheduler
 
+        if rate_hz is not None and not rate_hz > 0:
+            raise ValueError(f"rate_hz must be positive (or None = unlimited), got {rate_hz}")
         self.policy = policy
+        self.period_s = 0.0 if rate_hz is None else 1.0 / rate_hz
         self.use_rgb, self.use_depth = bool(encoder and encoder.use_rgb), bool(encoder and encoder.use_depth)
         self.history_steps = encoder.history_steps if encoder else 0
         self._make = lambda: Scheduler(n_exec, blend_s, max_future_s=0.5, default_dt_s=STEP_DT)
@@ -122,6 +130,7 @@ class ChunkController(Controller):
         self.sched = self._make()
         self._prev: tuple[np.ndarray, int] | None = None
         self._clouds: deque[np.ndarray] = deque(maxlen=self.history_steps + 1)  # one per step, newest last
+        self._started = -np.inf  # sim time of the last inference's observation
         return -1
 
     def close(self) -> None:
@@ -175,7 +184,8 @@ class ChunkController(Controller):
             self._clouds.append(obs.points())
         if self._ready(now()):
             self._take(now())
-        if self._job is None:
+        if self._job is None and (self.sched.plan is None or obs.sim_t - self._started >= self.period_s - 1e-9):
+            self._started = obs.sim_t
             self._job = self._pool.submit(self._infer, self.observation(obs), int(round(obs.sim_t * 1e9)))
         if self.sched.plan is None:  # nothing to execute yet: the robot waits for the first chunk
             if self._job.exception() is None:
@@ -218,15 +228,21 @@ class EpisodeResult:
                    rtf=st.t / max(wall_s, 1e-9), planner_errors=0, reason=reason)
 
 
-def run_episode_safe(world: SimWorld, arm: FrankyArm, controller: Controller, seed: int, **kw) -> EpisodeResult:
-    """run_episode for long unattended runs: a libfranka/network failure ends that episode as a failure
-    (reason "error: ...") and reconnects the arm, instead of ending the whole run."""
-    w0 = time.perf_counter()
-    try:
-        return run_episode(world, arm, controller, seed, **kw)
-    except (RuntimeError, TimeoutError) as exc:
-        arm.reconnect()
-        return EpisodeResult.aborted(world, seed, f"error: {type(exc).__name__}: {exc}", time.perf_counter() - w0)
+def run_episode_safe(rig: SimRig, controller: Controller, seed: int, attempts: int = 3, **kw) -> EpisodeResult:
+    """run_episode on a SimRig for long unattended runs: a libfranka failure or a timeout (a lost link on
+    a starved machine) gets a new sim world and the episode again, up to `attempts` times; after that it
+    counts as a failure (reason "error: ..."), never ending the whole run."""
+    for attempt in range(1, attempts + 1):
+        w0 = time.perf_counter()
+        try:
+            return run_episode(rig.world, rig.arm, controller, seed, cams=rig.cams, cloud=rig.cloud, **kw)
+        except (TimeoutError, *rig.arm.errors) as exc:
+            reason = f"error: {type(exc).__name__}: {exc}"
+            print(f"{rig.task} seed {seed}: robot link lost ({reason}); new sim world, attempt {attempt}/{attempts}",
+                  file=sys.stderr)
+            result = EpisodeResult.aborted(rig.world, seed, reason, time.perf_counter() - w0)
+            rig.restart()
+    return result
 
 
 @dataclass
@@ -240,12 +256,21 @@ class Recording:
     depth: list[list[np.ndarray]] = field(default_factory=list)
     rgb: list[list[np.ndarray]] = field(default_factory=list)
 
+    def clear(self) -> None:
+        for f in fields(self):
+            getattr(self, f.name).clear()
+
 
 def run_episode(world: SimWorld, arm: FrankyArm, controller: Controller, seed: int, *,
                 cams: SimCameras | None = None, cloud=None, record: Recording | None = None,
                 record_rgb: bool = False, max_time: float | None = None,
                 frame_every: int = 0, frames: list[np.ndarray] | None = None) -> EpisodeResult:
-    """Run one episode; `record` collects demo arrays, `frames` every `frame_every`-th front-camera image."""
+    """Run one episode; `record` collects demo arrays, `frames` every `frame_every`-th front-camera image
+    (both emptied first: what they hold is this episode's, also when it is run again after an error)."""
+    if record is not None:
+        record.clear()
+    if frames is not None:
+        frames.clear()
     arm.home()
     world.reset(seed)
     rng = np.random.default_rng([seed, 7])  # the mode draw, independent of the object randomisation

@@ -1,0 +1,67 @@
+"""One task's sim world with its libfranka client, cameras and cloud pipeline, restartable after a lost link.
+
+Reconnecting a new libfranka client to the SAME franky-sim after a lost link has hung inside libfranka's
+connect (three times in two Table I runs on the starved 2-core machine), so a lost link gets a whole new
+world. The broken client is abandoned, never destroyed: its destructor has been seen to hang too, which is
+why a process that abandoned one leaves with os._exit (`exit_fast_if_abandoned`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+
+ABANDONED: list = []  # broken libfranka clients, kept alive so that their destructors never run
+
+
+class SimRig:
+    """world + arm (+ cameras, + cloud pipeline) of one task; `restart()` replaces them all."""
+
+    def __init__(self, task: str, cameras: bool = True, cloud: bool = True) -> None:
+        self.task, self._want_cams, self._want_cloud = task, cameras or cloud, cloud
+        self.restarts = 0
+        self._open()
+
+    def _open(self) -> None:
+        from flow2one.sim.arm import FrankyArm
+        from flow2one.sim.cameras import SimCameras, make_cloud_pipeline
+        from flow2one.sim.world import SimWorld, WorldConfig
+
+        self.world = SimWorld(WorldConfig(task=self.task)).start()
+        try:
+            self.arm = FrankyArm(self.world.hostname)
+        except BaseException:
+            self.world.close()
+            raise
+        self.cams = SimCameras(self.world.model, self.world.config.cameras) if self._want_cams else None
+        self.cloud = make_cloud_pipeline(self.world.cameras()).process if self._want_cloud else None
+
+    def restart(self) -> None:
+        """A new franky-sim and client; the old world stops in the background."""
+        ABANDONED.append(self.arm)
+        if self.cams is not None:
+            self.cams.close()
+        threading.Thread(target=self.world.close, daemon=True).start()
+        self.restarts += 1
+        self._open()
+
+    def close(self) -> None:
+        if self.cams is not None:
+            self.cams.close()
+        self.arm.close()  # before franky-sim stops: libfranka's destructors talk to it (hang/segfault otherwise)
+        self.world.close()
+
+    def __enter__(self) -> "SimRig":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def exit_fast_if_abandoned(code: int) -> None:
+    """End the process now, skipping interpreter teardown, if a libfranka client was abandoned."""
+    if ABANDONED:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
