@@ -119,9 +119,18 @@ def test_table1_closed_loop_report(reproduced) -> None:
     combined = table1.combine([out / "a.json", out / "b.json", out / "d.json"], out / "combined")
     assert combined["tasks"] == ["reach_around", "track"] and combined["results"]["track"] == full["results"]["reach_around"]
     assert "track" in (out / "combined" / "table1.md").read_text()
-    (out / "c.json").write_text(json.dumps({**second, "seeds": 3}))
-    with pytest.raises(ValueError, match="seeds"):
+    (out / "c.json").write_text(json.dumps({**second, "episodes_per_seed": 3}))
+    with pytest.raises(ValueError, match="episodes_per_seed"):
         table1.combine([out / "a.json", out / "c.json"], out / "bad")
+    # the same cell on other seed groups (--first-seed-group) pools: statistics over all groups
+    more = {**second, "results": {t: {student: {**res[student], "seed_groups": [5, 6]}} for t, res in full["results"].items()}}
+    (out / "f.json").write_text(json.dumps(more))
+    pooled = table1.combine([out / "b.json", out / "f.json"], out / "pooled")["results"]["reach_around"][student]
+    one = full["results"]["reach_around"][student]
+    assert pooled["seed_groups"] == [0, 1, 5, 6] and pooled["episodes"] == 4 == len(pooled["per_episode"])
+    assert pooled["successes"] == 2 * one["successes"] and pooled["success_per_seed"] == 2 * one["success_per_seed"]
+    assert pooled["success_mean"] == pytest.approx(one["success_mean"])
+    assert "4 seed group(s)" in (out / "pooled" / "table1.md").read_text()
     (out / "e.json").write_text(json.dumps({**second, "policy_rate_hz": 2.5}))  # re-planned at another rate
     with pytest.raises(ValueError, match="policy_rate_hz"):
         table1.combine([out / "a.json", out / "e.json"], out / "bad")

@@ -105,7 +105,7 @@ def seed_stats(results: list, groups: int) -> dict[str, Any]:
 
 def evaluate_task(task: str, rows: list[Row], models: Path, seeds: int, episodes: int, n_exec: int,
                   hz_repeats: int, max_time: float | None, strips: Path | None, threads: int = 1,
-                  candidates: int = 1, rate_hz: float | None = None) -> tuple[dict, dict]:
+                  candidates: int = 1, rate_hz: float | None = None, first_group: int = 0) -> tuple[dict, dict]:
     """Every row on one task in one SimWorld (the slow part: started once, anew after a lost link).
     -> (results, hz)."""
     import torch
@@ -141,9 +141,10 @@ def evaluate_task(task: str, rows: list[Row], models: Path, seeds: int, episodes
             ctrl = ChunkController(fn, n_exec=n_exec, encoder=cfg.encoder, rate_hz=rate_hz)
             results, frames_rows = [], []
             bar = tqdm(total=seeds * episodes, desc=f"table1 {task} {row.label}", file=sys.stderr)
-            for s in range(seeds):
+            groups = list(range(first_group, first_group + seeds))
+            for s in groups:
                 for e in range(episodes):
-                    frames: list[np.ndarray] | None = [] if strips is not None and s == 0 and e < 2 else None
+                    frames: list[np.ndarray] | None = [] if strips is not None and s == groups[0] and e < 2 else None
                     ep_seed = EVAL_SEED0 + 1000 * s + e
                     r = run_episode_safe(rig, ctrl, ep_seed, max_time=max_time,
                                          frame_every=10 if frames is not None else 0, frames=frames)
@@ -155,6 +156,7 @@ def evaluate_task(task: str, rows: list[Row], models: Path, seeds: int, episodes
             bar.close()
             ctrl.close()
             out[row.label] = seed_stats(results, seeds)
+            out[row.label]["seed_groups"] = groups
             out[row.label]["inference_ms_in_loop_median"] = 1e3 * float(np.median(ctrl.inference_s))
             out[row.label]["replans_per_sim_s"] = len(ctrl.inference_s) / max(sum(r.duration for r in results), 1e-9)
             out[row.label]["chunks_rejected"] = ctrl.rejected
@@ -174,8 +176,9 @@ def markdown(report: dict[str, Any]) -> str:
     teacher = "teacher (50 steps)"
     lines = [f"# Table I analog: closed-loop success in the sim and inference rate ({report['created_utc']})", "",
              f"Command: `{report['command']}`", "",
-             f"{report['seeds']} seed groups x {report['episodes_per_seed']} episodes per task and policy "
-             f"(evaluation seeds from {EVAL_SEED0}, never seen in training); success = mean ± std over seed groups. "
+             f"{report['episodes_per_seed']} episodes per seed group, {_groups_text(report)} per task and policy "
+             f"(group g: seeds {EVAL_SEED0} + 1000 g + episode, never seen in training); success = mean ± std over "
+             "seed groups. "
              f"Inference: one CPU thread, batch 1, {report.get('candidates', 1)} candidate(s) per call, median "
              "(Hz = chunks/s). Re-plans/s: chunks per sim second inside the rollout, where the policy thread "
              "shares both cores with franky-sim and rendering (mean over tasks). "
@@ -330,7 +333,7 @@ def isolated(fn, *args, retries: int = 1):
 def run(models: Path, out: Path, tasks: list[str], rows: list[Row], seeds: int, episodes: int, n_exec: int = 8,
         hz_repeats: int = 20, max_time: float | None = None, command: str = "", threads: int = 1,
         jobs: int = 1, merge_with: Path | None = None, candidates: int = 1,
-        rate_hz: float | None = None) -> dict[str, Any]:
+        rate_hz: float | None = None, first_group: int = 0) -> dict[str, Any]:
     missing = sorted({r.model for r in rows if not (models / r.model / "model.safetensors").is_file()})
     if missing:
         raise FileNotFoundError(f"no trained model for {missing} under {models}: run `make models` "
@@ -340,13 +343,13 @@ def run(models: Path, out: Path, tasks: list[str], rows: list[Row], seeds: int, 
                               "models": str(models), "tasks": tasks, "rows": [r.label for r in rows],
                               "passes": {r.label: r.passes for r in rows}, "seeds": seeds,
                               "episodes_per_seed": episodes, "n_exec": n_exec, "candidates": candidates,
-                              "policy_rate_hz": rate_hz, "results": {}, "inference": {},
+                              "policy_rate_hz": rate_hz, "first_seed_group": first_group, "results": {}, "inference": {},
                               "cards": {r.model: str(models / r.model / "card.yaml") for r in rows}}
     t0 = time.perf_counter()
 
     def one(t: str) -> None:
         res, hz = isolated(evaluate_task, t, rows, models, seeds, episodes, n_exec, hz_repeats, max_time,
-                           out / "strips", threads, candidates, rate_hz)
+                           out / "strips", threads, candidates, rate_hz, first_group)
         with lock:
             report["results"][t] = res
             for label, h in hz.items():  # one figure per row: the median over the tasks' observations
@@ -385,21 +388,50 @@ def write(report: dict[str, Any], out: Path) -> None:
     plots(report, out)
 
 
+def _seed_groups(report: dict[str, Any], cell: dict[str, Any]) -> list[int]:
+    return cell.get("seed_groups", list(range(report["seeds"])))  # files from before groups were recorded
+
+
+def _groups_text(report: dict[str, Any]) -> str:
+    counts = sorted({len(_seed_groups(report, c)) for cells in report["results"].values() for c in cells.values()})
+    return " or ".join(map(str, counts or [report["seeds"]])) + " seed group(s)"
+
+
+def pool(a: dict[str, Any], b: dict[str, Any], groups: list[int]) -> dict[str, Any]:
+    """One cell from two evaluated on disjoint seed groups: success statistics over all their groups; the
+    in-loop inference figures weighted by episodes (their medians are not re-computable)."""
+    from flow2one.sim.rollout import EpisodeResult
+
+    eps = a["per_episode"] + b["per_episode"]
+    cell = seed_stats([EpisodeResult(**e) for e in eps], len(groups))
+    w = np.array([a["episodes"], b["episodes"]], dtype=float)
+    for key in ("inference_ms_in_loop_median", "replans_per_sim_s"):
+        cell[key] = float(np.dot(w, [a[key], b[key]]) / w.sum())
+    cell.update(chunks_rejected=a["chunks_rejected"] + b["chunks_rejected"], per_episode=eps, seed_groups=groups)
+    return cell
+
+
 def merge(report: dict[str, Any], other_path: Path) -> dict[str, Any]:
     """`report` completed with the cells (task x row) of another table1.json evaluated the same way, which
-    may hold other rows, other tasks or both; a cell in both is an error. A row's inference figure is the
-    first file's that has it."""
+    may hold other rows, other tasks or both; a cell in both is pooled when their seed groups are disjoint
+    (`--first-seed-group`), an error otherwise. A row's inference figure is the first file's that has it."""
     other = reduced(json.loads(Path(other_path).read_text()))
     defaults = {"candidates": 1}  # files from before a setting existed ran with its default
-    for key in ("seeds", "episodes_per_seed", "n_exec", "candidates", "policy_rate_hz"):
+    for key in ("episodes_per_seed", "n_exec", "candidates", "policy_rate_hz"):
         if other.get(key, defaults.get(key)) != report.get(key, defaults.get(key)):
             raise ValueError(f"{other_path}: {key} {other.get(key)!r} differs from {report.get(key)!r}: "
                              f"the rows would not be comparable")
     for task, cells in other["results"].items():
         for row, cell in cells.items():
-            if row in report["results"].get(task, {}):
-                raise ValueError(f"{other_path}: {task} / {row} is also in an earlier file")
-            report["results"].setdefault(task, {})[row] = cell
+            cell = {**cell, "seed_groups": _seed_groups(other, cell)}
+            mine = report["results"].setdefault(task, {}).get(row)
+            if mine is None:
+                report["results"][task][row] = cell
+                continue
+            groups = _seed_groups(report, mine) + cell["seed_groups"]
+            if len(set(groups)) < len(groups):
+                raise ValueError(f"{other_path}: {task} / {row} is also in an earlier file, on the same seed groups")
+            report["results"][task][row] = pool(mine, cell, groups)
     order = [r.label for r in ROWS]
     report["rows"] = sorted(set(report["rows"]) | set(other["rows"]),
                             key=lambda r: order.index(r) if r in order else len(order))
@@ -413,8 +445,9 @@ def merge(report: dict[str, Any], other_path: Path) -> dict[str, Any]:
 
 
 def combine(paths: list[Path], out: Path) -> dict[str, Any]:
-    """One table from table1.json files evaluated separately (same seeds and episodes; disjoint cells of
-    tasks x rows), or from the table1.partial.json of a run stopped part-way (the tasks it finished)."""
+    """One table from table1.json files evaluated separately (same settings; cells of tasks x rows that are
+    disjoint or on disjoint seed groups), or from the table1.partial.json of a run stopped part-way (the
+    tasks it finished)."""
     report = reduced(json.loads(paths[0].read_text()))
     for p in paths[1:]:
         report = merge(report, p)
@@ -431,6 +464,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rows", default="", help=f"comma list of row numbers 0-{len(ROWS) - 1} "
                    f"({'; '.join(f'{i}: {r.label}' for i, r in enumerate(ROWS))}); default all")
     p.add_argument("--seeds", type=int, default=3, help="evaluation seed groups (spread is over these)")
+    p.add_argument("--first-seed-group", type=int, default=0, help="evaluate seed groups from this one on: "
+                   "more episodes for cells of an earlier run, which --combine then pools")
     p.add_argument("--episodes", type=int, default=4, help="episodes per seed group, task and policy")
     p.add_argument("--n-exec", type=int, default=8, help="steps of a chunk executed at most, if no newer chunk "
                    "arrives (the executor's n_exec); policies re-plan as often as their inference allows, unless "
@@ -442,11 +477,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hz-repeats", type=int, default=20, help="calls timed for the inference rate")
     p.add_argument("--max-time", type=float, default=None, help="cap each episode at this many sim seconds")
     p.add_argument("--threads", type=int, default=1, help="torch threads inside the rollout")
-    p.add_argument("--merge-with", type=Path, default=None, help="an earlier table1.json (same seeds and "
-                   "episodes) whose other cells (rows and/or tasks) complete this table")
+    p.add_argument("--merge-with", type=Path, default=None, help="an earlier table1.json (same settings) whose "
+                   "cells complete this table (other rows/tasks) or pool with it (other seed groups)")
     p.add_argument("--combine", type=Path, nargs="+", default=None, metavar="JSON",
-                   help="evaluate nothing: write OUT/table1.* from these table1.json files (disjoint task x row "
-                   "cells) or from the table1.partial.json of a run stopped part-way (the tasks it finished)")
+                   help="evaluate nothing: write OUT/table1.* from these table1.json files (task x row "
+                   "cells: disjoint ones side by side, the same cell on other seed groups pooled) or from the table1.partial.json of a run stopped part-way (the tasks it finished)")
     p.add_argument("--jobs", type=int, default=1, help="tasks evaluated at once, each in its own process with its "
                    "own franky-sim (results are paced by sim time, so they hold under load; wall time does not)")
 
@@ -468,15 +503,15 @@ def main(args: argparse.Namespace) -> int:
         rows = [ROWS[int(i)] for i in args.rows.split(",")] if args.rows else list(ROWS)
     except (ValueError, IndexError):
         raise SystemExit(f"--rows {args.rows!r}: comma list of numbers 0-{len(ROWS) - 1}") from None
-    if args.seeds < 1 or args.episodes < 1 or args.candidates < 1:
-        raise SystemExit("--seeds, --episodes and --candidates must be >= 1")
+    if args.seeds < 1 or args.episodes < 1 or args.candidates < 1 or args.first_seed_group < 0:
+        raise SystemExit("--seeds, --episodes and --candidates must be >= 1, --first-seed-group >= 0")
     if args.policy_rate_hz is not None and not args.policy_rate_hz > 0:
         raise SystemExit("--policy-rate-hz must be positive")
     command = "flow2one table1 " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["table1"] else "flow2one table1"
     try:
         report = run(args.models, args.out, tasks, rows, args.seeds, args.episodes, args.n_exec, args.hz_repeats,
                      args.max_time, command, args.threads, args.jobs, args.merge_with, args.candidates,
-                     args.policy_rate_hz)
+                     args.policy_rate_hz, args.first_seed_group)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
