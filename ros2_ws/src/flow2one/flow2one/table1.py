@@ -55,24 +55,6 @@ ROWS: tuple[Row, ...] = (
 )
 
 
-def make_policy(module, cfg, sample_kw: dict[str, Any], seed: int = 0, candidates: int = 1):
-    """obs (unbatched numpy) -> (H, 10) chunk callable for the sim rollout, from a loaded policy module;
-    with candidates > 1, (M, H, 10) samples for the rollout to pick from as the policy node does."""
-    import torch
-
-    from flow2one.sim.evaluate import torch_batch
-
-    gen = torch.Generator().manual_seed(seed)
-
-    @torch.no_grad()
-    def policy(obs: dict[str, np.ndarray]) -> np.ndarray:
-        batch = torch_batch(obs, cfg.encoder)
-        out = module.sample(batch, n_samples=candidates, generator=gen, **sample_kw)[0].numpy()
-        return out if candidates > 1 else out[0]
-
-    return policy
-
-
 def inference_hz(policy, obs: dict[str, np.ndarray], repeats: int) -> dict[str, float]:
     """Median wall time of one chunk (batch 1) on the current torch thread setting."""
     policy(obs)  # warm-up
@@ -115,7 +97,7 @@ def evaluate_task(task: str, rows: list[Row], models: Path, seeds: int, episodes
     torch.set_num_threads(threads)
     loaded = {m: load_policy(models / m) for m in {r.model for r in rows}}
 
-    from flow2one.sim.evaluate import save_strip
+    from flow2one.sim.evaluate import sampler, save_strip
     from flow2one.sim.rig import SimRig
     from flow2one.sim.rollout import ChunkController, Observer, run_episode_safe
     from tqdm import tqdm
@@ -133,7 +115,7 @@ def evaluate_task(task: str, rows: list[Row], models: Path, seeds: int, episodes
                "rgb": np.stack(rgbs), "depth": np.stack(depths)}
         for row in rows:
             module, cfg = loaded[row.model]
-            fn = make_policy(module, cfg, row.sample_kw, candidates=candidates)
+            fn = sampler(module, cfg, row.sample_kw, candidates=candidates)
             threads = torch.get_num_threads()
             torch.set_num_threads(1)
             hz[row.label] = inference_hz(fn, obs, hz_repeats)

@@ -23,6 +23,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -53,19 +54,28 @@ def torch_batch(obs: dict[str, np.ndarray], enc) -> dict:
     return batch
 
 
-def checkpoint_policy(path: str | Path):
-    """(obs -> chunk callable, its encoder config) for a flow2one checkpoint directory."""
+def sampler(module, cfg, sample_kw: dict[str, Any] | None = None, seed: int = 0, candidates: int = 1):
+    """obs (unbatched numpy) -> (H, 10) chunk callable for the sim rollout, from a loaded policy module
+    (seeded noise); with candidates > 1, (M, H, 10) samples to pick from as the policy node does."""
     import torch
 
-    from flow2one.policy.checkpoint import load_policy
-
-    module, cfg = load_policy(path)
+    gen = torch.Generator().manual_seed(seed)
 
     @torch.no_grad()
     def policy(obs: dict[str, np.ndarray]) -> np.ndarray:
-        return module.sample(torch_batch(obs, cfg.encoder), n_samples=1)[0, 0].cpu().numpy()
+        out = module.sample(torch_batch(obs, cfg.encoder), n_samples=candidates, generator=gen,
+                            **(sample_kw or {}))[0].numpy()
+        return out if candidates > 1 else out[0]
 
-    return policy, cfg.encoder
+    return policy
+
+
+def checkpoint_policy(path: str | Path):
+    """(obs -> chunk callable, its encoder config) for a flow2one checkpoint directory."""
+    from flow2one.policy.checkpoint import load_policy
+
+    module, cfg = load_policy(path)
+    return sampler(module, cfg), cfg.encoder
 
 
 def resolve_policy(spec: str):
