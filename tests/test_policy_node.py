@@ -145,10 +145,12 @@ def test_goes_quiet_on_stale_input(student_dir: Path, domain_id: int) -> None:
         # fresh input: chunks flow (the node works); then the input stops: chunks stop within max age
         assert wait_for(lambda: (probe.play(probe.now_ns()), len(probe.chunks) >= 3)[1], timeout=10.0, period=0.05)
         last_play = time.monotonic()
-        time.sleep(1.5)  # a broken gate would go on at 50 Hz; delivery on a busy box can lag by 0.5 s
+        time.sleep(1.5)
         with probe.lock:
             late = [t for _, t in probe.chunks if t > last_play + 0.3 + 0.5]
-        assert not late, f"{len(late)} chunks published from an observation older than max_obs_age_s"
+        # a broken gate goes on at 50 Hz: ~35 chunks in the last 0.7 s. One or two are a delivery lag beyond
+        # 0.5 s on a busy box (seen once in a full run)
+        assert len(late) <= 2, f"{len(late)} chunks published from an observation older than max_obs_age_s"
         assert node.counts["stale"] > 5
 
 
