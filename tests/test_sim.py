@@ -157,7 +157,7 @@ def test_demo_recording_and_policy_rollout(tmp_path):
             assert r.steps >= 28, r.steps  # the control loop never waited for a chunk after the first one
             # a chunk reaches the robot 0.3 s of SIM time after its observation whatever franky-sim's RTF
             assert 2 <= len(ctrl.inference_s) <= r.duration / 0.3 + 1, (r.duration, len(ctrl.inference_s))
-            assert arm.proprio()[2] < 0.487 - 0.08  # more than one 5 cm chunk executed (10.0 cm seen, 9.99 once)
+            assert arm.proprio()[2] < 0.487 - 0.08  # more than one 5 cm chunk executed (99.98 mm seen once)
 
             # a checkpoint directory (what `flow2one sim-eval --policy DIR` loads) runs in the same loop
             from flow2one.policy.checkpoint import save_policy
