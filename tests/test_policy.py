@@ -66,6 +66,29 @@ def test_all_modalities_encoder_shapes_and_gate() -> None:
     assert not torch.allclose(base, moved)
 
 
+def test_points_at_or_below_the_floor_do_not_reach_the_encoding() -> None:
+    """points_floor_z leaves the table out of the PointNet's pool: moving points below it changes nothing,
+    moving points above it does, and without a floor the same move is seen."""
+    floored, plain = _fitted("student", history_steps=2, points_floor_z=0.3), _fitted("student", history_steps=2)
+    obs = _obs(floored.cfg, 2)
+    table = {k: v.clone() for k, v in obs.items()}
+    for k in ("points", "points_prev"):
+        below = obs[k][..., 2] <= 0.3
+        table[k][below] = torch.rand(int(below.sum()), 3) * torch.tensor([1.0, 1.0, 0.3])
+    low = obs["points"][..., 2] <= 0.3
+    above = {k: v.clone() for k, v in obs.items()}
+    above["points"][~low] += 0.05
+    with torch.no_grad():
+        enc = lambda p, o: p.encoder(o)  # noqa: E731
+        assert torch.equal(enc(floored, obs), enc(floored, table))
+        assert not torch.allclose(enc(floored, obs), enc(floored, above))
+        assert not torch.allclose(enc(plain, obs), enc(plain, table))
+        empty = {k: v * torch.tensor([1.0, 1.0, 0.0]) if k.startswith("points") else v for k, v in obs.items()}
+        assert torch.isfinite(enc(floored, empty)).all()
+    with pytest.raises(ValueError, match="points_floor_z"):
+        preset("tiny", "student", points_floor_z=float("nan"))
+
+
 def test_bad_observation_raises_clear_errors() -> None:
     p = _fitted("student")
     with pytest.raises(ValueError, match="lacks 'proprio'"):
@@ -227,7 +250,7 @@ def test_load_rejects_bad_checkpoints(tmp_path) -> None:
 
 
 def test_config_validation_and_round_trip() -> None:
-    cfg = preset("paper", "student")
+    cfg = preset("paper", "student", points_floor_z=0.01)
     assert from_dict(to_dict(cfg)) == cfg and cfg.encoder.use_rgb and cfg.encoder.use_depth
     with pytest.raises(ValueError, match="unknown"):
         from_dict({**to_dict(cfg), "colour": 1})
@@ -237,10 +260,12 @@ def test_config_validation_and_round_trip() -> None:
         from_dict({**to_dict(cfg), "horizon": 30})
 
 
-def test_student_export_runs_in_onnxruntime(tmp_path) -> None:
-    """export_forward is traceable at opset 17 and the ONNX graph matches torch (the runtime's contract)."""
+@pytest.mark.parametrize("floor", [None, 0.3])
+def test_student_export_runs_in_onnxruntime(tmp_path, floor: float | None) -> None:
+    """export_forward is traceable at opset 17 and the ONNX graph matches torch (the runtime's contract),
+    also with the encoder's floor mask."""
     ort = pytest.importorskip("onnxruntime")
-    p = _fitted("student")
+    p = _fitted("student", points_floor_z=floor)
     obs = _obs(p.cfg, 2)
     noise = torch.randn(2, H, A)
 

@@ -199,8 +199,14 @@ class StopsTheSim(ExpertController):
 rig = SimRig("reach_around", cloud=False)
 first_world, frames = rig.world, []
 r = run_episode_safe(rig, StopsTheSim(rig), 11, frame_every=10, frames=frames)
-print(json.dumps({"success": r.success, "steps": r.steps, "restarts": rig.restarts, "abandoned": len(ABANDONED),
-                  "frames": len(frames), "new_world": rig.world is not first_world and rig.world.running}))
+second_world = rig.world
+out = {"success": r.success, "steps": r.steps, "restarts": rig.restarts, "abandoned": len(ABANDONED),
+       "frames": len(frames), "new_world": second_world is not first_world and second_world.running}
+rig.arm.planner_errors = 2  # as counted after planner errors: the next episode gets a fresh, cleanly made world
+r = run_episode_safe(rig, ExpertController(make_expert("reach_around")), 12)
+out.update(renewed=rig.renewals == 1 and rig.world is not second_world and not second_world.running,
+           second_success=r.success, abandoned_after=len(ABANDONED))
+print(json.dumps(out))
 rig.close()
 exit_fast_if_abandoned(0)
 """
@@ -208,7 +214,8 @@ exit_fast_if_abandoned(0)
 
 def test_lost_link_gets_a_new_world_and_the_episode_again():
     """run_episode_safe (sim-eval, sim-demos, table1): the franky-sim stopped mid-episode -> a new world,
-    the episode run again from the start, the broken client abandoned and the process still exits."""
+    the episode run again from the start, the broken client abandoned and the process still exits. After
+    planner errors the next episode starts on a new world, the old one closed cleanly (not abandoned)."""
     import json
     import subprocess
     import sys
@@ -220,3 +227,4 @@ def test_lost_link_gets_a_new_world_and_the_episode_again():
     assert out["success"] and out["restarts"] == 1 and out["abandoned"] == 1 and out["new_world"]
     # what frames hold is the successful run's only: one per 10 steps from its start
     assert out["frames"] == (out["steps"] + 9) // 10
+    assert out["renewed"] and out["second_success"] and out["abandoned_after"] == 1

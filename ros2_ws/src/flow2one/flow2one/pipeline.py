@@ -12,11 +12,11 @@ apart (pillar, cubes, pucks), and the demo graph then needs one model directory.
 Scales (wall times on this 2-core CPU machine; each shipped card records its run's stage times):
   quick  smoke run: 1 demo per task, a few optimiser steps, the tiny preset (~1 min; what the tests run)
   small  the models shipped in models/: 80 demos per task, ~0.3 M-parameter models that also see the cloud
-         0.2 s earlier, teacher 10000 steps, distillation set of every training window (10,416
-         observations x K=16), student 8000 steps, L1 Flow / regression 8000: about 1.5 h on an idle
-         machine (demos ~34 min: 6.5 s per track, 8 per reach_around, 11 per pick_place episode; teacher
-         15, distill 13, student 8, L1 Flow 12, regression 9 minutes, two stages at a time;
-         results/reproduce_small.json)
+         0.2 s earlier and pool only the points above the table, teacher 10000 steps, distillation set of
+         every training window (10,416 observations x K=16), student 8000 steps, L1 Flow / regression 8000:
+         about 1.5 h on an idle machine (demos 22 min: 4.6 s per track, 5 per reach_around, 7 per
+         pick_place episode; teacher 12, distill 13-20, student 12, L1 Flow 10, regression 10 minutes, two
+         stages at a time; results/reproduce_small.json)
   full   the scale the method calls for: 100 demos per task, 20k steps per model (batch 64), K=16 on every
          4th window: about 11 h on an idle 2-core machine (measured per-step times x steps: teacher, L1 Flow
          and regression ~2 h each, student ~3.5 h, demos ~1 h); minutes per stage on one GPU
@@ -65,13 +65,17 @@ class Scale:
 # (student, 1 pass) vs 0.26 s (teacher, 50 Euler steps). On a GPU, --config with the `paper` preset is the next step.
 # Every sim model also sees the cloud HISTORY_STEPS control steps (0.2 s) earlier: the track pucks' direction
 # of motion is invisible in one frame, and a policy that cannot see it trails the puck.
+# The PointNet leaves out points at or below FLOOR_Z (EncoderConfig.points_floor_z): the sim table top is at z = 0,
+# the lowest things on it (the pick_place pad, the track pucks) reach 0.01 and 0.02 m.
 HISTORY_STEPS = 4
+FLOOR_Z = 0.005
 CPU_MODEL = {"encoder": {"embed_dim": 64, "pointnet_dims": [16, 32], "point_dim": 32, "proprio_dim": 32,
-                         "history_steps": HISTORY_STEPS},
+                         "history_steps": HISTORY_STEPS, "points_floor_z": FLOOR_Z},
              "unet": {"down_dims": [32, 64], "n_groups": 8, "time_embed_dim": 32}}
 SCALES: dict[str, Scale] = {
     "quick": Scale(episodes=1, teacher_steps=20, student_steps=10, baseline_steps=10, batch_size=8, stride=8,
-                   distill_obs=16, hypotheses=4, model={"encoder": {"history_steps": HISTORY_STEPS}}),
+                   distill_obs=16, hypotheses=4,
+                   model={"encoder": {"history_steps": HISTORY_STEPS, "points_floor_z": FLOOR_Z}}),
     "small": Scale(episodes=80, teacher_steps=10000, student_steps=8000, baseline_steps=8000, batch_size=16,
                    stride=2, distill_obs=0, hypotheses=16, model=CPU_MODEL),
     "full": Scale(episodes=100, teacher_steps=20000, student_steps=20000, baseline_steps=20000, batch_size=64,

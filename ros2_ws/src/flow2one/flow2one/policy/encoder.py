@@ -29,8 +29,13 @@ class PointNet(nn.Module):
         self.mlp = nn.Sequential(*layers)
         self.proj = nn.Linear(cin, out_dim)
 
-    def forward(self, points: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.mlp(points).max(dim=1).values)
+    def forward(self, points: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """keep (B, N, 1) bool: points that take part in the max-pool. The features are ReLU outputs (>= 0),
+        so zeroing a left-out point's is the same as removing it; a cloud with none kept pools to zeros."""
+        f = self.mlp(points)
+        if keep is not None:
+            f = torch.where(keep, f, torch.zeros((), dtype=f.dtype))
+        return self.proj(f.max(dim=1).values)
 
 
 class ImageTokens(nn.Module):
@@ -109,13 +114,18 @@ class ObservationEncoder(nn.Module):
                 raise ValueError(f"observation {name!r} batch {shape[0]} differs from the others' {b}")
             b = shape[0]
 
+    def _points(self, points: torch.Tensor) -> torch.Tensor:
+        points = points.float()
+        keep = None if self.cfg.points_floor_z is None else points[..., 2:3] > self.cfg.points_floor_z
+        return self.pointnet(self.point_norm.normalize(points), keep)
+
     def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         c, feats = self.cfg, []
         if c.use_points:
-            now = self.pointnet(self.point_norm.normalize(obs["points"].float()))
+            now = self._points(obs["points"])
             feats.append(now)
             if c.history_steps:  # the change of the cloud's features: motion, in the same shared PointNet
-                feats.append(now - self.pointnet(self.point_norm.normalize(obs["points_prev"].float())))
+                feats.append(now - self._points(obs["points_prev"]))
         if c.use_proprio:
             feats.append(self.proprio_mlp(self.proprio_norm.normalize(obs["proprio"].float())))
         vis = []

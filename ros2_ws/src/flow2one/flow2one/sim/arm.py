@@ -34,12 +34,6 @@ class FrankyArm:
         self._closed = False
         self._future = None
         self.planner_errors = 0
-        self._errors_at_home = 0
-        self.reconnects = 0
-        self.gripper_errors = 0
-        self._connect()
-
-    def _connect(self) -> None:
         f = self._franky
         self.robot = f.Robot(self.hostname, realtime_config=f.RealtimeConfig.Ignore)
         # libfranka puts the calling thread on SCHED_FIFO 99 even with RealtimeConfig.Ignore whenever it may
@@ -48,15 +42,6 @@ class FrankyArm:
             os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
         self.robot.relative_dynamics_factor = self.dynamics
         self.gripper = self._franky.Gripper(self.hostname)
-
-    def reconnect(self) -> None:
-        """New libfranka session to the same, live franky-sim (after a burst of planner errors). Not the
-        way out of a lost link: reconnecting then has hung in libfranka's connect; SimRig.restart is."""
-        self.reconnects += 1
-        self._future = None
-        self._closed = False
-        self.robot = self.gripper = None
-        self._connect()
 
     def _read(self, fn, attempts: int = 5):
         """A state read, retried after error recovery; a link that stays broken raises (see SimRig)."""
@@ -106,13 +91,8 @@ class FrankyArm:
         if self._future is not None:
             if not self._future.wait(0.0):
                 return False  # still running
-            try:
-                self._future.get()
-            except self.errors:  # the gripper session broke: new one, and re-send whatever is wanted
-                self.gripper_errors += 1
-                self.gripper = self._franky.Gripper(self.hostname)
-                self._closed = None
-            self._future = None
+            future, self._future = self._future, None
+            future.get()  # a broken gripper session raises: SimRig gives the episode a new world
         if closed == self._closed:
             return False
         if closed:  # grasp anything (epsilon_outer = full width), as a teleoperator's button press does
@@ -142,11 +122,6 @@ class FrankyArm:
         self.stop(timeout)
         if self._future is not None and not self._future.wait(timeout):
             raise TimeoutError(f"gripper command did not finish within {timeout} s")
-        if self.planner_errors != self._errors_at_home:
-            # Seen in long runs on a starved machine: after a burst of planner errors and recoveries the
-            # next episodes never grasped. A fresh libfranka session per troubled episode avoids it.
-            self.reconnect()
-        self._errors_at_home = self.planner_errors
         self._future = self.gripper.move_async(GRIPPER_OPEN, GRIPPER_SPEED)
         self._closed = False
         self.robot.move(f.JointWaypointMotion([f.JointWaypoint(list(q))]), asynchronous=True)

@@ -1,9 +1,10 @@
 """One task's sim world with its libfranka client, cameras and cloud pipeline, restartable after a lost link.
 
-Reconnecting a new libfranka client to the SAME franky-sim after a lost link has hung inside libfranka's
-connect (three times in two Table I runs on the starved 2-core machine), so a lost link gets a whole new
-world. The broken client is abandoned, never destroyed: its destructor has been seen to hang too, which is
-why a process that abandoned one leaves with os._exit (`exit_fast_if_abandoned`).
+Connecting a new libfranka client to the SAME franky-sim has hung inside libfranka's connect (after a lost
+link, three times in two Table I runs on the starved 2-core machine; after planner errors, in the gripper's
+connect, once), so the client never reconnects: a lost link or a troubled session gets a whole new world.
+A broken client is abandoned, never destroyed: its destructor has been seen to hang too, which is why a
+process that abandoned one leaves with os._exit (`exit_fast_if_abandoned`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ class SimRig:
 
     def __init__(self, task: str, cameras: bool = True, cloud: bool = True) -> None:
         self.task, self._want_cams, self._want_cloud = task, cameras or cloud, cloud
-        self.restarts = 0
+        self.restarts = self.renewals = 0
         self._open()
 
     def _open(self) -> None:
@@ -36,6 +37,13 @@ class SimRig:
             raise
         self.cams = SimCameras(self.world.model, self.world.config.cameras) if self._want_cams else None
         self.cloud = make_cloud_pipeline(self.world.cameras()).process if self._want_cloud else None
+
+    def renew(self) -> None:
+        """A new franky-sim and client after a clean disconnect, for a link that works but has seen planner
+        errors: in long runs on a starved machine the episodes after a burst of them never grasped."""
+        self.close()
+        self.renewals += 1
+        self._open()
 
     def restart(self) -> None:
         """A new franky-sim and client; the old world stops in the background."""

@@ -231,7 +231,10 @@ class EpisodeResult:
 def run_episode_safe(rig: SimRig, controller: Controller, seed: int, attempts: int = 3, **kw) -> EpisodeResult:
     """run_episode on a SimRig for long unattended runs: a libfranka failure or a timeout (a lost link on
     a starved machine) gets a new sim world and the episode again, up to `attempts` times; after that it
-    counts as a failure (reason "error: ..."), never ending the whole run."""
+    counts as a failure (reason "error: ..."), never ending the whole run. An episode after one with
+    planner errors starts on a new world too (SimRig.renew)."""
+    if rig.arm.planner_errors:
+        rig.renew()
     for attempt in range(1, attempts + 1):
         w0 = time.perf_counter()
         try:
