@@ -54,7 +54,8 @@ def test_demo_refuses_to_run_without_a_model(tmp_path, capsys) -> None:
 def test_demo_runs_the_sim_graph_and_measures_it(tiny_student, tmp_path, domain_id, capsys) -> None:
     out = tmp_path / "demo"
     rc = demo.main(parse("--model-dir", str(tiny_student), "--backend", "torch", "--tasks", "reach_around",
-                         "--episodes", "1", "--episode-s", "1.0", "--domain-id", str(domain_id), "--out", str(out)))
+                         "--episodes", "1", "--episode-s", "2.0", "--domain-id", str(domain_id), "--out", str(out)))
+    # 2 s of sim: in a full test run on 2 cores, a 1 s episode (1.4 s wall) once saw no chunk at all
     printed = capsys.readouterr().out
     assert rc == 0, printed
     s = json.loads((out / "summary.json").read_text())
@@ -63,7 +64,7 @@ def test_demo_runs_the_sim_graph_and_measures_it(tiny_student, tmp_path, domain_
     assert [e["seed"] for e in task["per_episode"]] == [200_000]  # the demo reset the sim to its seed
     for ep in task["per_episode"]:
         assert ep["chunks"] > 0 and ep["commands"] > 0  # policy -> executor -> franky really ran
-        assert ep["sim_s"] >= 1.0
+        assert ep["sim_s"] >= 2.0
         assert ep["obs_to_command_ms"]["p50"] > 0
     assert task["obs_to_command_ms"]["p99"] >= task["obs_to_command_ms"]["p50"] > task["obs_to_chunk_ms"]["p50"] > 0
     assert task["graph"]["policy_counts"]["chunks"] >= sum(e["chunks"] for e in task["per_episode"])
