@@ -157,6 +157,11 @@ def run_node_main(name: str, args: list[str] | None = None) -> None:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):  # Ctrl-C / SIGTERM (rclpy's handler) stop it
         pass
+    except Exception:
+        # SIGTERM can shut the context down while the executor builds its next wait set, which raises
+        # RCLError ("context is not valid") instead of ExternalShutdownException: a stop all the same.
+        if rclpy.ok():
+            raise
     finally:
         close = getattr(node, "close", None)
         if callable(close):
