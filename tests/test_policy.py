@@ -79,12 +79,11 @@ def test_points_at_or_below_the_floor_do_not_reach_the_encoding() -> None:
     above = {k: v.clone() for k, v in obs.items()}
     above["points"][~low] += 0.05
     with torch.no_grad():
-        enc = lambda p, o: p.encoder(o)  # noqa: E731
-        assert torch.equal(enc(floored, obs), enc(floored, table))
-        assert not torch.allclose(enc(floored, obs), enc(floored, above))
-        assert not torch.allclose(enc(plain, obs), enc(plain, table))
+        assert torch.equal(floored.encoder(obs), floored.encoder(table))
+        assert not torch.allclose(floored.encoder(obs), floored.encoder(above))
+        assert not torch.allclose(plain.encoder(obs), plain.encoder(table))
         empty = {k: v * torch.tensor([1.0, 1.0, 0.0]) if k.startswith("points") else v for k, v in obs.items()}
-        assert torch.isfinite(enc(floored, empty)).all()
+        assert torch.isfinite(floored.encoder(empty)).all()
     with pytest.raises(ValueError, match="points_floor_z"):
         preset("tiny", "student", points_floor_z=float("nan"))
 

@@ -104,6 +104,7 @@ def evaluate_task(task: str, rows: list[Row], models: Path, seeds: int, episodes
 
     out: dict[str, Any] = {}
     hz: dict[str, Any] = {}
+    groups = list(range(first_group, first_group + seeds))
     rig = SimRig(task)
     try:
         rig.arm.home()
@@ -123,7 +124,6 @@ def evaluate_task(task: str, rows: list[Row], models: Path, seeds: int, episodes
             ctrl = ChunkController(fn, n_exec=n_exec, encoder=cfg.encoder, rate_hz=rate_hz)
             results, frames_rows = [], []
             bar = tqdm(total=seeds * episodes, desc=f"table1 {task} {row.label}", file=sys.stderr)
-            groups = list(range(first_group, first_group + seeds))
             for s in groups:
                 for e in range(episodes):
                     frames: list[np.ndarray] | None = [] if strips is not None and s == groups[0] and e < 2 else None
@@ -463,7 +463,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "cells complete this table (other rows/tasks) or pool with it (other seed groups)")
     p.add_argument("--combine", type=Path, nargs="+", default=None, metavar="JSON",
                    help="evaluate nothing: write OUT/table1.* from these table1.json files (task x row "
-                   "cells: disjoint ones side by side, the same cell on other seed groups pooled) or from the table1.partial.json of a run stopped part-way (the tasks it finished)")
+                   "cells: disjoint ones side by side, the same cell on other seed groups pooled) or from the "
+                   "table1.partial.json of a run stopped part-way (the tasks it finished)")
     p.add_argument("--jobs", type=int, default=1, help="tasks evaluated at once, each in its own process with its "
                    "own franky-sim (results are paced by sim time, so they hold under load; wall time does not)")
 

@@ -41,7 +41,7 @@ class FrankyArm:
         if hasattr(os, "sched_setscheduler"):
             os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
         self.robot.relative_dynamics_factor = self.dynamics
-        self.gripper = self._franky.Gripper(self.hostname)
+        self.gripper = f.Gripper(self.hostname)
 
     def _read(self, fn, attempts: int = 5):
         """A state read, retried after error recovery; a link that stays broken raises (see SimRig)."""
