@@ -97,12 +97,16 @@ def test_publishes_chunks_from_a_replayed_observation(student_dir: Path, domain_
         chunk = msg_to_chunk(msg)  # raises on a malformed chunk
         assert chunk.actions.shape == (spec.HORIZON, spec.ACTION_DIM) and chunk.dt == pytest.approx(spec.STEP_DT)
         assert chunk.stamp_ns in stamps and msg.header.frame_id == spec.BASE_FRAME
-        # the published chunk is candidate 0 of the model on exactly this observation and the node's noise
+        # the published chunk is candidate 0 of the model on exactly this observation and one of the node's
+        # first noise draws (an inference that outlasts max_obs_age_s on a loaded CI box uses up a draw)
         ort = open_backend("onnxruntime", student_dir)
         obs = {"points": probe.points[None],
-               "proprio": np.array([[0.45, 0.05, 0.35, 1, 0, 0, 0, -1, 0, 0.06]], np.float32),
-               "noise": np.random.default_rng(11).standard_normal((1, 3, 32, 10), dtype=np.float32)}
-        np.testing.assert_allclose(chunk.actions, ort(obs)[0, 0], atol=1e-5)
+               "proprio": np.array([[0.45, 0.05, 0.35, 1, 0, 0, 0, -1, 0, 0.06]], np.float32)}
+        rng = np.random.default_rng(11)
+        used = runner.nodes["policy"].counts["stale"] + 1  # at most one draw per skip, plus the published one
+        draws = [rng.standard_normal((1, 3, 32, 10), dtype=np.float32) for _ in range(used)]
+        errors = [float(np.abs(chunk.actions - ort({**obs, "noise": n})[0, 0]).max()) for n in draws]
+        assert min(errors) < 1e-5, errors
         assert wait_for(lambda: bool(probe.markers), timeout=5.0)
         mk = probe.markers[-1].markers
         assert len(mk) == 3 and all(m.type == m.LINE_STRIP and len(m.points) == spec.HORIZON for m in mk)
