@@ -144,3 +144,30 @@ def test_table1_says_when_models_are_missing(tmp_path, capsys) -> None:
     assert table1.main(p.parse_args(["--models", str(tmp_path), "--out", str(tmp_path / "r")])) == 1
     assert "make models" in capsys.readouterr().err
     assert not (tmp_path / "r" / "table1.md").exists()
+
+
+def test_evaluations_default_to_the_sim_graphs_rate_and_horizon(tmp_path) -> None:
+    from flow2one.graph import load_params
+    from flow2one.sim import evaluate
+
+    params = load_params("sim")
+    for module in (table1, evaluate):
+        p = argparse.ArgumentParser()
+        module.add_arguments(p)
+        args = p.parse_args([])
+        assert args.n_exec == params["executor"]["n_exec"] and args.policy_rate_hz == params["policy"]["rate_hz"]
+    p = argparse.ArgumentParser()
+    table1.add_arguments(p)
+    assert p.parse_args([]).candidates == params["policy"]["n_candidates"]
+    assert evaluate.rate_or_none(0.0) is None and evaluate.rate_or_none(2.5) == 2.5  # 0: no cap
+    with pytest.raises(SystemExit, match="policy-rate-hz must be >= 0"):
+        evaluate.rate_or_none(-1.0)
+    with pytest.raises(SystemExit, match="n-exec must be >= 1"):
+        table1.main(p.parse_args(["--models", str(tmp_path), "--n-exec", "0"]))
+
+
+def test_dynamic_goal_needs_a_significant_difference() -> None:
+    cell = lambda k, n=36: {"episodes": n, "successes": k}  # noqa: E731
+    assert table1.z_higher(cell(15), cell(7)) == pytest.approx(2.05, abs=0.01)  # 42% vs 19% of 36: shown
+    assert table1.z_higher(cell(29, 72), cell(25, 72)) < 1.64  # 40% vs 35%: a few episodes are noise
+    assert table1.z_higher(cell(0), cell(0)) == 0.0 and table1.z_higher(cell(7), cell(15)) < 0

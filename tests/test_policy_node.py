@@ -158,6 +158,21 @@ def test_goes_quiet_on_stale_input(student_dir: Path, domain_id: int) -> None:
         assert node.counts["stale"] > 5
 
 
+def test_rate_hz_caps_how_often_it_replans(student_dir: Path, domain_id: int) -> None:
+    with run_policy(student_dir, domain_id, rate_hz=2.0) as runner:  # sim.yaml re-plans at 1.25 Hz
+        probe = Probe(runner.context)
+        runner.add_node(probe)
+        end = time.monotonic() + 3.0
+        while time.monotonic() < end:  # fresh observations at 20 Hz: each poll could start an inference
+            probe.play(probe.now_ns())
+            time.sleep(0.05)
+        time.sleep(0.3)
+        with probe.lock:
+            times = np.array([t for _, t in probe.chunks])
+        assert 3 <= len(times) <= 7, len(times)  # ~2 per second after discovery, not one per observation
+        assert np.diff(times).min() > 0.35  # 0.5 s apart, less delivery jitter
+
+
 def test_card_mismatch_fails_at_start(student_dir: Path, domain_id: int) -> None:
     with pytest.raises(CardError, match="model takes 4096 points, configured clouds have 2048"):
         with run_policy(student_dir, domain_id, n_points=2048):

@@ -5,8 +5,9 @@ Rows: the CFM teacher with 50 Euler steps, the same teacher with 1 step (the nai
 the distilled one-step student, L1 Sample Flow (2 steps) and MSE regression. Each runs closed loop in
 franky-sim through the sim-eval core (flow2one.sim.rollout: the executor's receding-horizon Scheduler on
 the sim clock, franky over libfranka), with inference in its own thread as in the deploy graph: a policy
-re-plans as soon as its previous chunk is out, and the robot meanwhile executes the newest chunk, so a
-slow policy acts on old observations and re-plans rarely, which costs on the dynamic task as on the robot.
+re-plans at most the sim graph's policy rate_hz times per sim second (config/sim.yaml; --policy-rate-hz 0:
+as soon as its previous chunk is out), and the robot meanwhile executes the newest chunk, so a slow policy
+acts on old observations, which costs on the dynamic task as on the robot.
 
 Success is given as mean and standard deviation over evaluation seed groups (each group a fresh set of
 randomised episodes, seeds disjoint from the training demos). Inference rate is measured separately on
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import threading
@@ -204,6 +206,15 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def z_higher(a: dict[str, Any], b: dict[str, Any]) -> float:
+    """Two-proportion z statistic of cell a's success rate over cell b's, episodes pooled (1.64: a is higher
+    with one-sided p = 0.05): a handful of episodes between two rows is noise at these sample sizes."""
+    n1, n2, k1, k2 = a["episodes"], b["episodes"], a["successes"], b["successes"]
+    p = (k1 + k2) / (n1 + n2)
+    se = math.sqrt(p * (1 - p) * (1 / n1 + 1 / n2))
+    return (k1 / n1 - k2 / n2) / se if se > 0 else 0.0
+
+
 def checks(report: dict[str, Any]) -> list[str]:
     """The issue's acceptance figures, stated plainly whether they held or not."""
     res, hz, out = report["results"], report["inference"], []
@@ -216,7 +227,9 @@ def checks(report: dict[str, Any]) -> list[str]:
             continue
         s, te = res[t][stu]["success_mean"], res[t][t50]["success_mean"]
         if t == "track":
-            verdict = "met" if s > te else "NOT met"
+            z = z_higher(res[t][stu], res[t][t50])
+            verdict = ("NOT met" if s <= te else f"met (z = {z:.1f})" if z >= 1.64
+                       else f"higher, but not significantly (z = {z:.1f} < 1.64): NOT shown")
             out.append(f"{t} (dynamic): student {100 * s:.0f}% vs teacher {100 * te:.0f}% "
                        f"(goal: student higher): {verdict}")
         else:
@@ -438,6 +451,7 @@ def combine(paths: list[Path], out: Path) -> dict[str, Any]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from flow2one.sim.evaluate import add_rate_arguments
     from flow2one.sim.tasks import TASKS
 
     p.add_argument("--models", type=Path, default=REPO_ROOT / "models", help="directory holding sim_<kind>/ models")
@@ -449,13 +463,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--first-seed-group", type=int, default=0, help="evaluate seed groups from this one on: "
                    "more episodes for cells of an earlier run, which --combine then pools")
     p.add_argument("--episodes", type=int, default=4, help="episodes per seed group, task and policy")
-    p.add_argument("--n-exec", type=int, default=8, help="steps of a chunk executed at most, if no newer chunk "
-                   "arrives (the executor's n_exec); policies re-plan as often as their inference allows, unless "
-                   "--policy-rate-hz caps it")
-    p.add_argument("--policy-rate-hz", type=float, default=None, help="start an inference at most this often (sim "
-                   "time; the policy node's rate_hz) for every row. Default: as soon as the previous chunk is out")
-    p.add_argument("--candidates", type=int, default=4, help="M samples per re-plan, the one continuing the "
-                   "executing chunk kept (the policy node's n_candidates in sim.yaml); inference is timed for all M")
+    s = add_rate_arguments(p)
+    p.add_argument("--candidates", type=int, default=s["candidates"], help="M samples per re-plan, the one "
+                   "continuing the executing chunk kept (the policy node's n_candidates; default "
+                   f"{s['candidates']}, the sim graph's); inference is timed for all M")
     p.add_argument("--hz-repeats", type=int, default=20, help="calls timed for the inference rate")
     p.add_argument("--max-time", type=float, default=None, help="cap each episode at this many sim seconds")
     p.add_argument("--threads", type=int, default=1, help="torch threads inside the rollout")
@@ -472,6 +483,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     import torch
 
+    from flow2one.sim.evaluate import rate_or_none
     from flow2one.sim.tasks import TASKS
 
     torch.set_num_threads(args.threads)
@@ -486,15 +498,17 @@ def main(args: argparse.Namespace) -> int:
         rows = [ROWS[int(i)] for i in args.rows.split(",")] if args.rows else list(ROWS)
     except (ValueError, IndexError):
         raise SystemExit(f"--rows {args.rows!r}: comma list of numbers 0-{len(ROWS) - 1}") from None
-    if args.seeds < 1 or args.episodes < 1 or args.candidates < 1 or args.first_seed_group < 0:
-        raise SystemExit("--seeds, --episodes and --candidates must be >= 1, --first-seed-group >= 0")
-    if args.policy_rate_hz is not None and not args.policy_rate_hz > 0:
-        raise SystemExit("--policy-rate-hz must be positive")
-    command = "flow2one table1 " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["table1"] else "flow2one table1"
+    if min(args.seeds, args.episodes, args.candidates, args.n_exec) < 1 or args.first_seed_group < 0:
+        raise SystemExit("--seeds, --episodes, --candidates and --n-exec must be >= 1, --first-seed-group >= 0")
+    rate_hz = rate_or_none(args.policy_rate_hz)
+    given = sys.argv[2:] if sys.argv[1:2] == ["table1"] else []
+    settings = {"--n-exec": args.n_exec, "--policy-rate-hz": args.policy_rate_hz, "--candidates": args.candidates}
+    # the settings spelled out, so the recorded command still means the same once sim.yaml's defaults change
+    command = " ".join(["flow2one table1", *given, *(f"{k} {v:g}" for k, v in settings.items() if k not in given)])
     try:
         report = run(args.models, args.out, tasks, rows, args.seeds, args.episodes, args.n_exec, args.hz_repeats,
                      args.max_time, command, args.threads, args.jobs, args.merge_with, args.candidates,
-                     args.policy_rate_hz, args.first_seed_group)
+                     rate_hz, args.first_seed_group)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

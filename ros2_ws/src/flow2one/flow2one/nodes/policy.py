@@ -1,4 +1,4 @@
-"""Policy node: the freshest observation -> a 32-step action chunk, on a timer (default 125 Hz).
+"""Policy node: the freshest observation -> a 32-step action chunk, at most rate_hz times a second (125).
 
 Subscribes the 4,096-point cloud, the robot state (EE pose + gripper width = proprioception) and, when
 the model card asks for them, camera images; publishes the chunk (JointTrajectory, stamped with the
@@ -38,6 +38,7 @@ from flow2one.runtime.handoff import select_candidate
 from flow2one.runtime.observation import ObservationAssembler
 
 REPO_ROOT = Path(__file__).resolve().parents[5]  # source checkout: ros2_ws/src/flow2one/flow2one/nodes
+POLL_HZ = 30.0  # how often a node with a lower rate_hz looks for a fresh observation
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class PolicyParams:
     device: str = "cpu"  # cpu | cuda
     threads: int = 1  # CPU threads of the backend
     fp16: bool = True  # GPU backends only
-    rate_hz: float = spec.POLICY_RATE_HZ
+    rate_hz: float = spec.POLICY_RATE_HZ  # inferences started per second at most (a re-plan rate, not a timer)
     max_obs_age_s: float = 0.25  # publish nothing when any part of the observation is older
     n_candidates: int = 1  # M samples per tick; the one continuing the current chunk is published
     new_observations_only: bool = True  # skip ticks on which no input changed
@@ -112,7 +113,12 @@ class PolicyNode(Node):
                                          callback_group=sub_group)
         self.chunk_pub = self.create_publisher(JointTrajectory, spec.CHUNK_TOPIC, CHUNK_QOS)
         self.marker_pub = self.create_publisher(MarkerArray, spec.PREDICTION_MARKERS_TOPIC, 1)
-        self.create_timer(1.0 / self.p.rate_hz, self._tick, callback_group=MutuallyExclusiveCallbackGroup())
+        # The timer polls at least POLL_HZ and an inference starts at most rate_hz times per second: at a low
+        # re-plan rate, a tick whose observation is stale is retried on the next poll, not a whole period later.
+        self._started_ns = -(1 << 62)  # clock time of the last inference's start
+        self._min_gap_ns = 1e9 / self.p.rate_hz if self.p.rate_hz < POLL_HZ else 0.0  # else the timer paces
+        self.create_timer(1.0 / max(self.p.rate_hz, POLL_HZ), self._tick,
+                          callback_group=MutuallyExclusiveCallbackGroup())
         self.diag.set(OK, f"model '{self.card.name}' ({self.card.kind}) on {self.p.backend}/{self.p.device}; "
                           "waiting for observations")
         self.get_logger().info(f"loaded '{self.card.name}' from {model_dir} on {self.p.backend}/{self.p.device}")
@@ -161,6 +167,8 @@ class PolicyNode(Node):
 
     def _tick(self) -> None:
         now_ns = self.get_clock().now().nanoseconds
+        if now_ns - self._started_ns < self._min_gap_ns:
+            return
         max_age_ns = self.p.max_obs_age_s * 1e9
         with self._lock:
             if self.p.new_observations_only and self.obs.version == self._last_version:
@@ -175,7 +183,7 @@ class PolicyNode(Node):
             else:
                 self.diag.set(WARN, why)
             return
-        self._last_version = obs.version
+        self._last_version, self._started_ns = obs.version, now_ns
         m, card = self.p.n_candidates, self.card
         noise = self._rng.standard_normal((1, m, *card.inputs["noise"]), dtype=np.float32)
         t0 = time.perf_counter()

@@ -9,9 +9,10 @@ POLICY is `expert` (the task's scripted expert, modes drawn at random per episod
 directory (loaded with flow2one.policy.checkpoint.load_policy), or `package.module:function` naming a
 factory that returns a callable obs -> (H, 10) chunk (obs: points (4096, 3), proprio (10,), optional
 rgb (V, h, w, 3) / depth (V, h, w)). As in the deploy graph, the policy runs in its own thread and
-re-plans as soon as its last chunk is out (or at most --policy-rate-hz times per sim second), while the
+re-plans at most --policy-rate-hz times per sim second (0: as soon as its last chunk is out), while the
 newest chunk is executed like the executor does (at most n_exec steps, latency-aligned on the observation
-stamp, short cross-fade). A lost robot link gets a new sim world and the episode again (3 attempts).
+stamp, short cross-fade); both default to the sim graph's settings (config/sim.yaml). A lost robot link
+gets a new sim world and the episode again (3 attempts).
 """
 
 from __future__ import annotations
@@ -169,6 +170,34 @@ def evaluate(task: str, policy: str = "expert", episodes: int = 50, seed: int = 
     return summary
 
 
+def graph_settings() -> dict[str, Any]:
+    """The policy/executor settings of the sim graph (config/sim.yaml): the defaults of sim-eval and table1,
+    so an evaluation runs a policy the way the demo's graph does."""
+    from flow2one.graph import load_params
+
+    p = load_params("sim")
+    return {"n_exec": int(p["executor"]["n_exec"]), "rate_hz": float(p["policy"]["rate_hz"]),
+            "candidates": int(p["policy"]["n_candidates"])}
+
+
+def add_rate_arguments(p: argparse.ArgumentParser) -> dict[str, Any]:
+    """--n-exec and --policy-rate-hz, defaulting to the sim graph's; returns those settings."""
+    s = graph_settings()
+    p.add_argument("--n-exec", type=int, default=s["n_exec"], help="steps of a chunk executed at most if no "
+                   f"newer chunk arrives (the executor's n_exec; default {s['n_exec']}, the sim graph's)")
+    p.add_argument("--policy-rate-hz", type=float, default=s["rate_hz"], help="start an inference at most this "
+                   "often (sim time; the policy node's rate_hz), 0 = as soon as the previous chunk is out "
+                   f"(default {s['rate_hz']:g}, the sim graph's)")
+    return s
+
+
+def rate_or_none(rate_hz: float) -> float | None:
+    """--policy-rate-hz -> ChunkController's rate_hz (None: no cap). Raises SystemExit on a negative rate."""
+    if not rate_hz >= 0:
+        raise SystemExit(f"--policy-rate-hz must be >= 0 (0 = as soon as the last chunk is out), got {rate_hz}")
+    return rate_hz or None
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", default="all", choices=[*TASKS, "all"], help="task to evaluate (default: all)")
     p.add_argument("--policy", default="expert", help="'expert', a checkpoint directory, or module:function")
@@ -177,19 +206,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("runs/sim_eval"), help="directory for summary.json and strips")
     p.add_argument("--strips", type=int, default=3, help="episodes with a saved image strip")
     p.add_argument("--strip-every", type=int, default=10, help="steps between strip frames")
-    p.add_argument("--n-exec", type=int, default=8, help="steps of a chunk executed at most if no newer "
-                   "chunk arrives (the executor's n_exec)")
-    p.add_argument("--policy-rate-hz", type=float, default=None, help="start an inference at most this often "
-                   "(sim time; the policy node's rate_hz). Default: as soon as the previous chunk is out")
+    add_rate_arguments(p)
     p.add_argument("--delay", type=float, default=0.0, help="expert only: act on object state this many s old")
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.episodes < 1:
-        raise SystemExit("--episodes must be >= 1")
+    if args.episodes < 1 or args.n_exec < 1:
+        raise SystemExit("--episodes and --n-exec must be >= 1")
     tasks = list(TASKS) if args.task == "all" else [args.task]
+    rate_hz = rate_or_none(args.policy_rate_hz)
     summaries = {t: evaluate(t, args.policy, args.episodes, args.seed, args.strips, args.strip_every,
-                             args.n_exec, args.delay, args.out, rate_hz=args.policy_rate_hz) for t in tasks}
+                             args.n_exec, args.delay, args.out, rate_hz=rate_hz) for t in tasks}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "summary.json").write_text(json.dumps(summaries, indent=1))
     brief = {t: {k: v for k, v in s.items() if k != "per_episode"} for t, s in summaries.items()}
