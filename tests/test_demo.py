@@ -54,19 +54,19 @@ def test_demo_refuses_to_run_without_a_model(tmp_path, capsys) -> None:
 def test_demo_runs_the_sim_graph_and_measures_it(tiny_student, tmp_path, domain_id, capsys) -> None:
     out = tmp_path / "demo"
     rc = demo.main(parse("--model-dir", str(tiny_student), "--backend", "torch", "--tasks", "reach_around",
-                         "--episodes", "1", "--episode-s", "2.0", "--domain-id", str(domain_id), "--out", str(out)))
-    # 2 s of sim: in a full test run on 2 cores, a 1 s episode (1.4 s wall) once saw no chunk at all
-    printed = capsys.readouterr().out
-    assert rc == 0, printed
+                         "--episodes", "1", "--episode-s", "3.0", "--domain-id", str(domain_id), "--out", str(out)))
+    # 3 s of sim: the graph re-plans at most 1.25 times a second (sim.yaml), so a short episode sees few chunks
+    captured = capsys.readouterr()
+    assert rc == 0, captured.out + captured.err
     s = json.loads((out / "summary.json").read_text())
     task = s["tasks"]["reach_around"]
     assert task["episodes"] == 1
     assert [e["seed"] for e in task["per_episode"]] == [200_000]  # the demo reset the sim to its seed
     for ep in task["per_episode"]:
         assert ep["chunks"] > 0 and ep["commands"] > 0  # policy -> executor -> franky really ran
-        assert ep["sim_s"] >= 2.0
+        assert ep["sim_s"] >= 3.0
         assert ep["obs_to_command_ms"]["p50"] > 0
     assert task["obs_to_command_ms"]["p99"] >= task["obs_to_command_ms"]["p50"] > task["obs_to_chunk_ms"]["p50"] > 0
     assert task["graph"]["policy_counts"]["chunks"] >= sum(e["chunks"] for e in task["per_episode"])
-    assert "success 0/1" in printed or "success 1/1" in printed
+    assert "success 0/1" in captured.out or "success 1/1" in captured.out
     assert (out / "strip.png").stat().st_size > 0 and (out / "trajectories.png").stat().st_size > 0

@@ -173,6 +173,30 @@ def test_rate_hz_caps_how_often_it_replans(student_dir: Path, domain_id: int) ->
         assert np.diff(times).min() > 0.35  # 0.5 s apart, less delivery jitter
 
 
+def test_a_discarded_inference_does_not_hold_back_the_next_chunk(student_dir: Path, domain_id: int) -> None:
+    with run_policy(student_dir, domain_id, rate_hz=0.5, max_obs_age_s=0.25) as runner:
+        node = runner.nodes["policy"]
+        model, calls = node.backend, []
+
+        def slow_first(inputs: dict) -> list:  # a loaded machine: the first inference outlasts max_obs_age_s
+            calls.append(time.monotonic())
+            if len(calls) == 1:
+                time.sleep(0.4)
+            return model(inputs)
+
+        node.backend = slow_first
+        probe = Probe(runner.context)
+        runner.add_node(probe)
+        try:
+            assert wait_for(lambda: (probe.play(probe.now_ns()), bool(calls))[1], timeout=20.0, period=0.05)
+            assert wait_for(lambda: (probe.play(probe.now_ns()), bool(probe.chunks))[1], timeout=1.5, period=0.05), \
+                f"no chunk within 1.5 s of the first inference; {len(calls)} inference(s), counts {node.counts}"
+        finally:
+            node.backend = model  # the node closes it
+        # the stale result was dropped and the next poll re-planned at once, not a whole 2 s period later
+        assert len(calls) >= 2 and node.counts["stale"] >= 1 and node.counts["chunks"] == 1
+
+
 def test_card_mismatch_fails_at_start(student_dir: Path, domain_id: int) -> None:
     with pytest.raises(CardError, match="model takes 4096 points, configured clouds have 2048"):
         with run_policy(student_dir, domain_id, n_points=2048):

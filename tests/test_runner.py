@@ -3,6 +3,7 @@ the project (pointcloud + recorder) on an isolated ROS domain over loopback."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import subprocess
@@ -15,7 +16,7 @@ import yaml
 
 from flow2one import spec
 from flow2one.graph import GRAPHS, GraphSpec
-from flow2one.ros.run_cli import parse_overrides
+from flow2one.ros import run_cli
 from tests.helpers import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -153,7 +154,7 @@ def test_runner_errors_are_clear_and_leave_nothing_running(tmp_path: Path, domai
 
 
 def test_run_cli_parses_set() -> None:
-    got = parse_overrides(["policy.backend=onnxruntime", "executor.n_exec=8", "policy.fp16=false",
+    got = run_cli.parse_overrides(["policy.backend=onnxruntime", "executor.n_exec=8", "policy.fp16=false",
                            "pointcloud.workspace_min=[0.1, -0.5, 0.0]", "policy.rate_hz=125.0",
                            "recorder.task='8'", "policy.model_dir=models/a=b"])
     assert got == {"policy": {"backend": "onnxruntime", "fp16": False, "rate_hz": 125.0, "model_dir": "models/a=b"},
@@ -161,7 +162,7 @@ def test_run_cli_parses_set() -> None:
                    "recorder": {"task": "8"}}
     for bad in ("policy=1", "policy.backend", ".backend=x", "policy.=x"):
         with pytest.raises(SystemExit, match="NODE.PARAM=VALUE"):
-            parse_overrides([bad])
+            run_cli.parse_overrides([bad])
 
 
 def _start(cmd: list[str], domain_id: int) -> subprocess.Popen:
@@ -195,6 +196,37 @@ def test_flow2one_run_cli_end_to_end(tmp_path: Path, domain_id: int, probe: Prob
         rc, out = _stop(proc, signal.SIGINT)
     assert rc == 0, out[-3000:]
     assert "running graph 'sim_teleop_record': pointcloud" in out
+
+
+def test_flow2one_run_own_process_starts_children_and_stops_when_one_dies(domain_id: int, probe: Probe) -> None:
+    """--own-process: the named node runs in a child with its --set values, the rest here; a child that dies
+    ends the run with an error instead of leaving a graph without it."""
+    proc = _start([sys.executable, "-m", "flow2one.cli", "run", "sim_teleop_record", "--nodes", "pointcloud,teleop",
+                   "--own-process", "pointcloud", "--set", "pointcloud.n_points=300", "--set", "pointcloud.cameras=front",
+                   "--set", "teleop.input=joy", "--domain-id", str(domain_id)], domain_id)
+    try:
+        assert probe.get_param("pointcloud", "n_points") == 300
+        assert probe.spin_until(lambda: "teleop" in probe.node.get_node_names(), 15.0)
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        assert len(children) == 1 and "--nodes pointcloud" in Path(f"/proc/{children[0]}/cmdline").read_text(
+            ).replace("\0", " ")
+        os.kill(int(children[0]), signal.SIGKILL)
+        out, _ = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            _stop(proc, signal.SIGINT)
+    assert proc.returncode == 1, out[-3000:]
+    assert "running graph 'sim_teleop_record': teleop, pointcloud (pid" in out
+    assert "node pointcloud exited with -9; stopping the graph" in out
+
+
+def test_flow2one_run_own_process_refuses_nodes_it_does_not_run() -> None:
+    p = argparse.ArgumentParser()
+    run_cli.add_arguments(p)
+    with pytest.raises(SystemExit, match="--own-process 'camera': not nodes of this run"):
+        run_cli.main(p.parse_args(["sim", "--own-process", "camera"]))
+    with pytest.raises(SystemExit, match="leave at least one node in this process"):
+        run_cli.main(p.parse_args(["sim", "--nodes", "pointcloud", "--own-process", "pointcloud"]))
 
 
 def test_node_console_script_main_takes_ros_args_and_stops_on_sigterm(domain_id: int, probe: Probe) -> None:

@@ -1,7 +1,7 @@
 """The main job: the deploy graph with the shipped one-step student, driving franky-sim.
 
-Runs the `sim` graph (flow2one/graph.py), the sim world node in a child process and the rest in this
-one: sim cameras -> pointcloud node (4,096 points) -> policy node (models/sim_student, ONNX Runtime) ->
+Runs the `sim` graph (flow2one/graph.py), the sim world and pointcloud nodes in child processes and
+policy + executor in this one: sim cameras -> pointcloud node (4,096 points) -> policy node (models/sim_student, ONNX Runtime) ->
 executor -> franky -> franky-sim, for a few episodes of each sim task. Like an operator would, it homes
 the arm (/flow2one/executor/home), randomises the scene (/flow2one/sim/reset) and reads success from
 /flow2one/sim/task_status; it listens to the chunk and command topics to measure what a user cares about: success, policy rate (chunks/s received) and
@@ -56,6 +56,7 @@ class EpisodeLog:
     ee: list[np.ndarray] = field(default_factory=list)  # executed end-effector positions
     frames: list[np.ndarray] = field(default_factory=list)
     status: dict[str, Any] = field(default_factory=dict)
+    diagnostics: dict[str, dict[str, Any]] = field(default_factory=dict)  # node -> its last /diagnostics status
     wall_s: float = 0.0
 
     def latencies_ms(self) -> tuple[np.ndarray, np.ndarray]:
@@ -82,11 +83,13 @@ class EpisodeLog:
                 "chunks": len(self.chunks), "commands": len(self.commands),
                 "policy_rate_hz": len(self.chunks) / max(self.wall_s, 1e-9),
                 "obs_to_chunk_ms": {"p50": pct(to_chunk, 50), "p99": pct(to_chunk, 99)},
-                "obs_to_command_ms": {"p50": pct(to_cmd, 50), "p99": pct(to_cmd, 99)}}
+                "obs_to_command_ms": {"p50": pct(to_cmd, 50), "p99": pct(to_cmd, 99)},
+                "diagnostics": self.diagnostics}
 
 
 def make_probe(context, camera: str):
     """The demo's operator node: sends home/reset, records status, chunks, commands, EE pose, images."""
+    from diagnostic_msgs.msg import DiagnosticArray
     from geometry_msgs.msg import PoseStamped
     from rclpy.node import Node
     from sensor_msgs.msg import Image
@@ -106,6 +109,9 @@ def make_probe(context, camera: str):
             self.log: EpisodeLog | None = None
             self._image = None
             self._next_frame_t = 0.0
+            self.chunks_seen = 0  # in or out of an episode: tells that the chunk subscription has matched
+            self.diagnostics: dict[str, dict[str, Any]] = {}
+            self.create_subscription(DiagnosticArray, spec.DIAGNOSTICS_TOPIC, self._on_diagnostics, 10)
             self.create_subscription(String, spec.SIM_STATUS_TOPIC, self._on_status, LATCHED_QOS)
             self.create_subscription(JointTrajectory, spec.CHUNK_TOPIC, self._on_chunk, CHUNK_QOS)
             self.create_subscription(JointTrajectory, spec.COMMAND_TOPIC, self._on_command, CHUNK_QOS)
@@ -131,6 +137,7 @@ def make_probe(context, camera: str):
             recv = self.now_ns()
             chunk = msg_to_chunk(msg)
             with self.lock:
+                self.chunks_seen += 1
                 if self.log is not None:
                     self.log.chunks.append((recv, chunk.stamp_ns, chunk.actions[:, :3].copy()))
 
@@ -145,6 +152,12 @@ def make_probe(context, camera: str):
                 if self.log is not None:
                     self.log.ee.append(pose_stamped_to_numpy(msg)[0])
 
+        def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+            with self.lock:
+                for st in msg.status:
+                    self.diagnostics[st.name] = {"level": ord(st.level), "message": st.message,  # level: a byte
+                                                 **{kv.key: kv.value for kv in st.values}}
+
         def _on_image(self, msg: Image) -> None:
             self._image = msg  # converted only when a strip frame is due
 
@@ -155,6 +168,8 @@ def make_probe(context, camera: str):
         def stop(self) -> EpisodeLog | None:
             with self.lock:
                 log, self.log = self.log, None
+                if log is not None:
+                    log.diagnostics = {k: dict(v) for k, v in self.diagnostics.items()}
             return log
 
     return DemoProbe()
@@ -250,17 +265,23 @@ def run_graph(task: str, model_dir: Path, episodes: int, seed: int, backend: str
     time_limit = TASKS[task].time_limit if episode_s is None else episode_s
     t_start = time.monotonic()
     fault = None
-    # the sim world in its own process, as on the robot the world is not in the policy's process: its
-    # 1 kHz franky-sim loop must not share a GIL with inference (real-time factor 0.02-0.08 when it does)
+    # Processes as `ros2 launch` has them, one per node, except policy + executor (the demo reads their
+    # state). The sim world's 1 kHz franky-sim loop must not share a GIL with inference (real-time factor
+    # 0.02-0.08 when it does); the pointcloud node sharing one with policy + executor made clouds 100 ms old
+    # at p50 (3 ms of work) and 1 in ~15 short test episodes saw every cloud older than max_obs_age_s
+    own = ("sim_world", "pointcloud")
     with NodeProcess("sim", ["sim_world"], {"sim_world": {"task": task, "seed": seed, "host": host}}, domain_id), \
-            GraphRunner("sim", nodes=[n for n in graph("sim").nodes if n != "sim_world"], overrides=overrides,
+            NodeProcess("sim", ["pointcloud"], {}, domain_id), \
+            GraphRunner("sim", nodes=[n for n in graph("sim").nodes if n not in own], overrides=overrides,
                         domain_id=domain_id) as runner:
         probe = make_probe(runner.context, default_cameras()[0].name)
         runner.add_node(probe)
         runner.nodes["demo_probe"] = probe  # so the runner destroys it with the graph
         pol = runner.nodes["policy"]
-        try:  # the sim world is another process: discovery and the first frames take a moment
-            wait(lambda: pol.counts["chunks"] > 0, 60.0, "the policy's first chunk (sim cameras -> pointcloud -> policy)")
+        try:  # other processes: discovery and the first frames take a moment. The probe's own first chunk
+            # says its subscription has matched too (at 1.25 re-plans/s, a short episode has few to lose)
+            wait(lambda: probe.chunks_seen > 0, 60.0,
+                 "the first chunk at the demo's probe (sim cameras -> pointcloud -> policy -> probe)")
         except TimeoutError as exc:
             return str(exc)
         info.setdefault("startup_s", []).append(time.monotonic() - t_start)  # until chunks flow
@@ -403,8 +424,13 @@ def main(args: argparse.Namespace) -> int:
               f"chunks/s  obs->command p50 {_fmt(s.get('obs_to_command_ms', {}).get('p50'))} ms, "
               f"p99 {_fmt(s.get('obs_to_command_ms', {}).get('p99'))} ms  sim RTF {s.get('sim_rtf', 0):.2f}")
     print(f"wrote {args.out}/summary.json, strip.png, trajectories.png in {summary['wall_s']:.0f} s")
-    if any(s.get("policy_rate_hz", 0) == 0 for s in summary["tasks"].values()):
-        print("flow2one demo: the policy published no chunks for some task: the graph is not working (see the log "
-              "above and /diagnostics)", file=sys.stderr)
+    silent = [e for s in summary["tasks"].values() for e in s["per_episode"] if e["chunks"] == 0]
+    if silent or not all_logs:
+        print("flow2one demo: the policy published no chunks in " + (", ".join(
+              f"{e['task']} episode (seed {e['seed']})" for e in silent) or "any episode")
+              + ": the graph is not working. Its nodes' last /diagnostics:", file=sys.stderr)
+        for name, d in (silent[-1]["diagnostics"] if silent else {}).items():
+            print(f"  {name}: {d['message']}  " + ", ".join(f"{k}={v}" for k, v in d.items()
+                                                             if k not in ("level", "message")), file=sys.stderr)
         return 1
     return 0

@@ -115,7 +115,7 @@ class PolicyNode(Node):
         self.marker_pub = self.create_publisher(MarkerArray, spec.PREDICTION_MARKERS_TOPIC, 1)
         # The timer polls at least POLL_HZ and an inference starts at most rate_hz times per second: at a low
         # re-plan rate, a tick whose observation is stale is retried on the next poll, not a whole period later.
-        self._started_ns = -(1 << 62)  # clock time of the last inference's start
+        self._started_ns = -(1 << 62)  # clock time at which the last published chunk's inference started
         self._min_gap_ns = 1e9 / self.p.rate_hz if self.p.rate_hz < POLL_HZ else 0.0  # else the timer paces
         self.create_timer(1.0 / max(self.p.rate_hz, POLL_HZ), self._tick,
                           callback_group=MutuallyExclusiveCallbackGroup())
@@ -183,16 +183,17 @@ class PolicyNode(Node):
             else:
                 self.diag.set(WARN, why)
             return
-        self._last_version, self._started_ns = obs.version, now_ns
+        self._last_version = obs.version
         m, card = self.p.n_candidates, self.card
         noise = self._rng.standard_normal((1, m, *card.inputs["noise"]), dtype=np.float32)
         t0 = time.perf_counter()
         candidates = self.backend({**obs.inputs, "noise": noise})[0]
         self._infer_ms.append((time.perf_counter() - t0) * 1e3)
         age_ns = self.get_clock().now().nanoseconds - obs.stamp_ns
-        if age_ns > max_age_ns:  # inference itself outlasted the observation
+        if age_ns > max_age_ns:  # inference itself outlasted the observation: the next poll tries again
             self._stale(f"observation {age_ns * 1e-6:.0f} ms old after inference (max {max_age_ns * 1e-6:.0f} ms)")
             return
+        self._started_ns = now_ns  # the rate cap spaces published chunks; a discarded inference does not count
         prev, prev_stamp, prev_dt = self._prev if self._prev else (None, 0, card.dt)
         # the chunk is stamped with its start, the robot state's time: the executor skips what has passed
         best, _ = select_candidate(candidates, obs.origin_ns, card.dt, prev, prev_stamp, prev_dt)

@@ -2,7 +2,8 @@
 
 The sim world steps franky-sim's 1 kHz loop in Python: sharing a GIL with the policy and the point-cloud
 node starves it (real-time factor 0.02-0.08 on a 2-core box against 0.8 alone), so the demo and the sim
-tests give it a process of its own, the way the robot is its own machine. This module imports no rclpy.
+tests give it a process of its own, the way the robot is its own machine. The demo does the same for the
+point-cloud node (`flow2one run --own-process`). This module imports no rclpy.
 """
 
 from __future__ import annotations
@@ -25,9 +26,12 @@ class NodeProcess:
     """Context manager: `nodes` of `graph_name` in a child process, ready once their constructors ran."""
 
     def __init__(self, graph_name: str, nodes: Iterable[str], overrides: Mapping[str, Mapping[str, Any]] | None = None,
-                 domain_id: int | None = None, start_timeout: float = 120.0) -> None:
+                 domain_id: int | None = None, start_timeout: float = 120.0,
+                 params_files: Iterable[str] = ()) -> None:
         self.nodes = list(nodes)
         cmd = [sys.executable, "-m", "flow2one.cli", "run", graph_name, "--nodes", ",".join(self.nodes)]
+        for f in params_files:
+            cmd += ["--params-file", str(f)]
         for node, params in (overrides or {}).items():
             for key, value in params.items():
                 cmd += ["--set", f"{node}.{key}={json.dumps(value)}"]  # JSON is YAML: types survive

@@ -1,7 +1,8 @@
-"""Run a node graph in one process, with the parameters of config/<graph>.yaml.
+"""Run a node graph in one process, with the parameters of config/<graph>.yaml; --own-process gives
+chosen nodes a child process each, as `ros2 launch` gives every node.
 
 Examples:
-  flow2one run sim                            # the whole sim deployment graph
+  flow2one run sim --own-process sim_world,pointcloud   # the sim deployment graph, as the demo runs it
   flow2one run deploy --nodes camera,pointcloud
   flow2one run sim --set policy.backend=onnxruntime --set executor.n_exec=8
 """
@@ -9,11 +10,13 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
+import time
 
 import yaml
 
-from flow2one.graph import GRAPHS
+from flow2one.graph import GRAPHS, graph
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,6 +26,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
                    help="override one parameter; VALUE is parsed as YAML (repeatable)")
     p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: environment)")
+    p.add_argument("--own-process", default="", metavar="NODES",
+                   help="comma-separated nodes to start in a child process each (the rest share this one). In "
+                        "the sim graph give sim_world and pointcloud their own: sharing one GIL starves "
+                        "franky-sim's 1 kHz loop and ages the clouds past the policy's max_obs_age_s")
 
 
 def parse_overrides(items: list[str]) -> dict[str, dict]:
@@ -37,21 +44,37 @@ def parse_overrides(items: list[str]) -> dict[str, dict]:
 
 
 def main(args: argparse.Namespace) -> int:
+    from flow2one.ros.node_process import NodeProcess
     from flow2one.ros.runner import GraphRunner
 
-    nodes = args.nodes.split(",") if args.nodes else None
-    runner = GraphRunner(args.graph, nodes=nodes, params_files=args.params_file,
-                         overrides=parse_overrides(args.set), domain_id=args.domain_id)
-    stop = False
+    nodes = args.nodes.split(",") if args.nodes else list(graph(args.graph).nodes)
+    own = [n for n in args.own_process.split(",") if n]
+    if set(own) - set(nodes):
+        raise SystemExit(f"--own-process {args.own_process!r}: not nodes of this run ({', '.join(nodes)})")
+    if own and len(own) == len(nodes):
+        raise SystemExit("--own-process: leave at least one node in this process")
+    overrides = parse_overrides(args.set)
+    runner = GraphRunner(args.graph, nodes=[n for n in nodes if n not in own], params_files=args.params_file,
+                         overrides={n: v for n, v in overrides.items() if n not in own}, domain_id=args.domain_id)
+    children = [NodeProcess(args.graph, [n], {n: overrides[n]} if n in overrides else None, args.domain_id,
+                            params_files=args.params_file) for n in own]
 
     def on_signal(*_: object) -> None:
-        nonlocal stop
-        stop = True
         runner.stop()
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    with runner:
-        print(f"running graph '{args.graph}': {', '.join(runner.nodes)} (Ctrl-C stops)", flush=True)
-        runner.wait()
+    with contextlib.ExitStack() as stack:
+        for child in children:
+            stack.enter_context(child)
+        stack.enter_context(runner)
+        print(f"running graph '{args.graph}': {', '.join(runner.nodes)}"
+              + "".join(f", {c.nodes[0]} (pid {c.proc.pid})" for c in children) + " (Ctrl-C stops)", flush=True)
+        while runner.running:
+            dead = [c for c in children if not c.alive]
+            if dead:
+                print(f"node {dead[0].nodes[0]} exited with {dead[0].proc.returncode}; stopping the graph:\n"
+                      + "\n".join(dead[0].output), flush=True)
+                return 1
+            time.sleep(0.2)
     return 0

@@ -115,10 +115,9 @@ class GraphRunner:
             except ExternalShutdownException:
                 return
 
-    def wait(self) -> None:
-        """Block until the executor stops (SIGINT shuts the context down)."""
-        while self._thread is not None and self._thread.is_alive():
-            self._thread.join(0.2)
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
     def stop(self) -> None:
         """Idempotent; a node whose close() fails does not keep the others (or the context) alive."""
