@@ -155,8 +155,8 @@ def test_runner_errors_are_clear_and_leave_nothing_running(tmp_path: Path, domai
 
 def test_run_cli_parses_set() -> None:
     got = run_cli.parse_overrides(["policy.backend=onnxruntime", "executor.n_exec=8", "policy.fp16=false",
-                           "pointcloud.workspace_min=[0.1, -0.5, 0.0]", "policy.rate_hz=125.0",
-                           "recorder.task='8'", "policy.model_dir=models/a=b"])
+                                   "pointcloud.workspace_min=[0.1, -0.5, 0.0]", "policy.rate_hz=125.0",
+                                   "recorder.task='8'", "policy.model_dir=models/a=b"])
     assert got == {"policy": {"backend": "onnxruntime", "fp16": False, "rate_hz": 125.0, "model_dir": "models/a=b"},
                    "executor": {"n_exec": 8}, "pointcloud": {"workspace_min": [0.1, -0.5, 0.0]},
                    "recorder": {"task": "8"}}
@@ -202,14 +202,15 @@ def test_flow2one_run_own_process_starts_children_and_stops_when_one_dies(domain
     """--own-process: the named node runs in a child with its --set values, the rest here; a child that dies
     ends the run with an error instead of leaving a graph without it."""
     proc = _start([sys.executable, "-m", "flow2one.cli", "run", "sim_teleop_record", "--nodes", "pointcloud,teleop",
-                   "--own-process", "pointcloud", "--set", "pointcloud.n_points=300", "--set", "pointcloud.cameras=front",
-                   "--set", "teleop.input=joy", "--domain-id", str(domain_id)], domain_id)
+                   "--own-process", "pointcloud", "--set", "pointcloud.n_points=300",
+                   "--set", "pointcloud.cameras=front", "--set", "teleop.input=joy", "--domain-id", str(domain_id)],
+                  domain_id)
     try:
         assert probe.get_param("pointcloud", "n_points") == 300
         assert probe.spin_until(lambda: "teleop" in probe.node.get_node_names(), 15.0)
         children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
-        assert len(children) == 1 and "--nodes pointcloud" in Path(f"/proc/{children[0]}/cmdline").read_text(
-            ).replace("\0", " ")
+        cmdline = Path(f"/proc/{children[0]}/cmdline").read_text().replace("\0", " ") if children else ""
+        assert len(children) == 1 and "--nodes pointcloud" in cmdline, (children, cmdline)
         os.kill(int(children[0]), signal.SIGKILL)
         out, _ = proc.communicate(timeout=20)
     finally:

@@ -1,13 +1,14 @@
 """The main job: the deploy graph with the shipped one-step student, driving franky-sim.
 
-Runs the `sim` graph (flow2one/graph.py), the sim world and pointcloud nodes in child processes and
-policy + executor in this one: sim cameras -> pointcloud node (4,096 points) -> policy node (models/sim_student, ONNX Runtime) ->
-executor -> franky -> franky-sim, for a few episodes of each sim task. Like an operator would, it homes
-the arm (/flow2one/executor/home), randomises the scene (/flow2one/sim/reset) and reads success from
-/flow2one/sim/task_status; it listens to the chunk and command topics to measure what a user cares about: success, policy rate (chunks/s received) and
-observation -> command latency (chunk stamp = the observation's robot-state time -> first franky command
-after the chunk arrived). Writes OUT/summary.json, OUT/strip.png (front camera, one row per task) and
-OUT/trajectories.png (predicted chunks and the executed end-effector path).
+Runs the `sim` graph (flow2one/graph.py), the sim world and pointcloud nodes in child processes and policy +
+executor in this one: sim cameras -> pointcloud node (4,096 points) -> policy node (models/sim_student, ONNX
+Runtime) -> executor -> franky -> franky-sim, for a few episodes of each sim task. Like an operator would, it
+homes the arm (/flow2one/executor/home), randomises the scene (/flow2one/sim/reset) and reads success from
+/flow2one/sim/task_status; it listens to the chunk and command topics to measure what a user cares about:
+success, policy rate (chunks/s received) and observation -> command latency (chunk stamp = the observation's
+robot-state time -> first franky command after the chunk arrived). Writes OUT/summary.json, OUT/strip.png
+(front camera, one row per task) and OUT/trajectories.png (predicted chunks and the executed end-effector
+path).
 
 Without a shipped model it stops with an error saying how to make one: it never reports success it
 did not measure.
@@ -425,9 +426,10 @@ def main(args: argparse.Namespace) -> int:
               f"p99 {_fmt(s.get('obs_to_command_ms', {}).get('p99'))} ms  sim RTF {s.get('sim_rtf', 0):.2f}")
     print(f"wrote {args.out}/summary.json, strip.png, trajectories.png in {summary['wall_s']:.0f} s")
     silent = [e for s in summary["tasks"].values() for e in s["per_episode"] if e["chunks"] == 0]
-    if silent or not all_logs:
-        print("flow2one demo: the policy published no chunks in " + (", ".join(
-              f"{e['task']} episode (seed {e['seed']})" for e in silent) or "any episode")
+    unrun = [t for t, ls in logs.items() if not ls]
+    if silent or unrun:
+        print("flow2one demo: the policy published no chunks in " + ", ".join(
+              [f"{e['task']} episode (seed {e['seed']})" for e in silent] + [f"{t} (no episode ran)" for t in unrun])
               + ": the graph is not working. Its nodes' last /diagnostics:", file=sys.stderr)
         for name, d in (silent[-1]["diagnostics"] if silent else {}).items():
             print(f"  {name}: {d['message']}  " + ", ".join(f"{k}={v}" for k, v in d.items()
