@@ -256,8 +256,7 @@ def run_graph(task: str, model_dir: Path, episodes: int, seed: int, backend: str
     """Start the sim graph and run episodes len(logs).. into `logs`; -> the fault that stopped it, or None."""
     from flow2one.control.franky_sim import free_loopback_host
     from flow2one.graph import graph
-    from flow2one.ros.node_process import NodeProcess
-    from flow2one.ros.runner import GraphRunner
+    from flow2one.ros.runner import split_graph
     from flow2one.sim.scene import default_cameras
     from flow2one.sim.tasks import TASKS
 
@@ -270,11 +269,9 @@ def run_graph(task: str, model_dir: Path, episodes: int, seed: int, backend: str
     # state). The sim world's 1 kHz franky-sim loop must not share a GIL with inference (real-time factor
     # 0.02-0.08 when it does); the pointcloud node sharing one with policy + executor made clouds 100 ms old
     # at p50 (3 ms of work) and 1 in ~15 short test episodes saw every cloud older than max_obs_age_s
-    own = ("sim_world", "pointcloud")
-    with NodeProcess("sim", ["sim_world"], {"sim_world": {"task": task, "seed": seed, "host": host}}, domain_id), \
-            NodeProcess("sim", ["pointcloud"], {}, domain_id), \
-            GraphRunner("sim", nodes=[n for n in graph("sim").nodes if n not in own], overrides=overrides,
-                        domain_id=domain_id) as runner:
+    overrides["sim_world"] = {"task": task, "seed": seed, "host": host}
+    with split_graph("sim", graph("sim").nodes, ("sim_world", "pointcloud"), overrides,
+                     domain_id=domain_id) as (runner, _):
         probe = make_probe(runner.context, default_cameras()[0].name)
         runner.add_node(probe)
         runner.nodes["demo_probe"] = probe  # so the runner destroys it with the graph

@@ -10,9 +10,8 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import signal
-import time
+import threading
 
 import yaml
 
@@ -44,8 +43,7 @@ def parse_overrides(items: list[str]) -> dict[str, dict]:
 
 
 def main(args: argparse.Namespace) -> int:
-    from flow2one.ros.node_process import NodeProcess
-    from flow2one.ros.runner import GraphRunner
+    from flow2one.ros.runner import split_graph
 
     nodes = args.nodes.split(",") if args.nodes else list(graph(args.graph).nodes)
     own = [n for n in args.own_process.split(",") if n]
@@ -53,28 +51,21 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit(f"--own-process {args.own_process!r}: not nodes of this run ({', '.join(nodes)})")
     if own and len(own) == len(nodes):
         raise SystemExit("--own-process: leave at least one node in this process")
-    overrides = parse_overrides(args.set)
-    runner = GraphRunner(args.graph, nodes=[n for n in nodes if n not in own], params_files=args.params_file,
-                         overrides={n: v for n, v in overrides.items() if n not in own}, domain_id=args.domain_id)
-    children = [NodeProcess(args.graph, [n], {n: overrides[n]} if n in overrides else None, args.domain_id,
-                            params_files=args.params_file) for n in own]
+    stopped = threading.Event()
 
     def on_signal(*_: object) -> None:
-        runner.stop()
+        stopped.set()
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    with contextlib.ExitStack() as stack:
-        for child in children:
-            stack.enter_context(child)
-        stack.enter_context(runner)
+    with split_graph(args.graph, nodes, own, parse_overrides(args.set), args.params_file,
+                     args.domain_id) as (runner, children):
         print(f"running graph '{args.graph}': {', '.join(runner.nodes)}"
               + "".join(f", {c.nodes[0]} (pid {c.proc.pid})" for c in children) + " (Ctrl-C stops)", flush=True)
-        while runner.running:
+        while runner.running and not stopped.wait(0.2):
             dead = [c for c in children if not c.alive]
             if dead:
                 print(f"node {dead[0].nodes[0]} exited with {dead[0].proc.returncode}; stopping the graph:\n"
                       + "\n".join(dead[0].output), flush=True)
                 return 1
-            time.sleep(0.2)
     return 0

@@ -7,10 +7,11 @@ one process per node.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from flow2one.graph import NODES, graph, load_params, params_path, read_params_file
+from flow2one.ros.node_process import NodeProcess
 
 
 def node_class(name: str) -> type[Node]:
@@ -146,6 +148,25 @@ class GraphRunner:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def split_graph(graph_name: str, nodes: Iterable[str], own: Iterable[str],
+                overrides: Mapping[str, Mapping[str, Any]] | None = None, params_files: Iterable[str | Path] = (),
+                domain_id: int | None = None) -> Iterator[tuple[GraphRunner, list[NodeProcess]]]:
+    """`nodes` of a graph, the `own` ones in a child process each (as launch starts every node), the rest in
+    a GraphRunner here. The runner is built first, so a bad parameter of its nodes fails before any child
+    starts; the children then start in order (the sim world before an executor that connects to it)."""
+    own, overrides, params_files = list(own), dict(overrides or {}), list(params_files)
+    runner = GraphRunner(graph_name, nodes=[n for n in nodes if n not in own], params_files=params_files,
+                         overrides={n: v for n, v in overrides.items() if n not in own}, domain_id=domain_id)
+    children = [NodeProcess(graph_name, [n], {n: overrides[n]} if n in overrides else None, domain_id,
+                            params_files=params_files) for n in own]
+    with contextlib.ExitStack() as stack:
+        for child in children:
+            stack.enter_context(child)
+        stack.enter_context(runner)
+        yield runner, children
 
 
 def run_node_main(name: str, args: list[str] | None = None) -> None:
