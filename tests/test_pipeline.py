@@ -171,3 +171,11 @@ def test_dynamic_goal_needs_a_significant_difference() -> None:
     assert table1.z_higher(cell(15), cell(7)) == pytest.approx(2.05, abs=0.01)  # 42% vs 19% of 36: shown
     assert table1.z_higher(cell(29, 72), cell(25, 72)) < 1.64  # 40% vs 35%: a few episodes are noise
     assert table1.z_higher(cell(0), cell(0)) == 0.0 and table1.z_higher(cell(7), cell(15)) < 0
+    # Both moving-object tasks get the dynamic goal (student higher, significantly), the static one its own.
+    results = {"teacher (50 steps)": {"success_mean": 7 / 36, **cell(7)},
+               "student (1 step)": {"success_mean": 15 / 36, **cell(15)}}
+    lines = table1.checks({"tasks": ["track", "pop_up", "reach_around"], "inference": {},
+                           "results": {t: results for t in ("track", "pop_up", "reach_around")}})
+    for t in ("track", "pop_up"):
+        assert f"{t} (dynamic): student 42% vs teacher 19% (goal: student higher): met (z = 2.0)" in lines
+    assert "reach_around: student 42% vs teacher 19% (goal >= 95% of teacher): met" in lines

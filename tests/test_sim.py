@@ -1,7 +1,7 @@
 """The sim world through the real stack: franky-sim (MuJoCo FR3) served over libfranka, driven by franky.
 
 Each task: the scripted expert succeeds in the mode it chose, and a deliberately wrong behaviour fails
-(the mean of the two modes for the static tasks, a late-reacting expert for the dynamic one).
+(the mean of the two modes for the static tasks, a late-reacting expert for the dynamic ones).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from flow2one.sim.arm import FrankyArm
 from flow2one.sim.cameras import SIM_CALIBRATION, SimCameras, make_cloud_pipeline
 from flow2one.sim.experts import make_expert
 from flow2one.sim.rollout import ChunkController, ExpertController, Recording, run_episode
-from flow2one.sim.tasks import CUBE_HALF, TASKS, PickPlace, make_task
+from flow2one.sim.tasks import CUBE_HALF, TASKS, PickPlace, PopUp, TaskStatus, make_task
 from flow2one.sim.world import SimWorld, WorldConfig
 from flow2one.spec import ACTION_DIM, HORIZON, N_POINTS
 
@@ -32,6 +32,7 @@ CASES = [
     ("reach_around", 11, {"average": True}, 4.0),
     ("pick_place", 12, {"average": True}, 5.0),
     ("track", 13, {"delay": 0.5}, 4.0),
+    ("pop_up", 14, {"delay": 1.0}, 4.3),
 ]
 
 
@@ -47,6 +48,8 @@ def test_expert_succeeds_and_wrong_behaviour_fails(task, seed, wrong, wrong_time
         assert not bad.success, bad
         if task == "reach_around":  # straight between the two ways around = through the pillar
             assert bad.failed and "collision" in bad.reason
+        if task == "pop_up":  # 1 s late: the pucks are gone before the gripper is down on one
+            assert bad.failed and "sank" in bad.reason
 
 
 def test_randomisation_is_seeded_and_modes_are_balanced():
@@ -59,6 +62,67 @@ def test_randomisation_is_seeded_and_modes_are_balanced():
     assert 70 < sum(modes) < 130  # both strategies, about half each
     with pytest.raises(ValueError, match="unknown sim task"):
         make_task("stack")
+
+
+def test_pop_up_camping_where_a_puck_pops_does_not_count():
+    """The pucks pop a few cm from where they usually do, one on each side; a gripper waiting low where a
+    puck then pops must still come down onto it after the pop (waiting there is a guess, not a reaction)."""
+    task = make_task("pop_up")
+    places = np.array([task.sample(np.random.default_rng(s))["pucks"] for s in range(300)])  # (300, 2, 2)
+    assert (np.abs(places[:, :, 0] - 0.5) <= 0.04).all()
+    assert (places[:, 0, 1] > 0.1).all() and (places[:, 1, 1] < -0.1).all()  # "left" (+y) puck first
+    assert np.ptp(places[:, 0], axis=0).min() > 0.05  # not one fixed spot
+
+    task.params = task.sample(np.random.default_rng(1))
+    t_pop, puck = task.params["t_pop"], np.array([*task.params["pucks"][0], PopUp.UP_Z])
+
+    def judge(heights: list[float]) -> TaskStatus:
+        """The TCP over the first puck at these heights, every 10 ms from just before the pop."""
+        st, task._on_since, task._came_down = TaskStatus("pop_up"), None, False
+        for i, z in enumerate(heights):
+            t = t_pop - 0.05 + 0.01 * i
+            up = task.up(t)
+            info = {"pucks": np.stack([puck, puck + [0.3, 0, 0]]) if up else np.zeros((2, 3)), "up": np.array(up)}
+            task._judge(st, None, None, t, np.array([puck[0], puck[1], z]), 0.08, info)
+        return st
+
+    assert not judge([0.05] * 60).success  # sat low on the spot through the pop
+    came_down = judge([0.05] * 10 + [0.12] * 5 + [0.05] * 45)
+    assert came_down.success and came_down.mode == 0
+    assert judge([0.05] * 200).failed  # still there when the pucks sink
+
+
+def test_pop_up_pucks_are_seen_only_while_they_are_up():
+    """Nothing in the scene tells where the pucks will pop: no cloud points there before the pop, their
+    top faces while they are up, none again after they sank (and the episode failed: no one was on them)."""
+    from flow2one.perception.calibration import load_cameras
+    from flow2one.perception.cloud import CloudPipeline
+
+    with SimWorld(WorldConfig(task="pop_up")) as world, FrankyArm(world.hostname) as arm:
+        arm.home()
+        params = world.reset(6)
+        t0 = world.sim_time
+        cams = SimCameras(world.model, world.config.cameras)
+        pipe = CloudPipeline(load_cameras(SIM_CALIBRATION)[:1], (0.2, -0.4, 0.005), (0.8, 0.4, 0.3), 0.005)
+
+        def points_on_pucks() -> list[int]:
+            _, depths = cams.render(world.snapshot())
+            pts = pipe.process([depths[0]])
+            return [int(((np.linalg.norm(pts[:, :2] - np.asarray(xy), axis=1) < 0.025)
+                         & (np.abs(pts[:, 2] - 2 * PopUp.UP_Z) < 0.005)).sum()) for xy in params["pucks"]]
+
+        try:
+            before = points_on_pucks()
+            world.wait_until(t0 + params["t_pop"] + 0.1)
+            up = points_on_pucks()
+            world.wait_until(t0 + params["t_pop"] + PopUp.UP_S + 0.1)
+            after = points_on_pucks()
+        finally:
+            cams.close()
+        assert PopUp.POP_S[0] <= params["t_pop"] <= PopUp.POP_S[1]
+        assert before == [0, 0] and min(up) >= 3 and after == [0, 0], (before, up, after)
+        st = world.status()
+        assert st.failed and not st.success and "sank" in st.reason
 
 
 def test_calibration_file_matches_scene_and_clouds_land_on_objects():

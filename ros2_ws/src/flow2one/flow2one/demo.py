@@ -361,10 +361,11 @@ def aggregate(logs: list[EpisodeLog]) -> dict[str, Any]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from flow2one.sim.tasks import TASKS
+    from flow2one.sim.tasks import MULTI_TASK
 
     p.add_argument("--model-dir", default=DEFAULT_MODEL, help=f"student to deploy (default {DEFAULT_MODEL})")
-    p.add_argument("--tasks", default=",".join(TASKS), help="comma list of sim tasks (default all)")
+    p.add_argument("--tasks", default=",".join(MULTI_TASK), help="comma list of sim tasks (default the shipped "
+                   f"student's: {','.join(MULTI_TASK)})")
     p.add_argument("--episodes", type=int, default=2, help="episodes per task (default 2)")
     p.add_argument("--seed", type=int, default=200_000, help="seed of the first episode of each task")
     p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "torch"), help="policy node backend")

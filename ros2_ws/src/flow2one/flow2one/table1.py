@@ -217,6 +217,8 @@ def z_higher(a: dict[str, Any], b: dict[str, Any]) -> float:
 
 def checks(report: dict[str, Any]) -> list[str]:
     """The issue's acceptance figures, stated plainly whether they held or not."""
+    from flow2one.sim.tasks import TASKS
+
     res, hz, out = report["results"], report["inference"], []
     t50, stu = "teacher (50 steps)", "student (1 step)"
     if t50 in hz and stu in hz:
@@ -226,7 +228,7 @@ def checks(report: dict[str, Any]) -> list[str]:
         if t50 not in res[t] or stu not in res[t]:
             continue
         s, te = res[t][stu]["success_mean"], res[t][t50]["success_mean"]
-        if t == "track":
+        if TASKS[t].dynamic:
             z = z_higher(res[t][stu], res[t][t50])
             verdict = ("NOT met" if s <= te else f"met (z = {z:.1f})" if z >= 1.64
                        else f"higher, but not significantly (z = {z:.1f} < 1.64): NOT shown")
@@ -452,11 +454,13 @@ def combine(paths: list[Path], out: Path) -> dict[str, Any]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from flow2one.sim.evaluate import add_rate_arguments
-    from flow2one.sim.tasks import TASKS
+    from flow2one.sim.tasks import MULTI_TASK, TASKS
 
     p.add_argument("--models", type=Path, default=REPO_ROOT / "models", help="directory holding sim_<kind>/ models")
     p.add_argument("--out", type=Path, default=REPO_ROOT / "results", help="where table1.md/.json and plots go")
-    p.add_argument("--tasks", default=",".join(TASKS), help="comma list of sim tasks")
+    p.add_argument("--tasks", default=",".join(MULTI_TASK), help=f"comma list of sim tasks ({', '.join(TASKS)}; "
+                   f"default the shipped multi-task models' {','.join(MULTI_TASK)}; pop_up needs models trained on it, "
+                   "results/README.md 3d)")
     p.add_argument("--rows", default="", help=f"comma list of row numbers 0-{len(ROWS) - 1} "
                    f"({'; '.join(f'{i}: {r.label}' for i, r in enumerate(ROWS))}); default all")
     p.add_argument("--seeds", type=int, default=3, help="evaluation seed groups (spread is over these)")

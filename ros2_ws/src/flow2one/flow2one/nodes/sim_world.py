@@ -30,7 +30,7 @@ from flow2one.sim.tasks import TASKS
 
 @dataclass(frozen=True)
 class SimWorldParams:
-    task: str = "reach_around"  # reach_around | pick_place | track
+    task: str = "reach_around"  # reach_around | pick_place | track | pop_up
     seed: int = 0  # seed of the episode set up at start (later ones come on the reset topic)
     camera_rate_hz: float = 15.0  # all cameras rendered from one snapshot per tick
     width: int = 160

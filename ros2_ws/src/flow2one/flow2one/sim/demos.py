@@ -75,7 +75,7 @@ def generate(task: str, out: Path, episodes: int, seed: int = 0, with_images: bo
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", default="all", choices=[*TASKS, "all"], help="task (default: all three)")
+    p.add_argument("--task", default="all", choices=[*TASKS, "all"], help="task (default: all of them)")
     p.add_argument("--episodes", type=int, default=50, help="successful episodes to write per task")
     p.add_argument("--out", type=Path, required=True, help="dataset root; episodes go to OUT/<task>/")
     p.add_argument("--seed", type=int, default=0, help="seed of the first attempt (then seed+1, ...)")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from flow2one.geometry import matrix_to_rot6d
-from flow2one.sim.tasks import CUBE_HALF, PickPlace, ReachAround, Task, Track
+from flow2one.sim.tasks import CUBE_HALF, PickPlace, PopUp, ReachAround, Task, Track
 from flow2one.spec import ACTION_DIM, GRIPPER_CLOSED, GRIPPER_OPEN, STEP_DT
 
 # Gripper pointing straight down, hand x along base x: franky's orientation at HOME_Q.
@@ -169,10 +169,33 @@ class TrackExpert(Expert):
         return make_action(self._carrot, GRIPPER_OPEN)
 
 
+class PopUpExpert(Expert):
+    """Wait at READY; once the pucks are up, go straight down onto the chosen one."""
+
+    READY = np.array(PopUp.READY)
+    SPEED = 0.45  # m/s max carrot speed
+    HOVER = 0.05
+
+    def _start(self, task: Task, info: dict) -> None:
+        self._carrot = np.asarray(info["tcp"], dtype=np.float64).copy()
+
+    def _act(self, proprio: np.ndarray, info: dict) -> np.ndarray:
+        if bool(info["up"]):
+            p = np.asarray(info["pucks"])[self.mode]
+            goal = np.array([p[0], p[1], self.HOVER])
+        else:
+            goal = self.READY
+        d = goal - self._carrot
+        dist, max_step = float(np.linalg.norm(d)), self.SPEED * STEP_DT
+        self._carrot = goal.copy() if dist <= max_step else self._carrot + d * (max_step / dist)
+        return make_action(self._carrot, GRIPPER_OPEN)
+
+
 EXPERTS: dict[str, type[Expert]] = {
     ReachAround.name: ReachAroundExpert,
     PickPlace.name: PickPlaceExpert,
     Track.name: TrackExpert,
+    PopUp.name: PopUpExpert,
 }
 
 

@@ -6,6 +6,10 @@ Each task is multimodal on purpose, because that is what the generative policies
 - pick_place: pick either of two identical cubes and place it on the target pad;
 - track: two pucks slide on the table; bring the gripper down onto either one and stay on it for a
   second; a policy that reacts late trails the puck and never holds on long enough.
+- pop_up: two pucks pop up out of the table at a random moment, one on each side a few cm from where
+  they usually do, and sink again 1.5 s later; come down onto either while it is up. Nothing in the scene
+  tells when, so it tests reaction time (how late a policy sees the pop, plus its inference): what the
+  track pucks' predictable motion let a slow policy make up for. Trained on alone (flow2one/pipeline.py).
 
 `update` runs in franky-sim's stepping thread (every few ms of sim time); `status`/`info` return copies,
 so the control thread never reads MuJoCo data while it is being stepped.
@@ -61,6 +65,7 @@ class Task(ABC):
     name: str = ""
     modes: tuple[str, ...] = ()
     time_limit: float = 10.0  # sim seconds an episode may take
+    dynamic: bool = False  # objects move while the policy acts: where slow inference should cost success
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -144,6 +149,18 @@ def _free_body(world: ET.Element, name: str, half: float, rgba: str, mass: float
     ET.SubElement(body, "freejoint", name=name + "_joint")
     ET.SubElement(body, "geom", name=name, type="box", size=_fmt([half] * 3), rgba=rgba, mass=str(mass),
                   friction="1.5 0.01 0.001", condim="4")
+
+
+def _pucks(world: ET.Element, names: tuple[str, ...], z: float, rgba: str) -> None:
+    """Mocap pucks (6 cm across, 2 cm high), visual only: the tasks judge contact themselves."""
+    for name in names:
+        body = ET.SubElement(world, "body", name=name, mocap="true", pos=f"0.5 0 {z}")
+        ET.SubElement(body, "geom", name=name, type="cylinder", size="0.03 0.01", rgba=rgba, contype="0",
+                      conaffinity="0")
+
+
+def _mocap_ids(model, names: tuple[str, ...]) -> list[int]:
+    return [int(model.body_mocapid[mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, n)]) for n in names]
 
 
 def _set_free(model, data, name: str, pos, yaw: float = 0.0) -> None:
@@ -274,6 +291,7 @@ class Track(Task):
 
     name = "track"
     modes = ("left_puck", "right_puck")
+    dynamic = True
     time_limit = 10.0
     HOLD = 1.5
     XY_TOL = 0.03  # the puck's radius: the TCP is over the puck
@@ -285,15 +303,11 @@ class Track(Task):
         self._on_since: float | None = None
 
     def add_objects(self, world: ET.Element) -> None:
-        for name in self.PUCKS:
-            body = ET.SubElement(world, "body", name=name, mocap="true", pos="0.5 0 0.01")
-            ET.SubElement(body, "geom", name=name, type="cylinder", size="0.03 0.01", rgba="0.7 0.2 0.8 1",
-                          contype="0", conaffinity="0")
+        _pucks(world, self.PUCKS, 0.01, "0.7 0.2 0.8 1")
 
     def bind(self, model) -> None:
         super().bind(model)
-        self._mocap = [int(model.body_mocapid[mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, p)])
-                       for p in self.PUCKS]
+        self._mocap = _mocap_ids(model, self.PUCKS)
 
     def sample(self, rng: np.random.Generator) -> dict:
         pucks = []
@@ -344,7 +358,85 @@ class Track(Task):
             st.mode = near
 
 
-TASKS: dict[str, type[Task]] = {t.name: t for t in (ReachAround, PickPlace, Track)}
+class PopUp(Task):
+    """Two pucks rise out of the table at a random time, one on each side, and sink UP_S seconds later.
+
+    Success: the gripper comes down onto either puck after it popped and stays on it (TCP within XY_TOL,
+    below Z_MAX) for HOLD seconds while it is up. Until the pop the pucks are under the table top, hidden
+    from the cameras; when and exactly where (within a few cm) is drawn per episode. A gripper already
+    waiting low where a puck pops must still come down onto it: a guess is not a reaction.
+    """
+
+    name = "pop_up"
+    modes = ("left_puck", "right_puck")
+    dynamic = True
+    POP_S = (1.6, 2.6)  # the pop time is uniform in this range (sim s after reset)
+    UP_S = 1.5
+    HOLD = 0.3
+    XY_TOL = 0.035
+    Z_MAX = 0.09
+    READY = (0.45, 0.0, 0.2)  # where the scripted expert waits for the pop
+    UP_Z, HIDDEN_Z = 0.01, -0.03  # puck centre (1 cm half height) up on the table / under its top at z = 0
+    time_limit = POP_S[1] + UP_S + 0.2
+    PUCKS = ("popup_left", "popup_right")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._on_since: float | None = None
+        self._came_down = False  # the TCP was above Z_MAX since the pop: it came down onto the puck
+
+    def add_objects(self, world: ET.Element) -> None:
+        _pucks(world, self.PUCKS, self.HIDDEN_Z, "0.9 0.5 0.1 1")
+
+    def bind(self, model) -> None:
+        super().bind(model)
+        self._mocap = _mocap_ids(model, self.PUCKS)
+
+    def sample(self, rng: np.random.Generator) -> dict:
+        xy = [[0.5 + rng.uniform(-0.04, 0.04), side * (0.15 + rng.uniform(-0.03, 0.03))] for side in (1.0, -1.0)]
+        return {"pucks": xy, "t_pop": float(rng.uniform(*self.POP_S))}
+
+    def up(self, t: float) -> bool:
+        t_pop = self.params.get("t_pop", np.inf)
+        return t_pop <= t < t_pop + self.UP_S
+
+    def _place(self, model, data, params) -> None:
+        self._on_since, self._came_down = None, False
+        self._animate(data, 0.0)
+
+    def _animate(self, data, t) -> None:
+        z = self.UP_Z if self.up(t) else self.HIDDEN_Z
+        for m, xy in zip(self._mocap, self.params.get("pucks", ())):
+            data.mocap_pos[m] = (xy[0], xy[1], z)
+
+    def _observe(self, model, data, t, tcp, width):
+        return {"pucks": np.stack([data.mocap_pos[m].copy() for m in self._mocap]), "up": np.array(self.up(t))}
+
+    def _judge(self, st, model, data, t, tcp, width, info) -> None:
+        if st.success or st.failed:
+            return
+        if t >= self.params.get("t_pop", np.inf) + self.UP_S:
+            st.failed, st.reason = True, "the pucks sank before the gripper was on one"
+            return
+        if not info["up"]:
+            return
+        self._came_down = self._came_down or tcp[2] >= self.Z_MAX
+        d = np.linalg.norm(info["pucks"][:, :2] - tcp[:2], axis=1)
+        near = int(np.argmin(d))
+        if st.mode < 0 and tcp[2] < 0.15 and d[near] < 0.08:  # committed to the puck it descends onto
+            st.mode = near
+        on = self._came_down and d[near] < self.XY_TOL and tcp[2] < self.Z_MAX
+        if not on:
+            self._on_since = None
+        elif self._on_since is None:
+            self._on_since = t
+        elif t - self._on_since >= self.HOLD:
+            st.success, st.mode = True, near
+
+
+TASKS: dict[str, type[Task]] = {t.name: t for t in (ReachAround, PickPlace, Track, PopUp)}
+# The tasks of the multi-task models in models/sim_*; pop_up's are trained on it alone (none shipped).
+MULTI_TASK: tuple[str, ...] = ("reach_around", "pick_place", "track")
 
 
 def make_task(name: str) -> Task:
