@@ -75,6 +75,7 @@ def test_pop_up_camping_where_a_puck_pops_does_not_count():
 
     task.params = task.sample(np.random.default_rng(1))
     t_pop, puck = task.params["t_pop"], np.array([*task.params["pucks"][0], PopUp.UP_Z])
+    assert task.event_time(task.params) == t_pop and make_task("track").event_time({}) is None
 
     def judge(heights: list[float]) -> TaskStatus:
         """The TCP over the first puck at these heights, every 10 ms from just before the pop."""

@@ -42,6 +42,24 @@ def test_windows_repeat_last_action_past_the_end(dataset) -> None:
         load_windows(dataset / "nothing")
 
 
+def test_windows_before_an_unpredictable_event_end_at_it(tmp_path) -> None:
+    """pop_up's pop (meta.event_t): windows from before it hold the last action before it, so no chunk
+    shows a dive that its observation could not predict; windows from the pop on see the whole future."""
+    T = 40
+    action = np.repeat(np.arange(T, dtype=np.float32)[:, None], 10, 1)  # action t is all t
+    meta = EpisodeMeta(task="pop_up", source="unit", success=True, event_t=0.5)  # step 10 (dt 0.05)
+    write_episode(tmp_path, 0, Episode(meta=meta, t=np.arange(T) * 0.05, proprio=action, action=action,
+                                       points=np.zeros((T, 4096, 3), np.float32)))
+    a = load_windows(tmp_path)["action"][:, :, 0]  # (40 windows, 32 steps)
+    assert np.array_equal(a[0], np.minimum(np.arange(32), 9))  # 0..9, then holds 9
+    assert np.array_equal(a[9], np.full(32, 9))
+    assert np.array_equal(a[10], np.arange(10, 42).clip(max=39))  # from the event on: the real future
+    plain = Episode(meta=EpisodeMeta(task="pop_up", source="unit", success=True), t=np.arange(T) * 0.05,
+                    proprio=action, action=action, points=np.zeros((T, 4096, 3), np.float32))
+    write_episode(tmp_path / "plain", 0, plain)
+    assert np.array_equal(load_windows(tmp_path / "plain")["action"][0, :, 0], np.arange(32))
+
+
 def test_windows_cloud_history(dataset) -> None:
     """points_prev is the cloud 3 steps back, the episode's first cloud for its first 3 steps."""
     w = load_windows(dataset, modalities=("points", "points_prev"), history_steps=3)

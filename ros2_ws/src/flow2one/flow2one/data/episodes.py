@@ -26,6 +26,9 @@ class EpisodeMeta:
     dt: float = STEP_DT
     note: str = ""
     camera_names: list[str] = field(default_factory=list)
+    # Episode time (s) of an event nothing before it predicts (pop_up's pop): windows that start before it
+    # end there (data/windows.py). None: no such event.
+    event_t: float | None = None
 
 
 @dataclass

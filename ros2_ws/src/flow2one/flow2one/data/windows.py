@@ -4,6 +4,10 @@ Chunks running past an episode's end repeat its last action (the robot holds its
 Diffusion Policy and PointFlowMatch do, so every step of every episode yields a window. `points_prev` is
 the cloud `history_steps` steps before t, the first one for early steps (the runtime, too, repeats its
 oldest cloud until it has history).
+
+A window that starts before an unpredictable event (`meta.event_t`, pop_up's pop) ends at it the same way:
+what follows the event is not in its observation, and a chunk holding it teaches a policy to act it out at
+a time it cannot know (both pop_up models dived before the pop, results/README.md 3d).
 """
 
 from __future__ import annotations
@@ -25,6 +29,10 @@ def episode_windows(ep: Episode, horizon: int = HORIZON, stride: int = 1,
         raise ValueError("episode has no steps")
     starts = np.arange(0, T, stride)
     idx = np.minimum(starts[:, None] + np.arange(horizon)[None, :], T - 1)
+    if ep.meta.event_t is not None:
+        event = int(np.searchsorted(ep.t, ep.meta.event_t))  # the first step at or after the event
+        before = starts < event
+        idx[before] = np.minimum(idx[before], max(event - 1, 0))
     out = {"action": ep.action[idx].astype(np.float32)}
     for name in modalities:
         arr = getattr(ep, "points" if name == "points_prev" else name)

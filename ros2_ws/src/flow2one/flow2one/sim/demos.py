@@ -23,12 +23,12 @@ from tqdm import tqdm
 from flow2one.sim.tasks import TASKS
 
 
-def to_episode(rec, result, cloud, camera_names: list[str], with_images: bool):
+def to_episode(rec, result, cloud, camera_names: list[str], with_images: bool, event_t: float | None = None):
     from flow2one.data.episodes import Episode, EpisodeMeta
 
     points = np.stack([cloud.process(d, T) for d, T in zip(rec.depth, rec.T_base_ee)]).astype(np.float32)
     meta = EpisodeMeta(task=result.task, source="sim-expert", success=result.success, mode=result.mode,
-                       seed=result.seed, camera_names=camera_names if with_images else [],
+                       seed=result.seed, camera_names=camera_names if with_images else [], event_t=event_t,
                        note=f"chosen_mode={result.chosen_mode} mode_name={result.mode_name}")
     images = {}
     if with_images:
@@ -62,7 +62,9 @@ def generate(task: str, out: Path, episodes: int, seed: int = 0, with_images: bo
                 rtfs.append(result.rtf)
                 if not result.success:
                     continue
-                write_episode(out, written, to_episode(rec, result, cloud, [c.name for c in cameras], with_images))
+                event_t = rig.world.task.event_time(rig.world.task.params)
+                write_episode(out, written, to_episode(rec, result, cloud, [c.name for c in cameras], with_images,
+                                                       event_t))
                 written += 1
                 modes[result.mode_name] += 1
                 bar.update(1)

@@ -105,6 +105,10 @@ class Task(ABC):
     @abstractmethod
     def _place(self, model: mujoco.MjModel, data: mujoco.MjData, params: dict) -> None: ...
 
+    def event_time(self, params: dict) -> float | None:
+        """Episode time of an event nothing before it predicts (recorded with demos), or None."""
+        return None
+
     def update(self, model: mujoco.MjModel, data: mujoco.MjData) -> None:
         """Advance moving objects, then judge success/mode (sim thread)."""
         t = float(data.time) - self._t0
@@ -395,6 +399,9 @@ class PopUp(Task):
     def sample(self, rng: np.random.Generator) -> dict:
         xy = [[0.5 + rng.uniform(-0.04, 0.04), side * (0.15 + rng.uniform(-0.03, 0.03))] for side in (1.0, -1.0)]
         return {"pucks": xy, "t_pop": float(rng.uniform(*self.POP_S))}
+
+    def event_time(self, params: dict) -> float | None:
+        return params["t_pop"]
 
     def up(self, t: float) -> bool:
         t_pop = self.params.get("t_pop", np.inf)
