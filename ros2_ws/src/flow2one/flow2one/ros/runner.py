@@ -155,8 +155,9 @@ def split_graph(graph_name: str, nodes: Iterable[str], own: Iterable[str],
                 overrides: Mapping[str, Mapping[str, Any]] | None = None, params_files: Iterable[str | Path] = (),
                 domain_id: int | None = None) -> Iterator[tuple[GraphRunner, list[NodeProcess]]]:
     """`nodes` of a graph, the `own` ones in a child process each (as launch starts every node), the rest in
-    a GraphRunner here. The runner is built first, so a bad parameter of its nodes fails before any child
-    starts; the children then start in order (the sim world before an executor that connects to it)."""
+    a GraphRunner here. The runner is built first, so an unreadable params file or an override for a node
+    not in the run fails before any child starts (parameter names are checked when the runner starts,
+    after the children); the children start in order (the sim world before an executor that connects to it)."""
     own, overrides, params_files = list(own), dict(overrides or {}), list(params_files)
     runner = GraphRunner(graph_name, nodes=[n for n in nodes if n not in own], params_files=params_files,
                          overrides={n: v for n, v in overrides.items() if n not in own}, domain_id=domain_id)

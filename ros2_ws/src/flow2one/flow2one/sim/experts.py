@@ -148,47 +148,46 @@ class PickPlaceExpert(WaypointExpert):
                 Grip(False), Move(over_pad, speed=0.2, tol=0.03)]
 
 
-class TrackExpert(Expert):
-    """Fly over the chosen puck, descend onto it and follow it, leading by the robot's tracking lag."""
+class ChaseExpert(Expert):
+    """Moves the carrot toward a goal re-chosen every step (moving objects), at most SPEED m/s."""
 
-    LEAD = 0.15  # s of extrapolation along the puck's velocity
     SPEED = 0.45  # m/s max carrot speed
-    HOVER = 0.05  # TCP height above the table while on the puck
+    HOVER = 0.05  # TCP height above the table while on a puck
 
     def _start(self, task: Task, info: dict) -> None:
         self._carrot = np.asarray(info["tcp"], dtype=np.float64).copy()
 
+    @abstractmethod
+    def _goal(self, proprio: np.ndarray, info: dict) -> np.ndarray: ...
+
     def _act(self, proprio: np.ndarray, info: dict) -> np.ndarray:
-        p = np.asarray(info["pucks"])[self.mode] + np.asarray(info["puck_vel"])[self.mode] * self.LEAD
-        xy_err = float(np.linalg.norm(proprio[:2] - p[:2]))
-        z = self.HOVER if xy_err < 0.06 else max(self.HOVER, min(0.2, float(proprio[2])))
-        goal = np.array([p[0], p[1], z])
+        goal = np.array(self._goal(proprio, info), dtype=np.float64)
         d = goal - self._carrot
         dist, max_step = float(np.linalg.norm(d)), self.SPEED * STEP_DT
         self._carrot = goal if dist <= max_step else self._carrot + d * (max_step / dist)
         return make_action(self._carrot, GRIPPER_OPEN)
 
 
-class PopUpExpert(Expert):
-    """Wait at READY; once the pucks are up, go straight down onto the chosen one."""
+class TrackExpert(ChaseExpert):
+    """Fly over the chosen puck, descend onto it and follow it, leading by the robot's tracking lag."""
 
-    READY = np.array(PopUp.READY)
-    SPEED = 0.45  # m/s max carrot speed
-    HOVER = 0.05
+    LEAD = 0.15  # s of extrapolation along the puck's velocity
 
-    def _start(self, task: Task, info: dict) -> None:
-        self._carrot = np.asarray(info["tcp"], dtype=np.float64).copy()
+    def _goal(self, proprio: np.ndarray, info: dict) -> np.ndarray:
+        p = np.asarray(info["pucks"])[self.mode] + np.asarray(info["puck_vel"])[self.mode] * self.LEAD
+        xy_err = float(np.linalg.norm(proprio[:2] - p[:2]))
+        z = self.HOVER if xy_err < 0.06 else max(self.HOVER, min(0.2, float(proprio[2])))
+        return np.array([p[0], p[1], z])
 
-    def _act(self, proprio: np.ndarray, info: dict) -> np.ndarray:
-        if bool(info["up"]):
-            p = np.asarray(info["pucks"])[self.mode]
-            goal = np.array([p[0], p[1], self.HOVER])
-        else:
-            goal = self.READY
-        d = goal - self._carrot
-        dist, max_step = float(np.linalg.norm(d)), self.SPEED * STEP_DT
-        self._carrot = goal.copy() if dist <= max_step else self._carrot + d * (max_step / dist)
-        return make_action(self._carrot, GRIPPER_OPEN)
+
+class PopUpExpert(ChaseExpert):
+    """Wait at the task's READY point; once the pucks are up, go straight down onto the chosen one."""
+
+    def _goal(self, proprio: np.ndarray, info: dict) -> np.ndarray:
+        if not bool(info["up"]):
+            return np.array(PopUp.READY)
+        p = np.asarray(info["pucks"])[self.mode]
+        return np.array([p[0], p[1], self.HOVER])
 
 
 EXPERTS: dict[str, type[Expert]] = {
