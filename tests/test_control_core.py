@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flow2one.control import so3
-from flow2one.control.config import ExecutorConfig
+from flow2one.control import kinematics, so3
+from flow2one.control.config import HOME_JOINTS, ExecutorConfig
 from flow2one.control.executor import Executor, State
 from flow2one.control.franky_robot import RobotStateSample
 from flow2one.control.limits import SafetyLimits
@@ -35,20 +35,30 @@ def line_chunk(start, velocity, n=32, dt=0.05) -> np.ndarray:
     return np.stack([action(np.asarray(start) + np.asarray(velocity) * i * dt) for i in range(n)])
 
 
+def _home_pose() -> np.ndarray:
+    pose = np.eye(4)
+    pose[:3, :3], pose[:3, 3] = DOWN, HOME
+    return pose
+
+
+HOME_Q = kinematics.ik(_home_pose(), np.asarray(HOME_JOINTS))
+
+
 class KinematicRobot:
-    """Stand-in for FrankyRobot in clock-driven core tests: the arm is wherever it was last sent."""
+    """Stand-in for FrankyRobot in clock-driven core tests: the arm is wherever it was last sent; its joint
+    angles follow by differential IK (two damped steps per command, as a Cartesian controller would)."""
 
     def __init__(self, clock):
         self.clock = clock
-        self.pose = np.eye(4)
-        self.pose[:3, :3], self.pose[:3, 3] = DOWN, HOME
+        self.pose = _home_pose()
+        self.q = HOME_Q.copy()
         self.width = 0.08
         self.log: list = []
         self.stops = 0
 
     def read_state(self) -> RobotStateSample:
-        return RobotStateSample(self.clock(), np.zeros(7), np.zeros(7), np.zeros(7), self.pose.copy(), self.width, "Move",
-                                self.clock() / 1e9)
+        return RobotStateSample(self.clock(), self.q.copy(), np.zeros(7), np.zeros(7), self.pose.copy(), self.width,
+                                "Move", self.clock() / 1e9)
 
     def record(self, kind, cmd: SafeCommand) -> None:
         self.log.append((kind, cmd.t, cmd.position.copy(), cmd.rotation.copy(), cmd.gripper))
@@ -56,6 +66,7 @@ class KinematicRobot:
     def send(self, cmd: SafeCommand) -> None:
         self.record("command", cmd)
         self.pose[:3, :3], self.pose[:3, 3], self.width = cmd.rotation, cmd.position, cmd.gripper
+        self.q = kinematics.ik(self.pose, self.q, iters=2)
 
     def poll(self) -> bool:
         return True
@@ -237,14 +248,16 @@ def test_executor_estop_rejects_chunks_until_released():
     clock.t += 0.05
     ex.tick(clock.t)
     assert ex.state == State.ESTOP and robot.stops == 1
-    with pytest.raises(ChunkRejected, match="estop"):
+    with pytest.raises(ChunkRejected, match="e-stop"):
         ex.submit_chunk(line_chunk(HOME, [0.05, 0, 0]), clock.ns(), 0.05)
     ex.set_estop(False)
     clock.t += 0.05
     ex.tick(clock.t)
     assert ex.state == State.IDLE
     ex.submit_chunk(line_chunk(HOME, [0.05, 0, 0]), clock.ns(), 0.05, received_mono=clock.t)
-    ex.tick(clock.t)
+    for _ in range(2):  # anchor, then the first command
+        ex.tick(clock.t)
+        clock.t += 0.05
     assert ex.state == State.RUNNING
 
 
@@ -302,5 +315,5 @@ def test_executor_property_10000_adversarial_chunks_never_command_outside_limits
     assert violations == [], violations[:5]
     # not vacuous: plenty of chunks were accepted and executed, plenty rejected, and clamping happened
     assert accepted > 2000 and ex.counters["chunks_rejected"] > 2000
-    assert commands > 2000 and ex.counters["commands_clamped"] > 500
+    assert commands > 1500 and ex.counters["commands_clamped"] > 500
     assert ex.counters["stops"] > 10

@@ -5,7 +5,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 
+import numpy as np
+
+from flow2one.control import kinematics
+from flow2one.control.joint_guard import JointGuard
+from flow2one.control.kinematics import JOINT_LIMITS
 from flow2one.control.limits import SafetyLimits
+from flow2one.control.safety import SafetyFilter
 from flow2one.spec import STEP_DT
 
 # Panda/FR3 "ready" pose: elbow up, flange down, in front of the base.
@@ -31,6 +37,12 @@ class ExecutorConfig:
     gripper_force: float = 30.0  # N
     gripper_close_below: float = 0.04  # m: commanded widths below this grasp, above move
     gripper_deadband: float = 0.005  # m
+    # Joint-space guard (control/joint_guard.py): "panda", "fr3" or "both" (the tighter of the two).
+    robot_generation: str = "both"
+    joint_margin: float = 0.1  # rad kept free of each hardware joint limit
+    joint_speed_factor: float = 0.9  # fraction of the hardware joint speed a command may demand
+    min_manipulability: float = 0.01  # Yoshikawa measure; below it, moves toward the singularity are refused
+    measured_box_tolerance: float = 0.01  # m a measured EE may lie outside the box before it is a FAULT
     # SafetyLimits, flattened for ROS parameters (see control/limits.py for meaning).
     workspace_min: tuple[float, ...] = SafetyLimits.workspace_min
     workspace_max: tuple[float, ...] = SafetyLimits.workspace_max
@@ -67,6 +79,24 @@ class ExecutorConfig:
         if not (0 < self.gripper_speed <= 0.1 and self.gripper_force > 0):
             raise ValueError("gripper_speed must be in (0, 0.1] m/s and gripper_force > 0")
         self.limits()  # validates the limit fields
+        if self.robot_generation not in JOINT_LIMITS:
+            raise ValueError(f"robot_generation must be one of {sorted(JOINT_LIMITS)}, got {self.robot_generation!r}")
+        if not (0 <= self.joint_margin < 0.5 and 0 < self.joint_speed_factor <= 1 and self.min_manipulability >= 0
+                and 0 <= self.measured_box_tolerance <= 0.1):
+            raise ValueError("need 0 <= joint_margin < 0.5 rad, 0 < joint_speed_factor <= 1, min_manipulability >= 0 "
+                             "and 0 <= measured_box_tolerance <= 0.1 m")
+        why = self.joint_guard().check_configuration(np.asarray(self.home_joints, dtype=np.float64))
+        if why is not None:
+            raise ValueError(f"home_joints: {why}")
+        home = kinematics.fk(np.asarray(self.home_joints, dtype=np.float64))
+        lim, filt = self.limits(), SafetyFilter(self.limits())
+        if not filt.inside(home[:3, 3]) or filt.deviation(home[:3, :3]) > lim.max_rot_from_ref:
+            raise ValueError(f"home_joints put the EE at {np.round(home[:3, 3], 3).tolist()}, "
+                             f"{filt.deviation(home[:3, :3]):.2f} rad from the reference orientation: outside the "
+                             f"workspace box or the orientation limit")
+
+    def joint_guard(self) -> JointGuard:
+        return JointGuard(self.robot_generation, self.joint_margin, self.joint_speed_factor, self.min_manipulability)
 
     def limits(self) -> SafetyLimits:
         names = {f.name for f in fields(SafetyLimits)}

@@ -5,9 +5,14 @@ they only touch the scheduler and request flags under a lock and wake the contro
 control thread talks to the robot, so franky never sees concurrent calls from us.
 
 States: IDLE (no motion) -> RUNNING (streaming targets) -> HOLDING (plan used up: nothing new is sent,
-franky holds the last target) -> STOPPED (no valid chunk for stop_after_s: stop motion, plan dropped).
-A new valid chunk restarts from IDLE/HOLDING/STOPPED (re-anchoring the safety filter on the measured
-pose after a stop). ESTOP, HOMING and FAULT reject chunks; FAULT is left by homing or an e-stop cycle.
+franky holds the last target) -> STOPPED (no valid chunk, or no command sent, for stop_after_s: stop
+motion, plan dropped). A new valid chunk restarts from IDLE/HOLDING/STOPPED (re-anchoring the safety
+filter on the measured pose after a stop). ESTOP, HOMING and FAULT reject chunks.
+E-stop latches on any True (chunks are refused at once, the next tick stops the arm) and is released only
+by `reset_estop()` or a False that arrives after the stop was carried out (a True -> False cycle).
+FAULT (an implausible measured state, a measured pose the command cannot follow, a robot error without
+recovery) stops the arm and is left only by homing; an e-stop release returns to FAULT, never clears it.
+Every target passes the safety filter and the joint-space guard before franky sees it.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import numpy as np
 from flow2one.control.config import ExecutorConfig
 from flow2one.control.franky_robot import RobotError, RobotStateSample
 from flow2one.control.plan import ChunkRejected, Plan, Scheduler
-from flow2one.control.safety import RejectedTarget, SafeCommand, SafetyFilter
+from flow2one.control.safety import MeasuredPoseFault, RejectedTarget, SafeCommand, SafetyFilter
 
 ANCHOR_PATIENCE_S = 0.25  # a measured pose outside the limits for this long -> FAULT
 HOME_TIMEOUT_S = 60.0  # a slowed franky-sim needs far longer than the robot's ~3 s
@@ -78,6 +83,7 @@ class Executor:
         self.on_state, self.on_command, self.on_event = on_state, on_command, on_event
         self.scheduler = Scheduler(cfg.n_exec, cfg.blend_s, cfg.max_future_s, self.limits.command_period)
         self.filter = SafetyFilter(self.limits)
+        self.guard = cfg.joint_guard()
         self.state = State.IDLE
         self.message = "waiting for chunks"
         self.latest: RobotStateSample | None = None
@@ -91,7 +97,9 @@ class Executor:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._closing = False
-        self._estop_req: bool | None = None
+        self._estop_latched = False
+        self._estop_release = False
+        self._fault_reason: str | None = None  # kept through an e-stop; cleared by homing
         self._home_req = False
         self._anchored = False
         self._anchor_fail_since: float | None = None
@@ -114,6 +122,8 @@ class Executor:
         received_mono = time.monotonic() if received_mono is None else received_mono
         with self._lock:
             try:
+                if self._estop_latched:
+                    raise ChunkRejected("e-stop is latched", "state")
                 if self.state in (State.ESTOP, State.HOMING, State.FAULT):
                     raise ChunkRejected(f"executor is in state {self.state.value}: {self.message}", "state")
                 plan = self.scheduler.submit(actions, stamp_ns, dt_s, self.clock_ns())
@@ -131,9 +141,21 @@ class Executor:
         return plan
 
     def set_estop(self, active: bool) -> None:
+        """True latches at once; False releases only after the stop was carried out (see module doc)."""
         with self._lock:
-            self._estop_req = active
+            if active:
+                self._estop_latched, self._estop_release = True, False
+            elif self._estop_latched:
+                self._estop_release = True
         self._wake.set()
+
+    def reset_estop(self) -> None:
+        """Explicit release of a latched e-stop (takes effect once the arm was stopped)."""
+        self.set_estop(False)
+
+    @property
+    def estop_latched(self) -> bool:
+        return self._estop_latched
 
     def request_home(self) -> None:
         with self._lock:
@@ -194,6 +216,8 @@ class Executor:
             self.last_error = f"callback failed: {type(exc).__name__}: {exc}"
 
     def _set(self, state: State, message: str) -> None:
+        if state == State.FAULT:
+            self._fault_reason = message
         if state != self.state:
             self._notify(self.on_event, f"{self.state.value} -> {state.value}: {message}")
         self.state, self.message = state, message
@@ -205,23 +229,32 @@ class Executor:
         self.counters["states"] += 1
         self._notify(self.on_state, st)
         with self._lock:
-            estop, self._estop_req = self._estop_req, None
+            latched, release = self._estop_latched, self._estop_release
             home, self._home_req = self._home_req, False
-        if estop is True:
-            self._stop("e-stop", State.ESTOP)
+        if latched:
+            if self.state != State.ESTOP:
+                self._stop("e-stop", State.ESTOP)
+                with self._lock:  # a release that came before the stop was carried out does not count
+                    self._estop_release = False
+            elif release:
+                with self._lock:
+                    self._estop_latched = self._estop_release = False
+                if self._fault_reason is not None:
+                    self._notify(self.on_event, "e-stop released; still in FAULT (home to clear it)")
+                    self._set(State.FAULT, self._fault_reason)
+                else:
+                    self._set(State.IDLE, "e-stop released")
             return
-        if estop is False and self.state in (State.ESTOP, State.FAULT):
-            self._set(State.IDLE, "e-stop released")
         if home:
             self._start_home()
             return
         if self.state == State.HOMING:
             if not self.robot.poll():
                 self._anchored = False
+                self._fault_reason = None
                 self._set(State.IDLE, "homed")
             elif now - self._home_started > HOME_TIMEOUT_S:
-                self.robot.stop()
-                self._set(State.FAULT, f"homing did not finish within {HOME_TIMEOUT_S} s")
+                self._fault(f"homing did not finish within {HOME_TIMEOUT_S} s")
             return
         if self.state in (State.ESTOP, State.FAULT):
             return
@@ -229,11 +262,17 @@ class Executor:
         self._step_stream(now, st)
 
     def _step_stream(self, now: float, st: RobotStateSample) -> None:
-        stale = self._last_chunk_mono is None or now - self._last_chunk_mono > self.cfg.stop_after_s
-        if self.state in (State.RUNNING, State.HOLDING) and stale:
-            self.stopped_at = now
-            self._stop(f"no valid chunk for {self.cfg.stop_after_s} s", State.STOPPED)
-            return
+        if self.state in (State.RUNNING, State.HOLDING):
+            why = self._implausible(st)
+            if why is not None:
+                self._fault(f"implausible measured state: {why}")
+                return
+            no_chunk = self._last_chunk_mono is None or now - self._last_chunk_mono > self.cfg.stop_after_s
+            if no_chunk or now - self._last_cmd_mono > self.cfg.stop_after_s:
+                self.stopped_at = now
+                what = "valid chunk" if no_chunk else "command sent (every target refused)"
+                self._stop(f"no {what} for {self.cfg.stop_after_s} s", State.STOPPED)
+                return
         if now - self._last_cmd_mono < self._period_cmd - 1e-3:
             return
         t0 = time.monotonic()
@@ -254,19 +293,29 @@ class Executor:
                 # that stays outside the limits must.
                 self._anchor_fail_since = self._anchor_fail_since or now
                 if now - self._anchor_fail_since > ANCHOR_PATIENCE_S:
-                    with self._lock:
-                        self.scheduler.clear()
-                    self._set(State.FAULT, f"{exc}; send home")
+                    self._fault(f"{exc}; send home")
                 return
             self._anchor_fail_since = None
             self.robot.record("anchor", anchor)
             self._anchored = True
         try:
-            cmd = self.filter.filter(now, target, st.position)
+            cmd = self.filter.propose(now, target, st.position)
+        except MeasuredPoseFault as exc:
+            self._fault(str(exc))
+            return
         except RejectedTarget as exc:
             self.counters["targets_rejected"] += 1
             self.last_error = str(exc)
             return
+        prev = self.filter.last
+        if cmd is prev:  # no time since the anchor or the last command: nothing new to send
+            return
+        why = self.guard.check(st.q, st.ee, cmd, prev, min(now - prev.t, self.limits.command_period))
+        if why is not None:
+            self.counters["targets_refused_joint"] += 1
+            self.last_error = f"target refused by the joint-space guard: {why}"
+            return
+        self.filter.commit(cmd)
         self.counters["commands"] += 1
         if cmd.clamped:
             self.counters["commands_clamped"] += 1
@@ -286,6 +335,32 @@ class Executor:
         if self.state != State.RUNNING:
             self._set(State.RUNNING, "streaming")
         self._notify(self.on_command, CommandEvent(cmd, now_ns, plan.chunk_id, first, latency, sent - t0))
+
+    def _implausible(self, st: RobotStateSample) -> str | None:
+        """Why a measured state must not be used (None when it may): a robot command is only ever derived
+        from readings that are finite, a rotation, and where the arm can physically be."""
+        if not (np.all(np.isfinite(st.q)) and np.all(np.isfinite(st.dq)) and np.all(np.isfinite(st.ee))
+                and np.isfinite(st.gripper_width)):
+            return "NaN/inf in the robot state"
+        r = st.ee[:3, :3]
+        if np.abs(r.T @ r - np.eye(3)).max() > 1e-4 or abs(np.linalg.det(r) - 1.0) > 1e-4:
+            return "EE rotation is not a rotation matrix"
+        tol = self.cfg.measured_box_tolerance
+        lo, hi = np.asarray(self.limits.workspace_min), np.asarray(self.limits.workspace_max)
+        if np.maximum(lo - st.position, st.position - hi).max() > tol:
+            return (f"EE position {np.round(st.position, 4).tolist()} is more than {tol} m outside the workspace "
+                    f"box {self.limits.workspace_min}..{self.limits.workspace_max}")
+        return None
+
+    def _fault(self, reason: str) -> None:
+        """Stop the arm and stay in FAULT until homing; no command follows."""
+        with self._lock:
+            self.scheduler.clear()
+        self._anchored = False
+        self.last_error = reason
+        self.counters["faults"] += 1
+        self._set(State.FAULT, reason)
+        self.robot.stop()
 
     def _stop(self, reason: str, state: State) -> None:
         with self._lock:

@@ -30,6 +30,8 @@ import numpy as np
 
 from flow2one.spec import ACTION_DIM
 
+MAX_DT_S = 1.0  # s per chunk step; a larger dt is a malformed message, not a slow plan
+
 
 class ChunkRejected(ValueError):
     """A chunk the executor will not execute; the message says why, `reason` is a short category
@@ -75,8 +77,8 @@ def align_chunk(actions: np.ndarray, stamp_ns: int, dt_s: float, now_ns: int, n_
         raise ChunkRejected(f"chunk must have shape (H >= 1, {ACTION_DIM}), got {a.shape}", "malformed")
     if not np.all(np.isfinite(a)):
         raise ChunkRejected("chunk has NaN/inf actions", "nonfinite")
-    if not np.isfinite(dt_s) or dt_s < 0 or (dt_s == 0 and a.shape[0] > 1):
-        raise ChunkRejected(f"chunk step dt must be positive and finite, got {dt_s}", "dt")
+    if not np.isfinite(dt_s) or dt_s < 0 or dt_s > MAX_DT_S or (dt_s == 0 and a.shape[0] > 1):
+        raise ChunkRejected(f"chunk step dt must be in (0, {MAX_DT_S}] s, got {dt_s}", "dt")
     dt_ns = int(round((dt_s if dt_s > 0 else default_dt_s) * 1e9))
     times = int(stamp_ns) + dt_ns * np.arange(a.shape[0], dtype=np.int64)
     keep = times + dt_ns > now_ns  # interval [t_i, t_i + dt) not over yet
@@ -111,7 +113,8 @@ class Scheduler:
             raise ChunkRejected(f"chunk stamp is {(stamp_ns - now_ns) / 1e6:.1f} ms in the future "
                                 f"(> max_future_s); clocks out of sync?", "future")
         # An equal stamp is a new prediction for the same observation time (fresher robot state, the
-        # same cloud): it replaces the plan. An older one would take the plan back in time.
+        # same cloud): it replaces the plan. An older one would take the plan back in time. A stamp from the
+        # future (clock skew) sets no bar, so one skewed chunk cannot block the fresh ones after it.
         if self._last_stamp is not None and stamp_ns < self._last_stamp:
             raise ChunkRejected(f"chunk stamp is older than the last accepted one "
                                 f"({(self._last_stamp - stamp_ns) / 1e6:.1f} ms)", "order")
@@ -125,7 +128,8 @@ class Scheduler:
             w = np.clip((knots - now_ns) / self.blend_ns, 0.0, 1.0)[:, None]
             times, acts = knots, (1.0 - w) * old.sample(knots) + w * new.sample(knots)
         self._ids += 1
-        self._last_stamp = stamp_ns
+        if stamp_ns <= now_ns:
+            self._last_stamp = stamp_ns
         self.plan = Plan(times, acts, stamp_ns, dt_ns, self._ids, now_ns)
         return self.plan
 
