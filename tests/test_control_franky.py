@@ -6,12 +6,15 @@ address of its own so parallel test runs do not meet. Figures are printed (run w
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 
+import franky
 import numpy as np
 import pytest
 
+from flow2one.control import kinematics, so3
 from flow2one.control.config import ExecutorConfig
 from flow2one.control.executor import Executor, State
 from flow2one.control.franky_robot import FrankyRobot
@@ -20,6 +23,8 @@ from flow2one.control.plan import ChunkRejected
 from flow2one.control.safety import audit
 from flow2one.geometry import matrix_to_rot6d
 from tests.helpers import wait_for
+from tests.safety_checker import Record, check, max_deviation
+from tests.safety_checker import angle as angle_of
 from tests.test_control_core import adversarial_chunk
 
 MS = 1_000_000
@@ -46,12 +51,14 @@ class Trace:
 
     def __init__(self) -> None:
         self.states: list[tuple[float, np.ndarray, np.ndarray]] = []  # (t, ee xyz, dq)
+        self.rotations: list[np.ndarray] = []  # measured EE rotation
         self.robot_times: list[tuple[float, float]] = []  # (wall monotonic, robot clock)
         self.events: list[tuple[float, str]] = []
         self.commands = []
 
     def on_state(self, s) -> None:
         self.states.append((time.monotonic(), s.position.copy(), s.dq.copy()))
+        self.rotations.append(s.ee[:3, :3].copy())
         self.robot_times.append((time.monotonic(), s.robot_time_s))
 
     def real_time_factor(self) -> float:
@@ -217,6 +224,71 @@ def test_aborted_motion_is_recovered_and_streaming_resumes(robot: FrankyRobot):
     recovered = next(t for t, e in trace.events if e.startswith("running -> idle: recovered") and "preempted" in e)
     assert any(t > recovered and e.startswith("idle -> running") for t, e in trace.events)  # streaming resumed
     assert ex.state == State.RUNNING
+
+
+def test_kinematics_match_frankys_robot_model(robot: FrankyRobot):
+    """The joint-space guard's hand-written FK and Jacobian agree with libfranka's model (served by franky-sim)."""
+    model, st = robot.robot.model, robot.robot.state
+    rng = np.random.default_rng(0)
+    lim = kinematics.JOINT_LIMITS["both"]
+    for _ in range(20):
+        q = rng.uniform(lim["q_min"], lim["q_max"])
+        ours = kinematics.fk(q)
+        theirs = np.array(model.pose(franky.Frame.EndEffector, q, st.F_T_EE, st.EE_T_K).matrix)
+        np.testing.assert_allclose(ours, theirs, atol=1e-6)
+        np.testing.assert_allclose(kinematics.jacobian(q)[:, :7],
+                                   np.array(model.zero_jacobian(franky.Frame.EndEffector, q, st.F_T_EE, st.EE_T_K)),
+                                   atol=1e-6)
+
+
+def test_soak_a_policy_that_tries_to_leave_the_cone(robot: FrankyRobot):
+    """Chunks at 10 Hz that demand orientations beyond max_rot_from_ref about switching axes and sweep the
+    workspace: every command stays within the limits and the arm's joints within their hardware limits.
+    FLOW2ONE_SOAK_S sets the length (CI: 20 s; the issue's figure: 600 s)."""
+    duration = float(os.environ.get("FLOW2ONE_SOAK_S", "20"))
+    ex, trace = make_executor(robot, stop_after_s=0.5)
+    qs: list[np.ndarray] = []
+    trace_state = trace.on_state
+    ex.on_state = lambda s: (qs.append(s.q.copy()), trace_state(s))
+    rng = np.random.default_rng(5)
+    down = np.diag([1.0, -1.0, -1.0])
+    start = robot.read_state().position.copy()
+    axis, end, homes = np.array([1.0, 0.0, 0.0]), time.monotonic() + duration, 0
+    try:
+        while time.monotonic() < end:
+            if ex.state == State.FAULT:
+                assert "communication lost" not in ex.message, ex.message
+                homes += 1
+                ex.request_home()
+                wait_for(lambda: ex.state != State.HOMING, 90.0)
+            if rng.random() < 0.15:
+                axis = rng.normal(size=3) * [1, 1, 0.2]
+            angle = rng.uniform(1.0, 2.5)  # desired orientations beyond the 1.2 rad cone
+            stamp = time.time_ns() - 20 * MS
+            pos = start + rng.uniform(-0.12, 0.12, 3) * [1, 1, 0.5]
+            rot = so3.exp(axis / np.linalg.norm(axis) * angle) @ down
+            acts = np.stack([np.concatenate([pos, matrix_to_rot6d(rot), [0.08]])] * 32)
+            try:
+                ex.submit_chunk(acts, stamp, 0.05)
+            except ChunkRejected:
+                pass
+            time.sleep(0.1)
+    finally:
+        ex.close()
+    records = [Record(k, t, p, r, g) for k, t, p, r, g in robot.log]
+    commands = [r for r in records if r.kind == "command"]
+    measured_dev = max(angle_of(down.T @ robot_rot) for robot_rot in trace.rotations)
+    q = np.array(qs)
+    hw = kinematics.JOINT_LIMITS["fr3"]  # franky-sim is an FR3
+    print(f"\nsoak {duration:.0f} s: {len(commands)} commands, max commanded deviation "
+          f"{max_deviation(records, ex.limits):.3f} rad, measured {measured_dev:.3f} rad, joints within "
+          f"[{(q - np.asarray(hw['q_min'])).min():.3f}, {(np.asarray(hw['q_max']) - q).min():.3f}] rad of their limits, "
+          f"{homes} homings; sim real-time factor {trace.real_time_factor():.2f}; status {ex.status()}")
+    assert check(records, ex.limits) == []
+    assert len(commands) > 5 * duration
+    assert max_deviation(records, ex.limits) > 0.9  # the policy did push toward the edge
+    assert measured_dev < ex.limits.max_rot_from_ref + 0.05  # the arm followed the bounded command
+    assert np.all(q > np.asarray(hw["q_min"])) and np.all(q < np.asarray(hw["q_max"]))
 
 
 def test_adversarial_stretch_against_franky_sim(robot: FrankyRobot):

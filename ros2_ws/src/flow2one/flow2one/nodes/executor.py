@@ -28,6 +28,7 @@ from flow2one.ros.qos import CHUNK_QOS, RECORD_QOS, STATE_QOS
 from flow2one.ros.runner import run_node_main
 
 HOME_TOPIC = "/flow2one/executor/home"  # std_msgs/Empty: move to the home joint configuration
+ESTOP_RESET_TOPIC = "/flow2one/executor/estop_reset"  # std_msgs/Empty: release a latched e-stop
 STATE_NAMES = (*JOINT_NAMES, "gripper_width")
 _LEVEL = {State.FAULT: ERROR, State.ESTOP: WARN, State.HOMING: WARN}
 
@@ -47,7 +48,8 @@ class ExecutorNode(Node):
                                  on_state=self._publish_state, on_command=self._publish_command,
                                  on_event=self._log_event)
         self.create_subscription(JointTrajectory, spec.CHUNK_TOPIC, self._on_chunk, CHUNK_QOS)
-        self.create_subscription(Bool, spec.ESTOP_TOPIC, lambda m: self.control.set_estop(bool(m.data)), 10)
+        self.create_subscription(Bool, spec.ESTOP_TOPIC, self._on_estop, 10)
+        self.create_subscription(Empty, ESTOP_RESET_TOPIC, self._on_estop_reset, 10)
         self.create_subscription(Empty, HOME_TOPIC, lambda _: self.control.request_home(), 10)
         self.create_timer(1.0, self._update_diagnostics)
         self._closed = False
@@ -65,6 +67,18 @@ class ExecutorNode(Node):
         except ValueError as exc:  # malformed message
             self.control.counters["chunks_malformed"] += 1
             self.get_logger().warn(f"malformed chunk: {exc}", throttle_duration_sec=1.0)
+
+    def _on_estop(self, msg: Bool) -> None:
+        if msg.data and not self.control.estop_latched:
+            self.get_logger().warn("e-stop: latched (release: False on the e-stop topic after the stop, or "
+                                   f"an Empty on {ESTOP_RESET_TOPIC})")
+        elif not msg.data and self.control.estop_latched:
+            self.get_logger().info("e-stop: release requested by a False on the e-stop topic")
+        self.control.set_estop(bool(msg.data))
+
+    def _on_estop_reset(self, _: Empty) -> None:
+        self.get_logger().info(f"e-stop: release requested on {ESTOP_RESET_TOPIC}")
+        self.control.reset_estop()
 
     def _publish_state(self, s: RobotStateSample) -> None:
         if not self.context.ok():  # shutting down (SIGINT): close() follows
