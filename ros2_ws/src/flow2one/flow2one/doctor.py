@@ -24,6 +24,7 @@ import re
 import resource
 import shutil
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -101,14 +102,39 @@ def _franky(robot: str) -> Check:
     return Check("franky / libfranka", OK, detail)
 
 
-def _fci(host: str, timeout: float = 1.0) -> Check:
+def _fci(host: str, timeout: float = 5.0) -> Check:
+    """A TCP connect (fast failure when nothing listens), then libfranka's own handshake through franky, which
+    is also where a robot refuses a libfranka of the wrong generation. Run before launch: the robot serves
+    one client at a time."""
+    fix = ("wire the PC to the controller's (shop-floor) port, give it an address in the robot's subnet, "
+           "unlock the joints and activate FCI in Desk, and set executor.robot_host")
     try:
-        with socket.create_connection((host, FCI_PORT), timeout=timeout):
-            return Check("FCI", OK, f"{host}:{FCI_PORT} accepts connections")
+        socket.create_connection((host, FCI_PORT), timeout=min(timeout, 1.0)).close()
     except OSError as exc:
-        return Check("FCI", FAIL, f"{host}:{FCI_PORT}: {exc}",
-                     "wire the PC to the controller's (shop-floor) port, give it an address in the robot's subnet, "
-                     "activate FCI in Desk, and set executor.robot_host")
+        return Check("FCI", FAIL, f"{host}:{FCI_PORT}: {exc}", fix)
+    result: list[object] = []
+
+    def handshake() -> None:
+        try:
+            import franky
+            robot = franky.Robot(host, realtime_config=franky.RealtimeConfig.Ignore)
+            result.append(str(robot.state.robot_mode))
+            del robot
+        except Exception as exc:  # franky's exceptions do not share a base class
+            result.append(exc)
+
+    worker = threading.Thread(target=handshake, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if not result:
+        return Check("FCI", FAIL, f"{host}:{FCI_PORT} accepts TCP but libfranka got no answer in {timeout:g} s", fix)
+    if isinstance(result[0], Exception):
+        exc = result[0]
+        incompatible = "ncompatible" in type(exc).__name__ + str(exc)
+        return Check("FCI", FAIL, f"{host}: {type(exc).__name__}: {exc}",
+                     "install franky built for the robot's libfranka (see the franky / libfranka check)"
+                     if incompatible else fix)
+    return Check("FCI", OK, f"{host}: libfranka connected, robot mode {result[0]}")
 
 
 def _realtime(enforced: bool) -> list[Check]:
@@ -246,10 +272,12 @@ def _disk(directory: str) -> Check:
                  "" if free >= WARN_FREE_GB else "free space before recording many demonstrations")
 
 
-def run_checks(graph_name: str, robot: str = "fer", overrides: dict | None = None,
+def run_checks(graph_name: str, robot: str | None = None, overrides: dict | None = None,
                max_calibration_age_days: float = 30.0) -> list[Check]:
-    """Every check the graph needs, in checklist order."""
+    """Every check the graph needs, in checklist order. robot: fer | fr3 (None: fr3 for the sim graphs,
+    whose franky-sim serves an FR3, else fer)."""
     params = load_params(graph_name)
+    robot = robot or ("fr3" if "sim_world" in graph(graph_name).nodes else "fer")
     for node, values in (overrides or {}).items():
         params.setdefault(node, {}).update(values)
     nodes = graph(graph_name).nodes
@@ -290,8 +318,9 @@ def format_checklist(checks: list[Check]) -> str:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--graph", default="deploy", choices=sorted(GRAPHS), help="graph to check (default deploy)")
-    p.add_argument("--robot", default="fer", choices=sorted(LIBFRANKA_FOR),
-                   help="robot generation: fer (Franka Emika Robot / Panda) or fr3 (default fer; franky-sim is fr3)")
+    p.add_argument("--robot", default=None, choices=sorted(LIBFRANKA_FOR),
+                   help="robot generation: fer (Franka Emika Robot / Panda) or fr3 (default: fer, fr3 for the sim "
+                        "graphs, whose franky-sim serves an FR3)")
     p.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
                    help="override a parameter of the graph's file, as `flow2one run` does")
     p.add_argument("--max-calibration-age-days", type=float, default=30.0,
