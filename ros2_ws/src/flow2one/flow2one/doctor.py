@@ -57,7 +57,7 @@ def _ros() -> Check:
     try:
         from rclpy.utilities import get_rmw_implementation_identifier
         rmw = get_rmw_implementation_identifier()
-    except Exception as exc:  # rclpy missing or its C extension broken: say which
+    except Exception as exc:  # noqa: BLE001  rclpy missing or its C extension broken: say which
         return Check("ROS 2", FAIL, f"rclpy does not load: {exc}",
                      f"install ROS 2 {ROBOT_DISTRO} (apt) and `source /opt/ros/{ROBOT_DISTRO}/setup.bash`")
     detail = f"ROS_DISTRO={distro or 'unset'}, rmw {rmw}"
@@ -84,7 +84,7 @@ def _franky(robot: str) -> Check:
     try:
         franky_v = importlib.metadata.version("franky-control")
         import franky  # noqa: F401  (the import is what fails on a broken build)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  any import failure is the finding
         return Check("franky / libfranka", FAIL, f"franky does not load: {exc}",
                      "pip install franky-control==2.0.0 (FR3) or from franky's libfranka-0.9.2 index (FER): docker/")
     lf = libfranka_version()
@@ -120,7 +120,7 @@ def _fci(host: str, timeout: float = 5.0) -> Check:
             robot = franky.Robot(host, realtime_config=franky.RealtimeConfig.Ignore)
             result.append(str(robot.state.robot_mode))
             del robot
-        except Exception as exc:  # franky's exceptions do not share a base class
+        except Exception as exc:  # noqa: BLE001  franky's exceptions do not share a base class
             result.append(exc)
 
     worker = threading.Thread(target=handshake, daemon=True)
@@ -146,7 +146,9 @@ def _realtime(enforced: bool) -> list[Check]:
     ml_soft, _ = resource.getrlimit(resource.RLIMIT_MEMLOCK)
     rt_ok = os.geteuid() == 0 or rt_soft == resource.RLIM_INFINITY or rt_soft >= MIN_RTPRIO
     ml_ok = ml_soft == resource.RLIM_INFINITY or os.geteuid() == 0
-    fmt = lambda v: "unlimited" if v == resource.RLIM_INFINITY else str(v)  # noqa: E731
+    def fmt(v: int) -> str:
+        return "unlimited" if v == resource.RLIM_INFINITY else str(v)
+
     detail = f"rtprio {fmt(rt_soft)}, memlock {fmt(ml_soft)}{' (root)' if os.geteuid() == 0 else ''}"
     out.append(Check("rtprio / memlock", OK if rt_ok and ml_ok else bad, detail + ("" if rt_ok and ml_ok else why),
                      "" if rt_ok and ml_ok else "add `@realtime - rtprio 99` and `@realtime - memlock unlimited` to "
@@ -187,9 +189,9 @@ def _realsense(calibration_file: str) -> Check:
         if dev is None:
             problems.append(f"{cam.name} ({cam.serial}) not connected")
             continue
-        info = lambda k: dev.get_info(k) if dev.supports(k) else ""  # noqa: E731
-        usb, fw = info(rs.camera_info.usb_type_descriptor), info(rs.camera_info.firmware_version)
-        rec = info(rs.camera_info.recommended_firmware_version)
+        usb, fw, rec = (dev.get_info(k) if dev.supports(k) else "" for k in (
+            rs.camera_info.usb_type_descriptor, rs.camera_info.firmware_version,
+            rs.camera_info.recommended_firmware_version))
         found.append(f"{cam.name} ({cam.serial}) USB {usb or '?'} fw {fw or '?'}")
         if not usb.startswith("3"):
             problems.append(f"{cam.name} on USB {usb or '?'} (needs USB 3 for depth + color at 30 fps)")
@@ -246,7 +248,7 @@ def _engine(p: dict, card) -> Check:
         import torch
         if not torch.cuda.is_available():
             raise RuntimeError(f"torch {torch.__version__} sees no CUDA device")
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  any import or CUDA failure is the finding
         return Check("TensorRT engine", FAIL, f"TensorRT / CUDA not usable: {exc}",
                      "pip install 'tensorrt-cu12>=10,<11' and a CUDA build of torch (docker/ has both)")
     from flow2one.runtime.tensorrt_engine import build_plan, engine_path
