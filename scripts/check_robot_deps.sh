@@ -15,7 +15,7 @@ grep -v "not wheel-only" "$REQ" > "$tmp/wheels.txt"
 "$PY" -m pip install -q --dry-run --report "$OUT" --target "$tmp/t" --python-version 3.12 \
   --only-binary=:all: "${plat[@]}" -r "$tmp/wheels.txt" 2>&1 | { grep -v "^WARNING: Location" || true; }
 # The source packages: they exist at these versions (their own dependencies resolve at install time).
-grep "not wheel-only" "$REQ" | sed 's/#.*//' | while read -r spec; do
+grep -E "^[^#].*not wheel-only" "$REQ" | sed "s/#.*//" | while read -r spec; do
   "$PY" -m pip download -q --no-deps --no-binary=:all: -d "$tmp/src" "$spec" 2>&1 | { grep -v "^WARNING: Location" || true; }
 done
 "$PY" - "$OUT" <<'PY'
