@@ -3,7 +3,7 @@ PY := .venv/bin/python
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 export MUJOCO_GL := egl
 
-.PHONY: setup demo test bench models table1
+.PHONY: setup demo test bench models table1 check-robot-deps
 setup:
 	@bash scripts/setup.sh
 
@@ -23,3 +23,8 @@ models: setup
 
 table1: setup
 	$(PY) -m flow2one.cli table1
+
+# Resolve docker/requirements-robot.txt for the robot PC (Python 3.12 manylinux) without installing: needs
+# PyPI and a few minutes, so it is not part of `make test`.
+check-robot-deps: setup
+	PY=$(PY) bash scripts/check_robot_deps.sh

@@ -198,3 +198,81 @@ def test_read_times_out_without_frames():
     with pytest.raises(CameraTimeoutError, match="no frames for 100 ms"):
         cam.read()
     cam.stop()
+
+
+class ResettableDevice:
+    """A software device whose hardware_reset() behaves like a RealSense's (drops off the bus, comes back
+    delivering): librealsense's software_device has no reset ("not implemented"), so this stands in for
+    that one call and delegates everything else to the real software device."""
+
+    def __init__(self, sw: SoftwareRealSense, on_reset) -> None:
+        self.sw, self.on_reset, self.resets = sw, on_reset, 0
+
+    def __getattr__(self, name: str):
+        return getattr(self.sw.device, name)
+
+    def hardware_reset(self) -> None:
+        self.resets += 1
+        self.on_reset()
+
+
+def test_a_connected_camera_that_stops_delivering_gets_a_hardware_reset():
+    sw = SoftwareRealSense("444", INTR)
+    feeding, stop = threading.Event(), threading.Event()
+    feeding.set()
+    device = ResettableDevice(sw, on_reset=feeding.set)  # after the reset the camera streams again
+    SOFTWARE_DEVICES["444"] = device
+
+    def feed() -> None:
+        k = 0
+        while not stop.is_set():
+            if feeding.is_set():
+                sw.push(*scene_frames(k), 1000.0 + 33.3 * k)
+                k += 1
+            time.sleep(0.03)
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    frames, status = [], []
+    cam = RealSenseCamera("front", "444", CaptureConfig(timeout_ms=200))
+    cap = CaptureThread(cam, frames.append, lambda ok, msg: status.append((ok, msg)), retry_s=0.05, reset_after=3)
+    try:
+        assert wait(lambda: len(frames) >= 3)
+        feeding.clear()  # a firmware stall: still on the bus, no frames
+        assert wait(lambda: device.resets == 1)
+        assert sum(not ok and "no frames" in m for ok, m in status) >= 3  # reset only after reset_after timeouts
+        assert any("hardware reset sent" in m for ok, m in status if not ok)
+        n = len(frames)
+        assert wait(lambda: status[-1][0] and len(frames) >= n + 3)
+        assert "recovered" in status[-1][1] and cap.resets == 1
+    finally:
+        stop.set()
+        cap.stop()
+        feeder.join()
+        SOFTWARE_DEVICES.pop("444", None)
+
+
+def test_a_camera_without_reset_support_keeps_retrying_and_says_why():
+    sw = SoftwareRealSense("555", INTR)
+    SOFTWARE_DEVICES["555"] = sw.device
+    sw.push(*scene_frames(0), 1000.0)
+    status = []
+    cam = RealSenseCamera("front", "555", CaptureConfig(timeout_ms=100))
+    cap = CaptureThread(cam, lambda f: None, lambda ok, msg: status.append((ok, msg)), retry_s=0.02, reset_after=2)
+    try:
+        assert wait(lambda: any("hardware reset failed" in m for _, m in status))
+        assert cap.resets == 0 and cap._thread.is_alive()
+    finally:
+        cap.stop()
+        SOFTWARE_DEVICES.pop("555", None)
+
+
+def test_one_librealsense_context_per_process():
+    from flow2one.perception import realsense
+
+    assert realsense.context() is realsense.context()
+    SOFTWARE_DEVICES["666"] = SoftwareRealSense("666", INTR).device
+    try:
+        assert "666" in realsense.connected_devices()
+    finally:
+        SOFTWARE_DEVICES.pop("666")

@@ -41,7 +41,7 @@ def robot(franky_sim: FrankySimProcess) -> Iterator[FrankyRobot]:
     """One libfranka connection for the module, like a node's lifetime (franky-sim serves one client).
     Tests share the sim arm, so the adversarial one, which may leave it anywhere, runs last."""
     cfg = ExecutorConfig(robot_host=franky_sim.host)
-    r = FrankyRobot(franky_sim.host, cfg.limits(), log=[])
+    r = FrankyRobot(franky_sim.host, cfg.limits(), log=[], realtime="ignore")
     yield r
     r.disconnect()
 

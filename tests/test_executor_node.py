@@ -166,7 +166,7 @@ def test_malformed_chunks_are_rejected_without_motion(graph):
 def test_sigint_stops_cleanly(franky_sim: FrankySimProcess, domain_id: int):  # noqa: F811
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id))
     proc = subprocess.Popen([sys.executable, "-m", "flow2one.nodes.executor", "--ros-args", "-p",
-                             f"robot_host:={franky_sim.host}"], env=env, stdout=subprocess.PIPE,
+                             f"robot_host:={franky_sim.host}", "-p", "realtime:=ignore"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
         lines: list[str] = []

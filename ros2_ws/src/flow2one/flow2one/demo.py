@@ -28,7 +28,9 @@ from typing import Any
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[4]
+from flow2one.paths import data_root
+
+REPO_ROOT = data_root()
 DEFAULT_MODEL = "models/sim_student"
 STRIP_EVERY_S = 1.0  # sim seconds between strip frames
 STRIP_FRAMES = 8

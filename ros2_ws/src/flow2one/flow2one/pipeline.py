@@ -42,9 +42,10 @@ from typing import Any
 
 import yaml
 
+from flow2one.paths import data_root
 from flow2one.sim.tasks import MULTI_TASK, TASKS
 
-REPO_ROOT = Path(__file__).resolve().parents[4]
+REPO_ROOT = data_root()
 KINDS = ("teacher", "student", "l1flow", "regression")
 SHIP_FILES = ("model.safetensors", "config.yaml", "card.yaml", "model.onnx")
 MAX_MODEL_BYTES = 5 * 1024 * 1024  # keep the repository small: every shipped file stays below this

@@ -36,7 +36,9 @@ from typing import Any
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[4]
+from flow2one.paths import data_root
+
+REPO_ROOT = data_root()
 EVAL_SEED0 = 100_000  # sim-demos uses seeds from 0: evaluation episodes never repeat a training scene
 
 

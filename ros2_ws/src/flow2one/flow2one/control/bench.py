@@ -65,7 +65,7 @@ def _bare_move(robot: FrankyRobot, n: int) -> list[float]:
 
 def _stream(host: str, chunk_hz: float, seconds: float) -> dict[str, object]:
     cfg = ExecutorConfig(robot_host=host)
-    robot = FrankyRobot(host, cfg.limits())
+    robot = FrankyRobot(host, cfg.limits(), realtime="ignore")  # franky-sim
     events: list[CommandEvent] = []
     times: list[tuple[float, float]] = []
     ex = Executor(cfg, robot, on_command=events.append,
@@ -95,7 +95,7 @@ def run(quick: bool = False) -> dict[str, object]:
     seconds = 2.0 if quick else 6.0
     out: dict[str, object] = {"core": _core_us(200 if quick else 1000)}
     with FrankySimProcess() as sim:
-        robot = FrankyRobot(sim.host, ExecutorConfig(robot_host=sim.host).limits())
+        robot = FrankyRobot(sim.host, ExecutorConfig(robot_host=sim.host).limits(), realtime="ignore")
         out["baseline_bare_move"] = _ms(_bare_move(robot, 20 if quick else 60))
         robot.disconnect()
         out["streams"] = [_stream(sim.host, hz, seconds) for hz in (125.0, 25.0)]

@@ -16,11 +16,13 @@ from flow2one.spec import STEP_DT
 
 # Panda/FR3 "ready" pose: elbow up, flange down, in front of the base.
 HOME_JOINTS = (0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785)
+REALTIME_MODES = ("enforce", "ignore")
 
 
 @dataclass(frozen=True)
 class ExecutorConfig:
     robot_host: str = "172.16.0.2"  # FCI address; franky-sim: 127.0.0.1
+    realtime: str = "enforce"  # libfranka RealtimeConfig: enforce on the robot (refuse to start without rtprio), ignore in sim
     n_exec: int = 8  # steps of each chunk executed before it counts as used up (receding horizon)
     command_rate_hz: float = 1.0 / STEP_DT  # franky re-targeting rate (chunk-step rate; 10-50 Hz is safe)
     state_rate_hz: float = 100.0  # robot state reading/publishing rate
@@ -59,6 +61,8 @@ class ExecutorConfig:
     def __post_init__(self) -> None:
         if not self.robot_host:
             raise ValueError("robot_host must not be empty")
+        if self.realtime not in REALTIME_MODES:
+            raise ValueError(f"realtime must be one of {REALTIME_MODES}, got {self.realtime!r}")
         if self.n_exec < 1:
             raise ValueError(f"n_exec must be >= 1, got {self.n_exec}")
         if not (1.0 <= self.command_rate_hz <= 50.0):

@@ -94,8 +94,11 @@ class FrankyRobot:
     def __init__(self, host: str, limits: SafetyLimits, jerk_factor: float = 0.5,
                  gripper_speed: float = 0.05, gripper_force: float = 30.0, gripper_close_below: float = 0.04,
                  gripper_deadband: float = 0.005, gripper_period_s: float = 0.1,
-                 log: list | None = None) -> None:
+                 log: list | None = None, realtime: str = "enforce") -> None:
         self.host = host
+        # Enforce: libfranka refuses to connect on a kernel without real-time capabilities instead of missing 1 kHz
+        # cycles and raising communication_constraints_violation reflexes mid-motion. Ignore only in the sim.
+        self._realtime = {"enforce": franky.RealtimeConfig.Enforce, "ignore": franky.RealtimeConfig.Ignore}[realtime]
         self.log = log
         self._gripper_speed, self._gripper_force = gripper_speed, gripper_force
         self._close_below, self._deadband = gripper_close_below, gripper_deadband
@@ -118,7 +121,7 @@ class FrankyRobot:
         in a full test run, from a franky-sim that had just started) is retried; anything else fails at once."""
         for attempt in range(attempts):
             try:
-                self.robot = franky.Robot(self.host, realtime_config=franky.RealtimeConfig.Ignore)
+                self.robot = franky.Robot(self.host, realtime_config=self._realtime)
                 self.gripper = franky.Gripper(self.host)
                 break
             except franky.ProtocolException as exc:

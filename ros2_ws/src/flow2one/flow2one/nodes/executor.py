@@ -43,7 +43,8 @@ class ExecutorNode(Node):
         self._cmd_pub = self.create_publisher(JointTrajectory, spec.COMMAND_TOPIC, RECORD_QOS)
         self.robot = FrankyRobot(self.p.robot_host, self.p.limits(), jerk_factor=self.p.jerk_factor,
                             gripper_speed=self.p.gripper_speed, gripper_force=self.p.gripper_force,
-                            gripper_close_below=self.p.gripper_close_below, gripper_deadband=self.p.gripper_deadband)
+                            gripper_close_below=self.p.gripper_close_below, gripper_deadband=self.p.gripper_deadband,
+                            realtime=self.p.realtime)
         self.control = Executor(self.p, self.robot, clock_ns=lambda: self.get_clock().now().nanoseconds,
                                  on_state=self._publish_state, on_command=self._publish_command,
                                  on_event=self._log_event)

@@ -18,6 +18,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from flow2one import spec
 from flow2one.geometry import quat_to_matrix
+from flow2one.paths import resolve
 from flow2one.perception.calibration import load_cameras, select_cameras
 from flow2one.perception.cloud import CloudPipeline
 from flow2one.perception.sync import ApproxTimeSync, StampedBuffer
@@ -90,6 +91,7 @@ class PointCloudNode(Node):
                 self.create_subscription(Image, t, lambda m, i=i: self._sync.add(i, stamp_to_ns(m.header.stamp), m),
                                          SENSOR_QOS)
         self.diag.set(WARN, "waiting for depth images", cameras=",".join(c.name for c in cams))
+        self.get_logger().info(f"cameras {', '.join(c.name for c in cams)} from {resolve(self.p.calibration_file)}")
 
     def _on_pose(self, msg: PoseStamped) -> None:
         try:

@@ -13,7 +13,6 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from geometry_msgs.msg import Point, PoseStamped
@@ -26,6 +25,7 @@ from trajectory_msgs.msg import JointTrajectory
 from visualization_msgs.msg import Marker, MarkerArray
 
 from flow2one import spec
+from flow2one.paths import resolve
 from flow2one.ros.convert import (chunk_to_msg, depth_to_metres, image_to_numpy, joint_state_to_numpy,
                                   ns_to_stamp, pointcloud2_to_xyz, pose_stamped_to_numpy, stamp_to_ns)
 from flow2one.ros.diagnostics import ERROR, OK, WARN, Diagnostics
@@ -37,13 +37,12 @@ from flow2one.runtime.card import load_card
 from flow2one.runtime.handoff import select_candidate
 from flow2one.runtime.observation import ObservationAssembler
 
-REPO_ROOT = Path(__file__).resolve().parents[5]  # source checkout: ros2_ws/src/flow2one/flow2one/nodes
 POLL_HZ = 30.0  # how often a node with a lower rate_hz looks for a fresh observation
 
 
 @dataclass(frozen=True)
 class PolicyParams:
-    model_dir: str = ""  # checkpoint directory with card.yaml (+ model.onnx); relative: cwd, then repo root
+    model_dir: str = ""  # checkpoint directory with card.yaml (+ model.onnx); relative: cwd, then flow2one.paths.data_root()
     backend: str = "onnxruntime"  # onnxruntime | torch | tensorrt
     device: str = "cpu"  # cpu | cuda
     threads: int = 1  # CPU threads of the backend
@@ -73,19 +72,12 @@ class PolicyParams:
         return tuple(c.strip() for c in self.cameras.split(",") if c.strip())
 
 
-def resolve_model_dir(path: str) -> Path:
-    p = Path(path).expanduser()
-    if p.is_absolute() or p.is_dir():
-        return p
-    return REPO_ROOT / p
-
-
 class PolicyNode(Node):
     def __init__(self, node_name: str = "policy", **kwargs) -> None:
         super().__init__(node_name, **kwargs)
         self.p = declare_params(self, PolicyParams)
         self.diag = Diagnostics(self)
-        model_dir = resolve_model_dir(self.p.model_dir)
+        model_dir = resolve(self.p.model_dir)
         self.card = load_card(model_dir)
         self.card.check(base_frame=self.p.base_frame, n_points=self.p.n_points, cameras=self.p.camera_list)
         self.backend = open_backend(self.p.backend, model_dir, device=self.p.device, threads=self.p.threads,
@@ -122,6 +114,8 @@ class PolicyNode(Node):
         self.diag.set(OK, f"model '{self.card.name}' ({self.card.kind}) on {self.p.backend}/{self.p.device}; "
                           "waiting for observations")
         self.get_logger().info(f"loaded '{self.card.name}' from {model_dir} on {self.p.backend}/{self.p.device}")
+        for note in getattr(self.backend, "notes", ()):  # TensorRT: precision used, engine-vs-ONNX Runtime parity
+            self.get_logger().info(note)
 
     # --- inputs ------------------------------------------------------------------------------------------
 

@@ -12,24 +12,12 @@ from typing import Any
 import numpy as np
 import yaml
 
+from flow2one.paths import resolve
 from flow2one.perception.camera_model import CameraIntrinsics, CameraModel
 from flow2one.spec import BASE_FRAME
 from flow2one.yamlio import load_yaml
 
 _INTRINSIC_KEYS = ("width", "height", "fx", "fy", "cx", "cy")
-
-
-def project_root() -> Path:
-    """Repository root (holds calibration/), for resolving relative calibration paths from any cwd."""
-    return Path(__file__).resolve().parents[5]
-
-
-def resolve_path(path: str | Path) -> Path:
-    """`path` as given if it exists (absolute or relative to cwd), else relative to the repository root."""
-    p = Path(path).expanduser()
-    if p.is_absolute() or p.exists():
-        return p
-    return project_root() / p
 
 
 def _intrinsics(name: str, d: Any) -> CameraIntrinsics:
@@ -98,7 +86,7 @@ def select_cameras(cameras: list[CameraModel], names: str, source: str = "calibr
 
 
 def load_cameras(path: str | Path) -> list[CameraModel]:
-    p = resolve_path(path)
+    p = resolve(path)
     return cameras_from_dict(load_yaml(p, "calibration file", mapping=False), str(p))
 
 

@@ -93,12 +93,28 @@ class DeviceClock:
 # Devices made in-process (librealsense software devices: replay, tests) that rs.context() does not
 # enumerate; find_connected_device looks here too, so the camera node runs on them unchanged.
 SOFTWARE_DEVICES: dict[str, rs.device] = {}
+_CONTEXT: list[rs.context] = []  # the process's one context, made on first use
+
+
+def context() -> rs.context:
+    """One librealsense context per process: each rs.context() enumerates USB again and runs its own device
+    watcher, and devices taken from different contexts contend for the same hardware. Its query_devices()
+    follows plugging and unplugging, so re-plugged cameras are found through it."""
+    if not _CONTEXT:
+        _CONTEXT.append(rs.context())
+    return _CONTEXT[0]
+
+
+def connected_devices() -> dict[str, rs.device]:
+    """{serial: device} of the RealSenses connected now (and the in-process software devices)."""
+    found = {d.get_info(rs.camera_info.serial_number): d for d in context().query_devices()}
+    found.update(SOFTWARE_DEVICES)
+    return found
 
 
 def find_connected_device(serial: str) -> rs.device:
     """The connected RealSense with this serial; CameraNotFoundError lists what is connected otherwise."""
-    found = {d.get_info(rs.camera_info.serial_number): d for d in rs.context().query_devices()}
-    found.update(SOFTWARE_DEVICES)
+    found = connected_devices()
     if serial not in found:
         raise CameraNotFoundError(f"RealSense with serial {serial!r} is not connected "
                                   f"(connected: {sorted(found) or 'none'})")
@@ -202,6 +218,12 @@ class RealSenseCamera:
             color_intrinsics=intrinsics_from_rs(c.profile.as_video_stream_profile().intrinsics),
         )
 
+    def hardware_reset(self) -> None:
+        """Power-cycle the camera over USB: it leaves the bus and re-enumerates a few seconds later, as on a
+        re-plug. Clears firmware and USB stalls that closing and reopening the sensors does not."""
+        self.stop()
+        self._find(self.serial).hardware_reset()
+
     def stop(self) -> None:
         for s in self._sensors:
             for step in (s.stop, s.close):
@@ -215,22 +237,26 @@ class RealSenseCamera:
 class CaptureThread:
     """Reads one camera forever; on failure reports, stops it and retries every `retry_s` until `stop()`.
 
+    A camera that is still connected but delivers nothing for `reset_after` reads in a row gets a
+    hardware_reset(); an unplugged one is looked up again on every retry, so it comes back when re-plugged.
     `on_frame(frame)` and `on_status(ok, message)` run on this thread. The first `start()` happens in the
     constructor so a wrong serial fails loudly at start-up instead of retrying forever.
     """
 
     def __init__(self, camera: RealSenseCamera, on_frame: Callable[[RGBDFrame], None],
-                 on_status: Callable[[bool, str], None], retry_s: float = 1.0) -> None:
+                 on_status: Callable[[bool, str], None], retry_s: float = 1.0, reset_after: int = 3) -> None:
         self.camera, self.on_frame, self.on_status, self.retry_s = camera, on_frame, on_status, retry_s
+        self.reset_after = reset_after
         self.frames = 0
         self.failures = 0
+        self.resets = 0
         self._stop = threading.Event()
         camera.start()
         self._thread = threading.Thread(target=self._run, name=f"realsense-{camera.name}", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        healthy = True
+        healthy, timeouts = True, 0
         while not self._stop.is_set():
             try:
                 if not healthy:
@@ -240,14 +266,28 @@ class CaptureThread:
                 self.failures += 1
                 healthy = False
                 self.camera.stop()
-                self.on_status(False, str(exc))
+                message = str(exc)
+                timeouts = timeouts + 1 if isinstance(exc, CameraTimeoutError) else 0
+                if timeouts >= self.reset_after:
+                    timeouts = 0
+                    message += self._reset()
+                self.on_status(False, message)
                 self._stop.wait(self.retry_s)
                 continue
+            timeouts = 0
             if not healthy:
                 healthy = True
                 self.on_status(True, f"camera {self.camera.name} recovered")
             self.frames += 1
             self.on_frame(frame)
+
+    def _reset(self) -> str:
+        try:
+            self.camera.hardware_reset()
+        except (RuntimeError, LookupError) as exc:  # gone meanwhile, or a device without reset (software)
+            return f"; hardware reset failed: {exc}"
+        self.resets += 1
+        return "; hardware reset sent (the camera re-enumerates in a few seconds)"
 
     def stop(self) -> None:
         self._stop.set()

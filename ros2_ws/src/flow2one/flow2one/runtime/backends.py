@@ -26,7 +26,8 @@ BACKENDS = ("onnxruntime", "torch", "tensorrt")
 INSTALL_HINTS = {
     "onnxruntime": "pip install onnxruntime (CPU) or onnxruntime-gpu (CUDA / TensorRT execution providers)",
     "torch": "pip install torch (a CUDA build for device=cuda)",
-    "tensorrt": "pip install tensorrt (TensorRT 10, needs an NVIDIA GPU and driver) and a CUDA build of torch",
+    "tensorrt": "pip install 'tensorrt-cu12>=10,<11' (or 11.x with an fp16 ONNX: tensorrt_engine.py; needs an "
+                "NVIDIA GPU and driver) and a CUDA build of torch",
 }
 
 

@@ -19,12 +19,12 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
-from flow2one.perception.calibration import project_root
+from flow2one.paths import data_root
 from flow2one.perception.camera_model import CameraIntrinsics, CameraModel
 from flow2one.sim.scene import CameraSpec, TCP_SITE
 
-# The repository's calibration/sim.yaml (repo root = 5 levels above this package module's directory).
-SIM_CALIBRATION = project_root() / "calibration" / "sim.yaml"
+# calibration/sim.yaml under flow2one.paths.data_root() (the checkout, share/flow2one or FLOW2ONE_ROOT).
+SIM_CALIBRATION = data_root() / "calibration" / "sim.yaml"
 # MuJoCo cameras look along -z with y up; the optical frame (REP 103) looks along +z with y down.
 _MJ_TO_OPTICAL = np.diag([1.0, -1.0, -1.0])
 
