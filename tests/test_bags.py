@@ -100,8 +100,9 @@ def test_recover_salvages_every_complete_chunk_of_a_cut_file(tmp_path: Path) -> 
         part.write_bytes(data[:cut])
         with pytest.raises(BagError, match="recover-bag"):
             read_summary(part)
+        before = part.read_bytes()
         res = recover(part)
-        assert res.path == tmp_path / f"cut{cut}.mcap" and not part.exists()
+        assert res.path == tmp_path / f"cut{cut}.recovered.mcap" and part.read_bytes() == before  # input kept
         msgs = list(read_messages(res.path))
         assert len(msgs) == res.messages > 0
         info = read_summary(res.path).episode

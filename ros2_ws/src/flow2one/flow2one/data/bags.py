@@ -42,6 +42,10 @@ class BagError(ValueError):
     """A bag that cannot be read as an episode (missing, truncated, not ros2 MCAP)."""
 
 
+class BagAlreadyComplete(BagError):
+    """recover() was given a finished bag: nothing to do (not a failure)."""
+
+
 @dataclass
 class EpisodeInfo:
     """Episode metadata stored in the bag (all values become strings in MCAP metadata)."""
@@ -295,12 +299,21 @@ def read_messages(path: str | Path, topics: Iterable[str] | None = None) -> Iter
             raise BagError(f"{path}: corrupt data ({exc}); try `flow2one recover-bag {path}`") from exc
 
 
+def recovered_path(path: Path) -> Path:
+    """Where `recover()` writes by default: X.mcap.part and X.mcap both -> X.recovered.mcap, next to the
+    input, which is never deleted or rewritten (a second try must still have the original)."""
+    name = path.name[: -len(PARTIAL_SUFFIX)] if path.name.endswith(PARTIAL_SUFFIX) else path.name
+    stem = name[: -len(".mcap")] if name.endswith(".mcap") else name
+    return path.with_name(f"{stem}.recovered.mcap")
+
+
 def list_bags(directory: str | Path) -> tuple[list[Path], list[Path]]:
-    """(finished .mcap episodes, unfinished .mcap.part files) in a directory, sorted."""
+    """(finished .mcap episodes, unfinished .mcap.part files not yet recovered) in a directory, sorted."""
     d = Path(directory)
     if not d.is_dir():
         raise BagError(f"{d}: not a directory")
-    return sorted(d.glob("*.mcap")), sorted(d.glob(f"*.mcap{PARTIAL_SUFFIX}"))
+    parts = [p for p in sorted(d.glob(f"*.mcap{PARTIAL_SUFFIX}")) if not recovered_path(p).exists()]
+    return sorted(d.glob("*.mcap")), parts
 
 
 @dataclass
@@ -312,20 +325,26 @@ class RecoveryResult:
     reason: str
 
 
-def recover(path: str | Path, out: str | Path | None = None, keep_partial: bool = False) -> RecoveryResult:
+def recover(path: str | Path, out: str | Path | None = None) -> RecoveryResult:
     """Rewrite every complete chunk of a crashed recording into a valid, finished .mcap file.
 
-    `path` is a `.mcap.part` file (or any MCAP missing its summary/footer). The output defaults to the
-    name without `.part`; the episode metadata is kept with `recovered: true` and success unknown.
+    `path` is a `.mcap.part` file (or any MCAP missing its summary/footer); it is only read. The output
+    defaults to `recovered_path(path)`; the episode metadata is kept with `recovered: true` and success
+    unknown. Raises BagError for a file that is already complete or from which nothing could be saved.
     """
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise BagError(f"{path}: no such file")
-    if out is None:
-        if not path.name.endswith(PARTIAL_SUFFIX):
-            raise ValueError(f"{path}: give an output path (input is not a .part file)")
-        out = path.with_name(path.name[: -len(PARTIAL_SUFFIX)])
-    out = Path(out)
+    if not path.name.endswith(PARTIAL_SUFFIX):
+        try:
+            read_summary(path)
+        except BagError:
+            pass
+        else:
+            raise BagAlreadyComplete(f"{path}: already complete; nothing to recover")
+    out = Path(out) if out is not None else recovered_path(path)
+    if out.resolve() == path.resolve():
+        raise BagError(f"{path}: the output must differ from the input (the input is never rewritten)")
     if out.exists():
         raise FileExistsError(f"{out} exists; refusing to overwrite")
     size = path.stat().st_size
@@ -357,6 +376,9 @@ def recover(path: str | Path, out: str | Path | None = None, keep_partial: bool 
             reason = f"stopped at byte {good_end} of {size} ({type(exc).__name__}{': ' if str(exc) else ''}{exc})"
     if profile and profile != PROFILE:
         raise BagError(f"{path}: MCAP profile {profile!r} is not {PROFILE!r}")
+    if not messages:
+        what = "not an MCAP file" if not profile else "no complete chunk with messages"
+        raise BagError(f"{path}: nothing to recover ({what}; {reason}); nothing written")
     info = info or EpisodeInfo()
     info.recovered = True
     info.success = None
@@ -389,6 +411,4 @@ def recover(path: str | Path, out: str | Path | None = None, keep_partial: bool 
         fo.flush()
         os.fsync(fo.fileno())
     os.replace(tmp, out)
-    if not keep_partial and path.name.endswith(PARTIAL_SUFFIX):
-        path.unlink()
     return RecoveryResult(out, sum(counts.values()), counts, size - good_end, reason)

@@ -65,9 +65,11 @@ class ReplayParams:
 
 
 class ReplayNode(Node):
+    PARAMS = ReplayParams  # checked by the runner before any node starts
+
     def __init__(self, node_name: str = "replay", **kwargs) -> None:
         super().__init__(node_name, **kwargs)
-        self.p = declare_params(self, ReplayParams)
+        self.p = declare_params(self, self.PARAMS)
         self.diag = Diagnostics(self)
         path = Path(self.p.bag).expanduser()
         self.summary = read_summary(path)  # raises BagError with the reason for a bad bag

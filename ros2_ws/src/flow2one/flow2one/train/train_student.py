@@ -27,6 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    common.check_out(args)
     torch.set_num_threads(args.threads)
     obs, sets, meta = load_distill_set(args.data)
     if "teacher_config" not in meta:
