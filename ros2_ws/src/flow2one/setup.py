@@ -15,6 +15,7 @@ setup(
         ("share/flow2one", ["package.xml"]),
         ("share/flow2one/launch", glob("launch/*.launch.py")),
         ("share/flow2one/config", glob("config/*.yaml")),
+        ("share/flow2one/config/topics", glob("config/topics/*.yaml")),
     ],
     install_requires=["setuptools"],
     zip_safe=True,

@@ -266,8 +266,43 @@ def _open_checked(path: Path):
     return f, reader, summary
 
 
+def _rosbags_reader(path: Path):
+    """rosbags' Reader on a rosbag2 bag directory (MCAP or sqlite3 storage) or a single .db3/.mcap file."""
+    from rosbags.rosbag2 import Reader
+    from rosbags.rosbag2.errors import ReaderError
+
+    try:
+        reader = Reader(path)
+        reader.open()
+    except (ReaderError, FileNotFoundError, KeyError, ValueError) as exc:
+        raise BagError(f"{path}: not a readable rosbag2 bag ({exc})") from exc
+    return reader
+
+
+def _is_own_mcap(path: Path) -> bool:
+    return path.is_file() and path.suffix == ".mcap"
+
+
 def read_summary(path: str | Path) -> BagSummary:
+    """Topics, time span and our episode metadata of a bag: a .mcap file (checked for completeness, with
+    a recover hint), a rosbag2 bag directory (MCAP or sqlite3) or a .db3 file."""
     path = Path(path)
+    if not _is_own_mcap(path):
+        if not path.exists():
+            raise BagError(f"{path}: no such bag")
+        if path.name.endswith(PARTIAL_SUFFIX):
+            _open_checked(path)  # raises the recover-bag hint
+        reader = _rosbags_reader(path)
+        try:
+            topics = {t: (info.msgtype or "", int(info.msgcount)) for t, info in reader.topics.items()}
+            custom = (getattr(reader.storage.metadata, "custom", None) or {}) if hasattr(reader.storage, "metadata") \
+                else {}
+            ours = {k[len("flow2one."):]: v for k, v in custom.items() if k.startswith("flow2one.")}
+            episode = EpisodeInfo.from_strings(ours) if ours else _episode_of_files(path)
+            return BagSummary(path, topics, reader.start_time if reader.message_count else 0,
+                              reader.end_time if reader.message_count else 0, episode)
+        finally:
+            reader.close()
     f, reader, summary = _open_checked(path)
     with f:
         counts = summary.statistics.channel_message_counts if summary.statistics else {}
@@ -284,19 +319,77 @@ def read_summary(path: str | Path) -> BagSummary:
                           stats.message_end_time if stats else 0, episode)
 
 
-def read_messages(path: str | Path, topics: Iterable[str] | None = None) -> Iterator[BagMessage]:
-    """Messages in log-time order (optionally only `topics`)."""
-    path = Path(path)
-    f, reader, _ = _open_checked(path)
-    with f:
+def _episode_of_files(path: Path) -> EpisodeInfo | None:
+    """Our episode record inside the MCAP file(s) of a bag directory (None for third-party bags)."""
+    for f in sorted(path.glob("*.mcap")) if path.is_dir() else []:
         try:
-            for schema, channel, msg in reader.iter_messages(topics=list(topics) if topics else None):
-                if channel.message_encoding != MESSAGE_ENCODING:
-                    raise BagError(f"{path}: topic {channel.topic} is {channel.message_encoding!r}, not CDR")
-                yield BagMessage(channel.topic, schema.name if schema else "", msg.log_time,
-                                 msg.publish_time, msg.data)
-        except (McapError, EOFError, struct.error) as exc:
+            return read_summary(f).episode
+        except BagError:
+            continue
+    return None
+
+
+def read_messages(path: str | Path, topics: Iterable[str] | None = None) -> Iterator[BagMessage]:
+    """Messages in log-time order (optionally only `topics`), read with rosbags' rosbag2 Reader."""
+    from rosbags.rosbag2.errors import ReaderError
+
+    path = Path(path)
+    if _is_own_mcap(path) or path.name.endswith(PARTIAL_SUFFIX):
+        _open_checked(path)[0].close()  # a truncated file fails here with the recover-bag hint
+    reader = _rosbags_reader(path)
+    try:
+        wanted = set(topics) if topics is not None else None
+        conns = [c for c in reader.connections if wanted is None or c.topic in wanted]
+        if not conns:
+            return
+        for c in conns:
+            if c.msgtype is None or (getattr(c, "ext", None) and getattr(c.ext, "serialization_format", "cdr") != "cdr"):
+                raise BagError(f"{path}: topic {c.topic} is not CDR")
+        try:
+            for conn, t, data in reader.messages(connections=conns):
+                yield BagMessage(conn.topic, conn.msgtype, t, t, bytes(data))
+        except (ReaderError, EOFError, struct.error, McapError) as exc:
             raise BagError(f"{path}: corrupt data ({exc}); try `flow2one recover-bag {path}`") from exc
+    finally:
+        reader.close()
+
+
+BAG_SUFFIXES = (".mcap", ".db3")
+
+
+def find_bags(path: str | Path) -> tuple[list[Path], list[Path]]:
+    """(bags, unfinished .mcap.part files not yet recovered) under `path`: a bag directory (has
+    metadata.yaml), a single .mcap/.db3 file, or a folder searched recursively for both. Raises BagError
+    when there is none, so a wrong folder is not a silent "0 converted"."""
+    root = Path(path)
+    if not root.exists():
+        raise BagError(f"{root}: no such file or directory")
+    if root.is_file():
+        if root.name.endswith(PARTIAL_SUFFIX):
+            return [], [root]
+        if root.suffix not in BAG_SUFFIXES:
+            raise BagError(f"{root}: not a bag (expected {', '.join(BAG_SUFFIXES)} or a rosbag2 directory)")
+        return [root], []
+    bags: list[Path] = []
+    parts: list[Path] = []
+    for d, subdirs, files in os.walk(root):
+        here = Path(d)
+        if "metadata.yaml" in files:
+            bags.append(here)
+            subdirs.clear()  # a bag directory's files are its storage, not bags of their own
+            continue
+        subdirs.sort()
+        for name in sorted(files):
+            f = here / name
+            if name.endswith(f".mcap{PARTIAL_SUFFIX}"):
+                if not recovered_path(f).exists():
+                    parts.append(f)
+            elif f.suffix in BAG_SUFFIXES:
+                bags.append(f)
+    if not bags and not parts:
+        raise BagError(f"{root}: no bags found (rosbag2 directories with metadata.yaml, .mcap or .db3 files, "
+                       "searched recursively)")
+    return sorted(bags), sorted(parts)
 
 
 def recovered_path(path: Path) -> Path:
