@@ -254,6 +254,7 @@ def test_node_process_runs_nodes_in_a_child_and_reports_why_it_could_not(domain_
         with NodeProcess("sim", ["pointcloud"], {"pointcloud": {"n_points": 512, "cameras": "front"}},
                          domain_id) as proc:
             assert proc.alive
+            assert os.getpgid(proc.proc.pid) != os.getpgid(0)  # a terminal's Ctrl-C reaches the parent only
             assert probe.spin_until(lambda: "pointcloud" in probe.node.get_node_names(), 15.0)
         assert not proc.alive and proc.proc.returncode is not None
     finally:

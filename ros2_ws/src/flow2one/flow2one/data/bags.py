@@ -103,6 +103,15 @@ def message_definition(msgtype: str) -> str:
     return store.generate_msgdef(msgtype, ros_version=2)[0]
 
 
+@lru_cache(maxsize=None)
+def type_hash(msgtype: str) -> str:
+    """The type's RIHS01 hash, as rosbag2 (Iron and later) stores it per topic; readers check it against
+    their own definition before decoding."""
+    from rosbags.typesys import Stores, get_typestore
+
+    return get_typestore(getattr(Stores, f"ROS2_{ROS_DISTRO.upper()}")).hash_rihs01(msgtype)
+
+
 def qos_metadata(reliable: bool = True, transient_local: bool = False, depth: int = 10) -> str:
     """offered_qos_profiles in rosbag2 v9 form, so `ros2 bag play` re-offers the recorded QoS."""
     profile = {
@@ -164,7 +173,8 @@ class EpisodeBagWriter:
                 msgtype, SCHEMA_ENCODING, message_definition(msgtype).encode())
         self._qos[topic] = qos or qos_metadata()
         cid = self._writer.register_channel(topic, MESSAGE_ENCODING, self._schemas[msgtype],
-                                            {"offered_qos_profiles": self._qos[topic]})
+                                            {"offered_qos_profiles": self._qos[topic],
+                                             "topic_type_hash": type_hash(msgtype)})
         self._channels[topic] = (cid, msgtype)
         self._counts[topic] = 0
 
@@ -231,7 +241,7 @@ def rosbag2_metadata(file_name: str, topics: dict[str, tuple[str, int, str]], st
         "topics_with_message_count": [
             {"topic_metadata": {"name": t, "type": mt, "serialization_format": MESSAGE_ENCODING,
                                 "offered_qos_profiles": yaml.safe_load(qos) if qos else [],  # v9: a list
-                                "type_description_hash": ""},
+                                "type_description_hash": _safe_type_hash(mt)},
              "message_count": c}
             for t, (mt, c, qos) in topics.items()],
         "compression_format": "",
@@ -242,6 +252,13 @@ def rosbag2_metadata(file_name: str, topics: dict[str, tuple[str, int, str]], st
         "ros_distro": ROS_DISTRO,
     }
     return yaml.safe_dump(body, sort_keys=False)
+
+
+def _safe_type_hash(msgtype: str) -> str:
+    try:
+        return type_hash(msgtype)
+    except (KeyError, ValueError):  # a recovered file may name a type this distro lacks: leave it unknown
+        return ""
 
 
 def _open_checked(path: Path):
