@@ -48,7 +48,8 @@ def check_out(args: argparse.Namespace) -> None:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {out} is a file; it must be a checkpoint directory")
-    if out.is_dir() and any(out.iterdir()) and not (args.resume or args.force):
+    held = [f for f in ("model.safetensors", "train_state.pt") if (out / f).is_file()]
+    if held and not (args.resume or args.force):
         raise FileExistsError(f"--out {out} already holds a checkpoint; pass --resume to continue it or "
                               "--force to train a new one in its place")
     if args.steps < 1 or args.batch_size < 1 or not args.lr > 0:
