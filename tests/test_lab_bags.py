@@ -10,15 +10,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from rosbags.rosbag2 import StoragePlugin, Writer
-from rosbags.typesys import Stores, get_typestore
-
 from flow2one import spec
 from flow2one.cli import main as cli_main
 from flow2one.data.episodes import list_episodes, read_episode
 from flow2one.geometry import matrix_to_quat, matrix_to_rot6d
 from flow2one.perception.calibration import save_cameras
 from flow2one.perception.camera_model import CameraIntrinsics, CameraModel
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
 
 STORE = get_typestore(Stores.ROS2_JAZZY)
 T = STORE.types
@@ -244,7 +243,9 @@ def test_folder_of_bags_is_searched_recursively(lab: tuple[Path, Path], tmp_path
 
 @pytest.fixture(scope="module")
 def student_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.test_runtime import exported_student  # one random tiny student per session, shared
+    from tests.test_runtime import (
+        exported_student,  # one random tiny student per session, shared
+    )
 
     return exported_student(tmp_path_factory)
 

@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"flow2one {name}: interrupted", file=sys.stderr)
         rc = 130
-    except Exception as exc:  # noqa: BLE001 - bad input becomes one line; anything else keeps its traceback
+    except Exception as exc:
         if debug or not is_user_error(exc):
             raise
         print(f"flow2one {name}: error: {error_line(exc)}", file=sys.stderr)

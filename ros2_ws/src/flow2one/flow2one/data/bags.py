@@ -412,18 +412,9 @@ def find_bags(path: str | Path) -> tuple[list[Path], list[Path]]:
 def recovered_path(path: Path) -> Path:
     """Where `recover()` writes by default: X.mcap.part and X.mcap both -> X.recovered.mcap, next to the
     input, which is never deleted or rewritten (a second try must still have the original)."""
-    name = path.name[: -len(PARTIAL_SUFFIX)] if path.name.endswith(PARTIAL_SUFFIX) else path.name
-    stem = name[: -len(".mcap")] if name.endswith(".mcap") else name
+    name = path.name.removesuffix(PARTIAL_SUFFIX)
+    stem = name.removesuffix(".mcap")
     return path.with_name(f"{stem}.recovered.mcap")
-
-
-def list_bags(directory: str | Path) -> tuple[list[Path], list[Path]]:
-    """(finished .mcap episodes, unfinished .mcap.part files not yet recovered) in a directory, sorted."""
-    d = Path(directory)
-    if not d.is_dir():
-        raise BagError(f"{d}: not a directory")
-    parts = [p for p in sorted(d.glob(f"*.mcap{PARTIAL_SUFFIX}")) if not recovered_path(p).exists()]
-    return sorted(d.glob("*.mcap")), parts
 
 
 @dataclass

@@ -24,9 +24,15 @@ import numpy as np
 
 from flow2one import spec
 from flow2one.data.bags import BagError, find_bags, read_summary
-from flow2one.data.profiles import (Plan, TopicProfile, canonical_messages, decode_compressed, load_profile,
-                                    plan)
 from flow2one.data.episodes import Episode, EpisodeMeta, list_episodes, write_episode
+from flow2one.data.profiles import (
+    Plan,
+    TopicProfile,
+    canonical_messages,
+    decode_compressed,
+    load_profile,
+    plan,
+)
 from flow2one.geometry import matrix_to_rot6d, quat_to_matrix
 
 _NS = 1_000_000_000
@@ -162,14 +168,16 @@ KINDS = {spec.POINTS_TOPIC: "points", spec.EE_POSE_TOPIC: "pose", spec.JOINT_STA
 
 
 def cloud_cameras(path: Path, cfg: ConvertConfig) -> list:
-    """Calibrated cameras to build the cloud from, when the bag has no cloud topic."""
+    """Calibrated cameras to build the cloud from, when the bag has no cloud topic: --cameras of the
+    calibration file, or all of them."""
     from flow2one.perception.calibration import load_cameras
 
     calib = cfg.calibration or cfg.profile.calibration
     if not calib:
         raise BagInvalid(f"no point cloud topic ({cfg.profile.points}) in the bag and no calibration to build it "
                          "from depth (--calibration)")
-    return load_cameras(calib)
+    cams = load_cameras(calib)
+    return [c for c in cams if c.name in cfg.cameras] if cfg.cameras else cams
 
 
 def bag_plan(path: Path, cfg: ConvertConfig) -> tuple[Plan, list]:
@@ -392,7 +400,10 @@ def convert_directory(bag_dir: str | Path, out_dir: str | Path, cfg: ConvertConf
     cfg = cfg or ConvertConfig()
     bags, partial = find_bags(bag_dir)
     root = Path(bag_dir)
-    name = (lambda p: str(p.relative_to(root)) if root.is_dir() and p != root else p.name)  # noqa: E731
+
+    def name(p: Path) -> str:  # bags under a folder are named by their path in it
+        return str(p.relative_to(root)) if root.is_dir() and p != root else p.name
+
     out = Path(out_dir)
     existing = list_episodes(out) if out.exists() else []
     if existing and not append:
@@ -434,7 +445,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--append", action="store_true", help="add to an existing dataset instead of refusing")
     p.add_argument("--dt", type=float, default=spec.STEP_DT, help="grid step in seconds")
     p.add_argument("--max-gap", type=float, default=0.5, help="seconds of silence on a topic that fail a bag")
-    p.add_argument("--cameras", default="", help="comma-separated camera names whose rgb+depth to include")
+    p.add_argument("--cameras", default="", help="comma-separated camera names whose rgb+depth to include (and, "
+                                                 "for bags without a cloud, the calibration's cameras to build it from)")
     p.add_argument("--image-size", default="", metavar="WxH", help="resize included images, e.g. 160x120")
     p.add_argument("--skip-failed", action="store_true", help="leave out episodes marked unsuccessful")
 
