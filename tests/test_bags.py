@@ -43,7 +43,7 @@ def _write_bag(path: Path, n: int = 30, flush: float = 1.0) -> EpisodeBagWriter:
 
 
 def test_bag_opens_in_rosbags_mcap_and_mcap_ros2(tmp_path: Path) -> None:
-    from mcap.reader import NonSeekingReader
+    from mcap.reader import make_reader, NonSeekingReader
     from mcap_ros2.reader import read_ros2_messages
     from rosbags.rosbag2 import Reader
     from rosbags.typesys import Stores, get_typestore
@@ -78,6 +78,13 @@ def test_bag_opens_in_rosbags_mcap_and_mcap_ros2(tmp_path: Path) -> None:
     body = yaml.safe_load(meta["rosbag2"]["serialized_metadata"])
     assert body["message_count"] == 60 and body["storage_identifier"] == "mcap"
     assert body["custom_data"]["flow2one.task"] == '"push_t"'
+    # type hashes (RIHS01, what rosbag2 since Iron stores) per topic, in the metadata and on each channel
+    hashes = {t["topic_metadata"]["name"]: t["topic_metadata"]["type_description_hash"]
+              for t in body["topics_with_message_count"]}
+    assert hashes[IMG] == "RIHS01_d31d41a9a4c4bc8eae9be757b0beed306564f7526c88ea6a4588fb9582527d47"
+    with open(path, "rb") as f:
+        channels = make_reader(f).get_summary().channels.values()
+        assert {c.topic: c.metadata["topic_type_hash"] for c in channels} == hashes
     # the same body as a rosbag2 bag directory's metadata.yaml: rosbags' strict v9 parser accepts it
     bagdir = tmp_path / "as_directory"
     bagdir.mkdir()
@@ -100,8 +107,9 @@ def test_recover_salvages_every_complete_chunk_of_a_cut_file(tmp_path: Path) -> 
         part.write_bytes(data[:cut])
         with pytest.raises(BagError, match="recover-bag"):
             read_summary(part)
+        before = part.read_bytes()
         res = recover(part)
-        assert res.path == tmp_path / f"cut{cut}.mcap" and not part.exists()
+        assert res.path == tmp_path / f"cut{cut}.recovered.mcap" and part.read_bytes() == before  # input kept
         msgs = list(read_messages(res.path))
         assert len(msgs) == res.messages > 0
         info = read_summary(res.path).episode

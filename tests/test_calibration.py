@@ -159,7 +159,7 @@ def test_eye_to_hand_board_in_gripper(scene):
     assert report["views_used"] >= 8
 
 
-def test_calibrate_cli_updates_the_calibration_file(scene, tmp_path):
+def test_calibrate_cli_updates_the_calibration_file(scene, tmp_path, capsys):
     T_ee_cam, ee = wrist_views()
     img_dir = tmp_path / "wrist"
     img_dir.mkdir()
@@ -171,14 +171,21 @@ def test_calibrate_cli_updates_the_calibration_file(scene, tmp_path):
     calib = tmp_path / "lab.yaml"
     save_cameras(calib, [CameraModel("front", INTR, look_at((1, 0, 1), (0, 0, 0)), "base", "1"),
                          CameraModel("wrist", INTR, np.eye(4), "base", "2")])
-    rc = cli_main(["calibrate", "--calibration", str(calib), "--camera", "wrist", "--mode", "eye-in-hand",
-                   "--images", str(img_dir), "--poses", str(img_dir / "poses.yaml"), "--write"])
+    args = ["calibrate", "--calibration", str(calib), "--camera", "wrist", "--mode", "eye-in-hand",
+            "--images", str(img_dir), "--poses", str(img_dir / "poses.yaml"), "--write"]
+    before = calib.read_bytes()
+    # A wrong board scale still finds the board in every view, but the result does not hold together:
+    # --write refuses it and the file stays as it was.
+    wrong = [f"--square={SPEC.square * 2}", f"--marker={SPEC.marker * 2}"]
+    assert cli_main(args + wrong) == 1
+    assert "spread" in capsys.readouterr().err and calib.read_bytes() == before
+    rc = cli_main(args)
     assert rc == 0
     wrist = {c.name: c for c in load_cameras(calib)}["wrist"]
     assert wrist.mount == "ee" and wrist.serial == "2"
     assert_pose_close(wrist.T_base_camera, T_ee_cam)
-    with pytest.raises(SystemExit, match="not in"):
-        cli_main(["calibrate", "--calibration", str(calib), "--camera", "top", "--images", str(img_dir)])
+    assert cli_main(["calibrate", "--calibration", str(calib), "--camera", "top", "--images", str(img_dir)]) == 2
+    assert "not in" in capsys.readouterr().err
 
 
 def test_calibrate_refuses_too_few_views(scene):

@@ -30,6 +30,7 @@ setup(
         ("share/flow2one/config", glob("config/*.yaml")),
         *tree("calibration"),
         *tree("models"),
+        ("share/flow2one/config/topics", glob("config/topics/*.yaml")),
     ],
     install_requires=["setuptools"],
     zip_safe=True,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # command -> (module, one-line help). Keep in sync with README "Commands".
@@ -36,12 +37,46 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the module docstring's layout and shows every option's default (unless the help already
+    names it, or there is none to show)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("default" in text or action.default in (None, False, "", argparse.SUPPRESS)
+                or action.default == [] or not action.option_strings and action.nargs not in ("?", "*")):
+            return text
+        return text + " (default: %(default)s)"
+
+
+# Errors that mean bad input (a file, a parameter, a value), not a bug: one line, no traceback. The libraries
+# that read user files raise their own types; they are matched by module so none has to be imported here.
+USER_ERRORS = (ValueError, KeyError, OSError, TimeoutError, LookupError)
+USER_ERROR_MODULES = ("yaml", "rclpy", "onnxruntime", "safetensors", "mcap", "rosbags", "google.protobuf",
+                      "onnx", "flow2one")
+
+
+def is_user_error(exc: BaseException) -> bool:
+    return isinstance(exc, USER_ERRORS) or any(
+        getattr(c, "__module__", "").startswith(USER_ERROR_MODULES) for c in type(exc).__mro__)
+
+
+def error_line(exc: BaseException) -> str:
+    """The exception as one line: newlines folded, KeyError's quotes dropped, a library's type named."""
+    text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+    text = " ".join(str(text).split())
+    return text if isinstance(exc, USER_ERRORS) and text else f"{type(exc).__name__}: {text}".rstrip(": ")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("FLOW2ONE_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
     parser = argparse.ArgumentParser(
         prog="flow2one",
         description="flow2one: one-step generative manipulation policies on a Franka Panda over ROS 2.",
-        epilog="Run 'flow2one COMMAND --help' for a command's options.",
+        epilog="Run 'flow2one COMMAND --help' for a command's options. --debug (anywhere) shows the traceback "
+               "of an error instead of its one-line message.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
@@ -52,9 +87,26 @@ def main(argv: list[str] | None = None) -> int:
     name, rest = argv[0], argv[1:]
     module = importlib.import_module(COMMANDS[name][0])
     cmd_parser = argparse.ArgumentParser(prog=f"flow2one {name}", description=module.__doc__,
-                                         formatter_class=argparse.RawDescriptionHelpFormatter)
+                                         formatter_class=HelpFormatter)
     module.add_arguments(cmd_parser)
-    rc = int(module.main(cmd_parser.parse_args(rest)) or 0)
+    args = cmd_parser.parse_args(rest)
+    try:
+        rc = int(module.main(args) or 0)
+    except SystemExit as exc:  # commands exit with a message for bad arguments: same one-line form
+        if debug or not isinstance(exc.code, str):
+            raise
+        print(f"flow2one {name}: error: {' '.join(exc.code.split())}", file=sys.stderr)
+        rc = 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"flow2one {name}: interrupted", file=sys.stderr)
+        rc = 130
+    except Exception as exc:
+        if debug or not is_user_error(exc):
+            raise
+        print(f"flow2one {name}: error: {error_line(exc)}", file=sys.stderr)
+        rc = 2 if isinstance(exc, KeyError) else 1
     rig = sys.modules.get("flow2one.sim.rig")  # only loaded by the commands that drive a sim world
     if rig is not None:
         rig.exit_fast_if_abandoned(rc)

@@ -117,7 +117,8 @@ def plan(scale: Scale, work: Path, tasks: tuple[str, ...], seed: int, threads: i
                         ("regression", scale.baseline_steps)):
         stages.append(Stage(kind, [f"train-{kind}", "--data", merged, "--out", str(work / kind), "--steps", str(steps),
                                    "--config", str(work / f"{kind}.config.yaml"), *common,
-                                   "--ckpt-every", str(max(steps // 4, 1))], work / kind / "model.safetensors"))
+                                   "--ckpt-every", str(max(steps // 4, 1)), "--resume"],
+                              work / kind / "model.safetensors"))
     distill = work / "distill.safetensors"
     stages.insert(len(tasks) + 1, Stage("distill", [
         "distill", "--teacher", str(work / "teacher"), "--data", merged, "--out", str(distill), "--k", "16",
@@ -128,7 +129,7 @@ def plan(scale: Scale, work: Path, tasks: tuple[str, ...], seed: int, threads: i
         "--steps", str(scale.student_steps),
         "--hypotheses", str(scale.hypotheses), "--batch-size", str(max(scale.batch_size // 2, 1)), "--lr",
         str(scale.lr), "--seed", str(seed), "--threads", str(threads), "--ckpt-every",
-        str(max(scale.student_steps // 4, 1))], work / "student" / "model.safetensors"))
+        str(max(scale.student_steps // 4, 1)), "--resume"], work / "student" / "model.safetensors"))
     return stages
 
 

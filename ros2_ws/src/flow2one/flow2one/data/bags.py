@@ -42,6 +42,10 @@ class BagError(ValueError):
     """A bag that cannot be read as an episode (missing, truncated, not ros2 MCAP)."""
 
 
+class BagAlreadyComplete(BagError):
+    """recover() was given a finished bag: nothing to do (not a failure)."""
+
+
 @dataclass
 class EpisodeInfo:
     """Episode metadata stored in the bag (all values become strings in MCAP metadata)."""
@@ -97,6 +101,15 @@ def message_definition(msgtype: str) -> str:
     if msgtype not in store.fielddefs:
         raise ValueError(f"unknown message type {msgtype!r} (expected e.g. 'sensor_msgs/msg/Image')")
     return store.generate_msgdef(msgtype, ros_version=2)[0]
+
+
+@lru_cache(maxsize=None)
+def type_hash(msgtype: str) -> str:
+    """The type's RIHS01 hash, as rosbag2 (Iron and later) stores it per topic; readers check it against
+    their own definition before decoding."""
+    from rosbags.typesys import Stores, get_typestore
+
+    return get_typestore(getattr(Stores, f"ROS2_{ROS_DISTRO.upper()}")).hash_rihs01(msgtype)
 
 
 def qos_metadata(reliable: bool = True, transient_local: bool = False, depth: int = 10) -> str:
@@ -160,7 +173,8 @@ class EpisodeBagWriter:
                 msgtype, SCHEMA_ENCODING, message_definition(msgtype).encode())
         self._qos[topic] = qos or qos_metadata()
         cid = self._writer.register_channel(topic, MESSAGE_ENCODING, self._schemas[msgtype],
-                                            {"offered_qos_profiles": self._qos[topic]})
+                                            {"offered_qos_profiles": self._qos[topic],
+                                             "topic_type_hash": type_hash(msgtype)})
         self._channels[topic] = (cid, msgtype)
         self._counts[topic] = 0
 
@@ -227,7 +241,7 @@ def rosbag2_metadata(file_name: str, topics: dict[str, tuple[str, int, str]], st
         "topics_with_message_count": [
             {"topic_metadata": {"name": t, "type": mt, "serialization_format": MESSAGE_ENCODING,
                                 "offered_qos_profiles": yaml.safe_load(qos) if qos else [],  # v9: a list
-                                "type_description_hash": ""},
+                                "type_description_hash": _safe_type_hash(mt)},
              "message_count": c}
             for t, (mt, c, qos) in topics.items()],
         "compression_format": "",
@@ -238,6 +252,13 @@ def rosbag2_metadata(file_name: str, topics: dict[str, tuple[str, int, str]], st
         "ros_distro": ROS_DISTRO,
     }
     return yaml.safe_dump(body, sort_keys=False)
+
+
+def _safe_type_hash(msgtype: str) -> str:
+    try:
+        return type_hash(msgtype)
+    except (KeyError, ValueError):  # a recovered file may name a type this distro lacks: leave it unknown
+        return ""
 
 
 def _open_checked(path: Path):
@@ -262,8 +283,43 @@ def _open_checked(path: Path):
     return f, reader, summary
 
 
+def _rosbags_reader(path: Path):
+    """rosbags' Reader on a rosbag2 bag directory (MCAP or sqlite3 storage) or a single .db3/.mcap file."""
+    from rosbags.rosbag2 import Reader
+    from rosbags.rosbag2.errors import ReaderError
+
+    try:
+        reader = Reader(path)
+        reader.open()
+    except (ReaderError, FileNotFoundError, KeyError, ValueError) as exc:
+        raise BagError(f"{path}: not a readable rosbag2 bag ({exc})") from exc
+    return reader
+
+
+def _is_own_mcap(path: Path) -> bool:
+    return path.is_file() and path.suffix == ".mcap"
+
+
 def read_summary(path: str | Path) -> BagSummary:
+    """Topics, time span and our episode metadata of a bag: a .mcap file (checked for completeness, with
+    a recover hint), a rosbag2 bag directory (MCAP or sqlite3) or a .db3 file."""
     path = Path(path)
+    if not _is_own_mcap(path):
+        if not path.exists():
+            raise BagError(f"{path}: no such bag")
+        if path.name.endswith(PARTIAL_SUFFIX):
+            _open_checked(path)  # raises the recover-bag hint
+        reader = _rosbags_reader(path)
+        try:
+            topics = {t: (info.msgtype or "", int(info.msgcount)) for t, info in reader.topics.items()}
+            custom = (getattr(reader.storage.metadata, "custom", None) or {}) if hasattr(reader.storage, "metadata") \
+                else {}
+            ours = {k[len("flow2one."):]: v for k, v in custom.items() if k.startswith("flow2one.")}
+            episode = EpisodeInfo.from_strings(ours) if ours else _episode_of_files(path)
+            return BagSummary(path, topics, reader.start_time if reader.message_count else 0,
+                              reader.end_time if reader.message_count else 0, episode)
+        finally:
+            reader.close()
     f, reader, summary = _open_checked(path)
     with f:
         counts = summary.statistics.channel_message_counts if summary.statistics else {}
@@ -280,27 +336,85 @@ def read_summary(path: str | Path) -> BagSummary:
                           stats.message_end_time if stats else 0, episode)
 
 
-def read_messages(path: str | Path, topics: Iterable[str] | None = None) -> Iterator[BagMessage]:
-    """Messages in log-time order (optionally only `topics`)."""
-    path = Path(path)
-    f, reader, _ = _open_checked(path)
-    with f:
+def _episode_of_files(path: Path) -> EpisodeInfo | None:
+    """Our episode record inside the MCAP file(s) of a bag directory (None for third-party bags)."""
+    for f in sorted(path.glob("*.mcap")) if path.is_dir() else []:
         try:
-            for schema, channel, msg in reader.iter_messages(topics=list(topics) if topics else None):
-                if channel.message_encoding != MESSAGE_ENCODING:
-                    raise BagError(f"{path}: topic {channel.topic} is {channel.message_encoding!r}, not CDR")
-                yield BagMessage(channel.topic, schema.name if schema else "", msg.log_time,
-                                 msg.publish_time, msg.data)
-        except (McapError, EOFError, struct.error) as exc:
+            return read_summary(f).episode
+        except BagError:
+            continue
+    return None
+
+
+def read_messages(path: str | Path, topics: Iterable[str] | None = None) -> Iterator[BagMessage]:
+    """Messages in log-time order (optionally only `topics`), read with rosbags' rosbag2 Reader."""
+    from rosbags.rosbag2.errors import ReaderError
+
+    path = Path(path)
+    if _is_own_mcap(path) or path.name.endswith(PARTIAL_SUFFIX):
+        _open_checked(path)[0].close()  # a truncated file fails here with the recover-bag hint
+    reader = _rosbags_reader(path)
+    try:
+        wanted = set(topics) if topics is not None else None
+        conns = [c for c in reader.connections if wanted is None or c.topic in wanted]
+        if not conns:
+            return
+        for c in conns:
+            if c.msgtype is None or (getattr(c, "ext", None) and getattr(c.ext, "serialization_format", "cdr") != "cdr"):
+                raise BagError(f"{path}: topic {c.topic} is not CDR")
+        try:
+            for conn, t, data in reader.messages(connections=conns):
+                yield BagMessage(conn.topic, conn.msgtype, t, t, bytes(data))
+        except (ReaderError, EOFError, struct.error, McapError) as exc:
             raise BagError(f"{path}: corrupt data ({exc}); try `flow2one recover-bag {path}`") from exc
+    finally:
+        reader.close()
 
 
-def list_bags(directory: str | Path) -> tuple[list[Path], list[Path]]:
-    """(finished .mcap episodes, unfinished .mcap.part files) in a directory, sorted."""
-    d = Path(directory)
-    if not d.is_dir():
-        raise BagError(f"{d}: not a directory")
-    return sorted(d.glob("*.mcap")), sorted(d.glob(f"*.mcap{PARTIAL_SUFFIX}"))
+BAG_SUFFIXES = (".mcap", ".db3")
+
+
+def find_bags(path: str | Path) -> tuple[list[Path], list[Path]]:
+    """(bags, unfinished .mcap.part files not yet recovered) under `path`: a bag directory (has
+    metadata.yaml), a single .mcap/.db3 file, or a folder searched recursively for both. Raises BagError
+    when there is none, so a wrong folder is not a silent "0 converted"."""
+    root = Path(path)
+    if not root.exists():
+        raise BagError(f"{root}: no such file or directory")
+    if root.is_file():
+        if root.name.endswith(PARTIAL_SUFFIX):
+            return [], [root]
+        if root.suffix not in BAG_SUFFIXES:
+            raise BagError(f"{root}: not a bag (expected {', '.join(BAG_SUFFIXES)} or a rosbag2 directory)")
+        return [root], []
+    bags: list[Path] = []
+    parts: list[Path] = []
+    for d, subdirs, files in os.walk(root):
+        here = Path(d)
+        if "metadata.yaml" in files:
+            bags.append(here)
+            subdirs.clear()  # a bag directory's files are its storage, not bags of their own
+            continue
+        subdirs.sort()
+        for name in sorted(files):
+            f = here / name
+            if name.endswith(f".mcap{PARTIAL_SUFFIX}"):
+                if not recovered_path(f).exists():
+                    parts.append(f)
+            elif f.suffix in BAG_SUFFIXES:
+                bags.append(f)
+    if not bags and not parts:
+        raise BagError(f"{root}: no bags found (rosbag2 directories with metadata.yaml, .mcap or .db3 files, "
+                       "searched recursively)")
+    return sorted(bags), sorted(parts)
+
+
+def recovered_path(path: Path) -> Path:
+    """Where `recover()` writes by default: X.mcap.part and X.mcap both -> X.recovered.mcap, next to the
+    input, which is never deleted or rewritten (a second try must still have the original)."""
+    name = path.name.removesuffix(PARTIAL_SUFFIX)
+    stem = name.removesuffix(".mcap")
+    return path.with_name(f"{stem}.recovered.mcap")
 
 
 @dataclass
@@ -312,20 +426,26 @@ class RecoveryResult:
     reason: str
 
 
-def recover(path: str | Path, out: str | Path | None = None, keep_partial: bool = False) -> RecoveryResult:
+def recover(path: str | Path, out: str | Path | None = None) -> RecoveryResult:
     """Rewrite every complete chunk of a crashed recording into a valid, finished .mcap file.
 
-    `path` is a `.mcap.part` file (or any MCAP missing its summary/footer). The output defaults to the
-    name without `.part`; the episode metadata is kept with `recovered: true` and success unknown.
+    `path` is a `.mcap.part` file (or any MCAP missing its summary/footer); it is only read. The output
+    defaults to `recovered_path(path)`; the episode metadata is kept with `recovered: true` and success
+    unknown. Raises BagError for a file that is already complete or from which nothing could be saved.
     """
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise BagError(f"{path}: no such file")
-    if out is None:
-        if not path.name.endswith(PARTIAL_SUFFIX):
-            raise ValueError(f"{path}: give an output path (input is not a .part file)")
-        out = path.with_name(path.name[: -len(PARTIAL_SUFFIX)])
-    out = Path(out)
+    if not path.name.endswith(PARTIAL_SUFFIX):
+        try:
+            read_summary(path)
+        except BagError:
+            pass
+        else:
+            raise BagAlreadyComplete(f"{path}: already complete; nothing to recover")
+    out = Path(out) if out is not None else recovered_path(path)
+    if out.resolve() == path.resolve():
+        raise BagError(f"{path}: the output must differ from the input (the input is never rewritten)")
     if out.exists():
         raise FileExistsError(f"{out} exists; refusing to overwrite")
     size = path.stat().st_size
@@ -357,6 +477,9 @@ def recover(path: str | Path, out: str | Path | None = None, keep_partial: bool 
             reason = f"stopped at byte {good_end} of {size} ({type(exc).__name__}{': ' if str(exc) else ''}{exc})"
     if profile and profile != PROFILE:
         raise BagError(f"{path}: MCAP profile {profile!r} is not {PROFILE!r}")
+    if not messages:
+        what = "not an MCAP file" if not profile else "no complete chunk with messages"
+        raise BagError(f"{path}: nothing to recover ({what}; {reason}); nothing written")
     info = info or EpisodeInfo()
     info.recovered = True
     info.success = None
@@ -389,6 +512,4 @@ def recover(path: str | Path, out: str | Path | None = None, keep_partial: bool 
         fo.flush()
         os.fsync(fo.fileno())
     os.replace(tmp, out)
-    if not keep_partial and path.name.endswith(PARTIAL_SUFFIX):
-        path.unlink()
     return RecoveryResult(out, sum(counts.values()), counts, size - good_end, reason)

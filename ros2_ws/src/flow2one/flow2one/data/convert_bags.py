@@ -23,8 +23,16 @@ from pathlib import Path
 import numpy as np
 
 from flow2one import spec
-from flow2one.data.bags import BagError, list_bags, read_messages, read_summary
+from flow2one.data.bags import BagError, find_bags, read_summary
 from flow2one.data.episodes import Episode, EpisodeMeta, list_episodes, write_episode
+from flow2one.data.profiles import (
+    Plan,
+    TopicProfile,
+    canonical_messages,
+    decode_compressed,
+    load_profile,
+    plan,
+)
 from flow2one.geometry import matrix_to_rot6d, quat_to_matrix
 
 _NS = 1_000_000_000
@@ -40,9 +48,10 @@ class ConvertConfig:
     cameras: tuple[str, ...] = ()  # add rgb + depth of these cameras to the episodes
     image_size: tuple[int, int] | None = None  # (w, h) to resize images to
     skip_failed: bool = False  # leave out episodes whose success flag is false
-    topics: dict[str, str] = field(default_factory=lambda: {
-        "points": spec.POINTS_TOPIC, "pose": spec.EE_POSE_TOPIC, "joints": spec.JOINT_STATES_TOPIC,
-        "command": spec.COMMAND_TOPIC})
+    profile: TopicProfile = field(default_factory=TopicProfile)  # where our streams are in the bag
+    calibration: str = ""  # cameras for clouds built from depth when the bag has no cloud ("" = the profile's)
+    task: str = ""  # the task of bags without our episode metadata (third-party bags); "" = unknown
+    success: bool | None = None  # their outcome; None = unknown (our own bags carry theirs)
 
 
 @dataclass
@@ -101,7 +110,13 @@ def _cloud_xyz(msg) -> np.ndarray:
     return np.stack([rec["x"], rec["y"], rec["z"]], axis=-1).astype(np.float32)
 
 
-def _image(msg, size: tuple[int, int] | None) -> np.ndarray:
+def _image(msg, size: tuple[int, int] | None, depth: bool = False) -> np.ndarray:
+    if hasattr(msg, "format"):  # CompressedImage
+        try:
+            img, enc = decode_compressed(msg, depth)
+        except ValueError as exc:
+            raise BagInvalid(str(exc)) from exc
+        return _resize(img.astype(np.float32) / 1000.0 if depth else img, size)
     h, w, enc = int(msg.height), int(msg.width), msg.encoding
     data = np.asarray(msg.data, dtype=np.uint8)
     if enc in ("rgb8", "bgr8"):
@@ -113,6 +128,11 @@ def _image(msg, size: tuple[int, int] | None) -> np.ndarray:
         img = data.view(">f4" if msg.is_bigendian else "<f4").reshape(h, -1)[:, :w].astype(np.float32)
     else:
         raise BagInvalid(f"image encoding {enc!r} not supported (rgb8, bgr8, 16UC1, 32FC1)")
+    return _resize(img, size)
+
+
+def _resize(img: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    h, w = img.shape[:2]
     if size is not None and (w, h) != tuple(size):
         import cv2
 
@@ -143,23 +163,51 @@ def _decode(kind: str, msg):
     raise KeyError(f"no decoder for stream {kind!r}")
 
 
-def load_streams(path: Path, cfg: ConvertConfig, report: BagReport) -> dict[str, tuple[np.ndarray, list]]:
+KINDS = {spec.POINTS_TOPIC: "points", spec.EE_POSE_TOPIC: "pose", spec.JOINT_STATES_TOPIC: "joints",
+         spec.COMMAND_TOPIC: "command"}
+
+
+def cloud_cameras(path: Path, cfg: ConvertConfig) -> list:
+    """Calibrated cameras to build the cloud from, when the bag has no cloud topic: --cameras of the
+    calibration file, or all of them."""
+    from flow2one.perception.calibration import load_cameras
+
+    calib = cfg.calibration or cfg.profile.calibration
+    if not calib:
+        raise BagInvalid(f"no point cloud topic ({cfg.profile.points}) in the bag and no calibration to build it "
+                         "from depth (--calibration)")
+    cams = load_cameras(calib)
+    return [c for c in cams if c.name in cfg.cameras] if cfg.cameras else cams
+
+
+def bag_plan(path: Path, cfg: ConvertConfig) -> tuple[Plan, list]:
+    """What to read from this bag, and the cameras to build clouds with ([] when the bag has a cloud)."""
+    have_points = read_summary(path).topics.get(cfg.profile.points, ("", 0))[1] > 0
+    cloud_cams = [] if have_points else cloud_cameras(path, cfg)
+    cams = list(dict.fromkeys([*cfg.cameras, *(c.name for c in cloud_cams)]))
+    p = plan(path, cfg.profile, cams)
+    if p.missing:
+        extra = (f" (the calibration's cameras {[c.name for c in cloud_cams]} build the cloud: each needs a depth "
+                 "topic in the bag)" if cloud_cams else "")
+        raise BagInvalid(f"missing topics: {', '.join(p.missing)}{extra}")
+    return p, cloud_cams
+
+
+def load_streams(path: Path, cfg: ConvertConfig, report: BagReport, the_plan: Plan,
+                 cloud_cams: list) -> dict[str, tuple[np.ndarray, list]]:
     """{kind: (stamps ns sorted, values)} with bad-stamp messages dropped (and counted)."""
-    summary = read_summary(path)
-    kinds = dict(cfg.topics)
-    for cam in cfg.cameras:
-        kinds[f"rgb/{cam}"] = spec.camera_topics(cam)["color"]
-        kinds[f"depth/{cam}"] = spec.camera_topics(cam)["depth"]
-    missing = [t for t in kinds.values() if summary.topics.get(t, ("", 0))[1] == 0]
-    if missing:
-        raise BagInvalid(f"missing topics: {', '.join(missing)}")
-    by_topic = {t: k for k, t in kinds.items()}
-    raw: dict[str, list[tuple[int, object]]] = {k: [] for k in kinds}
-    bad: dict[str, list[str]] = {k: [] for k in kinds}
+    kinds = {t: k for t, k in KINDS.items() if not (cloud_cams and k == "points")}
+    for cam in dict.fromkeys([*cfg.cameras, *(c.name for c in cloud_cams)]):
+        kinds[spec.camera_topics(cam)["color"]] = f"rgb/{cam}"
+        kinds[spec.camera_topics(cam)["depth"]] = f"depth/{cam}"
+    raw: dict[str, list[tuple[int, object]]] = {k: [] for k in kinds.values()}
+    bad: dict[str, list[str]] = {k: [] for k in kinds.values()}
     last: dict[str, int] = {}
-    ordinal: dict[str, int] = {k: -1 for k in kinds}
-    for m in read_messages(path, list(kinds.values())):
-        kind = by_topic[m.topic]
+    ordinal: dict[str, int] = {k: -1 for k in kinds.values()}
+    for m in canonical_messages(path, cfg.profile, the_plan, decode_images=False):
+        kind = kinds.get(m.topic)
+        if kind is None:
+            continue
         ordinal[kind] += 1
         msg = deserialize(m.data, m.msgtype)
         stamp = _stamp(msg)
@@ -173,9 +221,10 @@ def load_streams(path: Path, cfg: ConvertConfig, report: BagReport) -> dict[str,
             last[kind] = stamp
             # images: only the message's ordinal now; the few the grid needs are decoded in a second pass
             raw[kind].append((stamp, ordinal[kind] if "/" in kind else _decode(kind, msg)))
+    topic_of = {k: t for t, k in kinds.items()}
     out = {}
     for kind, items in raw.items():
-        topic, n_bad = kinds[kind], len(bad[kind])
+        topic, n_bad = topic_of[kind], len(bad[kind])
         if n_bad:
             frac = n_bad / (n_bad + len(items))
             text = f"{topic}: {n_bad} bad stamps dropped ({bad[kind][0]}, ...)"
@@ -213,38 +262,107 @@ def synchronise(streams: dict[str, tuple[np.ndarray, list]], cfg: ConvertConfig)
     proprio = np.array([np.concatenate([xyz, matrix_to_rot6d(quat_to_matrix(q)), [w]])
                         for (xyz, q), w in zip(poses, widths)], dtype=np.float32)
     out = {"t": (grid - grid[0]) / _NS, "proprio": proprio,
-           "action": np.array([cvals[i] for i in cidx], dtype=np.float32),
-           "points": np.stack(held("points")).astype(np.float32)}
+           "action": np.array([cvals[i] for i in cidx], dtype=np.float32)}
+    if "points" in streams:
+        out["points"] = np.stack(held("points")).astype(np.float32)
+    out["_grid"] = grid
+    out["_pose"] = np.array([np.r_[xyz, q] for xyz, q in poses])
     for kind in streams:
         if "/" in kind:  # image streams: ordinals of the messages held at each grid time
             out[kind] = np.asarray(held(kind), dtype=np.int64)
     return out
 
 
-def load_images(path: Path, cfg: ConvertConfig, arrays: dict[str, np.ndarray]) -> None:
-    """Second pass: decode (and resize) only the images the grid holds, so memory stays O(steps)."""
-    if not cfg.cameras:
+def _intrinsics(msg):
+    from flow2one.perception.camera_model import CameraIntrinsics
+
+    K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
+    if not K.any():
+        return None
+    return CameraIntrinsics.from_K(int(msg.width), int(msg.height), K, distortion_model=msg.distortion_model,
+                                   distortion=tuple(float(v) for v in msg.d))
+
+
+def load_images(path: Path, cfg: ConvertConfig, the_plan: Plan, arrays: dict[str, np.ndarray],
+                cloud_cams: list) -> None:
+    """Second pass: decode (and resize) only the images the grid holds, so memory stays O(steps); build
+    the clouds from the held depth images when the bag has none (the deploy perception pipeline)."""
+    image_kinds = [k for k in arrays if "/" in k]
+    if not image_kinds:
         return
+    topic_kind = {spec.camera_topics(k.split("/")[1])["color" if k.startswith("rgb") else "depth"]: k
+                  for k in image_kinds}
+    info_topics = {spec.camera_topics(c.name)["depth_info"]: c.name for c in cloud_cams}
+    need = {k: set(arrays[k].tolist()) for k in image_kinds}
+    ordinal = {k: -1 for k in image_kinds}
+    decoded: dict[str, dict[int, np.ndarray]] = {k: {} for k in image_kinds}
+    intrinsics: dict[str, object] = {}
+    for m in canonical_messages(path, cfg.profile, the_plan, decode_images=False):
+        if m.topic in info_topics and info_topics[m.topic] not in intrinsics:
+            intr = _intrinsics(deserialize(m.data, m.msgtype))
+            if intr is not None:
+                intrinsics[info_topics[m.topic]] = intr
+            continue
+        kind = topic_kind.get(m.topic)
+        if kind is None:
+            continue
+        ordinal[kind] += 1
+        if ordinal[kind] in need[kind]:
+            depth = kind.startswith("depth")
+            # clouds need the depth at full size (the calibration's intrinsics); only dataset images are resized
+            decoded[kind][ordinal[kind]] = _image(deserialize(m.data, m.msgtype), None, depth)
+    if cloud_cams:
+        arrays["points"] = build_clouds(cloud_cams, intrinsics, arrays, decoded)
     for kind in ("rgb", "depth"):
         views = []
         for cam in cfg.cameras:
-            wanted = arrays.pop(f"{kind}/{cam}")
-            need = set(wanted.tolist())
-            topic = spec.camera_topics(cam)["color" if kind == "rgb" else "depth"]
-            decoded = {}
-            for i, m in enumerate(read_messages(path, [topic])):
-                if i in need:
-                    decoded[i] = _image(deserialize(m.data, m.msgtype), cfg.image_size)
-            shapes = {v.shape for v in decoded.values()}
+            wanted = arrays[f"{kind}/{cam}"].tolist()
+            imgs = [_resize(decoded[f"{kind}/{cam}"][i], cfg.image_size) for i in wanted]
+            shapes = {v.shape for v in imgs}
             if len(shapes) != 1:
-                raise BagInvalid(f"{topic}: images change size within the episode ({sorted(shapes)})")
-            views.append(np.stack([decoded[i] for i in wanted.tolist()]))
+                raise BagInvalid(f"{cam} {kind}: images change size within the episode ({sorted(shapes)})")
+            views.append(np.stack(imgs))
+        if not views:
+            continue
         shapes = {v.shape[1:] for v in views}
         if len(shapes) != 1:
             raise BagInvalid(f"{kind} images differ in size between cameras {cfg.cameras}: {sorted(shapes)}; "
                              "pass --image-size")
         arrays[kind] = np.stack(views, axis=1)
-    arrays["depth"] = arrays["depth"].astype(np.float32)
+    if "depth" in arrays:
+        arrays["depth"] = arrays["depth"].astype(np.float32)
+    for k in image_kinds:
+        arrays.pop(k)
+
+
+def build_clouds(cams: list, intrinsics: dict, arrays: dict[str, np.ndarray],
+                 decoded: dict[str, dict[int, np.ndarray]]) -> np.ndarray:
+    """(steps, N_POINTS, 3) clouds from the depth images held at each grid step, as the pointcloud node
+    builds them (the bag's CameraInfo intrinsics over the calibration file's, like the node)."""
+    import dataclasses
+
+    from flow2one.perception.cloud import CloudPipeline
+
+    cams = [dataclasses.replace(c, intrinsics=intrinsics.get(c.name, c.intrinsics)) for c in cams]
+    for c in cams:
+        shape = next(iter(decoded[f"depth/{c.name}"].values())).shape
+        if shape != (c.intrinsics.height, c.intrinsics.width):
+            raise BagInvalid(f"camera {c.name}: depth images are {shape[1]}x{shape[0]} but its intrinsics "
+                             f"{c.intrinsics.width}x{c.intrinsics.height} (record camera_info, or fix the calibration)")
+    pipeline = CloudPipeline(cams, **CLOUD_DEFAULTS)
+    clouds = []
+    for i in range(len(arrays["t"])):
+        pose = arrays["_pose"][i]
+        T = np.eye(4)
+        T[:3, :3], T[:3, 3] = quat_to_matrix(pose[3:]), pose[:3]
+        depths = [decoded[f"depth/{c.name}"][int(arrays[f"depth/{c.name}"][i])] for c in cams]
+        clouds.append(pipeline.process(depths, T))
+    return np.stack(clouds).astype(np.float32)
+
+
+# The pointcloud node's defaults (config/*.yaml): the same crop and sampling as the deploy graph.
+CLOUD_DEFAULTS = {"workspace_min": (0.1, -0.5, -0.01), "workspace_max": (0.9, 0.5, 0.6), "voxel_size": 0.01,
+                  "n_points": spec.N_POINTS, "seed": 0}
 
 
 def convert_bag(path: Path, cfg: ConvertConfig, report: BagReport) -> Episode | None:
@@ -253,14 +371,24 @@ def convert_bag(path: Path, cfg: ConvertConfig, report: BagReport) -> Episode | 
         report.status = "skipped"
         report.warnings.append("episode marked failed (--skip-failed)")
         return None
-    arrays = synchronise(load_streams(path, cfg, report), cfg)
-    load_images(path, cfg, arrays)
+    the_plan, cloud_cams = bag_plan(path, cfg)
+    arrays = synchronise(load_streams(path, cfg, report, the_plan, cloud_cams), cfg)
+    load_images(path, cfg, the_plan, arrays, cloud_cams)
+    arrays.pop("_grid")
+    arrays.pop("_pose")
+    if cloud_cams:
+        report.warnings.append(f"cloud built from depth of {[c.name for c in cloud_cams]} (no "
+                               f"{cfg.profile.points} in the bag)")
     if info is None:
-        report.warnings.append("no flow2one episode metadata; task/success unknown")
-    elif info.recovered:
-        report.warnings.append("recovered after a crash; success unknown")
-    meta = EpisodeMeta(task=info.task if info else "", source="teleop",
-                       success=bool(info and info.success), dt=cfg.dt, note=info.note if info else "",
+        task, success = cfg.task, cfg.success
+        if not (cfg.task and cfg.success is not None):
+            report.warnings.append("no flow2one episode metadata; task/success from --task/--success "
+                                   f"({task or 'unknown'}/{'unknown' if success is None else success})")
+    else:
+        task, success = cfg.task or info.task, info.success if cfg.success is None else cfg.success
+        if info.recovered:
+            report.warnings.append("recovered after a crash; success unknown")
+    meta = EpisodeMeta(task=task, source="teleop", success=success, dt=cfg.dt, note=info.note if info else "",
                        camera_names=list(cfg.cameras))
     return Episode(meta=meta, **arrays)
 
@@ -270,16 +398,21 @@ def convert_directory(bag_dir: str | Path, out_dir: str | Path, cfg: ConvertConf
     from tqdm import tqdm
 
     cfg = cfg or ConvertConfig()
-    bags, partial = list_bags(bag_dir)
+    bags, partial = find_bags(bag_dir)
+    root = Path(bag_dir)
+
+    def name(p: Path) -> str:  # bags under a folder are named by their path in it
+        return str(p.relative_to(root)) if root.is_dir() and p != root else p.name
+
     out = Path(out_dir)
     existing = list_episodes(out) if out.exists() else []
     if existing and not append:
         raise FileExistsError(f"{out} already holds {len(existing)} episodes; pass --append to add to them")
     index = 1 + max((int(p.stem.split("_")[1]) for p in existing), default=-1)
-    reports = [BagReport(p.name, errors=[f"unfinished recording; run `flow2one recover-bag {p}` first"])
+    reports = [BagReport(name(p), errors=[f"unfinished recording; run `flow2one recover-bag {p}` first"])
                for p in partial]
     for path in tqdm(bags, desc="converting bags", unit="bag", disable=not progress):
-        report = BagReport(path.name)
+        report = BagReport(name(path))
         reports.append(report)
         try:
             episode = convert_bag(path, cfg, report)
@@ -297,12 +430,23 @@ def convert_directory(bag_dir: str | Path, out_dir: str | Path, cfg: ConvertConf
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("bags", help="directory of episode_*.mcap files (from the recorder node)")
+    p.add_argument("bags", help="a bag (rosbag2 directory, .mcap or .db3 file) or a folder searched recursively "
+                                "for them (our recorder's episode_*.mcap files, `ros2 bag record` directories)")
     p.add_argument("out", help="dataset directory to write episode_*.npz into")
+    p.add_argument("--profile", default="flow2one",
+                   help="topic profile: a shipped name (flow2one: our recorder's topics; realsense_franka: "
+                        "realsense-ros + franka_ros2) or a YAML file of the same fields (config/topics/)")
+    p.add_argument("--calibration", default="",
+                   help="calibration file whose cameras build the cloud from depth when a bag has no cloud "
+                        "(default: the profile's)")
+    p.add_argument("--task", default="", help="task name of bags without our episode metadata (overrides theirs)")
+    p.add_argument("--success", choices=("true", "false", "unknown"), default="unknown",
+                   help="outcome of bags without our episode metadata (true/false override our own bags' too)")
     p.add_argument("--append", action="store_true", help="add to an existing dataset instead of refusing")
-    p.add_argument("--dt", type=float, default=spec.STEP_DT, help="grid step in seconds (default: spec.STEP_DT)")
+    p.add_argument("--dt", type=float, default=spec.STEP_DT, help="grid step in seconds")
     p.add_argument("--max-gap", type=float, default=0.5, help="seconds of silence on a topic that fail a bag")
-    p.add_argument("--cameras", default="", help="comma-separated camera names whose rgb+depth to include")
+    p.add_argument("--cameras", default="", help="comma-separated camera names whose rgb+depth to include (and, "
+                                                 "for bags without a cloud, the calibration's cameras to build it from)")
     p.add_argument("--image-size", default="", metavar="WxH", help="resize included images, e.g. 160x120")
     p.add_argument("--skip-failed", action="store_true", help="leave out episodes marked unsuccessful")
 
@@ -314,13 +458,14 @@ def main(args: argparse.Namespace) -> int:
             w, h = (int(v) for v in args.image_size.lower().split("x"))
             size = (w, h)
         except ValueError:
-            raise SystemExit(f"--image-size expects WxH, e.g. 160x120, got {args.image_size!r}")
+            raise ValueError(f"--image-size expects WxH, e.g. 160x120, got {args.image_size!r}") from None
+    if not args.dt > 0 or not args.max_gap > 0:
+        raise ValueError(f"--dt ({args.dt}) and --max-gap ({args.max_gap}) must be > 0")
     cfg = ConvertConfig(dt=args.dt, max_gap_s=args.max_gap, skip_failed=args.skip_failed, image_size=size,
-                        cameras=tuple(c for c in args.cameras.split(",") if c))
-    try:
-        reports = convert_directory(args.bags, args.out, cfg, append=args.append)
-    except (FileExistsError, BagError) as exc:
-        raise SystemExit(f"convert: {exc}")
+                        cameras=tuple(c for c in args.cameras.split(",") if c), profile=load_profile(args.profile),
+                        calibration=args.calibration, task=args.task,
+                        success={"true": True, "false": False, "unknown": None}[args.success])
+    reports = convert_directory(args.bags, args.out, cfg, append=args.append)
     for r in reports:
         line = f"{r.bag}: {r.status}"
         line += f" -> {r.episode} ({r.steps} steps, {r.duration_s:.1f} s)" if r.episode else ""

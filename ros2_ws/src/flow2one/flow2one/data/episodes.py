@@ -20,7 +20,7 @@ from flow2one.spec import ACTION_DIM, N_POINTS, PROPRIO_DIM, STEP_DT
 class EpisodeMeta:
     task: str
     source: str  # "sim-expert", "teleop", ...
-    success: bool
+    success: bool | None  # None: not known (a crashed recording, a third-party bag without a verdict)
     mode: int = -1  # index of the strategy the expert chose; -1 = unknown (human demos)
     seed: int | None = None
     dt: float = STEP_DT

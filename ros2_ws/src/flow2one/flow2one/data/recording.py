@@ -11,7 +11,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from flow2one.data.bags import PARTIAL_SUFFIX, EpisodeBagWriter, EpisodeInfo, RecoveryResult, recover
+from flow2one.data.bags import (PARTIAL_SUFFIX, EpisodeBagWriter, EpisodeInfo, RecoveryResult, recover,
+                                recovered_path)
 
 EVENTS = ("start", "stop", "discard", "success", "failure")
 _INDEX = re.compile(r"episode_(\d+)\.mcap")
@@ -126,8 +127,10 @@ class EpisodeRecorder:
             return path
 
     def recover_unfinished(self) -> list[RecoveryResult]:
-        """Turn `.part` files left by a crash into readable (success unknown) episodes."""
-        return [recover(p) for p in sorted(self.directory.glob(f"*.mcap{PARTIAL_SUFFIX}"))]
+        """Turn `.part` files left by a crash into readable (success unknown) X.recovered.mcap episodes;
+        the .part files stay (recover never deletes its input) and are skipped once recovered."""
+        parts = sorted(self.directory.glob(f"*.mcap{PARTIAL_SUFFIX}"))
+        return [recover(p) for p in parts if not recovered_path(p).exists()]
 
     def close(self) -> None:
         """Shut down cleanly: an episode in progress is saved with an undecided outcome."""

@@ -18,13 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from flow2one import spec
-from flow2one.data.bags import BagMessage, read_messages, read_summary
+from flow2one.data.bags import BagMessage
 from flow2one.data.convert_bags import BagInvalid, deserialize
+from flow2one.data.profiles import Plan, TopicProfile, canonical_messages, plan
 from flow2one.geometry import rot6d_to_matrix, rotation_angle
 
-# Outputs of the graph under test (or of the robot at recording time): never played back.
-NOT_REPLAYED = (spec.CHUNK_TOPIC, spec.COMMAND_TOPIC, spec.EPISODE_TOPIC, spec.PREDICTION_MARKERS_TOPIC,
-                spec.DIAGNOSTICS_TOPIC, spec.ESTOP_TOPIC, "/rosout", "/parameter_events", "/clock")
 _NS = 1_000_000_000
 
 
@@ -38,27 +36,47 @@ def header_stamp(msg: BagMessage) -> int | None:
     return None if header is None else int(header.stamp.sec) * _NS + int(header.stamp.nanosec)
 
 
-def replay_messages(path: str | Path, republish_points: bool = False,
-                    exclude: tuple[str, ...] = ()) -> list[BagMessage]:
-    """Messages to play back, in log-time order; the cloud is left out unless `republish_points` (the
-    replay graph's pointcloud node recomputes it from the recorded images)."""
-    skip = set(NOT_REPLAYED) | set(exclude) | (set() if republish_points else {spec.POINTS_TOPIC})
-    topics = [t for t in read_summary(path).topics if t not in skip]
-    if not topics:
-        raise ValueError(f"{path}: nothing to replay (topics: {sorted(read_summary(path).topics)})")
-    return list(read_messages(path, topics))
+def replay_plan(path: str | Path, profile: TopicProfile | None = None, republish_points: bool = False,
+                calibration_cameras: list[str] | None = None) -> Plan:
+    """What to play from this bag, refusing with the cause a bag that cannot give the graph a chunk: a
+    missing topic, or calibration cameras (the pointcloud node's) that have no depth in the bag."""
+    profile = profile or TopicProfile()
+    cams = list(dict.fromkeys([*(calibration_cameras or []), *profile.camera_names()]))
+    p = plan(path, profile, [] if republish_points else cams or None, need_points=republish_points)
+    if p.missing:
+        why = ""
+        if calibration_cameras and not republish_points:
+            why = (f"; the pointcloud node's calibration has cameras {calibration_cameras}: each needs color and "
+                   "depth in the bag (set pointcloud.calibration_file / pointcloud.cameras, or --profile)")
+        raise ValueError(f"{path}: cannot replay, missing topics: {', '.join(p.missing)}{why}")
+    if not republish_points:  # the pointcloud node recomputes the cloud from the images
+        p.passthrough = {s: t for s, t in p.passthrough.items() if t != spec.POINTS_TOPIC}
+    return p
 
 
-def recorded_actions(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """(stamps ns (N,), actions (N, ACTION_DIM)) of COMMAND_TOPIC: what the robot was told to do."""
+def replay_messages(path: str | Path, republish_points: bool = False, profile: TopicProfile | None = None,
+                    calibration_cameras: list[str] | None = None) -> list[BagMessage]:
+    """The messages the replay graph uses, on our topic names (compressed images decoded), in log-time
+    order; the recorded commands and everything the graph does not read are left out."""
+    profile = profile or TopicProfile()
+    p = replay_plan(path, profile, republish_points, calibration_cameras)
+    return [m for m in canonical_messages(path, profile, p) if m.topic != spec.COMMAND_TOPIC]
+
+
+def recorded_actions(path: str | Path, profile: TopicProfile | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(stamps ns (N,), actions (N, ACTION_DIM)) of the commands: what the robot was told to do."""
+    profile = profile or TopicProfile()
+    p = plan(path, profile, cameras=[])
     stamps, actions = [], []
-    for m in read_messages(path, [spec.COMMAND_TOPIC]):
+    for m in canonical_messages(path, profile, p):
+        if m.topic != spec.COMMAND_TOPIC:
+            continue
         msg = deserialize(m.data, m.msgtype)
         if msg.points and len(msg.points[0].positions) == spec.ACTION_DIM:
             stamps.append(int(msg.header.stamp.sec) * _NS + int(msg.header.stamp.nanosec))
             actions.append(np.asarray(msg.points[0].positions, dtype=np.float64))
     if len(stamps) < 2:
-        raise ValueError(f"{path}: fewer than 2 recorded commands on {spec.COMMAND_TOPIC}; nothing to compare to")
+        raise ValueError(f"{path}: fewer than 2 recorded commands ({profile.command}); nothing to compare to")
     order = np.argsort(stamps, kind="stable")
     return np.asarray(stamps, dtype=np.int64)[order], np.stack(actions)[order]
 

@@ -9,6 +9,8 @@ Examples:
   flow2one replay demos/episode_00003.mcap --model-dir models/sim_student
   flow2one replay demos/episode_00003.mcap --rate 0 --out metrics.json        # lock-step, fast
   flow2one replay bag.mcap --set pointcloud.calibration_file=calibration/lab_d435.yaml
+  flow2one replay lab_bags/run_03 --profile realsense_franka \
+      --set pointcloud.calibration_file=calibration/lab_d435.yaml --set pointcloud.cameras=front
 """
 
 from __future__ import annotations
@@ -24,7 +26,11 @@ REPLAY_MAX_OBS_AGE_S = 1.0  # policy freshness gate during replay (override with
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("bag", help="an episode .mcap file (recover .part files first with `flow2one recover-bag`)")
+    p.add_argument("bag", help="a bag: an episode .mcap file, a rosbag2 directory (MCAP or sqlite3) or a .db3 "
+                               "file (recover .part files first with `flow2one recover-bag`)")
+    p.add_argument("--profile", default="flow2one",
+                   help="topic profile of the bag: flow2one (our recorder), realsense_franka (realsense-ros + "
+                        "franka_ros2) or a YAML file (config/topics/)")
     p.add_argument("--model-dir", help="policy checkpoint directory (default: config/replay.yaml)")
     p.add_argument("--rate", type=float, default=1.0,
                    help="playback speed: 1 = original timing, 0 = lock-step as fast as the graph answers")
@@ -40,14 +46,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=0.0, help="give up after this many seconds (0: automatic)")
 
 
+def graph_cameras(overrides: dict) -> list[str]:
+    """The cameras the replay graph's pointcloud node will read (its calibration file and camera subset)."""
+    from flow2one.graph import load_params
+    from flow2one.perception.calibration import load_cameras, select_cameras
+
+    params = {**load_params("replay").get("pointcloud", {}), **overrides.get("pointcloud", {})}
+    calib = params.get("calibration_file", "calibration/sim.yaml")
+    return [c.name for c in select_cameras(load_cameras(calib), params.get("cameras", ""), calib)]
+
+
 def run_replay(bag: str, rate: float = 1.0, overrides: dict | None = None, republish_points: bool = False,
                metrics_file: str = "", domain_id: int | None = None, timeout: float = 0.0,
-               timeline: str = "auto") -> dict:
-    """Start the replay graph, wait for the bag to finish, return the metrics dict."""
+               timeline: str = "auto", profile: str = "flow2one") -> dict:
+    """Start the replay graph, wait for the bag to finish, return the metrics dict. A bag that cannot give
+    a chunk (a missing topic, calibration cameras not in it) is refused before the graph starts."""
+    from flow2one.data.profiles import load_profile
+    from flow2one.data.replay import recorded_actions, replay_plan
     from flow2one.graph import graph
     from flow2one.ros.runner import GraphRunner
 
     summary = read_summary(bag)
+    overrides = overrides or {}
+    cams = [] if republish_points else graph_cameras(overrides)
+    topic_profile = load_profile(profile)
+    replay_plan(bag, topic_profile, republish_points, cams)
+    recorded_actions(bag, topic_profile)
     nodes = [n for n in graph("replay").nodes if not (republish_points and n == "pointcloud")]
     merged: dict[str, dict] = {n: {"use_sim_time": True} for n in nodes if n != "replay"}
     # Open-loop replay scores predictions, not freshness: the bag's receive times carry the recording
@@ -55,16 +79,28 @@ def run_replay(bag: str, rate: float = 1.0, overrides: dict | None = None, repub
     # skipped observations. Latency is still measured, in wall time, by the replay node.
     merged["policy"]["max_obs_age_s"] = REPLAY_MAX_OBS_AGE_S
     merged["replay"] = {"bag": str(bag), "rate": float(rate), "republish_points": republish_points,
-                        "metrics_file": metrics_file, "timeline": timeline}
-    for node, params in (overrides or {}).items():
+                        "metrics_file": metrics_file, "timeline": timeline, "profile": profile,
+                        "cameras": ",".join(cams)}
+    for node, params in overrides.items():
         merged.setdefault(node, {}).update(params)
     duration = (summary.end_ns - summary.start_ns) / 1e9
     limit = timeout or (duration / rate + 60.0 if rate > 0 else 30.0 + 10.0 * duration)
     with GraphRunner("replay", nodes=nodes, overrides=merged, domain_id=domain_id) as runner:
         replay = runner.nodes["replay"]
         if not replay.done.wait(limit):
-            raise TimeoutError(f"replay of {bag} did not finish within {limit:.0f} s")
+            raise TimeoutError(f"replay of {bag} did not finish within {limit:.0f} s ({no_chunk_cause(runner)})")
+        if replay.result.get("chunks", 0) == 0 and "error" not in replay.result:
+            replay.result["error"] = f"no chunk predicted: {no_chunk_cause(runner)}"
         return replay.result
+
+
+def no_chunk_cause(runner) -> str:
+    """Why the graph predicted nothing, from its nodes' state: the first stage that produced nothing."""
+    pc, policy = runner.nodes.get("pointcloud"), runner.nodes.get("policy")
+    if pc is not None and getattr(pc, "published", 1) == 0:
+        return f"the pointcloud node built no cloud ({pc.diag.message if hasattr(pc, 'diag') else 'no depth'})"
+    diag = getattr(policy, "diag", None)
+    return f"the policy node: {getattr(diag, 'message', 'no chunk')}"
 
 
 def main(args: argparse.Namespace) -> int:
@@ -73,9 +109,12 @@ def main(args: argparse.Namespace) -> int:
         overrides.setdefault("policy", {})["model_dir"] = args.model_dir
     try:
         result = run_replay(args.bag, args.rate, overrides, args.republish_points, args.out, args.domain_id,
-                            args.timeout, args.timeline)
+                            args.timeout, args.timeline, args.profile)
     except (BagError, ValueError, TimeoutError) as exc:
-        print(f"replay: {exc}", file=sys.stderr)
+        print(f"flow2one replay: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
     print(json.dumps(result, indent=2))
-    return 0 if result.get("chunks", 0) > 0 else 1
+    if result.get("chunks", 0) == 0:
+        print(f"flow2one replay: error: {result.get('error', 'no chunk predicted')}", file=sys.stderr)
+        return 1
+    return 0

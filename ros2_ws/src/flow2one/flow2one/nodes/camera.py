@@ -52,9 +52,11 @@ class CameraParams:
 
 
 class CameraNode(Node):
+    PARAMS = CameraParams  # checked by the runner before any node starts
+
     def __init__(self, node_name: str = "camera", **kwargs) -> None:
         super().__init__(node_name, **kwargs)
-        self.p = declare_params(self, CameraParams)
+        self.p = declare_params(self, self.PARAMS)
         self.diag = Diagnostics(self)
         cams = select_cameras(load_cameras(self.p.calibration_file), self.p.cameras, self.p.calibration_file)
         self._pubs: dict[str, tuple] = {}

@@ -34,9 +34,11 @@ _LEVEL = {State.FAULT: ERROR, State.ESTOP: WARN, State.HOMING: WARN}
 
 
 class ExecutorNode(Node):
+    PARAMS = ExecutorConfig  # checked by the runner before any node starts
+
     def __init__(self, node_name: str = "executor", **kwargs) -> None:
         super().__init__(node_name, **kwargs)
-        self.p = declare_params(self, ExecutorConfig)
+        self.p = declare_params(self, self.PARAMS)
         self.diag = Diagnostics(self, hardware_id=self.p.robot_host)
         self._joint_pub = self.create_publisher(JointState, spec.JOINT_STATES_TOPIC, STATE_QOS)
         self._pose_pub = self.create_publisher(PoseStamped, spec.EE_POSE_TOPIC, STATE_QOS)

@@ -64,9 +64,11 @@ def pose_to_matrix(xyz: np.ndarray, quat_xyzw: np.ndarray) -> np.ndarray:
 
 
 class PointCloudNode(Node):
+    PARAMS = PointCloudParams  # checked by the runner before any node starts
+
     def __init__(self, node_name: str = "pointcloud", **kwargs) -> None:
         super().__init__(node_name, **kwargs)
-        self.p = declare_params(self, PointCloudParams)
+        self.p = declare_params(self, self.PARAMS)
         self.diag = Diagnostics(self)
         cams = select_cameras(load_cameras(self.p.calibration_file), self.p.cameras, self.p.calibration_file)
         self.pipeline = CloudPipeline(cams, self.p.workspace_min, self.p.workspace_max, self.p.voxel_size,

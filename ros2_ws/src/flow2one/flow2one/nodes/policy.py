@@ -73,9 +73,11 @@ class PolicyParams:
 
 
 class PolicyNode(Node):
+    PARAMS = PolicyParams  # checked by the runner before any node starts
+
     def __init__(self, node_name: str = "policy", **kwargs) -> None:
         super().__init__(node_name, **kwargs)
-        self.p = declare_params(self, PolicyParams)
+        self.p = declare_params(self, self.PARAMS)
         self.diag = Diagnostics(self)
         model_dir = resolve(self.p.model_dir)
         self.card = load_card(model_dir)

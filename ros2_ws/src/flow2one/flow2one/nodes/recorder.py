@@ -63,9 +63,11 @@ def message_class(msgtype: str) -> type:
 
 
 class RecorderNode(Node):
+    PARAMS = RecorderParams  # checked by the runner before any node starts
+
     def __init__(self, node_name: str = "recorder", **kwargs) -> None:
         super().__init__(node_name, **kwargs)
-        self.p = declare_params(self, RecorderParams)
+        self.p = declare_params(self, self.PARAMS)
         self.diag = Diagnostics(self)
         default = {"true": True, "false": False, "unknown": None}[self.p.default_success]
         self.core = EpisodeRecorder(RecorderConfig(self.p.output_dir, self.p.task, self.p.operator,

@@ -25,6 +25,7 @@ from trajectory_msgs.msg import JointTrajectory
 
 from flow2one import spec
 from flow2one.data.bags import read_summary
+from flow2one.data.profiles import load_profile
 from flow2one.data.replay import OpenLoopMetrics, header_stamp, recorded_actions, replay_messages
 from flow2one.nodes.recorder import message_class
 from flow2one.ros.convert import msg_to_chunk, ns_to_stamp
@@ -51,6 +52,8 @@ class ReplayParams:
     step_timeout_s: float = 2.0  # lock-step: longest wait for the chunk of one observation
     wait_for_graph_s: float = 10.0  # wait this long for subscribers before playing
     publish_clock: bool = True
+    profile: str = "flow2one"  # topic profile of the bag (config/topics/NAME.yaml or a YAML file)
+    cameras: str = ""  # cameras the graph reads (the pointcloud node's calibration); "" = every camera of the bag
 
     def __post_init__(self) -> None:
         if not self.bag:
@@ -65,27 +68,38 @@ class ReplayParams:
 
 
 class ReplayNode(Node):
+    PARAMS = ReplayParams  # checked by the runner before any node starts
+
     def __init__(self, node_name: str = "replay", **kwargs) -> None:
         super().__init__(node_name, **kwargs)
-        self.p = declare_params(self, ReplayParams)
+        self.p = declare_params(self, self.PARAMS)
         self.diag = Diagnostics(self)
         path = Path(self.p.bag).expanduser()
         self.summary = read_summary(path)  # raises BagError with the reason for a bad bag
-        messages = replay_messages(path, self.p.republish_points)
+        profile = load_profile(self.p.profile)
+        cams = [c for c in self.p.cameras.split(",") if c] or None
+        messages = replay_messages(path, self.p.republish_points, profile, cams)
         stamps = [header_stamp(m) for m in messages]
         self.timeline = self.p.timeline if self.p.timeline != "auto" else "receive" if self.p.rate > 0 else "stamp"
         times = [m.log_time_ns if self.timeline == "receive" or not s else s for m, s in zip(messages, stamps)]
         order = sorted(range(len(messages)), key=times.__getitem__)  # stable: ties keep receive order
         self.messages = [(times[i], stamps[i], messages[i]) for i in order]
-        stamps, actions = recorded_actions(path)
+        stamps, actions = recorded_actions(path, profile)
         self.metrics = OpenLoopMetrics(stamps, actions, self.p.switch_threshold_m)
         self.result: dict | None = None
         self.done = threading.Event()
         self._pubs = {}
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-        for topic in dict.fromkeys(m.topic for _, _, m in self.messages):
-            msgtype = self.summary.topics[topic][0]
-            self._pubs[topic] = self.create_publisher(message_class(msgtype), topic, qos)
+        types = {m.topic: m.msgtype for _, _, m in self.messages}
+        skipped = []
+        for topic, msgtype in types.items():
+            try:
+                self._pubs[topic] = self.create_publisher(message_class(msgtype), topic, qos)
+            except (ImportError, AttributeError, ValueError):  # a message package this install lacks
+                skipped.append(f"{topic} ({msgtype})")
+        if skipped:
+            self.get_logger().warning(f"not replaying topics of unknown message types: {', '.join(skipped)}")
+            self.messages = [x for x in self.messages if x[2].topic in self._pubs]
         self._clock_pub = self.create_publisher(Clock, "/clock", 10) if self.p.publish_clock else None
         trigger = spec.POINTS_TOPIC if self.p.republish_points else "/aligned_depth_to_color/image_raw"
         self._is_trigger = lambda topic: topic.endswith(trigger)

@@ -55,9 +55,11 @@ class SimWorldParams:
 
 
 class SimWorldNode(Node):
+    PARAMS = SimWorldParams  # checked by the runner before any node starts
+
     def __init__(self, node_name: str = "sim_world", **kwargs) -> None:
         super().__init__(node_name, **kwargs)
-        self.p = declare_params(self, SimWorldParams)
+        self.p = declare_params(self, self.PARAMS)
         self.diag = Diagnostics(self, hardware_id="franky-sim")
         from flow2one.sim.scene import default_cameras
         from flow2one.sim.world import SimWorld, WorldConfig

@@ -53,9 +53,11 @@ class TeleopParams(TeleopConfig):
 
 
 class TeleopNode(Node):
+    PARAMS = TeleopParams  # checked by the runner before any node starts
+
     def __init__(self, node_name: str = "teleop", **kwargs) -> None:
         super().__init__(node_name, **kwargs)
-        self.p = declare_params(self, TeleopParams)
+        self.p = declare_params(self, self.PARAMS)
         self.diag = Diagnostics(self)
         self.mapper = TeleopMapper(self.p)
         self._pose: tuple[np.ndarray, np.ndarray, float] | None = None  # xyz, R, receive time

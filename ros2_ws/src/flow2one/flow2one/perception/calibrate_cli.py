@@ -34,6 +34,10 @@ from flow2one.perception.charuco import (HAND_EYE_METHODS, BoardSpec, average_po
                                          detect_board, eye_in_hand, eye_to_hand, pose_spread)
 
 MODES = ("fixed-board", "eye-to-hand", "eye-in-hand")
+# A right board scale and good poses give sub-millimetre spread in the sim and a few mm on a real arm; a
+# wrong --square/--marker or mismatched --poses gives centimetres to decimetres. Above these, --write refuses.
+MAX_SPREAD_M = 0.01
+MAX_SPREAD_DEG = 2.0
 
 
 def parse_pose(value: object, where: str) -> np.ndarray:
@@ -116,7 +120,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--marker", type=float, default=BoardSpec.marker, help="marker side in metres, as printed")
     p.add_argument("--dictionary", default=BoardSpec.dictionary)
     p.add_argument("--board-image", metavar="PNG", help="write the printable board image and exit")
-    p.add_argument("--write", action="store_true", help="store the result in the calibration file")
+    p.add_argument("--write", action="store_true", help="store the result in the calibration file (only if its "
+                   "spread is within --max-spread-m and --max-spread-deg)")
+    p.add_argument("--max-spread-m", type=float, default=MAX_SPREAD_M,
+                   help="largest position spread of the pose that must be constant across views for --write; a "
+                        "wrong board scale (--square/--marker) shows up here")
+    p.add_argument("--max-spread-deg", type=float, default=MAX_SPREAD_DEG,
+                   help="largest rotation spread (degrees) for --write")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -133,6 +143,8 @@ def main(args: argparse.Namespace) -> int:
     if args.camera not in by_name:
         raise SystemExit(f"camera {args.camera!r} is not in {args.calibration} (has {sorted(by_name)})")
     cam = by_name[args.camera]
+    if not Path(args.images).is_dir():
+        raise FileNotFoundError(f"--images {args.images}: no such folder")
     files = sorted(p for p in Path(args.images).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     if not files:
         raise SystemExit(f"no .png/.jpg images in {args.images}")
@@ -154,6 +166,11 @@ def main(args: argparse.Namespace) -> int:
     mount = "ee" if args.mode == "eye-in-hand" else "base"
     report.update(camera=cam.name, mount=mount, T=T.round(6).tolist())
     print(json.dumps(report, indent=2))
+    if report["spread_m"] > args.max_spread_m or report["spread_deg"] > args.max_spread_deg:
+        raise ValueError(f"calibration not {'written' if args.write else 'usable'}: spread {report['spread_m']:.4f} m / "
+                         f"{report['spread_deg']:.2f} deg is above --max-spread-m {args.max_spread_m} / "
+                         f"--max-spread-deg {args.max_spread_deg} (check --square/--marker against the printed board, "
+                         "and --poses)")
     if args.write:
         new = CameraModel(cam.name, cam.intrinsics, T, mount, cam.serial)
         save_cameras(resolve_path(args.calibration), [new if c.name == cam.name else c for c in cams])

@@ -43,8 +43,12 @@ class NodeProcess:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "NodeProcess":
+        # A process group of its own: Ctrl-C in a terminal reaches only this process, which stops its nodes
+        # first (the executor's franky connection) and then the child (the franky-sim server it talks to);
+        # both at once left libfranka reading from a closed socket (a segfault in 2 of 4 stops).
         self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     env=dict(os.environ, OMP_NUM_THREADS="1"), preexec_fn=die_with_parent)
+                                     env=dict(os.environ, OMP_NUM_THREADS="1"), preexec_fn=die_with_parent,
+                                     process_group=0)
         ready = threading.Event()
 
         def drain() -> None:

@@ -23,11 +23,28 @@ from rclpy.parameter import Parameter
 
 from flow2one.graph import NODES, graph, load_params, params_path, read_params_file
 from flow2one.ros.node_process import NodeProcess
+from flow2one.ros.params import build_params
 
 
 def node_class(name: str) -> type[Node]:
+    if name not in NODES:
+        raise KeyError(f"unknown node {name!r}; known: {', '.join(NODES)}")
     module, cls = NODES[name].entry.split(":")
     return getattr(importlib.import_module(module), cls)
+
+
+def check_params(graph_name: str, nodes: Iterable[str], overrides: Mapping[str, Mapping[str, Any]] | None = None,
+                 params_files: Iterable[str | Path] = ()) -> None:
+    """Every node's parameters (graph file, extra files, overrides) against its declaration, without
+    starting anything: a misspelled or wrong-typed parameter fails before a sim world or a child process
+    spends seconds starting up."""
+    files = [load_params(graph_name), *map(read_params_file, params_files)]
+    for name in nodes:
+        values: dict[str, Any] = {}
+        for params in files:
+            values.update(params.get(name, {}))
+        values.update((overrides or {}).get(name, {}))
+        build_params(node_class(name).PARAMS, values, name)
 
 
 class GraphRunner:
@@ -64,6 +81,7 @@ class GraphRunner:
         stray = sorted(set(self.overrides) - set(self.node_names))
         if stray:
             raise ValueError(f"parameter overrides for nodes that are not started: {stray}")
+        check_params(graph_name, self.node_names, self.overrides, self.params_files[1:])
         self.domain_id = domain_id
         self.num_threads = num_threads
         self.context = Context()
@@ -156,9 +174,10 @@ def split_graph(graph_name: str, nodes: Iterable[str], own: Iterable[str],
                 domain_id: int | None = None) -> Iterator[tuple[GraphRunner, list[NodeProcess]]]:
     """`nodes` of a graph, the `own` ones in a child process each (as launch starts every node), the rest in
     a GraphRunner here. The runner is built first, so an unreadable params file or an override for a node
-    not in the run fails before any child starts (parameter names are checked when the runner starts,
-    after the children); the children start in order (the sim world before an executor that connects to it)."""
-    own, overrides, params_files = list(own), dict(overrides or {}), list(params_files)
+    not in the run fails before any child starts, and so does a parameter that no node declares or of the
+    wrong type (check_params); the children start in order (the sim world before an executor that connects to it)."""
+    nodes, own, overrides, params_files = list(nodes), list(own), dict(overrides or {}), list(params_files)
+    check_params(graph_name, nodes, overrides, params_files)
     runner = GraphRunner(graph_name, nodes=[n for n in nodes if n not in own], params_files=params_files,
                          overrides={n: v for n, v in overrides.items() if n not in own}, domain_id=domain_id)
     children = [NodeProcess(graph_name, [n], {n: overrides[n]} if n in overrides else None, domain_id,

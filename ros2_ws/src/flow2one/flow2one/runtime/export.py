@@ -156,6 +156,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from flow2one.policy.checkpoint import load_config
+
+    load_config(args.model_dir)  # a missing or broken checkpoint fails now, with one line, not after the banner
     print(f"exporting {args.model_dir} (a paper-size model takes minutes) ...", file=sys.stderr, flush=True)
     report = export_model_dir(args.model_dir, opset=args.opset, tol=args.tol)
     if args.tensorrt:

@@ -25,6 +25,7 @@ def add_train_arguments(p: argparse.ArgumentParser, data_help: str) -> None:
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--ckpt-every", type=int, default=1000, help="steps between checkpoints (resume points)")
     p.add_argument("--resume", action="store_true", help="continue from --out/train_state.pt")
+    p.add_argument("--force", action="store_true", help="train from scratch into an existing --out, replacing its model")
     p.add_argument("--log-dir", help="TensorBoard folder (default: OUT/tb)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
@@ -39,6 +40,20 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stride", type=int, default=1, help="take a window every STRIDE steps of each episode")
     p.add_argument("--history-steps", type=int, default=0,
                    help="also encode the cloud this many control steps earlier (velocity of moving objects)")
+
+
+def check_out(args: argparse.Namespace) -> None:
+    """Refuse to replace a trained model by accident: an existing --out needs --resume or --force. Checked
+    before any data is loaded, so the mistake costs nothing."""
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} is a file; it must be a checkpoint directory")
+    held = [f for f in ("model.safetensors", "train_state.pt") if (out / f).is_file()]
+    if held and not (args.resume or args.force):
+        raise FileExistsError(f"--out {out} already holds a checkpoint; pass --resume to continue it or "
+                              "--force to train a new one in its place")
+    if args.steps < 1 or args.batch_size < 1 or not args.lr > 0:
+        raise ValueError(f"--steps ({args.steps}), --batch-size ({args.batch_size}) and --lr ({args.lr}) must be > 0")
 
 
 def settings(args: argparse.Namespace) -> TrainSettings:

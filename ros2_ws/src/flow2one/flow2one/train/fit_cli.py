@@ -18,6 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, kind: str) -> int:
+    common.check_out(args)
     torch.set_num_threads(args.threads)
     cfg0 = None
     if args.config:

@@ -7,6 +7,7 @@ Writes a checkpoint directory; TensorBoard logs go to OUT/tb; --resume continues
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 
@@ -15,7 +16,7 @@ from flow2one.policy.checkpoint import load_policy
 from flow2one.policy.config import from_dict
 from flow2one.policy.factory import build_policy
 from flow2one.train import common
-from flow2one.train.loop import train_policy
+from flow2one.train.loop import STATE_FILE, train_policy
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -27,6 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    common.check_out(args)
     torch.set_num_threads(args.threads)
     obs, sets, meta = load_distill_set(args.data)
     if "teacher_config" not in meta:
@@ -35,7 +37,7 @@ def main(args: argparse.Namespace) -> int:
     cfg.student.n_hypotheses, cfg.student.k_teacher = args.hypotheses, sets.shape[1]
     policy = build_policy(cfg)
     policy.fit_normalizers(obs, sets.flatten(0, 1))
-    if args.init_from and not args.resume:
+    if args.init_from and not (args.resume and (Path(args.out) / STATE_FILE).is_file()):  # a resume has its weights
         teacher, _ = load_policy(args.init_from)
         policy.init_from_teacher(teacher)
         print(f"student: initialised from {args.init_from} (its t = 0 prediction)")
