@@ -3,7 +3,7 @@ PY := .venv/bin/python
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 export MUJOCO_GL := egl
 
-.PHONY: setup demo test bench models table1 check-robot-deps
+.PHONY: setup demo test bench models table1 safety-mutants check-robot-deps
 setup:
 	@bash scripts/setup.sh
 
@@ -28,3 +28,7 @@ table1: setup
 # PyPI and a few minutes, so it is not part of `make test`.
 check-robot-deps: setup
 	PY=$(PY) bash scripts/check_robot_deps.sh
+
+# Break each safety limit on purpose and check that tests/test_safety_attacks.py fails on every mutant.
+safety-mutants: setup
+	$(PY) scripts/safety_mutants.py

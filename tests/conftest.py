@@ -6,11 +6,15 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import Phase, settings
 
 from tests.helpers import next_domain_id
 
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("MUJOCO_GL", "egl")
+
+# scripts/safety_mutants.py: a failing example is all it needs, not the smallest one
+settings.register_profile("quick", phases=[Phase.explicit, Phase.reuse, Phase.generate])
 
 @pytest.fixture
 def domain_id() -> int:
