@@ -41,6 +41,8 @@ MUTANTS = [
     ("gripper not clamped", SAFETY, "g = float(np.clip(g_des, lim.gripper_min, lim.gripper_max))", "g = float(g_des)"),
     ("6-D scale not normalised", SAFETY, "    c0, c1 = c0 / s0, c1 / s1\n", ""),
     ("measured state trusted", EXECUTOR, "            why = self._implausible(st)\n", "            why = None\n"),
+    ("measured state checked only while streaming", EXECUTOR,
+     "        why = self._implausible(st)  # every command is derived from a reading that passed this\n", "        why = None\n"),
     ("e-stop release before the stop", EXECUTOR, "            elif self._estop_latched:\n                self._estop_release = True",
      "            else:\n                self._estop_latched = False"),
     ("watchdog on chunks only", EXECUTOR, "if no_chunk or now - self._last_cmd_mono > self.cfg.stop_after_s:", "if no_chunk:"),

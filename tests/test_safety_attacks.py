@@ -248,6 +248,20 @@ def test_nan_measured_rotation_never_reaches_the_robot():
     assert ex.state == State.FAULT
 
 
+def test_a_nan_reading_right_after_anchoring_faults_before_the_first_command():
+    ex, robot, clock = make()
+    ticks = {"n": 0}
+
+    def nan_after_anchor(s):
+        ticks["n"] += 1
+        return _nan_rotation(s) if ticks["n"] > 1 else s  # the anchor tick reads a good pose
+
+    robot.corrupt = nan_after_anchor
+    stream(ex, robot, clock, hold_chunk(HOME + [0.02, 0, 0]), 0.5)
+    assert any(r.kind == "anchor" for r in robot.records) and robot.commands == []
+    assert ex.state == State.FAULT and "NaN" in ex.message
+
+
 def _shifted(delta):
     def corrupt(s):
         ee = s.ee.copy()

@@ -298,6 +298,10 @@ class Executor:
             self._anchor_fail_since = None
             self.robot.record("anchor", anchor)
             self._anchored = True
+        why = self._implausible(st)  # every command is derived from a reading that passed this
+        if why is not None:
+            self._fault(f"implausible measured state: {why}")
+            return
         try:
             cmd = self.filter.propose(now, target, st.position)
         except MeasuredPoseFault as exc:

@@ -54,6 +54,8 @@ class JointGuard:
         target = np.eye(4)
         target[:3, :3], target[:3, 3] = cmd.rotation, cmd.position
         q_next = q + kinematics.dls_step(jac, kinematics.pose_error(target, measured_ee))
+        if not np.all(np.isfinite(q_next)):
+            return "joint prediction is not finite (bad joint or pose reading)"
         before, after = self.violation(q), self.violation(q_next)
         if np.any(after > before + 1e-9):  # moving out of (or deeper beyond) the limits; moving back is fine
             i = int(np.argmax(after - before))
