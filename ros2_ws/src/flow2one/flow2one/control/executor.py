@@ -29,6 +29,7 @@ from flow2one.control.safety import RejectedTarget, SafeCommand, SafetyFilter
 
 ANCHOR_PATIENCE_S = 0.25  # a measured pose outside the limits for this long -> FAULT
 HOME_TIMEOUT_S = 60.0  # a slowed franky-sim needs far longer than the robot's ~3 s
+RETARGET_MIN_S = 1.0 / 50.0  # a new chunk re-targets franky this soon after the last command (its safe maximum rate)
 
 
 class State(str, enum.Enum):
@@ -64,6 +65,8 @@ class CommandEvent:
     first_of_chunk: bool
     latency_s: float  # chunk received -> franky move() returned (first command of a chunk), else nan
     process_s: float  # plan sampling + safety filter + franky move() call
+    chunk_stamp_ns: int = 0  # the chunk's stamp and arrival (chunk clock), for the latency trace
+    chunk_received_ns: int = 0
 
 
 class Executor:
@@ -98,6 +101,7 @@ class Executor:
         self._home_started = 0.0
         self._last_cmd_mono = -np.inf
         self._last_chunk_mono: float | None = None
+        self._fresh_chunk = False  # a chunk accepted since the last command: re-target without waiting a period
         self._received_mono: dict[int, float] = {}
         self._commanded_ids: set[int] = set()
         self._recoveries: collections.deque[float] = collections.deque()
@@ -123,6 +127,7 @@ class Executor:
                 raise
             self.counters["chunks_accepted"] += 1
             self._last_chunk_mono = received_mono
+            self._fresh_chunk = self.cfg.retarget_on_chunk
             self._received_mono[plan.chunk_id] = received_mono
             if len(self._received_mono) > 256:
                 for k in sorted(self._received_mono)[:-128]:
@@ -234,13 +239,14 @@ class Executor:
             self.stopped_at = now
             self._stop(f"no valid chunk for {self.cfg.stop_after_s} s", State.STOPPED)
             return
-        if now - self._last_cmd_mono < self._period_cmd - 1e-3:
+        if now - self._last_cmd_mono < (RETARGET_MIN_S if self._fresh_chunk else self._period_cmd) - 1e-3:
             return
         t0 = time.monotonic()
         with self._lock:
             now_ns = self.clock_ns()
             target = self.scheduler.target(now_ns, self._lookahead_ns)
             plan = self.scheduler.plan
+            self._fresh_chunk = False
         if target is None:
             if self.state == State.RUNNING:
                 self.hold_since = now
@@ -285,7 +291,8 @@ class Executor:
                 self.latencies.append(latency)
         if self.state != State.RUNNING:
             self._set(State.RUNNING, "streaming")
-        self._notify(self.on_command, CommandEvent(cmd, now_ns, plan.chunk_id, first, latency, sent - t0))
+        self._notify(self.on_command, CommandEvent(cmd, now_ns, plan.chunk_id, first, latency, sent - t0,
+                                                   plan.stamp_ns, plan.received_ns))
 
     def _stop(self, reason: str, state: State) -> None:
         with self._lock:
