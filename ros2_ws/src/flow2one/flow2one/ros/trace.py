@@ -14,6 +14,7 @@ A collector joins the three on `frame` and `chunk`, so nothing but standard mess
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Mapping
 
@@ -21,7 +22,8 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 
-TRACE_TOPIC = "/flow2one/trace"
+from flow2one.spec import TRACE_TOPIC
+
 KEYS = ("frame", "chunk")  # join keys: the frame stamp (cloud header) and the chunk stamp (chunk header)
 STAGES = ("frame", "cloud_published", "cloud_received", "inference_start", "inference_end", "chunk_published",
           "chunk_received", "target_sent")  # in the order an observation passes them
@@ -99,7 +101,7 @@ def breakdown(rows: list[Mapping[str, int]]) -> dict[str, object]:
                             **stats([(r[stage] - r[prev]) * 1e-6 for r in rows if stage in r and prev in r])}
         from_frame[stage] = stats([(r[stage] - r["frame"]) * 1e-6 for r in rows if stage in r and "frame" in r])
     complete = [r for r in rows if all(s in r for s in STAGES)]
-    ordered = sum(all(r[a] <= r[b] for a, b in zip(STAGES[1:], STAGES[2:])) for r in complete)
+    ordered = sum(all(r[a] <= r[b] for a, b in itertools.pairwise(STAGES[1:])) for r in complete)
     return {"chunks": len(rows), "complete": len(complete), "ordered": ordered,
             "interval_ms": intervals, "since_frame_ms": from_frame,
             # the chunk stamp is the observation's robot-state time: the issue's "observation ->" figures
@@ -107,6 +109,23 @@ def breakdown(rows: list[Mapping[str, int]]) -> dict[str, object]:
                                                        if "chunk_received" in r]),
             "chunk_stamp_to_target_sent_ms": stats([(r["target_sent"] - r["chunk"]) * 1e-6 for r in rows
                                                     if "target_sent" in r])}
+
+
+def format_breakdown(b: Mapping[str, object]) -> str:
+    """The breakdown as the text table the demo and `flow2one latency` print."""
+    if not b or not b.get("chunks"):
+        return "latency breakdown: no traced chunk"
+    lines = [f"latency breakdown ({b['chunks']} chunks, {b['complete']} traced end to end), ms:",
+             f"  {'stage':44s} {'p50':>7s} {'p99':>7s}   since frame p50 / p99"]
+    for stage in STAGES[1:]:
+        st, cum = b["interval_ms"][stage], b["since_frame_ms"][stage]
+        if st["n"]:
+            lines.append(f"  {st['what']:44s} {st['p50']:7.1f} {st['p99']:7.1f}   {cum['p50']:7.1f} / {cum['p99']:.1f}")
+    for key, what in (("chunk_stamp_to_chunk_received_ms", "observation -> chunk at the executor"),
+                      ("chunk_stamp_to_target_sent_ms", "observation -> franky target")):
+        if b[key]["n"]:
+            lines.append(f"  {what:44s} {b[key]['p50']:7.1f} {b[key]['p99']:7.1f}")
+    return "\n".join(lines)
 
 
 class TraceCollector(Node):
