@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -131,38 +132,60 @@ def compare(graph: str, runs: list[dict]) -> dict[str, Any]:
     return out
 
 
-def main(args: argparse.Namespace) -> int:
+def run_once(args: argparse.Namespace, name: str) -> dict[str, Any]:
+    """One run in this process: figures + breakdown, its PNG in args.out."""
     from flow2one.ros.trace import format_breakdown, plot
 
+    sched = BEFORE if name == "before" else AFTER
+    domain = args.domain_id if args.domain_id is not None else 120 + os.getpid() % 80
+    if args.graph == "sim":
+        res, rows = run_sim(name, sched, args, domain)
+    else:
+        from flow2one.nodes.policy_bench import _small_student
+
+        with tempfile.TemporaryDirectory() as tmp:
+            res, rows = run_probe(name, sched, args, domain, _small_student(Path(tmp)))
+    res["load_avg_1min_at_end"] = round(os.getloadavg()[0], 2)
+    if rows:
+        png = args.out / f"latency_{args.graph}_{name}.png"
+        plot(rows, str(png), f"{args.graph} graph, {name} scheduling")
+        res["plot"] = str(png)
+    print(f"{name}:\n" + format_breakdown(res["trace"]), file=sys.stderr, flush=True)
+    return res
+
+
+def run_child(args: argparse.Namespace, name: str, out: Path) -> dict[str, Any]:
+    """One run in a child process: a fresh process per run (its own franky-sim address, no threads or DDS
+    participants left from the previous graph)."""
+    cmd = [sys.executable, "-m", "flow2one.cli", "latency", args.graph, "--seconds", str(args.seconds),
+           "--task", args.task, "--model-dir", args.model_dir, "--out", str(out)]
+    cmd += ["--before"] if name == "before" else []
+    cmd += ["--rate-hz", str(args.rate_hz)] if args.rate_hz else []
+    cmd += ["--candidates", str(args.candidates)] if args.candidates else []
+    cmd += ["--domain-id", str(args.domain_id)] if args.domain_id is not None else []
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)  # progress goes to stderr
+    if proc.returncode != 0:
+        return {"scheduling": name, "error": f"run failed with exit code {proc.returncode}"}
+    return json.loads(proc.stdout)["runs"][0]
+
+
+def main(args: argparse.Namespace) -> int:
     if args.repeats < 1 or args.seconds <= 0:
         raise SystemExit("--repeats must be >= 1 and --seconds > 0")
-    order = [("before", BEFORE), ("after", AFTER)] if args.compare else \
-        [("before", BEFORE)] if args.before else [("after", AFTER)]
-    domain = args.domain_id if args.domain_id is not None else 120 + os.getpid() % 80
+    names = ["before", "after"] if args.compare else ["before"] if args.before else ["after"]
     args.out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"command": "flow2one " + " ".join(sys.argv[1:]),
                               "utc": datetime.now(UTC).isoformat(timespec="seconds"), "graph": args.graph,
                               "load_avg_at_start": [round(x, 2) for x in os.getloadavg()], "runs": []}
     t0 = time.monotonic()
-    with tempfile.TemporaryDirectory() as tmp:
-        model = None
-        if args.graph == "probe":
-            from flow2one.nodes.policy_bench import _small_student
-
-            model = _small_student(Path(tmp))
+    if len(names) == 1 and args.repeats == 1:
+        report["runs"].append(run_once(args, names[0]))
+    else:
         for i in range(args.repeats):
-            for name, sched in order:
+            for name in names:  # alternating, so a change of the machine's load hits both alike
                 print(f"flow2one latency: {args.graph}, {name} scheduling, run {i + 1}/{args.repeats} ...",
                       file=sys.stderr, flush=True)
-                res, rows = (run_sim(name, sched, args, domain) if args.graph == "sim"
-                             else run_probe(name, sched, args, domain, model))
-                res["load_avg_1min_at_end"] = round(os.getloadavg()[0], 2)
-                png = args.out / f"latency_{args.graph}_{name}_{i + 1}.png"
-                if rows:
-                    plot(rows, str(png), f"{args.graph} graph, {name} scheduling, run {i + 1}")
-                    res["plot"] = str(png)
-                report["runs"].append(res)
-                print(f"{name}, run {i + 1}:\n" + format_breakdown(res["trace"]), file=sys.stderr, flush=True)
+                report["runs"].append(run_child(args, name, args.out / f"{name}_{i + 1}"))
     report["wall_s"] = round(time.monotonic() - t0, 1)
     if args.compare:
         report["comparison"] = compare(args.graph, report["runs"])
