@@ -163,10 +163,10 @@ def run_child(args: argparse.Namespace, name: str, out: Path) -> dict[str, Any]:
     cmd += ["--rate-hz", str(args.rate_hz)] if args.rate_hz else []
     cmd += ["--candidates", str(args.candidates)] if args.candidates else []
     cmd += ["--domain-id", str(args.domain_id)] if args.domain_id is not None else []
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)  # progress goes to stderr
-    if proc.returncode != 0:
+    proc = subprocess.run(cmd, stdout=sys.stderr, check=False)  # its progress and JSON: our stderr
+    if proc.returncode != 0 or not (out / "latency.json").is_file():
         return {"scheduling": name, "error": f"run failed with exit code {proc.returncode}"}
-    return json.loads(proc.stdout)["runs"][0]
+    return json.loads((out / "latency.json").read_text())["runs"][0]
 
 
 def main(args: argparse.Namespace) -> int:
