@@ -17,7 +17,7 @@ Scheduling (what --before / --compare select; docs/decisions.md, "Latency"):
           re-targets only on its command tick
 
 Examples:
-  flow2one latency sim --compare --seconds 20       # the goal table: before vs after, sim graph, 10 Hz re-plans
+  flow2one latency sim --compare --seconds 20       # the goal table: before vs after, sim graph, a re-plan per cloud
   flow2one latency probe --compare --repeats 3      # policy node + 30 Hz probe, 125 Hz cap, three runs each
 """
 
@@ -47,7 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("graph", nargs="?", default="sim", choices=("sim", "probe"), help="graph to trace (default sim)")
     p.add_argument("--seconds", type=float, default=20.0, help="measured time per run (sim: sim seconds per "
                    "episode; default 20)")
-    p.add_argument("--rate-hz", type=float, default=None, help="policy re-plan cap (default: sim 10, probe 125)")
+    p.add_argument("--rate-hz", type=float, default=None, help="policy re-plan cap (default: sim 30, above its 15 Hz "
+                   "cameras, so every cloud is used; probe 125)")
     p.add_argument("--candidates", type=int, default=None, help="policy n_candidates (default: the graph's config; "
                    "probe 4)")
     p.add_argument("--task", default="reach_around", help="sim task (default reach_around)")
@@ -77,7 +78,7 @@ def run_sim(name: str, sched: dict[str, Any], args: argparse.Namespace, domain: 
     model_dir = Path(args.model_dir)
     if not model_dir.is_absolute() and not model_dir.is_dir():
         model_dir = demo.REPO_ROOT / model_dir
-    policy = {"rate_hz": args.rate_hz or 10.0, **sched["policy"]}
+    policy = {"rate_hz": args.rate_hz or 30.0, **sched["policy"]}
     if args.candidates:
         policy["n_candidates"] = args.candidates
     old = os.environ.get(EXECUTOR_ENV)

@@ -171,7 +171,10 @@ class Executor:
         period = 1.0 / self.cfg.state_rate_hz
         next_tick = time.monotonic()
         while not self._closing:
-            self._wake.wait(max(0.0, next_tick - time.monotonic()))
+            wake_at, retarget_at = next_tick, self._last_cmd_mono + RETARGET_MIN_S
+            if self._fresh_chunk and retarget_at > time.monotonic():  # a new chunk waits for franky's re-target
+                wake_at = min(wake_at, retarget_at)  # gap only, not for the next tick
+            self._wake.wait(max(0.0, wake_at - time.monotonic()))
             self._wake.clear()
             now = time.monotonic()
             if now >= next_tick:
