@@ -9,6 +9,8 @@ Graphs:
          executor here, franky-sim over libfranka): frame -> ... -> franky target
   probe  the policy node beside a 30 Hz observation probe in one process (`flow2one bench
          policy_graph_latency`): cloud published -> chunk published; a small random student
+  listen starts nothing: collects the trace of a graph already running on this ROS domain (the robot's,
+         started by `ros2 launch flow2one deploy.launch.py`) for --seconds
 
 Scheduling (what --before / --compare select; docs/decisions.md, "Latency"):
   after   SingleThreadedExecutor per process, the policy infers on its own thread as each cloud arrives
@@ -19,6 +21,7 @@ Scheduling (what --before / --compare select; docs/decisions.md, "Latency"):
 Examples:
   flow2one latency sim --compare --seconds 20       # the goal table: before vs after, sim graph, a re-plan per cloud
   flow2one latency probe --compare --repeats 3      # policy node + 30 Hz probe, 125 Hz cap, three runs each
+  flow2one latency listen --seconds 60 --domain-id 0  # on the robot PC, while the deploy graph runs
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ GOALS = {"sim": {"obs_to_chunk_ms": (15.0, 40.0), "obs_to_command_ms": (25.0, 60
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("graph", nargs="?", default="sim", choices=("sim", "probe"), help="graph to trace (default sim)")
+    p.add_argument("graph", nargs="?", default="sim", choices=("sim", "probe", "listen"), help="graph to trace (default sim)")
     p.add_argument("--seconds", type=float, default=20.0, help="measured time per run (sim: sim seconds per "
                    "episode; default 20)")
     p.add_argument("--rate-hz", type=float, default=None, help="policy re-plan cap (default: sim 30, above its 15 Hz "
@@ -57,7 +60,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--before", action="store_true", help="only the old scheduling")
     p.add_argument("--compare", action="store_true", help="old and today's scheduling, alternating, in one run")
     p.add_argument("--repeats", type=int, default=1, help="runs of each scheduling (default 1)")
-    p.add_argument("--domain-id", type=int, default=None, help="ROS domain (default: 120 + pid %% 80)")
+    p.add_argument("--domain-id", type=int, default=None, help="ROS domain (default: listen $ROS_DOMAIN_ID, "
+                   "else 120 + pid %% 80, a private one)")
     p.add_argument("--out", type=Path, default=Path("outputs/latency"), help="latency.json + PNGs (default "
                    "outputs/latency)")
 
@@ -115,6 +119,19 @@ def run_probe(name: str, sched: dict[str, Any], args: argparse.Namespace, domain
     return res, rows
 
 
+def run_listen(args: argparse.Namespace, domain: int) -> tuple[dict, list]:
+    from flow2one.ros.runner import GraphRunner
+    from flow2one.ros.trace import TraceCollector, breakdown
+
+    with GraphRunner("deploy", nodes=[], domain_id=domain) as runner:
+        collector = TraceCollector(runner.context)
+        runner.add_node(collector)
+        runner.nodes["latency_trace"] = collector
+        time.sleep(args.seconds)
+        rows = collector.rows()
+    return {"scheduling": "as running", "domain_id": domain, "trace": breakdown(rows)}, rows
+
+
 def compare(graph: str, runs: list[dict]) -> dict[str, Any]:
     """Median over repeats of each figure, per scheduling, with after/before ratios and the goals."""
     import numpy as np
@@ -139,7 +156,9 @@ def run_once(args: argparse.Namespace, name: str) -> dict[str, Any]:
 
     sched = BEFORE if name == "before" else AFTER
     domain = args.domain_id if args.domain_id is not None else 120 + os.getpid() % 80
-    if args.graph == "sim":
+    if args.graph == "listen":
+        res, rows = run_listen(args, domain if args.domain_id is not None else int(os.environ.get("ROS_DOMAIN_ID", "0")))
+    elif args.graph == "sim":
         res, rows = run_sim(name, sched, args, domain)
     else:
         from flow2one.nodes.policy_bench import _small_student
@@ -174,6 +193,10 @@ def main(args: argparse.Namespace) -> int:
     if args.repeats < 1 or args.seconds <= 0:
         raise SystemExit("--repeats must be >= 1 and --seconds > 0")
     names = ["before", "after"] if args.compare else ["before"] if args.before else ["after"]
+    if args.graph == "listen":
+        if args.compare or args.before or args.repeats > 1:
+            raise SystemExit("listen traces the graph as it runs: --compare, --before and --repeats do not apply")
+        names = ["as running"]
     args.out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"command": "flow2one " + " ".join(sys.argv[1:]),
                               "utc": datetime.now(UTC).isoformat(timespec="seconds"), "graph": args.graph,
