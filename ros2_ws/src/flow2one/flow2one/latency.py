@@ -8,7 +8,7 @@ Graphs:
   sim    the sim graph as `flow2one demo` runs it (sim world and pointcloud node in child processes, policy +
          executor here, franky-sim over libfranka): frame -> ... -> franky target
   probe  the policy node beside a 30 Hz observation probe in one process (`flow2one bench
-         policy_graph_latency`): cloud published -> chunk published; a small random student
+         policy_graph_latency`): cloud published -> chunk received by the probe; a small random student
   listen starts nothing: collects the trace of a graph already running on this ROS domain (the robot's,
          started by `ros2 launch flow2one deploy.launch.py`) for --seconds
 
@@ -27,12 +27,14 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -55,8 +57,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--candidates", type=int, default=None, help="policy n_candidates (default: the graph's config; "
                    "probe 4)")
     p.add_argument("--task", default="reach_around", help="sim task (default reach_around)")
-    p.add_argument("--model-dir", default="models/sim_student", help="sim: the policy's model (default "
-                   "models/sim_student); probe uses a small random student")
+    p.add_argument("--model-dir", default=None, help="the policy's model (default: sim models/sim_student, probe a "
+                   "small random student made once per command)")
     p.add_argument("--before", action="store_true", help="only the old scheduling")
     p.add_argument("--compare", action="store_true", help="old and today's scheduling, alternating, in one run")
     p.add_argument("--repeats", type=int, default=1, help="runs of each scheduling (default 1)")
@@ -79,7 +81,7 @@ def run_sim(name: str, sched: dict[str, Any], args: argparse.Namespace, domain: 
     from flow2one.ros.runner import EXECUTOR_ENV
     from flow2one.ros.trace import breakdown
 
-    model_dir = Path(args.model_dir)
+    model_dir = Path(args.model_dir or "models/sim_student")
     if not model_dir.is_absolute() and not model_dir.is_dir():
         model_dir = demo.REPO_ROOT / model_dir
     policy = {"rate_hz": args.rate_hz or 30.0, **sched["policy"]}
@@ -150,6 +152,18 @@ def compare(graph: str, runs: list[dict]) -> dict[str, Any]:
     return out
 
 
+@contextlib.contextmanager
+def _probe_model(args: argparse.Namespace) -> Iterator[Path]:
+    """--model-dir, else a small random student in a temporary directory (an export takes a while)."""
+    if args.model_dir:
+        yield Path(args.model_dir)
+        return
+    from flow2one.nodes.policy_bench import _small_student
+
+    with tempfile.TemporaryDirectory() as tmp:
+        yield _small_student(Path(tmp))
+
+
 def run_once(args: argparse.Namespace, name: str) -> dict[str, Any]:
     """One run in this process: figures + breakdown, its PNG in args.out."""
     from flow2one.ros.trace import format_breakdown, plot
@@ -161,10 +175,8 @@ def run_once(args: argparse.Namespace, name: str) -> dict[str, Any]:
     elif args.graph == "sim":
         res, rows = run_sim(name, sched, args, domain)
     else:
-        from flow2one.nodes.policy_bench import _small_student
-
-        with tempfile.TemporaryDirectory() as tmp:
-            res, rows = run_probe(name, sched, args, domain, _small_student(Path(tmp)))
+        with _probe_model(args) as model:
+            res, rows = run_probe(name, sched, args, domain, model)
     res["load_avg_1min_at_end"] = round(os.getloadavg()[0], 2)
     if rows:
         png = args.out / f"latency_{args.graph}_{name}.png"
@@ -178,7 +190,8 @@ def run_child(args: argparse.Namespace, name: str, out: Path) -> dict[str, Any]:
     """One run in a child process: a fresh process per run (its own franky-sim address, no threads or DDS
     participants left from the previous graph)."""
     cmd = [sys.executable, "-m", "flow2one.cli", "latency", args.graph, "--seconds", str(args.seconds),
-           "--task", args.task, "--model-dir", args.model_dir, "--out", str(out)]
+           "--task", args.task, "--out", str(out)]
+    cmd += ["--model-dir", str(args.model_dir)] if args.model_dir else []
     cmd += ["--before"] if name == "before" else []
     cmd += ["--rate-hz", str(args.rate_hz)] if args.rate_hz else []
     cmd += ["--candidates", str(args.candidates)] if args.candidates else []
@@ -205,11 +218,14 @@ def main(args: argparse.Namespace) -> int:
     if len(names) == 1 and args.repeats == 1:
         report["runs"].append(run_once(args, names[0]))
     else:
-        for i in range(args.repeats):
-            for name in names:  # alternating, so a change of the machine's load hits both alike
-                print(f"flow2one latency: {args.graph}, {name} scheduling, run {i + 1}/{args.repeats} ...",
-                      file=sys.stderr, flush=True)
-                report["runs"].append(run_child(args, name, args.out / f"{name}_{i + 1}"))
+        with contextlib.ExitStack() as stack:
+            if args.graph == "probe" and not args.model_dir:  # one model for every child
+                args.model_dir = str(stack.enter_context(_probe_model(args)))
+            for i in range(args.repeats):
+                for name in names:  # alternating, so a change of the machine's load hits both alike
+                    print(f"flow2one latency: {args.graph}, {name} scheduling, run {i + 1}/{args.repeats} ...",
+                          file=sys.stderr, flush=True)
+                    report["runs"].append(run_child(args, name, args.out / f"{name}_{i + 1}"))
     report["wall_s"] = round(time.monotonic() - t0, 1)
     if args.compare:
         report["comparison"] = compare(args.graph, report["runs"])
