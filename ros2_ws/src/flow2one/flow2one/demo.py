@@ -433,7 +433,9 @@ def main(args: argparse.Namespace) -> int:
                          for t, ls in logs.items()}}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     save_plots(args.out, logs)
-    plot_trace([r for l in all_logs for r in l.trace], str(args.out / "latency.png"), "demo: latency per stage")
+    trace_rows = [r for log in all_logs for r in log.trace]
+    if trace_rows:
+        plot_trace(trace_rows, str(args.out / "latency.png"), "demo: latency per stage")
     print("\nresult (success; policy rate = chunks/s received; latency = observation stamp -> first franky command "
           "after the chunk arrived):")
     for t, s in summary["tasks"].items():
