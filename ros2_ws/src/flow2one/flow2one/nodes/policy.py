@@ -2,9 +2,9 @@
 
 Event-driven: a new cloud (images, for a model without points) wakes an inference thread of the node's own,
 which runs the model on the freshest complete observation once the rate cap allows. The ROS callbacks only
-store the message: an inference inside an executor callback made rclpy's MultiThreadedExecutor spin on the
-busy callback group with the GIL held, which slowed the inference 10x and starved every other node of the
-process (docs/decisions.md, "Latency"). schedule "poll" keeps the old timer-driven inference, for comparison.
+store messages, so no callback of this or another node of the process (an in-process graph has one thread
+dispatching them all) waits behind an inference, and no poll period is added to a cloud's wait
+(docs/decisions.md, "Latency"). schedule "poll" keeps the old timer-driven inference, for comparison.
 
 Subscribes the 4,096-point cloud, the robot state (EE pose + gripper width = proprioception) and, when
 the model card asks for them, camera images; publishes the chunk (JointTrajectory, stamped with the
