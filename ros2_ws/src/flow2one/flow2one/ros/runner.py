@@ -18,7 +18,6 @@ from typing import Any
 import rclpy
 from rclpy.context import Context
 from rclpy.executors import Executor, ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
-from rclpy.experimental.events_executor import EventsExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
@@ -40,7 +39,9 @@ EXECUTOR_ENV = "FLOW2ONE_ROS_EXECUTOR"
 def make_executor(kind: str, context: Context, num_threads: int = 4) -> Executor:
     if kind == "single":
         return SingleThreadedExecutor(context=context)
-    if kind == "events":  # rclpy's experimental EventsExecutor: measured no better than "single" here
+    if kind == "events":
+        # rclpy's experimental EventsExecutor (not in every distribution's rclpy): no better than "single" here
+        from rclpy.experimental.events_executor import EventsExecutor
         return EventsExecutor(context=context)
     if kind == "multi":
         return MultiThreadedExecutor(num_threads=num_threads, context=context)
