@@ -216,7 +216,8 @@ def main(args: argparse.Namespace) -> int:
                               "load_avg_at_start": [round(x, 2) for x in os.getloadavg()], "runs": []}
     t0 = time.monotonic()
     if len(names) == 1 and args.repeats == 1:
-        report["runs"].append(run_once(args, names[0]))
+        with contextlib.redirect_stdout(sys.stderr):  # the graph's progress lines: stdout is the JSON alone
+            report["runs"].append(run_once(args, names[0]))
     else:
         with contextlib.ExitStack() as stack:
             if args.graph == "probe" and not args.model_dir:  # one model for every child
