@@ -26,9 +26,9 @@ from flow2one.ros.node_process import NodeProcess
 
 
 # The rclpy executor of an in-process graph. "single" by default: rclpy's MultiThreadedExecutor re-yields
-# callbacks it has queued but not started and returns from its wait at once, so its spin loop holds the GIL
-# in a busy loop whenever a callback takes longer than the messages' period; with a policy node in the
-# process it starved every other node (a 30 Hz probe published 62 of 120 observations; docs/decisions.md,
+# callbacks it has queued but not started and returns from its wait at once, so its spin loop can hold the
+# GIL in a busy loop while its pool's workers wait to start; beside a policy node it intermittently starved
+# every other node of the process (a 30 Hz probe published 62 of 120 observations; docs/decisions.md,
 # "Latency"). Nodes whose work is long run it on threads of their own (policy inference, executor control,
 # camera capture, bag replay), so one thread dispatching callbacks is enough.
 # FLOW2ONE_ROS_EXECUTOR sets it for a whole run, child processes included (`flow2one latency --before`).
