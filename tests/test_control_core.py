@@ -240,6 +240,30 @@ def test_executor_follows_stream_then_holds_then_stops():
     assert audit(robot.log, ex.limits) == []
 
 
+def test_a_new_chunk_retargets_franky_before_the_next_control_tick():
+    ex, robot, clock = make_executor()  # 20 Hz command tick: a plain wait would act 50 ms after the last command
+    ex.submit_chunk(line_chunk(HOME, [0.0, 0.0, 0.0]), clock.ns(), 0.05, received_mono=clock.t)
+    ex.tick(clock.t)
+    sent = [e for e in robot.log if e[0] == "command"]
+    assert len(sent) == 1
+    # a chunk 5 ms after that command: not before franky's safe re-target gap (20 ms), then at once
+    clock.t += 0.005
+    ex.submit_chunk(line_chunk(HOME, [0.05, 0.0, 0.0]), clock.ns(), 0.05, received_mono=clock.t)
+    ex.tick(clock.t)
+    assert len([e for e in robot.log if e[0] == "command"]) == 1
+    clock.t += 0.016
+    ex.tick(clock.t)  # 21 ms after the last command, 29 ms before the next control tick
+    assert len([e for e in robot.log if e[0] == "command"]) == 2
+    # then the command tick again: nothing new until 50 ms after the re-target
+    clock.t += 0.03
+    ex.tick(clock.t)
+    assert len([e for e in robot.log if e[0] == "command"]) == 2
+    clock.t += 0.02
+    ex.tick(clock.t)
+    assert len([e for e in robot.log if e[0] == "command"]) == 3
+    assert audit(robot.log, ex.limits) == []
+
+
 def test_executor_estop_rejects_chunks_until_released():
     ex, robot, clock = make_executor()
     ex.submit_chunk(line_chunk(HOME, [0.05, 0, 0]), clock.ns(), 0.05, received_mono=clock.t)

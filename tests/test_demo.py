@@ -70,3 +70,8 @@ def test_demo_runs_the_sim_graph_and_measures_it(tiny_student, tmp_path, domain_
     assert task["graph"]["policy_counts"]["chunks"] >= sum(e["chunks"] for e in task["per_episode"])
     assert "success 0/1" in captured.out or "success 1/1" in captured.out
     assert (out / "strip.png").stat().st_size > 0 and (out / "trajectories.png").stat().st_size > 0
+    # the per-stage breakdown of /flow2one/trace, in the summary, the printout and latency.png
+    b = task["latency_breakdown"]
+    assert b["chunks"] > 0 and b["complete"] > 0 and b["ordered"] == b["complete"]
+    assert b["since_frame_ms"]["target_sent"]["p50"] > b["since_frame_ms"]["chunk_published"]["p50"] > 0
+    assert "latency breakdown" in captured.out and (out / "latency.png").stat().st_size > 0

@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sim-demos": ("flow2one.sim.demos", "scripted-expert demonstrations in the sim -> episode dataset"),
     "sim-eval": ("flow2one.sim.evaluate", "closed-loop sim evaluation of a policy or the expert (success, modes, JSON)"),
     "export": ("flow2one.runtime.export", "policy checkpoint -> ONNX (parity-checked), optionally a TensorRT engine"),
+    "latency": ("flow2one.latency", "per-stage latency trace of a graph (JSON + waterfall/CDF PNG); --compare: old scheduling too"),
     "demo": ("flow2one.demo", "the main job: the deploy graph with the shipped student in the sim world, a few episodes per task"),
     "reproduce": ("flow2one.pipeline", "sim demos -> teacher -> distillation set -> student (+ L1 Flow, regression) -> models/"),
     "table1": ("flow2one.table1", "closed-loop sim comparison of every policy kind (success, Hz, modes) -> results/"),

@@ -6,9 +6,9 @@ Runtime) -> executor -> franky -> franky-sim, for a few episodes of each sim tas
 homes the arm (/flow2one/executor/home), randomises the scene (/flow2one/sim/reset) and reads success from
 /flow2one/sim/task_status; it listens to the chunk and command topics to measure what a user cares about:
 success, policy rate (chunks/s received) and observation -> command latency (chunk stamp = the observation's
-robot-state time -> first franky command after the chunk arrived). Writes OUT/summary.json, OUT/strip.png
-(front camera, one row per task) and OUT/trajectories.png (predicted chunks and the executed end-effector
-path).
+robot-state time -> first franky command after the chunk arrived), with the per-stage breakdown of
+/flow2one/trace (flow2one/ros/trace.py). Writes OUT/summary.json, OUT/strip.png (front camera, one row per
+task), OUT/trajectories.png (predicted chunks and the executed end-effector path) and OUT/latency.png.
 
 Without a shipped model it stops with an error saying how to make one: it never reports success it
 did not measure.
@@ -60,6 +60,7 @@ class EpisodeLog:
     frames: list[np.ndarray] = field(default_factory=list)
     status: dict[str, Any] = field(default_factory=dict)
     diagnostics: dict[str, dict[str, Any]] = field(default_factory=dict)  # node -> its last /diagnostics status
+    trace: list[dict[str, int]] = field(default_factory=list)  # per-chunk stage times (flow2one/ros/trace.py)
     wall_s: float = 0.0
 
     def latencies_ms(self) -> tuple[np.ndarray, np.ndarray]:
@@ -190,7 +191,8 @@ def wait(cond, timeout: float, what: str, period: float = 0.02) -> None:
         time.sleep(period)
 
 
-def run_episode(runner, probe, task: str, seed: int, time_limit: float, wall_limit: float) -> EpisodeLog:
+def run_episode(runner, probe, task: str, seed: int, time_limit: float, wall_limit: float,
+                collector=None) -> EpisodeLog:
     from std_msgs.msg import Empty, Int64
 
     from flow2one.control.executor import State
@@ -208,6 +210,8 @@ def run_episode(runner, probe, task: str, seed: int, time_limit: float, wall_lim
         episode0 = int(probe.status.get("episode", 0))
     log = EpisodeLog(task, seed)
     probe.start(log)
+    if collector is not None:
+        collector.clear()
     t0 = time.monotonic()
     probe.reset_pub.publish(Int64(data=seed))
     wait(lambda: int(probe.status.get("episode", 0)) > episode0 and probe.status.get("seed") == seed, 10.0,
@@ -224,13 +228,15 @@ def run_episode(runner, probe, task: str, seed: int, time_limit: float, wall_lim
             break
     log.wall_s = time.monotonic() - t0
     log.status = {**st, "executor_state": ex.state.value, "executor_message": ex.message}
+    if collector is not None:
+        log.trace = collector.rows()
     probe.stop()
     return log
 
 
 def run_task(task: str, model_dir: Path, episodes: int, seed: int, backend: str, domain_id: int,
-             wall_budget: float, episode_s: float | None = None,
-             max_restarts: int = 1) -> tuple[list[EpisodeLog], dict[str, Any]]:
+             wall_budget: float, episode_s: float | None = None, max_restarts: int = 1,
+             overrides: dict[str, dict[str, Any]] | None = None) -> tuple[list[EpisodeLog], dict[str, Any]]:
     """The task's episodes in one graph; after a fault homing cannot clear (libfranka's link to a starved
     franky-sim can time out on an overloaded machine) the graph is restarted, at most `max_restarts` times."""
     logs: list[EpisodeLog] = []
@@ -241,7 +247,7 @@ def run_task(task: str, model_dir: Path, episodes: int, seed: int, backend: str,
         if left < 30.0:
             break
         info["graph_starts"] += 1
-        fault = run_graph(task, model_dir, episodes, seed, backend, domain_id, left, episode_s, logs, info)
+        fault = run_graph(task, model_dir, episodes, seed, backend, domain_id, left, episode_s, logs, info, overrides)
         if fault is None:
             break
         info["faults"].append(fault)
@@ -254,11 +260,14 @@ def run_task(task: str, model_dir: Path, episodes: int, seed: int, backend: str,
 
 
 def run_graph(task: str, model_dir: Path, episodes: int, seed: int, backend: str, domain_id: int,
-              wall_budget: float, episode_s: float | None, logs: list[EpisodeLog], info: dict[str, Any]) -> str | None:
-    """Start the sim graph and run episodes len(logs).. into `logs`; -> the fault that stopped it, or None."""
+              wall_budget: float, episode_s: float | None, logs: list[EpisodeLog], info: dict[str, Any],
+              extra: dict[str, dict[str, Any]] | None = None) -> str | None:
+    """Start the sim graph and run episodes len(logs).. into `logs`; -> the fault that stopped it, or None.
+    `extra` parameter overrides win over the demo's (`flow2one latency` sets the re-plan rate with them)."""
     from flow2one.control.franky_sim import free_loopback_host
     from flow2one.graph import graph
     from flow2one.ros.runner import split_graph
+    from flow2one.ros.trace import TraceCollector
     from flow2one.sim.scene import default_cameras
     from flow2one.sim.tasks import TASKS
 
@@ -272,11 +281,16 @@ def run_graph(task: str, model_dir: Path, episodes: int, seed: int, backend: str
     # 0.02-0.08 when it does); the pointcloud node sharing one with policy + executor made clouds 100 ms old
     # at p50 (3 ms of work) and 1 in ~15 short test episodes saw every cloud older than max_obs_age_s
     overrides["sim_world"] = {"task": task, "seed": seed, "host": host}
+    for node, values in (extra or {}).items():
+        overrides[node] = {**overrides.get(node, {}), **values}
     with split_graph("sim", graph("sim").nodes, ("sim_world", "pointcloud"), overrides,
                      domain_id=domain_id) as (runner, _):
         probe = make_probe(runner.context, default_cameras()[0].name)
         runner.add_node(probe)
         runner.nodes["demo_probe"] = probe  # so the runner destroys it with the graph
+        collector = TraceCollector(runner.context)
+        runner.add_node(collector)
+        runner.nodes["latency_trace"] = collector
         pol = runner.nodes["policy"]
         try:  # other processes: discovery and the first frames take a moment. The probe's own first chunk
             # says its subscription has matched too (at 1.25 re-plans/s, a short episode has few to lose)
@@ -291,7 +305,8 @@ def run_graph(task: str, model_dir: Path, episodes: int, seed: int, backend: str
             if left < 20.0:
                 break
             try:
-                log = run_episode(runner, probe, task, seed + i, time_limit, wall_limit=min(left, 4 * time_limit + 30))
+                log = run_episode(runner, probe, task, seed + i, time_limit, wall_limit=min(left, 4 * time_limit + 30),
+                                  collector=collector)
             except (ExecutorFault, TimeoutError) as exc:  # a starved sim can stall homing or the reset
                 fault = str(exc)
                 break
@@ -348,6 +363,8 @@ def save_plots(out: Path, logs: dict[str, list[EpisodeLog]]) -> None:
 
 
 def aggregate(logs: list[EpisodeLog]) -> dict[str, Any]:
+    from flow2one.ros.trace import breakdown
+
     if not logs:
         return {"episodes": 0}
     to_chunk = np.concatenate([l.latencies_ms()[0] for l in logs])
@@ -359,6 +376,7 @@ def aggregate(logs: list[EpisodeLog]) -> dict[str, Any]:
             "policy_rate_hz": sum(len(l.chunks) for l in logs) / max(wall, 1e-9),
             "obs_to_chunk_ms": {"p50": pct(to_chunk, 50), "p99": pct(to_chunk, 99)},
             "obs_to_command_ms": {"p50": pct(to_cmd, 50), "p99": pct(to_cmd, 99)},
+            "latency_breakdown": breakdown([r for l in logs for r in l.trace]),
             "sim_rtf": sum(float(l.status.get("t", 0)) for l in logs) / max(wall, 1e-9)}
 
 
@@ -381,6 +399,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from flow2one.ros.trace import format_breakdown
+    from flow2one.ros.trace import plot as plot_trace
     from flow2one.sim.tasks import TASKS
 
     model_dir = Path(args.model_dir)
@@ -415,6 +435,9 @@ def main(args: argparse.Namespace) -> int:
                          for t, ls in logs.items()}}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     save_plots(args.out, logs)
+    trace_rows = [r for log in all_logs for r in log.trace]
+    if trace_rows:
+        plot_trace(trace_rows, str(args.out / "latency.png"), "demo: latency per stage")
     print("\nresult (success; policy rate = chunks/s received; latency = observation stamp -> first franky command "
           "after the chunk arrived):")
     for t, s in summary["tasks"].items():
@@ -424,7 +447,8 @@ def main(args: argparse.Namespace) -> int:
                  if skipped else "") + f"  policy {s.get('policy_rate_hz', 0):5.1f} "
               f"chunks/s  obs->command p50 {_fmt(s.get('obs_to_command_ms', {}).get('p50'))} ms, "
               f"p99 {_fmt(s.get('obs_to_command_ms', {}).get('p99'))} ms  sim RTF {s.get('sim_rtf', 0):.2f}")
-    print(f"wrote {args.out}/summary.json, strip.png, trajectories.png in {summary['wall_s']:.0f} s")
+    print(format_breakdown(summary["overall"].get("latency_breakdown", {})))
+    print(f"wrote {args.out}/summary.json, strip.png, trajectories.png, latency.png in {summary['wall_s']:.0f} s")
     silent = [e for s in summary["tasks"].values() for e in s["per_episode"] if e["chunks"] == 0]
     unrun = [t for t, ls in logs.items() if not ls]
     if silent or unrun:

@@ -42,6 +42,7 @@ EPISODE_TOPIC = "/flow2one/episode"  # std_msgs/String: "start", "stop", "discar
 SIM_RESET_TOPIC = "/flow2one/sim/reset"  # std_msgs/Int64 seed: randomise the sim task for a new episode
 SIM_STATUS_TOPIC = "/flow2one/sim/task_status"  # std_msgs/String JSON {episode, seed, task, success, mode, ...}
 DIAGNOSTICS_TOPIC = "/diagnostics"  # diagnostic_msgs/DiagnosticArray
+TRACE_TOPIC = "/flow2one/trace"  # diagnostic_msgs/DiagnosticArray: per-stage latency stamps (flow2one/ros/trace.py)
 
 
 def camera_topics(name: str) -> dict[str, str]:

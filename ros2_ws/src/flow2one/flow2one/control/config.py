@@ -25,6 +25,7 @@ class ExecutorConfig:
     realtime: str = "enforce"  # libfranka RealtimeConfig: enforce on the robot (refuse to start without rtprio), ignore in sim
     n_exec: int = 8  # steps of each chunk executed before it counts as used up (receding horizon)
     command_rate_hz: float = 1.0 / STEP_DT  # franky re-targeting rate (chunk-step rate; 10-50 Hz is safe)
+    retarget_on_chunk: bool = True  # a new chunk re-targets at once (>= 20 ms after the last command), then the rate
     state_rate_hz: float = 100.0  # robot state reading/publishing rate
     lookahead_s: float = STEP_DT  # a command aims at the plan this far ahead (where the arm should be next)
     blend_s: float = 0.1  # cross-fade from the executing plan to a new chunk

@@ -34,6 +34,7 @@ from flow2one.control.safety import MeasuredPoseFault, RejectedTarget, SafeComma
 
 ANCHOR_PATIENCE_S = 0.25  # a measured pose outside the limits for this long -> FAULT
 HOME_TIMEOUT_S = 60.0  # a slowed franky-sim needs far longer than the robot's ~3 s
+RETARGET_MIN_S = 1.0 / 50.0  # a new chunk re-targets franky this soon after the last command (its safe maximum rate)
 
 
 class State(str, enum.Enum):
@@ -69,6 +70,8 @@ class CommandEvent:
     first_of_chunk: bool
     latency_s: float  # chunk received -> franky move() returned (first command of a chunk), else nan
     process_s: float  # plan sampling + safety filter + franky move() call
+    chunk_stamp_ns: int = 0  # the chunk's stamp and arrival (chunk clock), for the latency trace
+    chunk_received_ns: int = 0
 
 
 class Executor:
@@ -106,6 +109,7 @@ class Executor:
         self._home_started = 0.0
         self._last_cmd_mono = -np.inf
         self._last_chunk_mono: float | None = None
+        self._fresh_chunk = False  # a chunk accepted since the last command: re-target without waiting a period
         self._received_mono: dict[int, float] = {}
         self._commanded_ids: set[int] = set()
         self._recoveries: collections.deque[float] = collections.deque()
@@ -133,6 +137,7 @@ class Executor:
                 raise
             self.counters["chunks_accepted"] += 1
             self._last_chunk_mono = received_mono
+            self._fresh_chunk = self.cfg.retarget_on_chunk
             self._received_mono[plan.chunk_id] = received_mono
             if len(self._received_mono) > 256:
                 for k in sorted(self._received_mono)[:-128]:
@@ -188,7 +193,10 @@ class Executor:
         period = 1.0 / self.cfg.state_rate_hz
         next_tick = time.monotonic()
         while not self._closing:
-            self._wake.wait(max(0.0, next_tick - time.monotonic()))
+            wake_at, retarget_at = next_tick, self._last_cmd_mono + RETARGET_MIN_S
+            if self._fresh_chunk and retarget_at > time.monotonic():  # a new chunk waits for franky's re-target
+                wake_at = min(wake_at, retarget_at)  # gap only, not for the next tick
+            self._wake.wait(max(0.0, wake_at - time.monotonic()))
             self._wake.clear()
             now = time.monotonic()
             if now >= next_tick:
@@ -273,13 +281,14 @@ class Executor:
                 what = "valid chunk" if no_chunk else "command sent (every target refused)"
                 self._stop(f"no {what} for {self.cfg.stop_after_s} s", State.STOPPED)
                 return
-        if now - self._last_cmd_mono < self._period_cmd - 1e-3:
+        if now - self._last_cmd_mono < (RETARGET_MIN_S if self._fresh_chunk else self._period_cmd) - 1e-3:
             return
         t0 = time.monotonic()
         with self._lock:
             now_ns = self.clock_ns()
             target = self.scheduler.target(now_ns, self._lookahead_ns)
             plan = self.scheduler.plan
+            self._fresh_chunk = False
         if target is None:
             if self.state == State.RUNNING:
                 self.hold_since = now
@@ -338,7 +347,8 @@ class Executor:
                 self.latencies.append(latency)
         if self.state != State.RUNNING:
             self._set(State.RUNNING, "streaming")
-        self._notify(self.on_command, CommandEvent(cmd, now_ns, plan.chunk_id, first, latency, sent - t0))
+        self._notify(self.on_command, CommandEvent(cmd, now_ns, plan.chunk_id, first, latency, sent - t0,
+                                                   plan.stamp_ns, plan.received_ns))
 
     def _implausible(self, st: RobotStateSample) -> str | None:
         """Why a measured state must not be used (None when it may): a robot command is only ever derived

@@ -26,6 +26,7 @@ from flow2one.ros.diagnostics import ERROR, OK, WARN, Diagnostics
 from flow2one.ros.params import declare_params
 from flow2one.ros.qos import CHUNK_QOS, RECORD_QOS, STATE_QOS
 from flow2one.ros.runner import run_node_main
+from flow2one.ros.trace import TracePublisher
 
 HOME_TOPIC = "/flow2one/executor/home"  # std_msgs/Empty: move to the home joint configuration
 ESTOP_RESET_TOPIC = "/flow2one/executor/estop_reset"  # std_msgs/Empty: release a latched e-stop
@@ -43,6 +44,7 @@ class ExecutorNode(Node):
         self._joint_pub = self.create_publisher(JointState, spec.JOINT_STATES_TOPIC, STATE_QOS)
         self._pose_pub = self.create_publisher(PoseStamped, spec.EE_POSE_TOPIC, STATE_QOS)
         self._cmd_pub = self.create_publisher(JointTrajectory, spec.COMMAND_TOPIC, RECORD_QOS)
+        self.trace = TracePublisher(self)
         self.robot = FrankyRobot(self.p.robot_host, self.p.limits(), jerk_factor=self.p.jerk_factor,
                             gripper_speed=self.p.gripper_speed, gripper_force=self.p.gripper_force,
                             gripper_close_below=self.p.gripper_close_below, gripper_deadband=self.p.gripper_deadband,
@@ -95,6 +97,8 @@ class ExecutorNode(Node):
         if not self.context.ok():
             return
         self._cmd_pub.publish(chunk_to_msg(e.command.action()[None], e.t_ns, spec.STEP_DT))
+        if e.first_of_chunk:  # franky's move() has returned: the chunk acts on the robot from now
+            self.trace.emit(chunk=e.chunk_stamp_ns, chunk_received=e.chunk_received_ns, target_sent=self.trace.now_ns())
 
     def _log_event(self, event: str) -> None:
         if self.context.ok():

@@ -28,6 +28,7 @@ from flow2one.ros.diagnostics import ERROR, OK, WARN, Diagnostics
 from flow2one.ros.params import declare_params
 from flow2one.ros.qos import SENSOR_QOS, STATE_QOS
 from flow2one.ros.runner import run_node_main
+from flow2one.ros.trace import TracePublisher
 
 try:  # the robot's apt ROS 2 has it; PyPI does not (flow2one.perception.sync is the fallback)
     import message_filters
@@ -74,6 +75,7 @@ class PointCloudNode(Node):
         self.pipeline = CloudPipeline(cams, self.p.workspace_min, self.p.workspace_max, self.p.voxel_size,
                                       self.p.n_points, self.p.seed, self.p.pixel_stride)
         self.published = 0
+        self.trace = TracePublisher(self)
         self._pub = self.create_publisher(PointCloud2, spec.POINTS_TOPIC, SENSOR_QOS)
         self._poses: StampedBuffer | None = None
         if any(c.mount == "ee" for c in cams):
@@ -125,6 +127,7 @@ class PointCloudNode(Node):
             self.diag.set(ERROR, f"cannot build the cloud: {exc}")
             return
         self._pub.publish(xyz_to_pointcloud2(points, stamp, spec.BASE_FRAME))
+        self.trace.emit(frame=stamp, cloud_published=self.trace.now_ns())
         self.published += 1
         s = self.pipeline.stats
         level, text = (OK, "publishing") if s.n_cropped else (WARN, "no depth inside the workspace box")

@@ -1,5 +1,11 @@
 """Policy node: the freshest observation -> a 32-step action chunk, at most rate_hz times a second (125).
 
+Event-driven: a new cloud (images, for a model without points) wakes an inference thread of the node's own,
+which runs the model on the freshest complete observation once the rate cap allows. The ROS callbacks only
+store messages, so no callback of this or another node of the process (an in-process graph has one thread
+dispatching them all) waits behind an inference, and no poll period is added to a cloud's wait
+(docs/decisions.md, "Latency"). schedule "poll" keeps the old timer-driven inference, for comparison.
+
 Subscribes the 4,096-point cloud, the robot state (EE pose + gripper width = proprioception) and, when
 the model card asks for them, camera images; publishes the chunk (JointTrajectory, stamped with the
 observation time, points i*dt apart), the predicted candidate trajectories as RViz/Foxglove markers
@@ -32,12 +38,14 @@ from flow2one.ros.diagnostics import ERROR, OK, WARN, Diagnostics
 from flow2one.ros.params import declare_params
 from flow2one.ros.qos import CHUNK_QOS, SENSOR_QOS, STATE_QOS
 from flow2one.ros.runner import run_node_main
+from flow2one.ros.trace import TracePublisher
 from flow2one.runtime.backends import BACKENDS, open_backend
 from flow2one.runtime.card import load_card
 from flow2one.runtime.handoff import select_candidate
 from flow2one.runtime.observation import ObservationAssembler
 
-POLL_HZ = 30.0  # how often a node with a lower rate_hz looks for a fresh observation
+POLL_HZ = 30.0  # schedule "poll": how often a node with a lower rate_hz looks for a fresh observation
+SCHEDULES = ("event", "poll")
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,7 @@ class PolicyParams:
     n_points: int = spec.N_POINTS
     cameras: str = ""  # comma-separated camera names, in the model card's order, when it takes images
     markers_every: int = 5  # publish candidate markers every N chunks (0: never)
+    schedule: str = "event"  # event: infer on each new cloud, on the node's thread | poll: a timer callback
 
     def __post_init__(self) -> None:
         if not self.model_dir:
@@ -66,6 +75,8 @@ class PolicyParams:
             raise ValueError(f"rate_hz ({self.rate_hz}) and max_obs_age_s ({self.max_obs_age_s}) must be positive")
         if self.n_candidates < 1 or self.markers_every < 0:
             raise ValueError("n_candidates must be >= 1 and markers_every >= 0")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule {self.schedule!r} is not one of {SCHEDULES}")
 
     @property
     def camera_list(self) -> tuple[str, ...]:
@@ -93,6 +104,9 @@ class PolicyNode(Node):
         self._publish_times: deque[float] = deque(maxlen=250)
         self.counts = {"chunks": 0, "stale": 0, "rejected": 0}
         self.last_rejection = ""
+        self.trace = TracePublisher(self)
+        self._cloud_rx: tuple[int, int] = (0, 0)  # (stamp, received) of the newest cloud, for the trace
+        self._frame_inputs = ("points",) if "points" in self.card.inputs else self.card.image_inputs
 
         sub_group = MutuallyExclusiveCallbackGroup()
         self.create_subscription(PointCloud2, spec.POINTS_TOPIC, self._on_points, SENSOR_QOS, callback_group=sub_group)
@@ -107,12 +121,20 @@ class PolicyNode(Node):
                                          callback_group=sub_group)
         self.chunk_pub = self.create_publisher(JointTrajectory, spec.CHUNK_TOPIC, CHUNK_QOS)
         self.marker_pub = self.create_publisher(MarkerArray, spec.PREDICTION_MARKERS_TOPIC, 1)
-        # The timer polls at least POLL_HZ and an inference starts at most rate_hz times per second: at a low
-        # re-plan rate, a tick whose observation is stale is retried on the next poll, not a whole period later.
         self._started_ns = -(1 << 62)  # clock time at which the last published chunk's inference started
-        self._min_gap_ns = 1e9 / self.p.rate_hz if self.p.rate_hz < POLL_HZ else 0.0  # else the timer paces
-        self.create_timer(1.0 / max(self.p.rate_hz, POLL_HZ), self._tick,
-                          callback_group=MutuallyExclusiveCallbackGroup())
+        self._wake = threading.Event()
+        self._closing = threading.Event()
+        self._worker: threading.Thread | None = None
+        if self.p.schedule == "event":
+            self._min_gap_ns = 1e9 / self.p.rate_hz
+            self._worker = threading.Thread(target=self._run, name=f"{node_name}-inference", daemon=True)
+            self._worker.start()
+        else:
+            # The timer polls at least POLL_HZ and an inference starts at most rate_hz times per second: at a low
+            # re-plan rate, a tick whose observation is stale is retried on the next poll.
+            self._min_gap_ns = 1e9 / self.p.rate_hz if self.p.rate_hz < POLL_HZ else 0.0  # else the timer paces
+            self.create_timer(1.0 / max(self.p.rate_hz, POLL_HZ), self._tick,
+                              callback_group=MutuallyExclusiveCallbackGroup())
         self.diag.set(OK, f"model '{self.card.name}' ({self.card.kind}) on {self.p.backend}/{self.p.device}; "
                           "waiting for observations")
         self.get_logger().info(f"loaded '{self.card.name}' from {model_dir} on {self.p.backend}/{self.p.device}")
@@ -121,10 +143,13 @@ class PolicyNode(Node):
 
     # --- inputs ------------------------------------------------------------------------------------------
 
-    def _accept(self, what: str, fn, *args) -> None:
+    def _accept(self, what: str, fn, *args, frame: bool = False) -> None:
+        """Store one input; a frame input (the cloud, or images without one) wakes the inference thread."""
         try:
             with self._lock:
                 fn(*args)
+            if frame:
+                self._wake.set()
         except ValueError as exc:  # InputRejected, or a malformed message from flow2one.ros.convert
             self.counts["rejected"] += 1
             self.last_rejection = f"{what}: {exc}"
@@ -133,9 +158,13 @@ class PolicyNode(Node):
             self.get_logger().error(f"refused {self.last_rejection}", throttle_duration_sec=1.0)
 
     def _on_points(self, msg: PointCloud2) -> None:
+        received = self.trace.now_ns()
+
         def take() -> None:
-            self.obs.set_points(pointcloud2_to_xyz(msg), stamp_to_ns(msg.header.stamp), msg.header.frame_id)
-        self._accept(spec.POINTS_TOPIC, take)
+            stamp = stamp_to_ns(msg.header.stamp)
+            self.obs.set_points(pointcloud2_to_xyz(msg), stamp, msg.header.frame_id)
+            self._cloud_rx = (stamp, received)
+        self._accept(spec.POINTS_TOPIC, take, frame=True)
 
     def _on_pose(self, msg: PoseStamped) -> None:
         def take() -> None:
@@ -153,13 +182,40 @@ class PolicyNode(Node):
         def take() -> None:
             img = image_to_numpy(msg, "rgb8") if kind == "rgb" else depth_to_metres(msg)
             self.obs.set_image(kind, camera, img, stamp_to_ns(msg.header.stamp))
-        self._accept(f"{kind} image of {camera}", take)
+        self._accept(f"{kind} image of {camera}", take, frame=kind in self._frame_inputs)
 
     # --- inference ---------------------------------------------------------------------------------------
 
     def _stale(self, why: str) -> None:
         self.counts["stale"] += 1
         self.diag.set(WARN, why, stale_skips=self.counts["stale"])
+
+    def _check_quiet(self, now_ns: int) -> None:
+        quiet = self._prev is not None and now_ns - self._prev[1] > self.p.max_obs_age_s * 1e9
+        if quiet and self.diag.level != ERROR and not self.diag.message.startswith("no new observation"):
+            self._stale(f"no new observation for {(now_ns - self._prev[1]) * 1e-6:.0f} ms")
+
+    def _run(self) -> None:
+        """Inference thread: wait for a new frame (or, without new_observations_only, the rate cap), then
+        infer once the cap allows. A stale or incomplete observation waits for the next frame."""
+        timeout_s = self.p.max_obs_age_s if self.p.new_observations_only else 1.0 / self.p.rate_hz
+        while not self._closing.is_set():
+            frame = self._wake.wait(timeout_s)
+            wait_ns = self._started_ns + self._min_gap_ns - self.get_clock().now().nanoseconds
+            while wait_ns > 0 and not self._closing.wait(wait_ns * 1e-9 + 1e-4):  # the rate cap: the
+                wait_ns = self._started_ns + self._min_gap_ns - self.get_clock().now().nanoseconds  # freshest after it
+            self._wake.clear()  # frames that came during the wait are in this inference
+            if self._closing.is_set() or not self.context.ok():
+                return
+            try:
+                if frame or not self.p.new_observations_only:
+                    self._tick()
+                else:
+                    with self._lock:
+                        self._check_quiet(self.get_clock().now().nanoseconds)
+            except Exception as exc:  # noqa: BLE001 - the node must say so, not lose its thread silently
+                self.diag.set(ERROR, f"inference failed: {type(exc).__name__}: {exc}")
+                self.get_logger().error(f"inference failed: {exc}", throttle_duration_sec=1.0)
 
     def _tick(self) -> None:
         now_ns = self.get_clock().now().nanoseconds
@@ -168,11 +224,10 @@ class PolicyNode(Node):
         max_age_ns = self.p.max_obs_age_s * 1e9
         with self._lock:
             if self.p.new_observations_only and self.obs.version == self._last_version:
-                quiet = self._prev is not None and now_ns - self._prev[1] > max_age_ns
-                if quiet and self.diag.level != ERROR and not self.diag.message.startswith("no new observation"):
-                    self._stale(f"no new observation for {(now_ns - self._prev[1]) * 1e-6:.0f} ms")
+                self._check_quiet(now_ns)
                 return
             obs, why = self.obs.assemble(now_ns, self.p.max_obs_age_s)
+            frame_ns, cloud_rx_ns = self._cloud_rx
         if obs is None:
             if why.startswith("stale"):
                 self._stale(why)
@@ -182,9 +237,10 @@ class PolicyNode(Node):
         self._last_version = obs.version
         m, card = self.p.n_candidates, self.card
         noise = self._rng.standard_normal((1, m, *card.inputs["noise"]), dtype=np.float32)
-        t0 = time.perf_counter()
+        t0, infer_start = time.perf_counter(), self.trace.now_ns()
         candidates = self.backend({**obs.inputs, "noise": noise})[0]
         self._infer_ms.append((time.perf_counter() - t0) * 1e3)
+        infer_end = self.trace.now_ns()
         age_ns = self.get_clock().now().nanoseconds - obs.stamp_ns
         if age_ns > max_age_ns:  # inference itself outlasted the observation: the next poll tries again
             self._stale(f"observation {age_ns * 1e-6:.0f} ms old after inference (max {max_age_ns * 1e-6:.0f} ms)")
@@ -194,6 +250,8 @@ class PolicyNode(Node):
         # the chunk is stamped with its start, the robot state's time: the executor skips what has passed
         best, _ = select_candidate(candidates, obs.origin_ns, card.dt, prev, prev_stamp, prev_dt)
         self.chunk_pub.publish(chunk_to_msg(candidates[best], obs.origin_ns, card.dt, self.p.base_frame))
+        self.trace.emit(frame=frame_ns or obs.stamp_ns, chunk=obs.origin_ns, cloud_received=cloud_rx_ns or now_ns,
+                        inference_start=infer_start, inference_end=infer_end, chunk_published=self.trace.now_ns())
         self._prev = (candidates[best], obs.origin_ns, card.dt)
         self.counts["chunks"] += 1
         now = time.monotonic()
@@ -227,6 +285,10 @@ class PolicyNode(Node):
         return out
 
     def close(self) -> None:
+        self._closing.set()
+        self._wake.set()
+        if self._worker is not None:
+            self._worker.join(10.0)  # an inference in flight finishes before its backend is released
         self.backend.close()
 
 

@@ -17,13 +17,36 @@ from typing import Any
 
 import rclpy
 from rclpy.context import Context
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import Executor, ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
 from flow2one.graph import NODES, graph, load_params, params_path, read_params_file
 from flow2one.ros.node_process import NodeProcess
 from flow2one.ros.params import build_params
+
+
+# The rclpy executor of an in-process graph. "single" by default: rclpy's MultiThreadedExecutor re-yields
+# callbacks it has queued but not started and returns from its wait at once, so its spin loop can hold the
+# GIL in a busy loop while its pool's workers wait to start; beside a policy node it intermittently starved
+# every other node of the process (a 30 Hz probe published 62 of 120 observations; docs/decisions.md,
+# "Latency"). Nodes whose work is long run it on threads of their own (policy inference, executor control,
+# camera capture, bag replay), so one thread dispatching callbacks is enough.
+# FLOW2ONE_ROS_EXECUTOR sets it for a whole run, child processes included (`flow2one latency --before`).
+ROS_EXECUTORS = ("single", "events", "multi")
+EXECUTOR_ENV = "FLOW2ONE_ROS_EXECUTOR"
+
+
+def make_executor(kind: str, context: Context, num_threads: int = 4) -> Executor:
+    if kind == "single":
+        return SingleThreadedExecutor(context=context)
+    if kind == "events":
+        # rclpy's experimental EventsExecutor (not in every distribution's rclpy): no better than "single" here
+        from rclpy.experimental.events_executor import EventsExecutor
+        return EventsExecutor(context=context)
+    if kind == "multi":
+        return MultiThreadedExecutor(num_threads=num_threads, context=context)
+    raise ValueError(f"ROS executor {kind!r} is not one of {ROS_EXECUTORS}")
 
 
 def node_class(name: str) -> type[Node]:
@@ -51,7 +74,8 @@ class GraphRunner:
     """Context manager owning an rclpy context, the graph's nodes and a spinning executor thread.
 
     `overrides` maps node name -> {param: value} and wins over the parameter files, which is how tests
-    and CLIs change a graph without editing its YAML.
+    and CLIs change a graph without editing its YAML. `executor` is one of ROS_EXECUTORS (`num_threads`
+    is the "multi" one's; default: $FLOW2ONE_ROS_EXECUTOR or "single").
     """
 
     def __init__(
@@ -63,6 +87,7 @@ class GraphRunner:
         domain_id: int | None = None,
         extra_nodes: Iterable[Node] = (),
         num_threads: int = 4,
+        executor: str | None = None,
     ) -> None:
         spec = graph(graph_name)
         self.graph_name = graph_name
@@ -83,11 +108,14 @@ class GraphRunner:
             raise ValueError(f"parameter overrides for nodes that are not started: {stray}")
         check_params(graph_name, self.node_names, self.overrides, self.params_files[1:])
         self.domain_id = domain_id
-        self.num_threads = num_threads
+        executor = executor or os.environ.get(EXECUTOR_ENV) or "single"
+        if executor not in ROS_EXECUTORS:
+            raise ValueError(f"ROS executor {executor!r} is not one of {ROS_EXECUTORS}")
+        self.num_threads, self.executor_kind = num_threads, executor
         self.context = Context()
         self.nodes: dict[str, Node] = {}
         self._extra = list(extra_nodes)
-        self._executor: MultiThreadedExecutor | None = None
+        self._executor: Executor | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
 
@@ -111,7 +139,7 @@ class GraphRunner:
                 if typos:
                     raise ValueError(f"node '{name}' has no parameter(s) {typos} (set in overrides or "
                                      f"{', '.join(map(str, self.params_files))})")
-            self._executor = MultiThreadedExecutor(num_threads=self.num_threads, context=self.context)
+            self._executor = make_executor(self.executor_kind, self.context, self.num_threads)
             for node in [*self.nodes.values(), *self._extra]:
                 self._executor.add_node(node)
         except BaseException:

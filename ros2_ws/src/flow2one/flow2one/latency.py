@@ -1,0 +1,236 @@
+"""`flow2one latency [GRAPH]`: where the time goes from camera frame to franky command, stage by stage.
+
+Runs a graph with a collector on /flow2one/trace (flow2one/ros/trace.py) and writes OUT/latency.json (the
+per-stage breakdown, end-to-end figures and, with --compare, today's scheduling against the old one measured
+in the same run, alternating, with ratios) and one waterfall + CDF PNG per run.
+
+Graphs:
+  sim    the sim graph as `flow2one demo` runs it (sim world and pointcloud node in child processes, policy +
+         executor here, franky-sim over libfranka): frame -> ... -> franky target
+  probe  the policy node beside a 30 Hz observation probe in one process (`flow2one bench
+         policy_graph_latency`): cloud published -> chunk received by the probe; a small random student
+  listen starts nothing: collects the trace of a graph already running on this ROS domain (the robot's,
+         started by `ros2 launch flow2one deploy.launch.py`) for --seconds
+
+Scheduling (what --before / --compare select; docs/decisions.md, "Latency"):
+  after   SingleThreadedExecutor per process, the policy infers on its own thread as each cloud arrives
+          (within rate_hz), the executor re-targets franky as soon as a chunk is accepted (>= 20 ms apart)
+  before  MultiThreadedExecutor, the policy infers in a timer callback (polls at >= 30 Hz), the executor
+          re-targets only on its command tick
+
+Examples:
+  flow2one latency sim --compare --seconds 20       # the goal table: before vs after, sim graph, a re-plan per cloud
+  flow2one latency probe --compare --repeats 3      # policy node + 30 Hz probe, 125 Hz cap, three runs each
+  flow2one latency listen --seconds 60 --domain-id 0  # on the robot PC, while the deploy graph runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+BEFORE: dict[str, Any] = {"ros_executor": "multi", "policy": {"schedule": "poll"},
+                          "executor": {"retarget_on_chunk": False}}
+AFTER: dict[str, Any] = {"ros_executor": "single", "policy": {"schedule": "event"},
+                         "executor": {"retarget_on_chunk": True}}
+# the issue's goals (ms) for the figures compared
+GOALS = {"sim": {"obs_to_chunk_ms": (15.0, 40.0), "obs_to_command_ms": (25.0, 60.0)},
+         "probe": {"obs_to_chunk_ms": (None, 20.0)}}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("graph", nargs="?", default="sim", choices=("sim", "probe", "listen"), help="graph to trace (default sim)")
+    p.add_argument("--seconds", type=float, default=20.0, help="measured time per run (sim: sim seconds per "
+                   "episode; default 20)")
+    p.add_argument("--rate-hz", type=float, default=None, help="policy re-plan cap (default: sim 30, above its 15 Hz "
+                   "cameras, so every cloud is used; probe 125)")
+    p.add_argument("--candidates", type=int, default=None, help="policy n_candidates (default: the graph's config; "
+                   "probe 4)")
+    p.add_argument("--task", default="reach_around", help="sim task (default reach_around)")
+    p.add_argument("--model-dir", default=None, help="the policy's model (default: sim models/sim_student, probe a "
+                   "small random student made once per command)")
+    p.add_argument("--before", action="store_true", help="only the old scheduling")
+    p.add_argument("--compare", action="store_true", help="old and today's scheduling, alternating, in one run")
+    p.add_argument("--repeats", type=int, default=1, help="runs of each scheduling (default 1)")
+    p.add_argument("--domain-id", type=int, default=None, help="ROS domain (default: listen $ROS_DOMAIN_ID, "
+                   "else 120 + pid %% 80, a private one)")
+    p.add_argument("--out", type=Path, default=Path("outputs/latency"), help="latency.json + PNGs (default "
+                   "outputs/latency)")
+
+
+def _pct(a, q: float) -> float | None:
+    import numpy as np
+
+    return round(float(np.percentile(a, q)), 2) if len(a) else None
+
+
+def run_sim(name: str, sched: dict[str, Any], args: argparse.Namespace, domain: int) -> tuple[dict, list]:
+    import numpy as np
+
+    from flow2one import demo
+    from flow2one.ros.runner import EXECUTOR_ENV
+    from flow2one.ros.trace import breakdown
+
+    model_dir = Path(args.model_dir or "models/sim_student")
+    if not model_dir.is_absolute() and not model_dir.is_dir():
+        model_dir = demo.REPO_ROOT / model_dir
+    policy = {"rate_hz": args.rate_hz or 30.0, **sched["policy"]}
+    if args.candidates:
+        policy["n_candidates"] = args.candidates
+    old = os.environ.get(EXECUTOR_ENV)
+    os.environ[EXECUTOR_ENV] = sched["ros_executor"]  # this process's runner and the child processes
+    try:
+        logs, info = demo.run_task(args.task, model_dir, 1, 300_000, "onnxruntime", domain,
+                                   wall_budget=6 * args.seconds + 120, episode_s=args.seconds,
+                                   overrides={"policy": policy, "executor": sched["executor"]})
+    finally:
+        if old is None:
+            os.environ.pop(EXECUTOR_ENV)
+        else:
+            os.environ[EXECUTOR_ENV] = old
+    rows = [r for log in logs for r in log.trace]
+    to_chunk = np.concatenate([log.latencies_ms()[0] for log in logs]) if logs else np.array([])
+    to_cmd = np.concatenate([log.latencies_ms()[1] for log in logs]) if logs else np.array([])
+    wall = sum(log.wall_s for log in logs)
+    return {"scheduling": name, "policy": policy, "episodes": len(logs),
+            "chunks": len(to_chunk), "policy_rate_hz": round(len(to_chunk) / max(wall, 1e-9), 2),
+            "obs_to_chunk_ms": {"p50": _pct(to_chunk, 50), "p99": _pct(to_chunk, 99)},
+            "obs_to_command_ms": {"p50": _pct(to_cmd, 50), "p99": _pct(to_cmd, 99)},
+            "sim_rtf": round(sum(float(log.status.get("t", 0)) for log in logs) / max(wall, 1e-9), 2),
+            "inference_ms_p50": info.get("policy_inference_ms_p50"), "faults": info.get("faults", []),
+            "trace": breakdown(rows)}, rows
+
+
+def run_probe(name: str, sched: dict[str, Any], args: argparse.Namespace, domain: int, model: Path) -> tuple[dict, list]:
+    from flow2one.nodes.policy_bench import measure
+
+    res, rows = measure(model, args.candidates or 4, args.seconds, domain, before=sched is BEFORE,
+                        rate_hz=args.rate_hz or 125.0)
+    res["scheduling"] = name
+    res["obs_to_chunk_ms"] = {"p50": res.get("latency_ms_p50"), "p99": res.get("latency_ms_p99")}
+    return res, rows
+
+
+def run_listen(args: argparse.Namespace, domain: int) -> tuple[dict, list]:
+    from flow2one.ros.runner import GraphRunner
+    from flow2one.ros.trace import TraceCollector, breakdown
+
+    with GraphRunner("deploy", nodes=[], domain_id=domain) as runner:
+        collector = TraceCollector(runner.context)
+        runner.add_node(collector)
+        runner.nodes["latency_trace"] = collector
+        time.sleep(args.seconds)
+        rows = collector.rows()
+    return {"scheduling": "as running", "domain_id": domain, "trace": breakdown(rows)}, rows
+
+
+def compare(graph: str, runs: list[dict]) -> dict[str, Any]:
+    """Median over repeats of each figure, per scheduling, with after/before ratios and the goals."""
+    import numpy as np
+
+    out: dict[str, Any] = {}
+    for metric, (goal50, goal99) in GOALS[graph].items():
+        row: dict[str, Any] = {"goal_p50": goal50, "goal_p99": goal99}
+        for name in ("before", "after"):
+            for q in ("p50", "p99"):
+                vals = [r[metric][q] for r in runs if r["scheduling"] == name and r.get(metric, {}).get(q) is not None]
+                row[f"{name}_{q}"] = round(float(np.median(vals)), 2) if vals else None
+        for q in ("p50", "p99"):
+            b, a = row[f"before_{q}"], row[f"after_{q}"]
+            row[f"ratio_{q}"] = round(a / b, 3) if a is not None and b else None
+        out[metric] = row
+    return out
+
+
+@contextlib.contextmanager
+def _probe_model(args: argparse.Namespace) -> Iterator[Path]:
+    """--model-dir, else a small random student in a temporary directory (an export takes a while)."""
+    if args.model_dir:
+        yield Path(args.model_dir)
+        return
+    from flow2one.nodes.policy_bench import _small_student
+
+    with tempfile.TemporaryDirectory() as tmp:
+        yield _small_student(Path(tmp))
+
+
+def run_once(args: argparse.Namespace, name: str) -> dict[str, Any]:
+    """One run in this process: figures + breakdown, its PNG in args.out."""
+    from flow2one.ros.trace import format_breakdown, plot
+
+    sched = BEFORE if name == "before" else AFTER
+    domain = args.domain_id if args.domain_id is not None else 120 + os.getpid() % 80
+    if args.graph == "listen":
+        res, rows = run_listen(args, domain if args.domain_id is not None else int(os.environ.get("ROS_DOMAIN_ID", "0")))
+    elif args.graph == "sim":
+        res, rows = run_sim(name, sched, args, domain)
+    else:
+        with _probe_model(args) as model:
+            res, rows = run_probe(name, sched, args, domain, model)
+    res["load_avg_1min_at_end"] = round(os.getloadavg()[0], 2)
+    if rows:
+        png = args.out / f"latency_{args.graph}_{name}.png"
+        plot(rows, str(png), f"{args.graph} graph, {name} scheduling")
+        res["plot"] = str(png)
+    print(f"{name}:\n" + format_breakdown(res["trace"]), file=sys.stderr, flush=True)
+    return res
+
+
+def run_child(args: argparse.Namespace, name: str, out: Path) -> dict[str, Any]:
+    """One run in a child process: a fresh process per run (its own franky-sim address, no threads or DDS
+    participants left from the previous graph)."""
+    cmd = [sys.executable, "-m", "flow2one.cli", "latency", args.graph, "--seconds", str(args.seconds),
+           "--task", args.task, "--out", str(out)]
+    cmd += ["--model-dir", str(args.model_dir)] if args.model_dir else []
+    cmd += ["--before"] if name == "before" else []
+    cmd += ["--rate-hz", str(args.rate_hz)] if args.rate_hz else []
+    cmd += ["--candidates", str(args.candidates)] if args.candidates else []
+    cmd += ["--domain-id", str(args.domain_id)] if args.domain_id is not None else []
+    proc = subprocess.run(cmd, stdout=sys.stderr, check=False)  # its progress and JSON: our stderr
+    if proc.returncode != 0 or not (out / "latency.json").is_file():
+        return {"scheduling": name, "error": f"run failed with exit code {proc.returncode}"}
+    return json.loads((out / "latency.json").read_text())["runs"][0]
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.repeats < 1 or args.seconds <= 0:
+        raise SystemExit("--repeats must be >= 1 and --seconds > 0")
+    names = ["before", "after"] if args.compare else ["before"] if args.before else ["after"]
+    if args.graph == "listen":
+        if args.compare or args.before or args.repeats > 1:
+            raise SystemExit("listen traces the graph as it runs: --compare, --before and --repeats do not apply")
+        names = ["as running"]
+    args.out.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {"command": "flow2one " + " ".join(sys.argv[1:]),
+                              "utc": datetime.now(UTC).isoformat(timespec="seconds"), "graph": args.graph,
+                              "load_avg_at_start": [round(x, 2) for x in os.getloadavg()], "runs": []}
+    t0 = time.monotonic()
+    if len(names) == 1 and args.repeats == 1:
+        with contextlib.redirect_stdout(sys.stderr):  # the graph's progress lines: stdout is the JSON alone
+            report["runs"].append(run_once(args, names[0]))
+    else:
+        with contextlib.ExitStack() as stack:
+            if args.graph == "probe" and not args.model_dir:  # one model for every child
+                args.model_dir = str(stack.enter_context(_probe_model(args)))
+            for i in range(args.repeats):
+                for name in names:  # alternating, so a change of the machine's load hits both alike
+                    print(f"flow2one latency: {args.graph}, {name} scheduling, run {i + 1}/{args.repeats} ...",
+                          file=sys.stderr, flush=True)
+                    report["runs"].append(run_child(args, name, args.out / f"{name}_{i + 1}"))
+    report["wall_s"] = round(time.monotonic() - t0, 1)
+    if args.compare:
+        report["comparison"] = compare(args.graph, report["runs"])
+    text = json.dumps(report, indent=1, default=str)
+    (args.out / "latency.json").write_text(text + "\n")
+    print(text)
+    return 0
