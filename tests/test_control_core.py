@@ -243,7 +243,9 @@ def test_executor_follows_stream_then_holds_then_stops():
 def test_a_new_chunk_retargets_franky_before_the_next_control_tick():
     ex, robot, clock = make_executor()  # 20 Hz command tick: a plain wait would act 50 ms after the last command
     ex.submit_chunk(line_chunk(HOME, [0.0, 0.0, 0.0]), clock.ns(), 0.05, received_mono=clock.t)
-    ex.tick(clock.t)
+    ex.tick(clock.t)  # anchors on the measured pose
+    clock.t += 0.01
+    ex.tick(clock.t)  # the first command
     sent = [e for e in robot.log if e[0] == "command"]
     assert len(sent) == 1
     # a chunk 5 ms after that command: not before franky's safe re-target gap (20 ms), then at once

@@ -68,14 +68,14 @@ class ExecutorNode(Node):
             chunk = msg_to_chunk(msg)
             self.control.submit_chunk(chunk.actions, chunk.stamp_ns, chunk.dt, received_mono=received)
         except ChunkRejected as exc:
-            self.get_logger().warn(f"chunk rejected: {exc}", throttle_duration_sec=1.0)
+            self.get_logger().warning(f"chunk rejected: {exc}", throttle_duration_sec=1.0)
         except ValueError as exc:  # malformed message
             self.control.counters["chunks_malformed"] += 1
-            self.get_logger().warn(f"malformed chunk: {exc}", throttle_duration_sec=1.0)
+            self.get_logger().warning(f"malformed chunk: {exc}", throttle_duration_sec=1.0)
 
     def _on_estop(self, msg: Bool) -> None:
         if msg.data and not self.control.estop_latched:
-            self.get_logger().warn("e-stop: latched (release: False on the e-stop topic after the stop, or "
+            self.get_logger().warning("e-stop: latched (release: False on the e-stop topic after the stop, or "
                                    f"an Empty on {ESTOP_RESET_TOPIC})")
         elif not msg.data and self.control.estop_latched:
             self.get_logger().info("e-stop: release requested by a False on the e-stop topic")
