@@ -132,7 +132,7 @@ class TorchBackend(Backend):
     name = "torch"
 
     def __init__(self, model_dir: Path, card: ModelCard, device: str = "cpu", threads: int = 1,
-                 cuda_graphs: bool = True, fp16: bool = False) -> None:
+                 cuda_graphs: bool = True, fp16: bool = False, sample_steps: int | None = None) -> None:
         super().__init__(card)
         torch = require_cuda(self.name) if device.startswith("cuda") else require("torch", self.name)
         self.torch = torch
@@ -141,6 +141,11 @@ class TorchBackend(Backend):
         if threads > 0:
             torch.set_num_threads(int(threads))
         module, _ = load_policy(model_dir)
+        if sample_steps is not None:  # a multi-step kind run with another step count (Table I's 1-step teacher)
+            if not hasattr(module, "export_steps"):
+                raise ValueError(f"{model_dir}: a {card.kind} samples in a fixed number of passes; "
+                                 "sample_steps applies to the teacher only")
+            module.export_steps = int(sample_steps)
         if list(module.export_input_names) != list(self.input_names):
             raise ValueError(f"{model_dir}: the module takes {module.export_input_names}, its card lists "
                              f"{list(self.input_names)}; re-export it: flow2one export {model_dir}")
@@ -195,14 +200,17 @@ class CudaGraphRunner:
 
 
 def open_backend(kind: str, model_dir: str | Path, device: str = "cpu", threads: int = 1, fp16: bool = True,
-                 max_batch: int = 16, card: ModelCard | None = None) -> Backend:
-    """Open `model_dir` with backend `kind` (one of BACKENDS); raises BackendUnavailable when it cannot run."""
+                 max_batch: int = 16, card: ModelCard | None = None, sample_steps: int | None = None) -> Backend:
+    """Open `model_dir` with backend `kind` (one of BACKENDS); raises BackendUnavailable when it cannot run.
+    `sample_steps` (torch only: the other engines run the exported graph) overrides a teacher's step count."""
     model_dir = Path(model_dir)
     card = card or load_card(model_dir)
+    if sample_steps is not None and kind != "torch":
+        raise ValueError(f"sample_steps needs the torch backend (the {kind} graph has its steps fixed at export)")
     if kind == "onnxruntime":
         return OnnxRuntimeBackend(model_dir / ONNX_FILE, card, device=device, threads=threads)
     if kind == "torch":
-        return TorchBackend(model_dir, card, device=device, threads=threads, fp16=fp16)
+        return TorchBackend(model_dir, card, device=device, threads=threads, fp16=fp16, sample_steps=sample_steps)
     if kind == "tensorrt":
         from flow2one.runtime.tensorrt_engine import TensorRTBackend
 
