@@ -1,7 +1,7 @@
 """One inference interface over three engines: ONNX Runtime, PyTorch and TensorRT.
 
 Every backend runs the same form of a policy, `(points, [points_prev], proprio, [rgb], [depth],
-noise (B, M, H, A)) -> actions (B, M, H, A)` (flow2one.runtime.export.SampleForm: M candidates per observation, the
+noise (B, M, H, A)) -> actions (B, M, H, A)` (flow2one.runtime.sample_form.SampleForm: M candidates per observation, the
 observation encoded once), on numpy arrays, so the policy node and the benchmarks never care which
 engine is underneath. The backend is a parameter; one whose package (or
 GPU) is missing fails when it is opened, with the package to install in the message, not on the first
@@ -10,87 +10,20 @@ observation.
 
 from __future__ import annotations
 
-import importlib
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 
-from flow2one.runtime.card import IO_DTYPES, ModelCard, load_card
+from flow2one.runtime.card import ModelCard, load_card
+from flow2one.runtime.engine import INSTALL_HINTS, Backend, BackendUnavailable, require, require_cuda
+from flow2one.runtime.sample_form import SampleForm
 
 ONNX_FILE = "model.onnx"
 BACKENDS = ("onnxruntime", "torch", "tensorrt")
-# What to install for each backend (shown when it is missing).
-INSTALL_HINTS = {
-    "onnxruntime": "pip install onnxruntime (CPU) or onnxruntime-gpu (CUDA / TensorRT execution providers)",
-    "torch": "pip install torch (a CUDA build for device=cuda)",
-    "tensorrt": "pip install tensorrt (TensorRT 10, needs an NVIDIA GPU and driver) and a CUDA build of torch",
-}
-
-
-class BackendUnavailable(RuntimeError):
-    """The chosen backend cannot run here: a package, a GPU or an exported file is missing."""
-
-
-def require(package: str, backend: str) -> ModuleType:
-    """Import `package` or fail with what to install to use `backend`."""
-    try:
-        return importlib.import_module(package)
-    except ImportError as exc:
-        raise BackendUnavailable(
-            f"inference backend '{backend}' needs the Python package '{package}', which cannot be imported "
-            f"({exc}); install it: {INSTALL_HINTS[backend]}") from exc
-
-
-def require_cuda(backend: str) -> ModuleType:
-    torch = require("torch", backend)
-    if not torch.cuda.is_available():
-        raise BackendUnavailable(f"inference backend '{backend}' on a GPU needs CUDA, and torch "
-                                 f"{torch.__version__} sees no CUDA device; install a CUDA build of torch "
-                                 f"on a machine with an NVIDIA GPU, or use device=cpu")
-    return torch
-
-
-class Backend(ABC):
-    """Runs a policy's export form; inputs are checked against the model card on every call."""
-
-    name: str = ""
-
-    def __init__(self, card: ModelCard) -> None:
-        self.card = card
-        self.input_names = card.input_names()
-
-    def __call__(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
-        """inputs: {name: (B, *card shape)}, noise (B, M, H, A) -> actions (B, M, H, A) float32, robot units."""
-        missing = [k for k in self.input_names if k not in inputs]
-        extra = [k for k in inputs if k not in self.input_names]
-        if missing or extra:
-            raise ValueError(f"model '{self.card.name}' takes inputs {list(self.input_names)}; "
-                             f"missing {missing}, unexpected {extra}")
-        feeds: dict[str, np.ndarray] = {}
-        batch = None
-        for k in self.input_names:
-            arr = np.ascontiguousarray(inputs[k], dtype=IO_DTYPES[k])
-            lead = 2 if k == "noise" else 1
-            if arr.shape[lead:] != self.card.inputs[k] or arr.ndim != lead + len(self.card.inputs[k]) or (
-                    batch is not None and arr.shape[0] != batch):
-                dims = ", ".join(["B", "M"][:lead] + [str(d) for d in self.card.inputs[k]])
-                raise ValueError(f"input '{k}' has shape {arr.shape}, model '{self.card.name}' expects "
-                                 f"({dims}) with one B for all inputs")
-            batch = arr.shape[0]
-            feeds[k] = arr
-        out = self._run(feeds)
-        return np.asarray(out, dtype=np.float32)
-
-    @abstractmethod
-    def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray: ...
-
-    def close(self) -> None:
-        """Release sessions / device memory (default: nothing)."""
-
-
+__all__ = ["BACKENDS", "INSTALL_HINTS", "ONNX_FILE", "Backend", "BackendUnavailable", "OnnxRuntimeBackend",
+           "TorchBackend", "open_backend", "require", "require_cuda"]
 class OnnxRuntimeBackend(Backend):
     """ONNX Runtime; on device=cuda it uses the TensorRT and CUDA execution providers it finds."""
 
@@ -149,8 +82,6 @@ class TorchBackend(Backend):
         if list(module.export_input_names) != list(self.input_names):
             raise ValueError(f"{model_dir}: the module takes {module.export_input_names}, its card lists "
                              f"{list(self.input_names)}; re-export it: flow2one export {model_dir}")
-        from flow2one.runtime.export import SampleForm
-
         self.module = SampleForm(module.to(device).eval())
         self.device = torch.device(device)
         self.autocast = fp16 and self.device.type == "cuda"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flow2one.runtime.backends import Backend, BackendUnavailable, require, require_cuda
+from flow2one.runtime.engine import Backend, BackendUnavailable, require, require_cuda
 from flow2one.runtime.card import ModelCard
 
 

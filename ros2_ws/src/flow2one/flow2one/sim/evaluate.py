@@ -184,7 +184,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strips", type=int, default=3, help="episodes with a saved image strip")
     p.add_argument("--strip-every", type=int, default=10, help="steps between strip frames")
     s = add_rate_arguments(p)
-    p.add_argument("--backend", default=s["backend"], help=f"inference engine (default {s['backend']}, the sim graph's)")
+    p.add_argument("--backend", default=s["backend"],
+                   help=f"inference engine (default {s['backend']}, the sim graph's)")
     p.add_argument("--candidates", type=int, default=s["candidates"], help="M samples per re-plan (the policy "
                    f"node's n_candidates; default {s['candidates']}, the sim graph's)")
     p.add_argument("--delay", type=float, default=0.0, help="expert only: act on object state this many s old")

@@ -29,7 +29,7 @@ from flow2one.sim.cameras import SimCameras
 from flow2one.sim.experts import Expert
 from flow2one.sim.rig import SimRig
 from flow2one.sim.scene import HOME_Q
-from flow2one.sim.world import SimWorld
+from flow2one.sim.world import SimWorld, WorldStopped
 from flow2one.spec import ACTION_DIM, GRIPPER_OPEN, STEP_DT
 
 POST_SUCCESS_S = 0.3  # keep recording briefly after success so demos end at rest
@@ -291,7 +291,7 @@ def run_episode_safe(rig: SimRig, controller: Controller, seed: int, attempts: i
             result = run_episode(rig.world, rig.robot, controller, seed, cams=rig.cams, cloud=rig.cloud, **kw)
             rig.troubled = result.planner_errors > 0
             return result
-        except (TimeoutError, RobotError) as exc:
+        except (TimeoutError, RobotError, WorldStopped) as exc:
             reason = f"error: {type(exc).__name__}: {exc}"
             print(f"{rig.task} seed {seed}: robot link lost ({reason}); new sim world, attempt {attempt}/{attempts}",
                   file=sys.stderr)
