@@ -32,23 +32,29 @@ class SimRig:
         self._open()
 
     def _open(self) -> None:
-        from flow2one.control.franky_robot import FrankyRobot
         from flow2one.sim.cameras import SimCameras, make_cloud_pipeline
         from flow2one.sim.world import SimWorld, WorldConfig
 
         self.world = SimWorld(WorldConfig(task=self.task)).start()
         self.troubled = False
-        c = self.executor_cfg
-        try:  # the gripper width is read on every state read, as an expert's demonstration records it
-            self.robot = FrankyRobot(self.world.hostname, c.limits(), jerk_factor=c.jerk_factor,
-                                     gripper_speed=c.gripper_speed, gripper_force=c.gripper_force,
-                                     gripper_close_below=c.gripper_close_below,
-                                     gripper_deadband=c.gripper_deadband, gripper_period_s=0.0)
+        try:
+            self.connect_robot()
         except BaseException:
             self.world.close()
             raise
         self.cams = SimCameras(self.world.model, self.world.config.cameras) if self._want_cams else None
         self.cloud = make_cloud_pipeline(self.world.cameras()).process if self._want_cloud else None
+
+    def connect_robot(self) -> None:
+        """A new client of this world's franky-sim (the gripper width is read on every state read, as an
+        expert's demonstration records it)."""
+        from flow2one.control.franky_robot import FrankyRobot
+
+        c = self.executor_cfg
+        self.robot = FrankyRobot(self.world.hostname, c.limits(), jerk_factor=c.jerk_factor,
+                                 gripper_speed=c.gripper_speed, gripper_force=c.gripper_force,
+                                 gripper_close_below=c.gripper_close_below, gripper_deadband=c.gripper_deadband,
+                                 gripper_period_s=0.0)
 
     def renew(self) -> None:
         """A new franky-sim and client after a clean disconnect, for a link that works but has seen planner

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from flow2one.control.config import ExecutorConfig
-from flow2one.control.executor import Executor
+from flow2one.control.executor import Executor, State
 from flow2one.control.franky_robot import FrankyRobot, RobotError, RobotStateSample
 from flow2one.control.plan import ChunkRejected
 from flow2one.control.safety import SafeCommand
@@ -63,12 +63,25 @@ class Observer:
     def step(self, t: float, sim_t: float) -> None:
         """t: episode time; sim_t: the step's time on the sim clock (the executor's clock)."""
         self.t, self.sim_t = t, sim_t
-        self.state: RobotStateSample = self.robot.read_state()
+        self.state: RobotStateSample = self._read()
         self.proprio = self.state.proprio()
         self.T_base_ee = self.state.ee
         self.info = self.world.info()
         self._images: tuple[list, list] | None = None
         self._points: np.ndarray | None = None
+
+    def _read(self, attempts: int = 5) -> RobotStateSample:
+        """A state read, retried after error recovery: on a starved machine a UDP read of libfranka times
+        out now and then; a link that stays broken raises (run_episode_safe then starts a new world)."""
+        for i in range(attempts + 1):
+            try:
+                return self.robot.read_state()
+            except RobotError:
+                if i == attempts:
+                    raise
+                self.robot.recover()
+                time.sleep(0.05)
+        raise AssertionError("unreachable")
 
     @property
     def stamp_ns(self) -> int:
@@ -246,6 +259,9 @@ class PolicyController(Controller):
             self._job_started = obs.sim_t
             self._job = self._pool.submit(self._infer, observation, obs.sim_t)
         self.executor.step(self._now)
+        if self.executor.state is State.FAULT and self.executor.counters["robot_errors"]:
+            # the robot link broke (a starved machine, not the policy): the episode again on a new world
+            raise RobotError(f"executor fault: {self.executor.message}", "communication")
         return None
 
 
