@@ -40,8 +40,12 @@ MODEL = REPO_ROOT / "models" / "sim_student"
 CANDIDATES = 4
 N_OBS = 6
 REPLAY = "/replay"  # the policy node's inputs are remapped here: the executor node publishes the live ones
-POS_TOL_M = 0.02  # franky targets: max |Δ| per axis between the two runs, at the same time after the first chunk
-POS_MEDIAN_TOL_M = 0.005
+# franky targets of the two runs at the same times: max |Δ| per axis (m; gripper width too) and per rot6d
+# entry. Both run the same Executor; what remains is when a chunk arrives between two ticks (the player
+# hears it a little before or after the executor node) and float32 in the command messages.
+POS_TOL_M = 0.002
+ROT_TOL = 0.01
+LEAD_M = 0.5
 
 
 def record_observations(rig: SimRig) -> list[tuple[np.ndarray, np.ndarray, float]]:
@@ -100,7 +104,10 @@ def feed(step, cloud: np.ndarray, T: np.ndarray, width: float, stamp_ns: int) ->
 
 @pytest.mark.skipif(not (MODEL / "model.onnx").is_file(), reason="models/sim_student is not in this checkout")
 def test_ros_graph_and_evaluation_loop_command_the_same(domain_id: int) -> None:
-    cfg = sim_executor_config()
+    # max_lead is the one limit that reads the measured pose: on the wall clock, with franky-sim below real
+    # time, the ROS run's arm lags its plan and that limit clamps where the sim-clock run's does not. Wide
+    # here, so the comparison measures the loop, not the machine's load (the rest of the filter is as deployed).
+    cfg = sim_executor_config(max_lead=LEAD_M)
     rig = SimRig("reach_around", executor=cfg)
     try:
         stream = record_observations(rig)
@@ -109,7 +116,7 @@ def test_ros_graph_and_evaluation_loop_command_the_same(domain_id: int) -> None:
 
         # (1) the ROS graph: policy node -> /flow2one/chunk -> executor node -> franky-sim
         runner = GraphRunner("sim", nodes=["executor"], domain_id=domain_id,
-                             overrides={"executor": {"robot_host": rig.world.hostname}})
+                             overrides={"executor": {"robot_host": rig.world.hostname, "max_lead": LEAD_M}})
         with runner:
             remaps = [a for t in (spec.POINTS_TOPIC, spec.EE_POSE_TOPIC, spec.JOINT_STATES_TOPIC)
                       for a in ("-r", f"{t}:={REPLAY}{t}")]
@@ -119,6 +126,20 @@ def test_ros_graph_and_evaluation_loop_command_the_same(domain_id: int) -> None:
             policy = PolicyNode(context=runner.context, cli_args=["--ros-args", *remaps],
                                 parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
             player = Player(runner.context)
+            # when the node's control thread ticked: the command message carries the chunk clock's time of
+            # a command, not the tick's monotonic time the safety filter and the command period use
+            # and when it took each chunk (the player hears a chunk a little after the executor node does)
+            control = runner.nodes["executor"].control
+            publish, ticks, submits = control.on_command, [], []
+            control.on_command = lambda e: (ticks.append((e.t_ns, e.command.t)), publish(e))
+            submit = control.submit_chunk
+
+            def timed_submit(*args, **kw):
+                submits.append(control.clock_ns())
+                return submit(*args, **kw)
+
+            control.submit_chunk = timed_submit
+            wall_minus_mono = time.time() - time.monotonic()
             runner.add_node(policy)
             runner.add_node(player)
             stamps: list[int] = []
@@ -134,7 +155,6 @@ def test_ros_graph_and_evaluation_loop_command_the_same(domain_id: int) -> None:
                 policy.destroy_node()
         with player.lock:
             ros_chunks = [c for _, c in player.chunks]
-            received = [t for t, _ in player.chunks]
             ros_cmds = list(player.commands)
         assert len(ros_chunks) == N_OBS and ros_accepted == N_OBS
 
@@ -159,39 +179,41 @@ def test_ros_graph_and_evaluation_loop_command_the_same(domain_id: int) -> None:
         t0 = rig.world.sim_time
         now = {"t": t0}
         s0 = stamps[0]
+        clock = {"ns": 0}
         eval_cmds: list[tuple[int, np.ndarray]] = []
-        ex = Executor(cfg, rig.robot, clock_ns=lambda: int(round(now["t"] * 1e9)), monotonic=lambda: now["t"],
+        ex = Executor(cfg, rig.robot, clock_ns=lambda: clock["ns"], monotonic=lambda: now["t"],
                       on_command=lambda e: eval_cmds.append((e.t_ns, e.command.action())))
-        # each chunk reaches the executor as long after the first stamp as it reached the node (sim time)
-        arrive = [t0 + (r - s0) / 1e9 for r in received]
-        end = t0 + (ros_cmds[-1][0] - s0) / 1e9
-        k, nxt = 0, 0
-        while now["t"] <= end:
-            rig.world.wait_until(t0 + k * spec.STEP_DT)
-            now["t"] = t0 + k * spec.STEP_DT
-            while nxt < len(eval_chunks) and now["t"] >= arrive[nxt] - 1e-9:
-                c = eval_chunks[nxt]
-                ex.submit_chunk(c.actions, int(round((t0 + (c.stamp_ns - s0) / 1e9) * 1e9)), c.dt)
-                nxt += 1
-            ex.step(now["t"])
-            k += 1
+        # The ROS run's timing, replayed on the sim clock: a chunk reaches the executor when it reached the
+        # executor node, and the executor ticks when the node's control thread sent a command. (A free-running comparison
+        # measures this machine's load instead: with 2 cores shared by ~15 busy processes, the node's
+        # control thread was seen to send nothing for 1.9 s while the sim-clock loop kept its 50 ms.)
+        rel = lambda ns: (ns - s0) / 1e9  # noqa: E731 - seconds after the first observation's stamp
+        assert len(submits) == N_OBS
+        events = sorted([(rel(r), 0, i) for i, r in enumerate(submits)]
+                        + [(mono + wall_minus_mono - s0 / 1e9, 1, j) for j, (_, mono) in enumerate(ticks)])
+        for tau, kind, i in events:
+            now["t"] = t0 + tau
+            rig.world.wait_until(now["t"])
+            if kind == 0:
+                c = eval_chunks[i]
+                clock["ns"] = int(round(now["t"] * 1e9))
+                ex.submit_chunk(c.actions, int(round((t0 + rel(c.stamp_ns)) * 1e9)), c.dt)
+            else:
+                clock["ns"] = int(round((t0 + rel(ticks[i][0])) * 1e9))  # the plan is sampled at this time
+                ex.step(now["t"])
         assert ex.counters["chunks_accepted"] == ros_accepted
 
-        # the same franky targets at the same time after the first chunk's stamp
-        ros_t = np.array([(t - s0) / 1e9 for t, _ in ros_cmds])
+        # the same franky targets at the same times
+        assert len(eval_cmds) == len(ros_cmds) >= 40, (len(eval_cmds), len(ros_cmds))
         ros_a = np.stack([a for _, a in ros_cmds])
-        diffs = []
-        for t_ns, action in eval_cmds:
-            tau = t_ns / 1e9 - t0
-            j = int(np.argmin(np.abs(ros_t - tau)))
-            if abs(ros_t[j] - tau) <= 0.03:
-                diffs.append(np.abs(ros_a[j, :3] - action[:3]).max())
-                assert ros_a[j, 9] == pytest.approx(action[9], abs=1e-6)  # the same gripper command
-        diffs = np.array(diffs)
-        assert len(diffs) >= 0.5 * len(eval_cmds) >= 20, (len(diffs), len(eval_cmds))
-        assert np.median(diffs) <= POS_MEDIAN_TOL_M and diffs.max() <= POS_TOL_M, \
-            f"median {np.median(diffs) * 1e3:.1f} mm, max {diffs.max() * 1e3:.1f} mm"
-        print(f"franky targets: {len(diffs)} compared, |Δ| median {np.median(diffs) * 1e3:.2f} mm, "
-              f"max {diffs.max() * 1e3:.2f} mm")
+        ev_a = np.stack([a for _, a in eval_cmds])
+        assert len(ticks) == len(ros_cmds)
+        np.testing.assert_allclose([t / 1e9 - t0 for t, _ in eval_cmds], [rel(t) for t, _ in ros_cmds], atol=1e-6)
+        diffs = np.abs(ros_a[:, :3] - ev_a[:, :3]).max(axis=1)
+        print(f"franky targets: {len(diffs)} compared, |Δ| median {np.median(diffs) * 1e3:.3f} mm, "
+              f"max {diffs.max() * 1e3:.3f} mm")
+        assert diffs.max() <= POS_TOL_M, f"max |Δ| {diffs.max() * 1e3:.2f} mm at command {int(np.argmax(diffs))}"
+        np.testing.assert_allclose(ros_a[:, 3:9], ev_a[:, 3:9], atol=ROT_TOL)
+        np.testing.assert_allclose(ros_a[:, 9], ev_a[:, 9], atol=POS_TOL_M)
     finally:
         rig.close()

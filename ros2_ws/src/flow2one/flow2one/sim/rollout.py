@@ -36,19 +36,28 @@ POST_SUCCESS_S = 0.3  # keep recording briefly after success so demos end at res
 HOME_SPEED = 0.3  # of the joint limits: the start of every episode, not part of what is measured
 
 
-def home(robot: FrankyRobot, q: tuple[float, ...] = HOME_Q, timeout: float = 60.0) -> None:
+def home(robot: FrankyRobot, q: tuple[float, ...] = HOME_Q, timeout: float = 60.0, attempts: int = 3) -> None:
     """Joint move to `q` with the gripper open: the start of every episode. Bounded waits throughout,
-    because on an overloaded machine franky-sim can run at a fraction of real time."""
-    robot.stop(timeout)
-    if not robot.wait_gripper(timeout):
-        raise TimeoutError(f"gripper command did not finish within {timeout} s")
-    robot.set_gripper(GRIPPER_OPEN)
-    robot.start_home(tuple(q), HOME_SPEED)
-    end = time.monotonic() + timeout
-    while robot.poll():
-        if time.monotonic() > end:
-            raise TimeoutError(f"arm did not reach home within {timeout} s (is franky-sim stepping?)")
-        time.sleep(0.01)
+    because on an overloaded machine franky-sim can run at a fraction of real time; a libfranka error on
+    the way (a UDP read timing out on a starved machine) is recovered from and the move started again."""
+    for attempt in range(attempts):
+        try:
+            robot.stop(timeout)
+            if not robot.wait_gripper(timeout):
+                raise TimeoutError(f"gripper command did not finish within {timeout} s")
+            robot.set_gripper(GRIPPER_OPEN)
+            robot.start_home(tuple(q), HOME_SPEED)
+            end = time.monotonic() + timeout
+            while robot.poll():
+                if time.monotonic() > end:
+                    raise TimeoutError(f"arm did not reach home within {timeout} s (is franky-sim stepping?)")
+                time.sleep(0.01)
+            break
+        except RobotError:
+            if attempt == attempts - 1:
+                raise
+            robot.recover()
+            time.sleep(0.1)
     if not robot.wait_gripper(timeout):
         raise TimeoutError(f"gripper did not open within {timeout} s")
 
