@@ -16,24 +16,28 @@ import time
 
 import numpy as np
 import pytest
-from geometry_msgs.msg import PoseStamped
-from rclpy.node import Node
-from rclpy.parameter import Parameter
-from sensor_msgs.msg import JointState, PointCloud2
-from trajectory_msgs.msg import JointTrajectory
-
 from flow2one import spec
 from flow2one.control.executor import Executor
 from flow2one.geometry import matrix_to_quat
 from flow2one.nodes.policy import REPO_ROOT, PolicyNode
-from flow2one.ros.convert import (msg_to_chunk, numpy_to_joint_state, numpy_to_pose_stamped, stamp_to_ns,
-                                  xyz_to_pointcloud2)
+from flow2one.ros.convert import (
+    msg_to_chunk,
+    numpy_to_joint_state,
+    numpy_to_pose_stamped,
+    xyz_to_pointcloud2,
+)
 from flow2one.ros.qos import CHUNK_QOS, RECORD_QOS, SENSOR_QOS, STATE_QOS
 from flow2one.ros.runner import GraphRunner
 from flow2one.sim.evaluate import open_policy_step, sim_executor_config
 from flow2one.sim.experts import make_expert
 from flow2one.sim.rig import SimRig
 from flow2one.sim.rollout import ExpertController, home, run_episode_safe
+from geometry_msgs.msg import PoseStamped
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import JointState, PointCloud2
+from trajectory_msgs.msg import JointTrajectory
+
 from tests.helpers import wait_for
 
 MODEL = REPO_ROOT / "models" / "sim_student"
@@ -147,7 +151,7 @@ def test_ros_graph_and_evaluation_loop_command_the_same(domain_id: int) -> None:
                 for i, (cloud, T, width) in enumerate(stream):
                     stamps.append(player.get_clock().now().nanoseconds)
                     player.play(cloud, T, width, stamps[-1])
-                    assert wait_for(lambda: len(player.chunks) > i, timeout=20.0), f"no chunk for observation {i}"
+                    assert wait_for(lambda n=i: len(player.chunks) > n, timeout=20.0), f"no chunk for observation {i}"
                 time.sleep(2.5)  # the last chunk executed to its end
                 executor = runner.nodes["executor"].control
                 ros_accepted = executor.counters["chunks_accepted"]
@@ -184,10 +188,10 @@ def test_ros_graph_and_evaluation_loop_command_the_same(domain_id: int) -> None:
         ex = Executor(cfg, rig.robot, clock_ns=lambda: clock["ns"], monotonic=lambda: now["t"],
                       on_command=lambda e: eval_cmds.append((e.t_ns, e.command.action())))
         # The ROS run's timing, replayed on the sim clock: a chunk reaches the executor when it reached the
-        # executor node, and the executor ticks when the node's control thread sent a command. (A free-running comparison
-        # measures this machine's load instead: with 2 cores shared by ~15 busy processes, the node's
-        # control thread was seen to send nothing for 1.9 s while the sim-clock loop kept its 50 ms.)
-        rel = lambda ns: (ns - s0) / 1e9  # noqa: E731 - seconds after the first observation's stamp
+        # executor node, and the executor ticks when the node's control thread sent a command. (Free-running,
+        # the comparison measures this machine's load instead: with 2 cores shared by ~15 busy processes, the
+        # node's control thread was seen to send nothing for 1.9 s while the sim-clock loop kept its 50 ms.)
+        rel = lambda ns: (ns - s0) / 1e9
         assert len(submits) == N_OBS
         events = sorted([(rel(r), 0, i) for i, r in enumerate(submits)]
                         + [(mono + wall_minus_mono - s0 / 1e9, 1, j) for j, (_, mono) in enumerate(ticks)])
@@ -196,10 +200,10 @@ def test_ros_graph_and_evaluation_loop_command_the_same(domain_id: int) -> None:
             rig.world.wait_until(now["t"])
             if kind == 0:
                 c = eval_chunks[i]
-                clock["ns"] = int(round(now["t"] * 1e9))
-                ex.submit_chunk(c.actions, int(round((t0 + rel(c.stamp_ns)) * 1e9)), c.dt)
+                clock["ns"] = round(now["t"] * 1e9)
+                ex.submit_chunk(c.actions, round((t0 + rel(c.stamp_ns)) * 1e9), c.dt)
             else:
-                clock["ns"] = int(round((t0 + rel(ticks[i][0])) * 1e9))  # the plan is sampled at this time
+                clock["ns"] = round((t0 + rel(ticks[i][0])) * 1e9)  # the plan is sampled at this time
                 ex.step(now["t"])
         assert ex.counters["chunks_accepted"] == ros_accepted
 

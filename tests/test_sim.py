@@ -11,7 +11,6 @@ import time
 
 import numpy as np
 import pytest
-
 from flow2one.control.config import ExecutorConfig
 from flow2one.control.franky_robot import FrankyRobot
 from flow2one.runtime.backends import Backend
@@ -19,7 +18,14 @@ from flow2one.runtime.card import load_card
 from flow2one.runtime.policy_step import PolicyStep
 from flow2one.sim.cameras import SIM_CALIBRATION, SimCameras, make_cloud_pipeline
 from flow2one.sim.experts import make_expert
-from flow2one.sim.rollout import ExpertController, PolicyController, Recording, home, run_episode, send_target
+from flow2one.sim.rollout import (
+    ExpertController,
+    PolicyController,
+    Recording,
+    home,
+    run_episode,
+    send_target,
+)
 from flow2one.sim.tasks import CUBE_HALF, TASKS, PickPlace, PopUp, TaskStatus, make_task
 from flow2one.sim.world import SimWorld, WorldConfig
 from flow2one.spec import ACTION_DIM, HORIZON, N_POINTS

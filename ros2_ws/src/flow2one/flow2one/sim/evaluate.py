@@ -2,8 +2,8 @@
 
 Reports success rate, time to success, the histogram of modes the task observed (which side of the
 pillar, which cube, which puck), franky-sim's real-time factor and franky planner errors, as JSON on
-stdout and in OUT/summary.json (each episode also as a line of OUT/<task>_episodes.jsonl when it ends); saves an image strip (front camera, one row per episode) of the first
-few episodes to OUT/<task>_strip.png.
+stdout and in OUT/summary.json (each episode also as a line of OUT/<task>_episodes.jsonl when it ends);
+saves an image strip (front camera, one row per episode) of the first few episodes to OUT/<task>_strip.png.
 
 POLICY is `expert` (the task's scripted expert, modes drawn at random per episode) or a model directory
 (card.yaml + weights or ONNX). A model runs the deployed path (sim/rollout.PolicyController): the policy

@@ -94,7 +94,7 @@ class Observer:
 
     @property
     def stamp_ns(self) -> int:
-        return int(round(self.sim_t * 1e9))
+        return round(self.sim_t * 1e9)
 
     def images(self, rgb: bool = True) -> tuple[list, list]:
         """(rgbs, depths) per camera, from a snapshot taken now."""
@@ -198,7 +198,7 @@ class PolicyController(Controller):
             self.robot_errors += self.executor.counters["robot_errors"]
         self.step.reset()
         self._now = world.sim_time
-        self.executor = Executor(self.cfg, robot, clock_ns=lambda: int(round(self._now * 1e9)),
+        self.executor = Executor(self.cfg, robot, clock_ns=lambda: round(self._now * 1e9),
                                  monotonic=lambda: self._now)
         self._started = -np.inf  # sim time of the last published chunk's observation
         self._job_started = 0.0
@@ -271,7 +271,6 @@ class PolicyController(Controller):
         if self.executor.state is State.FAULT and self.executor.counters["robot_errors"]:
             # the robot link broke (a starved machine, not the policy): the episode again on a new world
             raise RobotError(f"executor fault: {self.executor.message}", "communication")
-        return None
 
 
 @dataclass
@@ -359,7 +358,7 @@ def run_episode(world: SimWorld, robot: FrankyRobot, controller: Controller, see
     limit = world.task.time_limit if max_time is None else max_time
     errors0, wall0 = _errors(controller), time.perf_counter()
     t0 = world.sim_time
-    n_steps, post = int(np.ceil(limit / STEP_DT)), int(round(POST_SUCCESS_S / STEP_DT))
+    n_steps, post = int(np.ceil(limit / STEP_DT)), round(POST_SUCCESS_S / STEP_DT)
     done_at: int | None = None
     k = 0
     for k in range(n_steps):
