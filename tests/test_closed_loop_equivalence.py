@@ -193,17 +193,20 @@ def test_ros_graph_and_evaluation_loop_command_the_same(domain_id: int) -> None:
         # node's control thread was seen to send nothing for 1.9 s while the sim-clock loop kept its 50 ms.)
         rel = lambda ns: (ns - s0) / 1e9
         assert len(submits) == N_OBS
+        # ordered on one clock (the chunk clock: a tick's command is read on it after the submit it follows);
+        # the filter and the command period run on the tick's monotonic time, as in the node
         events = sorted([(rel(r), 0, i) for i, r in enumerate(submits)]
-                        + [(mono + wall_minus_mono - s0 / 1e9, 1, j) for j, (_, mono) in enumerate(ticks)])
+                        + [(rel(t_ns), 1, j) for j, (t_ns, _) in enumerate(ticks)])
         for tau, kind, i in events:
-            now["t"] = t0 + tau
-            rig.world.wait_until(now["t"])
+            rig.world.wait_until(t0 + tau)
             if kind == 0:
                 c = eval_chunks[i]
-                clock["ns"] = round(now["t"] * 1e9)
+                clock["ns"] = round((t0 + tau) * 1e9)
+                now["t"] = t0 + tau
                 ex.submit_chunk(c.actions, round((t0 + rel(c.stamp_ns)) * 1e9), c.dt)
             else:
-                clock["ns"] = round((t0 + rel(ticks[i][0])) * 1e9)  # the plan is sampled at this time
+                clock["ns"] = round((t0 + tau) * 1e9)  # the plan is sampled at this time
+                now["t"] = t0 + ticks[i][1] + wall_minus_mono - s0 / 1e9
                 ex.step(now["t"])
         assert ex.counters["chunks_accepted"] == ros_accepted
 

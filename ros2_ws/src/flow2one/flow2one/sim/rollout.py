@@ -34,6 +34,7 @@ from flow2one.spec import ACTION_DIM, GRIPPER_OPEN, STEP_DT
 
 POST_SUCCESS_S = 0.3  # keep recording briefly after success so demos end at rest
 HOME_SPEED = 0.3  # of the joint limits: the start of every episode, not part of what is measured
+HOME_TOL_RAD = 2e-3  # per joint: home reached
 
 
 def home(robot: FrankyRobot, q: tuple[float, ...] = HOME_Q, timeout: float = 60.0, attempts: int = 3) -> None:
@@ -48,7 +49,8 @@ def home(robot: FrankyRobot, q: tuple[float, ...] = HOME_Q, timeout: float = 60.
             robot.set_gripper(GRIPPER_OPEN)
             robot.start_home(tuple(q), HOME_SPEED)
             end = time.monotonic() + timeout
-            while robot.poll():
+            # an asynchronous motion is not "in control" at once: wait for the joints, not only the motion
+            while robot.poll() or np.abs(robot.read_state().q - np.asarray(q)).max() > HOME_TOL_RAD:
                 if time.monotonic() > end:
                     raise TimeoutError(f"arm did not reach home within {timeout} s (is franky-sim stepping?)")
                 time.sleep(0.01)
