@@ -38,7 +38,8 @@ for pkg in json.loads(sys.argv[1]):
             done.append(info.name)
         except ImportError as exc:
             failed[info.name] = str(exc)
-print(json.dumps({"failed": failed, "done": done, "rclpy": "rclpy" in sys.modules}))
+ros_layer = sorted(m for m in sys.modules if m.startswith(("flow2one.ros", "flow2one.nodes")))
+print(json.dumps({"failed": failed, "done": done, "rclpy": "rclpy" in sys.modules, "ros_layer": ros_layer}))
 """
 
 
@@ -49,6 +50,7 @@ def test_core_imports_without_rclpy() -> None:
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["failed"] == {}, out["failed"]
     assert not out["rclpy"]
+    assert out["ros_layer"] == []  # nor the ROS layer's modules: the core does not import them at import time
     for pkg in CORE:  # every package was walked, not an empty list
         assert any(m.startswith(f"flow2one.{pkg}.") for m in out["done"]), pkg
     assert "flow2one.sim.rollout" in out["done"] and "flow2one.runtime.policy_step" in out["done"]

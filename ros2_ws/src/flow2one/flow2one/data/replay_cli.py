@@ -18,7 +18,6 @@ import json
 import sys
 
 from flow2one.data.bags import BagError, read_summary
-from flow2one.ros.run_cli import parse_overrides
 
 REPLAY_MAX_OBS_AGE_S = 1.0  # policy freshness gate during replay (override with --set policy.max_obs_age_s=...)
 
@@ -68,6 +67,8 @@ def run_replay(bag: str, rate: float = 1.0, overrides: dict | None = None, repub
 
 
 def main(args: argparse.Namespace) -> int:
+    from flow2one.ros.run_cli import parse_overrides  # the ROS layer only when the command runs
+
     overrides = parse_overrides(args.set)
     if args.model_dir:
         overrides.setdefault("policy", {})["model_dir"] = args.model_dir
