@@ -191,7 +191,10 @@ def test_ros_graph_and_evaluation_loop_command_the_same(domain_id: int) -> None:
         # executor node, and the executor ticks when the node's control thread sent a command. (Free-running,
         # the comparison measures this machine's load instead: with 2 cores shared by ~15 busy processes, the
         # node's control thread was seen to send nothing for 1.9 s while the sim-clock loop kept its 50 ms.)
-        rel = lambda ns: (ns - s0) / 1e9
+        def rel(ns: int) -> float:
+            """Seconds after the first observation's stamp."""
+            return (ns - s0) / 1e9
+
         assert len(submits) == N_OBS
         # ordered on one clock (the chunk clock: a tick's command is read on it after the submit it follows);
         # the filter and the command period run on the tick's monotonic time, as in the node
