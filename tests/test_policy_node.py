@@ -176,7 +176,7 @@ def test_rate_hz_caps_how_often_it_replans(student_dir: Path, domain_id: int) ->
 def test_a_discarded_inference_does_not_hold_back_the_next_chunk(student_dir: Path, domain_id: int) -> None:
     with run_policy(student_dir, domain_id, rate_hz=0.5, max_obs_age_s=0.25) as runner:
         node = runner.nodes["policy"]
-        model, calls = node.backend, []
+        model, calls = node.step.backend, []
 
         def slow_first(inputs: dict) -> list:  # a loaded machine: the first inference outlasts max_obs_age_s
             calls.append(time.monotonic())
@@ -184,7 +184,7 @@ def test_a_discarded_inference_does_not_hold_back_the_next_chunk(student_dir: Pa
                 time.sleep(0.4)
             return model(inputs)
 
-        node.backend = slow_first
+        node.step.backend = slow_first
         probe = Probe(runner.context)
         runner.add_node(probe)
         try:
@@ -192,7 +192,7 @@ def test_a_discarded_inference_does_not_hold_back_the_next_chunk(student_dir: Pa
             assert wait_for(lambda: (probe.play(probe.now_ns()), bool(probe.chunks))[1], timeout=1.5, period=0.05), \
                 f"no chunk within 1.5 s of the first inference; {len(calls)} inference(s), counts {node.counts}"
         finally:
-            node.backend = model  # the node closes it
+            node.step.backend = model  # the node closes it
         # the stale result was dropped and the next poll re-planned at once, not a whole 2 s period later
         assert len(calls) >= 2 and node.counts["stale"] >= 1 and node.counts["chunks"] == 1
 

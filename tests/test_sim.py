@@ -6,18 +6,59 @@ Each task: the scripted expert succeeds in the mode it chose, and a deliberately
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import numpy as np
 import pytest
-
-from flow2one.sim.arm import FrankyArm
+from flow2one.control.config import ExecutorConfig
+from flow2one.control.franky_robot import FrankyRobot
+from flow2one.runtime.backends import Backend
+from flow2one.runtime.card import load_card
+from flow2one.runtime.policy_step import PolicyStep
 from flow2one.sim.cameras import SIM_CALIBRATION, SimCameras, make_cloud_pipeline
 from flow2one.sim.experts import make_expert
-from flow2one.sim.rollout import ChunkController, ExpertController, Recording, run_episode
+from flow2one.sim.rollout import (
+    ExpertController,
+    PolicyController,
+    Recording,
+    home,
+    run_episode,
+    send_target,
+)
 from flow2one.sim.tasks import CUBE_HALF, TASKS, PickPlace, PopUp, TaskStatus, make_task
 from flow2one.sim.world import SimWorld, WorldConfig
 from flow2one.spec import ACTION_DIM, HORIZON, N_POINTS
+
+
+@contextlib.contextmanager
+def sim_robot(world: SimWorld):
+    """The executor's franky adapter on the world's franky-sim, disconnected before the world stops."""
+    robot = FrankyRobot(world.hostname, SIM_EXECUTOR.limits(), gripper_period_s=0.0)
+    try:
+        yield robot
+    finally:
+        robot.disconnect()
+
+
+SIM_EXECUTOR = ExecutorConfig(robot_host="127.0.0.1", n_exec=8, command_rate_hz=20.0, lookahead_s=0.05,
+                              stop_after_s=2.0)
+
+
+class SinkBackend(Backend):
+    """A test policy: every candidate is a chunk `dz` below wherever the arm is (after `delay` s)."""
+
+    def __init__(self, card, dz: float, delay: float = 0.0) -> None:
+        super().__init__(card)
+        self.dz, self.delay, self.seen = dz, delay, []
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        self.seen.append({k: v.shape for k, v in feeds.items()})
+        time.sleep(self.delay)
+        b, m, h, a = feeds["noise"].shape
+        chunk = np.broadcast_to(feeds["proprio"][:, None, None, :], (b, m, h, a)).copy()
+        chunk[..., 2] += self.dz
+        return chunk
 
 
 @pytest.fixture(autouse=True)
@@ -38,7 +79,7 @@ CASES = [
 
 @pytest.mark.parametrize("task,seed,wrong,wrong_time", CASES, ids=[c[0] for c in CASES])
 def test_expert_succeeds_and_wrong_behaviour_fails(task, seed, wrong, wrong_time):
-    with SimWorld(WorldConfig(task=task)) as world, FrankyArm(world.hostname) as arm:
+    with SimWorld(WorldConfig(task=task)) as world, sim_robot(world) as arm:
         expert = make_expert(task)
         ok = run_episode(world, arm, ExpertController(expert), seed)
         assert ok.success, ok
@@ -99,8 +140,8 @@ def test_pop_up_pucks_are_seen_only_while_they_are_up():
     from flow2one.perception.calibration import load_cameras
     from flow2one.perception.cloud import CloudPipeline
 
-    with SimWorld(WorldConfig(task="pop_up")) as world, FrankyArm(world.hostname) as arm:
-        arm.home()
+    with SimWorld(WorldConfig(task="pop_up")) as world, sim_robot(world) as arm:
+        home(arm)
         params = world.reset(6)
         t0 = world.sim_time
         cams = SimCameras(world.model, world.config.cameras)
@@ -131,8 +172,8 @@ def test_calibration_file_matches_scene_and_clouds_land_on_objects():
     the cubes' top faces, for the fixed camera and for the wrist camera (mount ee, T_base_ee from franky)."""
     from flow2one.perception.calibration import load_cameras
 
-    with SimWorld(WorldConfig(task="pick_place")) as world, FrankyArm(world.hostname) as arm:
-        arm.home()
+    with SimWorld(WorldConfig(task="pick_place")) as world, sim_robot(world) as arm:
+        home(arm)
         params = world.reset(5)
         live = world.cameras()
         filed = load_cameras(SIM_CALIBRATION)
@@ -147,7 +188,7 @@ def test_calibration_file_matches_scene_and_clouds_land_on_objects():
         finally:
             cams.close()
         assert rgbs[0].shape == (120, 160, 3) and rgbs[0].dtype == np.uint8 and depths[0].dtype == np.float32
-        T_base_ee = arm.ee_pose()
+        T_base_ee = arm.read_state().ee
         from flow2one.perception.cloud import CloudPipeline
 
         # front: both cube tops (z = 4 cm); wrist (at home it looks down at x <~ 0.5): the pad top (z = 1 cm)
@@ -161,7 +202,7 @@ def test_calibration_file_matches_scene_and_clouds_land_on_objects():
                       (np.abs(pts[:, 2] - z) < 0.004)
                 assert top.sum() >= 3, f"camera {cam.name}: no points on the top face at {centre}"
         with pytest.raises(ValueError, match="finite"):
-            arm.command(np.full(ACTION_DIM, np.nan))
+            send_target(arm, np.full(ACTION_DIM, np.nan), 0.0)
 
 
 def test_demo_recording_and_policy_rollout(tmp_path):
@@ -169,7 +210,7 @@ def test_demo_recording_and_policy_rollout(tmp_path):
     from flow2one.data.episodes import list_episodes, read_episode, write_episode
     from flow2one.sim.demos import to_episode
 
-    with SimWorld(WorldConfig(task="track")) as world, FrankyArm(world.hostname) as arm:
+    with SimWorld(WorldConfig(task="track")) as world, sim_robot(world) as arm:
         cams = SimCameras(world.model, world.config.cameras)
         try:
             cameras = world.cameras()
@@ -189,57 +230,62 @@ def test_demo_recording_and_policy_rollout(tmp_path):
             assert np.linalg.norm(back.action[-1, :3] - back.proprio[-1, :3]) < 0.02
             assert np.all(back.points[:, :, 2] > -0.02)
 
-            seen = []
-
-            def sink_policy(obs):  # a chunk 5 cm below wherever the arm is: the executor path must follow it
-                seen.append({k: v.shape for k, v in obs.items()})
-                chunk = np.repeat(obs["proprio"][None].astype(np.float64), HORIZON, axis=0)
-                chunk[:, 2] -= 0.05
-                return chunk
-
-            ctrl = ChunkController(sink_policy, n_exec=8)
-            r = run_episode(world, arm, ctrl, 22, cams=cams, cloud=cloud.process, max_time=1.5)
-            assert not r.success
-            assert seen[0] == {"points": (N_POINTS, 3), "proprio": (10,)} and len(seen) >= 3
-            assert arm.proprio()[2] < 0.487 - 0.1  # from home, each chunk executed: the arm kept descending
-            ctrl.close()
-
-            def slow_policy(obs):  # 0.3 s a chunk: control goes on meanwhile, on chunks of older observations
-                time.sleep(0.3)
-                return sink_policy(obs)
-
-            ctrl = ChunkController(sink_policy, n_exec=16, rate_hz=4.0)  # the policy node's timer: 4 Hz
-            r = run_episode(world, arm, ctrl, 22, cams=cams, cloud=cloud.process, max_time=1.5)
-            ctrl.close()
-            starts = len(ctrl.inference_s)
-            assert 4 <= starts <= r.duration * 4 + 1 < r.steps, (starts, r.duration, r.steps)
-            with pytest.raises(ValueError, match="rate_hz"):
-                ChunkController(sink_policy, rate_hz=0.0)
-
-            ctrl = ChunkController(slow_policy, n_exec=32)
-            r = run_episode(world, arm, ctrl, 22, cams=cams, cloud=cloud.process, max_time=1.5)
-            ctrl.close()
-            assert r.steps >= 28, r.steps  # the control loop never waited for a chunk after the first one
-            # a chunk reaches the robot 0.3 s of SIM time after its observation whatever franky-sim's RTF
-            assert 2 <= len(ctrl.inference_s) <= r.duration / 0.3 + 1, (r.duration, len(ctrl.inference_s))
-            assert arm.proprio()[2] < 0.487 - 0.08  # more than one 5 cm chunk executed (99.98 mm seen once)
-
-            # a checkpoint directory (what `flow2one sim-eval --policy DIR` loads) runs in the same loop
+            # a policy runs the deployed path: PolicyStep -> Executor (safety filter included) -> FrankyRobot
             from flow2one.policy.checkpoint import save_policy
             from flow2one.policy.config import preset
             from flow2one.policy.factory import build_policy
-            from flow2one.sim.evaluate import checkpoint_policy
+            from flow2one.sim.evaluate import open_policy_step
 
+            save_policy(tmp_path / "plain", build_policy(preset("tiny", kind="student")))
+            card = load_card(tmp_path / "plain")
+
+            def run(backend, rate_hz=None, n_exec=8, max_age=0.25, seed=22, max_time=1.5, candidates=1):
+                cfg = ExecutorConfig(**{**SIM_EXECUTOR.__dict__, "n_exec": n_exec})
+                ctrl = PolicyController(PolicyStep(card, backend, candidates), cfg, rate_hz, max_age)
+                try:
+                    return ctrl, run_episode(world, arm, ctrl, seed, cams=cams, cloud=cloud.process, max_time=max_time)
+                finally:
+                    ctrl.close()
+
+            sink = SinkBackend(card, dz=-0.05)
+            ctrl, r = run(sink, candidates=2)
+            assert not r.success
+            assert sink.seen[0] == {"points": (1, N_POINTS, 3), "proprio": (1, 10), "noise": (1, 2, HORIZON, 10)}
+            assert len(sink.seen) >= 3 and ctrl.executor.counters["commands"] >= 20
+            assert arm.read_state().position[2] < 0.487 - 0.1  # from home, each chunk executed: the arm kept descending
+
+            ctrl, r = run(SinkBackend(card, dz=-0.05), rate_hz=4.0, n_exec=16)  # the policy node's rate cap: 4 Hz
+            starts = len(ctrl.inference_s)
+            assert 4 <= starts <= r.duration * 4 + 1 < r.steps, (starts, r.duration, r.steps)
+            with pytest.raises(ValueError, match="rate_hz"):
+                PolicyController(PolicyStep(card, sink), SIM_EXECUTOR, rate_hz=0.0)
+
+            ctrl, r = run(SinkBackend(card, dz=-0.05, delay=0.3), n_exec=32, max_age=1.0)  # 0.3 s a chunk
+            assert r.steps >= 28, r.steps  # the control loop never waited for a chunk
+            # a chunk reaches the robot 0.3 s of SIM time after its observation whatever franky-sim's RTF
+            assert 2 <= len(ctrl.inference_s) <= r.duration / 0.3 + 1, (r.duration, len(ctrl.inference_s))
+            assert arm.read_state().position[2] < 0.487 - 0.08  # more than one 5 cm chunk executed
+            ctrl, r = run(SinkBackend(card, dz=-0.05, delay=0.3), n_exec=32, max_age=0.25)
+            assert ctrl.stale >= 2 and ctrl.executor.counters["chunks_accepted"] == 0  # the node's staleness rule
+
+            # the safety filter is in the loop: a chunk through the table is clamped to the workspace floor
+            ctrl, r = run(SinkBackend(card, dz=-1.0), max_time=2.0)
+            assert ctrl.executor.counters["commands_clamped"] > 0
+            assert arm.read_state().position[2] > SIM_EXECUTOR.workspace_min[2] - 0.01
+
+            # a checkpoint directory (what `flow2one sim-eval --policy DIR` loads) runs in the same loop
             save_policy(tmp_path / "ckpt", build_policy(preset("tiny", kind="student", history_steps=2)))
-            fn, enc = checkpoint_policy(tmp_path / "ckpt")
+            step = open_policy_step(tmp_path / "ckpt", "torch")
             seen: list[dict] = []
-            ctrl = ChunkController(lambda o: seen.append(o) or fn(o), n_exec=8, encoder=enc)
+            model = step.backend
+            step.backend = lambda feeds: seen.append(feeds) or model(feeds)
+            ctrl = PolicyController(step, SIM_EXECUTOR)
             r = run_episode(world, arm, ctrl, 23, cams=cams, cloud=cloud.process, max_time=1.0)
             ctrl.close()
             assert r.steps >= 10 and len(ctrl.inference_s) >= 2
             # the history model gets the cloud 2 steps back: the first cloud until there is one that old
             assert np.array_equal(seen[0]["points_prev"], seen[0]["points"])
-            assert all(o["points_prev"].shape == (4096, 3) for o in seen)
+            assert all(o["points_prev"].shape == (1, 4096, 3) for o in seen)
         finally:
             cams.close()
 
@@ -267,7 +313,7 @@ r = run_episode_safe(rig, StopsTheSim(rig), 11, frame_every=10, frames=frames)
 second_world = rig.world
 out = {"success": r.success, "steps": r.steps, "restarts": rig.restarts, "abandoned": len(ABANDONED),
        "frames": len(frames), "new_world": second_world is not first_world and second_world.running}
-rig.arm.planner_errors = 2  # as counted after planner errors: the next episode gets a fresh, cleanly made world
+rig.troubled = True  # as set after planner errors: the next episode gets a fresh, cleanly made world
 r = run_episode_safe(rig, ExpertController(make_expert("reach_around")), 12)
 out.update(renewed=rig.renewals == 1 and rig.world is not second_world and not second_world.running,
            second_success=r.success, abandoned_after=len(ABANDONED))

@@ -63,8 +63,12 @@ def test_sim_world_node_cameras_reset_status_and_robot(domain_id):
         reset.publish(Int64(data=9))
         assert wait_for(lambda: status[-1]["seed"] == 9 and status[-1]["episode"] == episode + 1, timeout=5)
 
-        from flow2one.sim.arm import FrankyArm
+        from flow2one.control.franky_robot import FrankyRobot
+        from flow2one.control.limits import SafetyLimits
 
-        with FrankyArm(host) as arm:  # the node serves the robot the executor connects to
-            np.testing.assert_allclose(arm.proprio()[:3], [0.307, 0.0, 0.487], atol=0.01)
+        robot = FrankyRobot(host, SafetyLimits())  # the node serves the robot the executor connects to
+        try:
+            np.testing.assert_allclose(robot.read_state().proprio()[:3], [0.307, 0.0, 0.487], atol=0.01)
+        finally:
+            robot.disconnect()
         probe.destroy_node()

@@ -189,13 +189,13 @@ def test_engine_parity_accepts_fp16_noise_and_refuses_a_diverging_engine() -> No
     card = load_card(MODEL)
     ort = OnnxRuntimeBackend(MODEL / "model.onnx", card, threads=1)
     rng = np.random.default_rng(0)
-    near = engine_parity(lambda x: ort(x) + rng.uniform(-1e-3, 1e-3, size=ort(x).shape), MODEL / "model.onnx",
-                         card, max_batch=4, fp16=True)
+    near = engine_parity(lambda x: ort(x) + rng.uniform(-1e-3, 1e-3, size=ort(x).shape), ort, card,
+                         max_batch=4, fp16=True)
     assert "max |diff|" in near and f"tol {PARITY_TOL['fp16']:g}" in near
     with pytest.raises(EngineMismatch, match=r"refusing the engine.*tol 0.01.*TensorRT \[.*ONNX Runtime \["):
-        engine_parity(lambda x: ort(x) + 0.05, MODEL / "model.onnx", card, max_batch=4, fp16=True)
+        engine_parity(lambda x: ort(x) + 0.05, ort, card, max_batch=4, fp16=True)
     with pytest.raises(EngineMismatch):  # fp32 is held to the tighter bound
-        engine_parity(lambda x: ort(x) + 5e-3, MODEL / "model.onnx", card, max_batch=4, fp16=False)
+        engine_parity(lambda x: ort(x) + 5e-3, ort, card, max_batch=4, fp16=False)
 
 
 @pytest.mark.parametrize("name", ["sim_student", "sim_l1flow", "sim_regression"])

@@ -3,11 +3,12 @@ policy kind, plus the modes each one used.
 
 Rows: the CFM teacher with 50 Euler steps, the same teacher with 1 step (the naive one-step baseline),
 the distilled one-step student, L1 Sample Flow (2 steps) and MSE regression. Each runs closed loop in
-franky-sim through the sim-eval core (flow2one.sim.rollout: the executor's receding-horizon Scheduler on
-the sim clock, franky over libfranka), with inference in its own thread as in the deploy graph: a policy
-re-plans at most the sim graph's policy rate_hz times per sim second (config/sim.yaml; --policy-rate-hz 0:
-as soon as its previous chunk is out), and the robot meanwhile executes the newest chunk, so a slow policy
-acts on old observations, which costs on the dynamic task as on the robot.
+franky-sim through the deployed path (flow2one.sim.rollout.PolicyController: the policy node's
+runtime.PolicyStep, the executor node's control.Executor with its safety filter and watchdog, and
+control.FrankyRobot over libfranka), on the sim clock, with inference in its own thread as in the deploy
+graph: a policy re-plans at most the sim graph's policy rate_hz times per sim second (config/sim.yaml;
+--policy-rate-hz 0: as soon as its previous chunk is out), and the robot meanwhile executes the newest
+chunk, so a slow policy acts on old observations, which costs on the dynamic task as on the robot.
 
 Success is given as mean and standard deviation over evaluation seed groups (each group a fresh set of
 randomised episodes, seeds disjoint from the training demos). Inference rate is measured separately on
@@ -59,14 +60,10 @@ ROWS: tuple[Row, ...] = (
 )
 
 
-def inference_hz(policy, obs: dict[str, np.ndarray], repeats: int) -> dict[str, float]:
-    """Median wall time of one chunk (batch 1) on the current torch thread setting."""
-    policy(obs)  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        policy(obs)
-        times.append(time.perf_counter() - t0)
+def inference_hz(step, obs, repeats: int) -> dict[str, float]:
+    """Median wall time of one policy step (batch 1, all its candidates) on the current thread setting."""
+    step.infer(obs)  # warm-up
+    times = [step.infer(obs).inference_s for _ in range(repeats)]
     med = float(np.median(times))
     return {"ms_median": 1e3 * med, "hz": 1.0 / med}
 
@@ -91,41 +88,38 @@ def seed_stats(results: list, groups: int) -> dict[str, Any]:
 
 def evaluate_task(task: str, rows: list[Row], models: Path, seeds: int, episodes: int, n_exec: int,
                   hz_repeats: int, max_time: float | None, strips: Path | None, threads: int = 1,
-                  candidates: int = 1, rate_hz: float | None = None, first_group: int = 0) -> tuple[dict, dict]:
-    """Every row on one task in one SimWorld (the slow part: started once, anew after a lost link).
-    -> (results, hz)."""
+                  candidates: int = 1, rate_hz: float | None = None, first_group: int = 0,
+                  max_obs_age_s: float = 0.25) -> tuple[dict, dict]:
+    """Every row on one task in one SimWorld (the slow part: started once, anew after a lost link), each
+    through the deployed loop (PolicyStep -> Executor -> FrankyRobot). -> (results, hz)."""
     import torch
-
-    from flow2one.policy.checkpoint import load_policy
-
-    torch.set_num_threads(threads)
-    loaded = {m: load_policy(models / m) for m in {r.model for r in rows}}
-
-    from flow2one.sim.evaluate import sampler, save_strip
-    from flow2one.sim.rig import SimRig
-    from flow2one.sim.rollout import ChunkController, Observer, run_episode_safe
     from tqdm import tqdm
 
+    from flow2one.sim.evaluate import open_policy_step, policy_controller, save_strip, sim_executor_config
+    from flow2one.sim.rig import SimRig
+    from flow2one.sim.rollout import Observer, home, run_episode_safe
+
+    torch.set_num_threads(threads)
     out: dict[str, Any] = {}
     hz: dict[str, Any] = {}
     groups = list(range(first_group, first_group + seeds))
-    rig = SimRig(task)
+    rig = SimRig(task, executor=sim_executor_config(n_exec=n_exec))
     try:
-        rig.arm.home()
+        home(rig.robot)
         rig.world.reset(EVAL_SEED0)
-        probe = Observer(rig.world, rig.arm, rig.cams, rig.cloud)
-        probe.step(0.0)
-        rgbs, depths = probe.images(rgb=True)
-        obs = {"points": probe.points(), "points_prev": probe.points(), "proprio": probe.proprio,
-               "rgb": np.stack(rgbs), "depth": np.stack(depths)}
+        probe = Observer(rig.world, rig.robot, rig.cams, rig.cloud)
+        probe.step(0.0, rig.world.sim_time)
         for row in rows:
-            module, cfg = loaded[row.model]
-            fn = sampler(module, cfg, row.sample_kw, candidates=candidates)
-            threads = torch.get_num_threads()
+            step = open_policy_step(models / row.model, "torch", candidates, sample_steps=row.sample_kw.get("steps"),
+                                    threads=threads)
+            ctrl = policy_controller(step, n_exec, rate_hz, max_obs_age_s)
+            ctrl.reset(rig.world, rig.robot, np.random.default_rng(0))
+            ctrl.feed(probe, with_points=True)  # a recorded sim observation, for the inference rate
+            obs, why = step.assembler.assemble(probe.stamp_ns, np.inf)
             torch.set_num_threads(1)
-            hz[row.label] = inference_hz(fn, obs, hz_repeats)
+            hz[row.label] = inference_hz(step, obs, hz_repeats)
             torch.set_num_threads(threads)
-            ctrl = ChunkController(fn, n_exec=n_exec, encoder=cfg.encoder, rate_hz=rate_hz)
+            step.reset()
             results, frames_rows = [], []
             bar = tqdm(total=seeds * episodes, desc=f"table1 {task} {row.label}", file=sys.stderr)
             for s in groups:
@@ -141,11 +135,13 @@ def evaluate_task(task: str, rows: list[Row], models: Path, seeds: int, episodes
                     bar.set_postfix(success=f"{sum(x.success for x in results)}/{len(results)}", rtf=f"{r.rtf:.2f}")
             bar.close()
             ctrl.close()
+            step.close()
             out[row.label] = seed_stats(results, seeds)
             out[row.label]["seed_groups"] = groups
             out[row.label]["inference_ms_in_loop_median"] = 1e3 * float(np.median(ctrl.inference_s))
             out[row.label]["replans_per_sim_s"] = len(ctrl.inference_s) / max(sum(r.duration for r in results), 1e-9)
             out[row.label]["chunks_rejected"] = ctrl.rejected
+            out[row.label]["chunks_stale"] = ctrl.stale
             out[row.label]["per_episode"] = [r.to_dict() for r in results]
             if strips is not None:
                 strips.mkdir(parents=True, exist_ok=True)
@@ -332,7 +328,7 @@ def isolated(fn, *args, retries: int = 1):
 def run(models: Path, out: Path, tasks: list[str], rows: list[Row], seeds: int, episodes: int, n_exec: int = 8,
         hz_repeats: int = 20, max_time: float | None = None, command: str = "", threads: int = 1,
         jobs: int = 1, merge_with: Path | None = None, candidates: int = 1,
-        rate_hz: float | None = None, first_group: int = 0) -> dict[str, Any]:
+        rate_hz: float | None = None, first_group: int = 0, max_obs_age_s: float = 0.25) -> dict[str, Any]:
     missing = sorted({r.model for r in rows if not (models / r.model / "model.safetensors").is_file()})
     if missing:
         raise FileNotFoundError(f"no trained model for {missing} under {models}: run `make models` "
@@ -342,13 +338,14 @@ def run(models: Path, out: Path, tasks: list[str], rows: list[Row], seeds: int, 
                               "models": str(models), "tasks": tasks, "rows": [r.label for r in rows],
                               "passes": {r.label: r.passes for r in rows}, "seeds": seeds,
                               "episodes_per_seed": episodes, "n_exec": n_exec, "candidates": candidates,
-                              "policy_rate_hz": rate_hz, "first_seed_group": first_group, "results": {}, "inference": {},
+                              "policy_rate_hz": rate_hz, "max_obs_age_s": max_obs_age_s,
+                              "first_seed_group": first_group, "results": {}, "inference": {},
                               "cards": {r.model: str(models / r.model / "card.yaml") for r in rows}}
     t0 = time.perf_counter()
 
     def one(t: str) -> None:
         res, hz = isolated(evaluate_task, t, rows, models, seeds, episodes, n_exec, hz_repeats, max_time,
-                           out / "strips", threads, candidates, rate_hz, first_group)
+                           out / "strips", threads, candidates, rate_hz, first_group, max_obs_age_s)
         with lock:
             report["results"][t] = res
             for label, h in hz.items():  # one figure per row: the median over the tasks' observations
@@ -416,7 +413,7 @@ def merge(report: dict[str, Any], other_path: Path) -> dict[str, Any]:
     (`--first-seed-group`), an error otherwise. A row's inference figure is the first file's that has it."""
     other = reduced(json.loads(Path(other_path).read_text()))
     defaults = {"candidates": 1}  # files from before a setting existed ran with its default
-    for key in ("episodes_per_seed", "n_exec", "candidates", "policy_rate_hz"):
+    for key in ("episodes_per_seed", "n_exec", "candidates", "policy_rate_hz", "max_obs_age_s"):
         if other.get(key, defaults.get(key)) != report.get(key, defaults.get(key)):
             raise ValueError(f"{other_path}: {key} {other.get(key)!r} differs from {report.get(key)!r}: "
                              f"the rows would not be comparable")
@@ -508,13 +505,14 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit("--seeds, --episodes, --candidates and --n-exec must be >= 1, --first-seed-group >= 0")
     rate_hz = rate_or_none(args.policy_rate_hz)
     given = sys.argv[2:] if sys.argv[1:2] == ["table1"] else []
-    settings = {"--n-exec": args.n_exec, "--policy-rate-hz": args.policy_rate_hz, "--candidates": args.candidates}
+    settings = {"--n-exec": args.n_exec, "--policy-rate-hz": args.policy_rate_hz, "--candidates": args.candidates,
+                "--max-obs-age-s": args.max_obs_age_s}
     # the settings spelled out, so the recorded command still means the same once sim.yaml's defaults change
     command = " ".join(["flow2one table1", *given, *(f"{k} {v:g}" for k, v in settings.items() if k not in given)])
     try:
         report = run(args.models, args.out, tasks, rows, args.seeds, args.episodes, args.n_exec, args.hz_repeats,
                      args.max_time, command, args.threads, args.jobs, args.merge_with, args.candidates,
-                     rate_hz, args.first_seed_group)
+                     rate_hz, args.first_seed_group, args.max_obs_age_s)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -78,11 +78,15 @@ class Executor:
     def __init__(self, cfg: ExecutorConfig, robot: RobotLike, clock_ns: Callable[[], int] = time.time_ns,
                  on_state: Callable[[RobotStateSample], None] | None = None,
                  on_command: Callable[[CommandEvent], None] | None = None,
-                 on_event: Callable[[str], None] | None = None) -> None:
+                 on_event: Callable[[str], None] | None = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        """clock_ns: the chunk clock (stamps); monotonic: seconds for periods, watchdog and latencies. An
+        evaluation passes the sim clock for both and calls step() itself instead of start()."""
         self.cfg = cfg
         self.robot = robot
         self.limits = cfg.limits()
         self.clock_ns = clock_ns
+        self.monotonic = monotonic
         self.on_state, self.on_command, self.on_event = on_state, on_command, on_event
         self.scheduler = Scheduler(cfg.n_exec, cfg.blend_s, cfg.max_future_s, self.limits.command_period)
         self.filter = SafetyFilter(self.limits)
@@ -123,7 +127,7 @@ class Executor:
     def submit_chunk(self, actions: np.ndarray, stamp_ns: int, dt_s: float,
                      received_mono: float | None = None) -> Plan:
         """Queue a chunk; raises ChunkRejected (counted) when it cannot be executed."""
-        received_mono = time.monotonic() if received_mono is None else received_mono
+        received_mono = self.monotonic() if received_mono is None else received_mono
         with self._lock:
             try:
                 if self._estop_latched:
@@ -191,27 +195,31 @@ class Executor:
     # -- control thread ----------------------------------------------------------------------------
     def _run(self) -> None:
         period = 1.0 / self.cfg.state_rate_hz
-        next_tick = time.monotonic()
+        next_tick = self.monotonic()
         while not self._closing:
             wake_at, retarget_at = next_tick, self._last_cmd_mono + RETARGET_MIN_S
-            if self._fresh_chunk and retarget_at > time.monotonic():  # a new chunk waits for franky's re-target
+            if self._fresh_chunk and retarget_at > self.monotonic():  # a new chunk waits for franky's re-target
                 wake_at = min(wake_at, retarget_at)  # gap only, not for the next tick
-            self._wake.wait(max(0.0, wake_at - time.monotonic()))
+            self._wake.wait(max(0.0, wake_at - self.monotonic()))
             self._wake.clear()
-            now = time.monotonic()
+            now = self.monotonic()
             if now >= next_tick:
                 next_tick = max(next_tick + period, now - period)
+            self.step(now)
+
+    def step(self, now: float) -> None:
+        """tick(now) with the control thread's error handling (what the thread runs each period)."""
+        try:
+            self.tick(now)
+        except RobotError as exc:
+            self._on_error(exc, now)
+        except Exception as exc:  # noqa: BLE001 - a bug must stop the arm, not kill this thread silently
+            self.last_error = f"internal error: {type(exc).__name__}: {exc}"
+            self._set(State.FAULT, self.last_error)
             try:
-                self.tick(now)
-            except RobotError as exc:
-                self._on_error(exc, now)
-            except Exception as exc:  # noqa: BLE001 - a bug must stop the arm, not kill this thread silently
-                self.last_error = f"internal error: {type(exc).__name__}: {exc}"
-                self._set(State.FAULT, self.last_error)
-                try:
-                    self.robot.stop()
-                except Exception:  # noqa: BLE001
-                    pass
+                self.robot.stop()
+            except Exception:  # noqa: BLE001
+                pass
 
     def _notify(self, callback: Callable | None, arg: object) -> None:
         """Report to the owner (publishers); a failing callback must not stop the control thread."""
@@ -283,7 +291,7 @@ class Executor:
                 return
         if now - self._last_cmd_mono < (RETARGET_MIN_S if self._fresh_chunk else self._period_cmd) - 1e-3:
             return
-        t0 = time.monotonic()
+        t0 = self.monotonic()
         with self._lock:
             now_ns = self.clock_ns()
             target = self.scheduler.target(now_ns, self._lookahead_ns)
@@ -333,7 +341,7 @@ class Executor:
         if cmd.clamped:
             self.counters["commands_clamped"] += 1
         self.robot.send(cmd)
-        sent = time.monotonic()
+        sent = self.monotonic()
         self._last_cmd_mono = now
         first = plan.chunk_id not in self._commanded_ids
         latency = float("nan")
@@ -393,7 +401,7 @@ class Executor:
             self._set(State.FAULT, f"recovery failed before homing: {self.last_error}")
             return
         self.robot.start_home(tuple(self.cfg.home_joints), self.cfg.home_speed_factor)
-        self._home_started = time.monotonic()
+        self._home_started = self.monotonic()
         self._set(State.HOMING, "moving to the home joint configuration")
 
     def _on_error(self, exc: RobotError, now: float) -> None:

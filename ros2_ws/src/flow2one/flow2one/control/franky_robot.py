@@ -266,6 +266,11 @@ class FrankyRobot:
         except _FRANKY_ERRORS as exc:
             raise _wrap(exc, "gripper command") from exc
 
+    def wait_gripper(self, timeout: float) -> bool:
+        """Wait for the running gripper command to end; False if it still runs after `timeout` s."""
+        fut = self._gripper_future
+        return fut is None or bool(fut.wait(timeout))
+
     def close(self) -> None:
         """Bring the arm to rest and let a running gripper command finish; the connection stays open."""
         if self.robot is None:

@@ -20,7 +20,6 @@ import json
 import sys
 
 from flow2one.data.bags import BagError, read_summary
-from flow2one.ros.run_cli import parse_overrides
 
 REPLAY_MAX_OBS_AGE_S = 1.0  # policy freshness gate during replay (override with --set policy.max_obs_age_s=...)
 
@@ -104,6 +103,8 @@ def no_chunk_cause(runner) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    from flow2one.ros.run_cli import parse_overrides  # the ROS layer only when the command runs
+
     overrides = parse_overrides(args.set)
     if args.model_dir:
         overrides.setdefault("policy", {})["model_dir"] = args.model_dir

@@ -41,8 +41,7 @@ from flow2one.ros.runner import run_node_main
 from flow2one.ros.trace import TracePublisher
 from flow2one.runtime.backends import BACKENDS, open_backend
 from flow2one.runtime.card import load_card
-from flow2one.runtime.handoff import select_candidate
-from flow2one.runtime.observation import ObservationAssembler
+from flow2one.runtime.policy_step import PolicyStep
 
 POLL_HZ = 30.0  # schedule "poll": how often a node with a lower rate_hz looks for a fresh observation
 SCHEDULES = ("event", "poll")
@@ -93,12 +92,12 @@ class PolicyNode(Node):
         model_dir = resolve(self.p.model_dir)
         self.card = load_card(model_dir)
         self.card.check(base_frame=self.p.base_frame, n_points=self.p.n_points, cameras=self.p.camera_list)
-        self.backend = open_backend(self.p.backend, model_dir, device=self.p.device, threads=self.p.threads,
-                                    fp16=self.p.fp16, max_batch=self.p.n_candidates, card=self.card)
-        self.obs = ObservationAssembler(self.card, self.p.base_frame)
+        backend = open_backend(self.p.backend, model_dir, device=self.p.device, threads=self.p.threads,
+                               fp16=self.p.fp16, max_batch=self.p.n_candidates, card=self.card)
+        # the same step object the evaluations run (flow2one.runtime.policy_step)
+        self.step = PolicyStep(self.card, backend, self.p.n_candidates, self.p.seed, self.p.base_frame)
+        self.obs = self.step.assembler
         self._lock = threading.Lock()
-        self._rng = np.random.default_rng(self.p.seed)
-        self._prev: tuple[np.ndarray, int, float] | None = None  # last published chunk, stamp, dt
         self._last_version = -1
         self._infer_ms: deque[float] = deque(maxlen=500)
         self._publish_times: deque[float] = deque(maxlen=250)
@@ -191,9 +190,10 @@ class PolicyNode(Node):
         self.diag.set(WARN, why, stale_skips=self.counts["stale"])
 
     def _check_quiet(self, now_ns: int) -> None:
-        quiet = self._prev is not None and now_ns - self._prev[1] > self.p.max_obs_age_s * 1e9
+        prev = self.step.prev
+        quiet = prev is not None and now_ns - prev[1] > self.p.max_obs_age_s * 1e9
         if quiet and self.diag.level != ERROR and not self.diag.message.startswith("no new observation"):
-            self._stale(f"no new observation for {(now_ns - self._prev[1]) * 1e-6:.0f} ms")
+            self._stale(f"no new observation for {(now_ns - prev[1]) * 1e-6:.0f} ms")
 
     def _run(self) -> None:
         """Inference thread: wait for a new frame (or, without new_observations_only, the rate cap), then
@@ -235,29 +235,24 @@ class PolicyNode(Node):
                 self.diag.set(WARN, why)
             return
         self._last_version = obs.version
-        m, card = self.p.n_candidates, self.card
-        noise = self._rng.standard_normal((1, m, *card.inputs["noise"]), dtype=np.float32)
-        t0, infer_start = time.perf_counter(), self.trace.now_ns()
-        candidates = self.backend({**obs.inputs, "noise": noise})[0]
-        self._infer_ms.append((time.perf_counter() - t0) * 1e3)
+        infer_start = self.trace.now_ns()
+        chunk = self.step.infer(obs)
         infer_end = self.trace.now_ns()
+        self._infer_ms.append(chunk.inference_s * 1e3)
         age_ns = self.get_clock().now().nanoseconds - obs.stamp_ns
         if age_ns > max_age_ns:  # inference itself outlasted the observation: the next poll tries again
             self._stale(f"observation {age_ns * 1e-6:.0f} ms old after inference (max {max_age_ns * 1e-6:.0f} ms)")
             return
         self._started_ns = now_ns  # the rate cap spaces published chunks; a discarded inference does not count
-        prev, prev_stamp, prev_dt = self._prev if self._prev else (None, 0, card.dt)
-        # the chunk is stamped with its start, the robot state's time: the executor skips what has passed
-        best, _ = select_candidate(candidates, obs.origin_ns, card.dt, prev, prev_stamp, prev_dt)
-        self.chunk_pub.publish(chunk_to_msg(candidates[best], obs.origin_ns, card.dt, self.p.base_frame))
-        self.trace.emit(frame=frame_ns or obs.stamp_ns, chunk=obs.origin_ns, cloud_received=cloud_rx_ns or now_ns,
+        self.chunk_pub.publish(chunk_to_msg(chunk.actions, chunk.stamp_ns, chunk.dt, self.p.base_frame))
+        self.trace.emit(frame=frame_ns or obs.stamp_ns, chunk=chunk.stamp_ns, cloud_received=cloud_rx_ns or now_ns,
                         inference_start=infer_start, inference_end=infer_end, chunk_published=self.trace.now_ns())
-        self._prev = (candidates[best], obs.origin_ns, card.dt)
+        self.step.commit(chunk)
         self.counts["chunks"] += 1
         now = time.monotonic()
         self._publish_times.append(now)
         if self.p.markers_every and self.counts["chunks"] % self.p.markers_every == 0:
-            self.marker_pub.publish(self._markers(candidates, best, obs.origin_ns))
+            self.marker_pub.publish(self._markers(chunk.candidates, chunk.best, chunk.stamp_ns))
         self._report(obs.stamp_ns)
 
     def _report(self, stamp_ns: int) -> None:
@@ -289,7 +284,7 @@ class PolicyNode(Node):
         self._wake.set()
         if self._worker is not None:
             self._worker.join(10.0)  # an inference in flight finishes before its backend is released
-        self.backend.close()
+        self.step.close()
 
 
 def main(args: list[str] | None = None) -> None:

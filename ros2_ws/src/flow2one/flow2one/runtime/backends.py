@@ -1,7 +1,7 @@
 """One inference interface over three engines: ONNX Runtime, PyTorch and TensorRT.
 
 Every backend runs the same form of a policy, `(points, [points_prev], proprio, [rgb], [depth],
-noise (B, M, H, A)) -> actions (B, M, H, A)` (flow2one.runtime.export.SampleForm: M candidates per observation, the
+noise (B, M, H, A)) -> actions (B, M, H, A)` (flow2one.runtime.sample_form.SampleForm: M candidates per observation, the
 observation encoded once), on numpy arrays, so the policy node and the benchmarks never care which
 engine is underneath. The backend is a parameter; one whose package (or
 GPU) is missing fails when it is opened, with the package to install in the message, not on the first
@@ -10,86 +10,20 @@ observation.
 
 from __future__ import annotations
 
-import importlib
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 
-from flow2one.runtime.card import IO_DTYPES, ModelCard, load_card
+from flow2one.runtime.card import ModelCard, load_card
+from flow2one.runtime.engine import INSTALL_HINTS, Backend, BackendUnavailable, require, require_cuda
+from flow2one.runtime.sample_form import SampleForm
 
 ONNX_FILE = "model.onnx"
 BACKENDS = ("onnxruntime", "torch", "tensorrt")
-# What to install for each backend (shown when it is missing).
-INSTALL_HINTS = {
-    "onnxruntime": "pip install onnxruntime (CPU) or onnxruntime-gpu (CUDA / TensorRT execution providers)",
-    "torch": "pip install torch (a CUDA build for device=cuda)",
-    "tensorrt": "pip install 'tensorrt-cu12>=10,<11' (or 11.x with an fp16 ONNX: tensorrt_engine.py; needs an "
-                "NVIDIA GPU and driver) and a CUDA build of torch",
-}
-
-
-class BackendUnavailable(RuntimeError):
-    """The chosen backend cannot run here: a package, a GPU or an exported file is missing."""
-
-
-def require(package: str, backend: str) -> ModuleType:
-    """Import `package` or fail with what to install to use `backend`."""
-    try:
-        return importlib.import_module(package)
-    except ImportError as exc:
-        raise BackendUnavailable(
-            f"inference backend '{backend}' needs the Python package '{package}', which cannot be imported "
-            f"({exc}); install it: {INSTALL_HINTS[backend]}") from exc
-
-
-def require_cuda(backend: str) -> ModuleType:
-    torch = require("torch", backend)
-    if not torch.cuda.is_available():
-        raise BackendUnavailable(f"inference backend '{backend}' on a GPU needs CUDA, and torch "
-                                 f"{torch.__version__} sees no CUDA device; install a CUDA build of torch "
-                                 f"on a machine with an NVIDIA GPU, or use device=cpu")
-    return torch
-
-
-class Backend(ABC):
-    """Runs a policy's export form; inputs are checked against the model card on every call."""
-
-    name: str = ""
-
-    def __init__(self, card: ModelCard) -> None:
-        self.card = card
-        self.input_names = card.input_names()
-
-    def __call__(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
-        """inputs: {name: (B, *card shape)}, noise (B, M, H, A) -> actions (B, M, H, A) float32, robot units."""
-        missing = [k for k in self.input_names if k not in inputs]
-        extra = [k for k in inputs if k not in self.input_names]
-        if missing or extra:
-            raise ValueError(f"model '{self.card.name}' takes inputs {list(self.input_names)}; "
-                             f"missing {missing}, unexpected {extra}")
-        feeds: dict[str, np.ndarray] = {}
-        batch = None
-        for k in self.input_names:
-            arr = np.ascontiguousarray(inputs[k], dtype=IO_DTYPES[k])
-            lead = 2 if k == "noise" else 1
-            if arr.shape[lead:] != self.card.inputs[k] or arr.ndim != lead + len(self.card.inputs[k]) or (
-                    batch is not None and arr.shape[0] != batch):
-                dims = ", ".join(["B", "M"][:lead] + [str(d) for d in self.card.inputs[k]])
-                raise ValueError(f"input '{k}' has shape {arr.shape}, model '{self.card.name}' expects "
-                                 f"({dims}) with one B for all inputs")
-            batch = arr.shape[0]
-            feeds[k] = arr
-        out = self._run(feeds)
-        return np.asarray(out, dtype=np.float32)
-
-    @abstractmethod
-    def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray: ...
-
-    def close(self) -> None:
-        """Release sessions / device memory (default: nothing)."""
+__all__ = ["BACKENDS", "INSTALL_HINTS", "ONNX_FILE", "Backend", "BackendUnavailable", "OnnxRuntimeBackend",
+           "TorchBackend", "open_backend", "require", "require_cuda"]
 
 
 class OnnxRuntimeBackend(Backend):
@@ -133,7 +67,7 @@ class TorchBackend(Backend):
     name = "torch"
 
     def __init__(self, model_dir: Path, card: ModelCard, device: str = "cpu", threads: int = 1,
-                 cuda_graphs: bool = True, fp16: bool = False) -> None:
+                 cuda_graphs: bool = True, fp16: bool = False, sample_steps: int | None = None) -> None:
         super().__init__(card)
         torch = require_cuda(self.name) if device.startswith("cuda") else require("torch", self.name)
         self.torch = torch
@@ -142,11 +76,14 @@ class TorchBackend(Backend):
         if threads > 0:
             torch.set_num_threads(int(threads))
         module, _ = load_policy(model_dir)
+        if sample_steps is not None:  # a multi-step kind run with another step count (Table I's 1-step teacher)
+            if not hasattr(module, "export_steps"):
+                raise ValueError(f"{model_dir}: a {card.kind} samples in a fixed number of passes; "
+                                 "sample_steps applies to the teacher only")
+            module.export_steps = int(sample_steps)
         if list(module.export_input_names) != list(self.input_names):
             raise ValueError(f"{model_dir}: the module takes {module.export_input_names}, its card lists "
                              f"{list(self.input_names)}; re-export it: flow2one export {model_dir}")
-        from flow2one.runtime.export import SampleForm
-
         self.module = SampleForm(module.to(device).eval())
         self.device = torch.device(device)
         self.autocast = fp16 and self.device.type == "cuda"
@@ -196,16 +133,20 @@ class CudaGraphRunner:
 
 
 def open_backend(kind: str, model_dir: str | Path, device: str = "cpu", threads: int = 1, fp16: bool = True,
-                 max_batch: int = 16, card: ModelCard | None = None) -> Backend:
-    """Open `model_dir` with backend `kind` (one of BACKENDS); raises BackendUnavailable when it cannot run."""
+                 max_batch: int = 16, card: ModelCard | None = None, sample_steps: int | None = None) -> Backend:
+    """Open `model_dir` with backend `kind` (one of BACKENDS); raises BackendUnavailable when it cannot run.
+    `sample_steps` (torch only: the other engines run the exported graph) overrides a teacher's step count."""
     model_dir = Path(model_dir)
     card = card or load_card(model_dir)
+    if sample_steps is not None and kind != "torch":
+        raise ValueError(f"sample_steps needs the torch backend (the {kind} graph has its steps fixed at export)")
     if kind == "onnxruntime":
         return OnnxRuntimeBackend(model_dir / ONNX_FILE, card, device=device, threads=threads)
     if kind == "torch":
-        return TorchBackend(model_dir, card, device=device, threads=threads, fp16=fp16)
+        return TorchBackend(model_dir, card, device=device, threads=threads, fp16=fp16, sample_steps=sample_steps)
     if kind == "tensorrt":
         from flow2one.runtime.tensorrt_engine import TensorRTBackend
 
-        return TensorRTBackend(model_dir / ONNX_FILE, card, fp16=fp16, max_batch=max_batch)
+        reference = OnnxRuntimeBackend(model_dir / ONNX_FILE, card, threads=1)  # the engine's parity check
+        return TensorRTBackend(model_dir / ONNX_FILE, card, reference, fp16=fp16, max_batch=max_batch)
     raise ValueError(f"unknown inference backend {kind!r}; choose one of {BACKENDS}")

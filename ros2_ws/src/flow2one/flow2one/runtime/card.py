@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from flow2one import spec
@@ -242,3 +243,24 @@ def complete_card(model_dir: str | Path, policy: Any) -> ModelCard:
                            cameras=tuple(raw.get("cameras") or ()), notes=str(raw.get("notes") or ""),
                            extra=extra, **keep)
     return card
+
+
+def example_inputs(card: ModelCard, batch: int, candidates: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random inputs of the card's shapes on plausible scales (a tabletop cloud, metres, 8-bit images);
+    noise (batch, candidates, H, A)."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, np.ndarray] = {}
+    for name in card.input_names():
+        shape = (batch, candidates, *card.inputs[name]) if name == "noise" else (batch, *card.inputs[name])
+        if name in ("points", "points_prev"):
+            arr = rng.uniform([0.2, -0.4, 0.0], [0.8, 0.4, 0.4], size=shape)
+        elif name == "proprio":
+            arr = rng.normal(0.0, 0.3, size=shape)
+        elif name == "rgb":
+            arr = rng.integers(0, 256, size=shape)
+        elif name == "depth":
+            arr = rng.uniform(0.3, 1.5, size=shape)
+        else:  # noise
+            arr = rng.standard_normal(shape)
+        out[name] = arr.astype(IO_DTYPES[name])
+    return out

@@ -24,54 +24,11 @@ import torch
 from torch import nn
 
 from flow2one.runtime.backends import ONNX_FILE, OnnxRuntimeBackend
-from flow2one.runtime.card import IO_DTYPES, ModelCard, complete_card, load_card, save_card
+from flow2one.runtime.card import ModelCard, complete_card, example_inputs, load_card, save_card
+from flow2one.runtime.sample_form import SampleForm
 
 OPSET = 18
 MAX_BATCH = 1024  # upper bound of the batch axis in the exported graph
-
-
-class SampleForm(nn.Module):
-    """forward(points, [points_prev], proprio, [rgb], [depth], noise (B, M, H, A)) -> actions (B, M, H, A), robot units.
-
-    The runtime form of every backend: flow2one.policy's export_forward with the observation encoded
-    ONCE for its M candidates (as Policy.sample does). Feeding M copies of the observation through
-    export_forward instead costs M encoder passes: 4x the latency for M=4 on the CPU sim model, where the
-    4,096-point encoder is about half the work.
-    """
-
-    def __init__(self, policy: nn.Module) -> None:
-        super().__init__()
-        self.policy = policy
-        self.names = list(policy.export_input_names[:-1])
-
-    def forward(self, *args: torch.Tensor) -> torch.Tensor:
-        p, noise = self.policy, args[-1]
-        b, m, h, a = noise.shape
-        emb = p.encoder(dict(zip(self.names, args[:-1])))
-        emb = emb[:, None].expand(b, m, emb.shape[-1]).reshape(b * m, emb.shape[-1])
-        x = p._generate(emb, noise.reshape(b * m, h, a).float(), **p._export_kwargs())
-        return p.action_norm.unnormalize(x).reshape(b, m, h, a)
-
-
-def example_inputs(card: ModelCard, batch: int, candidates: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random inputs of the card's shapes on plausible scales (a tabletop cloud, metres, 8-bit images);
-    noise (batch, candidates, H, A)."""
-    rng = np.random.default_rng(seed)
-    out: dict[str, np.ndarray] = {}
-    for name in card.input_names():
-        shape = (batch, candidates, *card.inputs[name]) if name == "noise" else (batch, *card.inputs[name])
-        if name in ("points", "points_prev"):
-            arr = rng.uniform([0.2, -0.4, 0.0], [0.8, 0.4, 0.4], size=shape)
-        elif name == "proprio":
-            arr = rng.normal(0.0, 0.3, size=shape)
-        elif name == "rgb":
-            arr = rng.integers(0, 256, size=shape)
-        elif name == "depth":
-            arr = rng.uniform(0.3, 1.5, size=shape)
-        else:  # noise
-            arr = rng.standard_normal(shape)
-        out[name] = arr.astype(IO_DTYPES[name])
-    return out
 
 
 def torch_reference(policy: nn.Module, inputs: dict[str, np.ndarray]) -> np.ndarray:
@@ -164,7 +121,9 @@ def main(args: argparse.Namespace) -> int:
     if args.tensorrt:
         from flow2one.runtime.tensorrt_engine import TensorRTBackend
 
-        engine = TensorRTBackend(args.model_dir / ONNX_FILE, load_card(args.model_dir), max_batch=args.max_batch)
+        card = load_card(args.model_dir)
+        engine = TensorRTBackend(args.model_dir / ONNX_FILE, card, OnnxRuntimeBackend(args.model_dir / ONNX_FILE, card),
+                                 max_batch=args.max_batch)
         report = replace(report, engine=str(engine.engine_file))
     print(json.dumps({**asdict(report), "ok": report.ok}, indent=2))
     if not report.ok:

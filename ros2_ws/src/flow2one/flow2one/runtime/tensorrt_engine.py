@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from flow2one.runtime.backends import Backend, BackendUnavailable, OnnxRuntimeBackend, require, require_cuda
-from flow2one.runtime.card import ModelCard
+from flow2one.runtime.engine import Backend, BackendUnavailable, require, require_cuda
+from flow2one.runtime.card import ModelCard, example_inputs
 
 # model.onnx converted to mixed fp16 with fp32 inputs/outputs (what TensorRT 11 needs for an fp16 engine):
 #   python -m modelopt.onnx.autocast --onnx_path model.onnx --output_path model.fp16.onnx \
@@ -120,14 +120,13 @@ def build_engine(onnx_path: Path, out_path: Path, card: ModelCard, fp16: bool, m
     return out_path
 
 
-def engine_parity(run: Callable[[dict[str, np.ndarray]], np.ndarray], onnx_path: Path, card: ModelCard,
-                  max_batch: int, fp16: bool) -> str:
-    """Compare an engine with ONNX Runtime (CPU, fp32) on the card's example inputs (one observation, max_batch
-    candidates); returns the report line, raises EngineMismatch (with both outputs) beyond PARITY_TOL."""
-    from flow2one.runtime.export import example_inputs
-
+def engine_parity(run: Callable[[dict[str, np.ndarray]], np.ndarray],
+                  reference: Callable[[dict[str, np.ndarray]], np.ndarray], card: ModelCard, max_batch: int,
+                  fp16: bool) -> str:
+    """Compare an engine with `reference` (ONNX Runtime, CPU, fp32) on the card's example inputs (one observation,
+    max_batch candidates); returns the report line, raises EngineMismatch (with both outputs) beyond PARITY_TOL."""
     inputs = example_inputs(card, 1, max_batch, seed=0)
-    ref = OnnxRuntimeBackend(onnx_path, card, threads=1)(inputs)
+    ref = np.asarray(reference(inputs), dtype=np.float32)
     got = np.asarray(run(inputs), dtype=np.float32)
     tol = PARITY_TOL["fp16" if fp16 else "fp32"]
     err = float(np.abs(got - ref).max()) if got.shape == ref.shape else float("inf")
@@ -147,8 +146,9 @@ def engine_parity(run: Callable[[dict[str, np.ndarray]], np.ndarray], onnx_path:
 class TensorRTBackend(Backend):
     name = "tensorrt"
 
-    def __init__(self, onnx_path: Path, card: ModelCard, fp16: bool = True, max_batch: int = 16,
-                 rebuild: bool = False) -> None:
+    def __init__(self, onnx_path: Path, card: ModelCard, reference: Callable[[dict[str, np.ndarray]], np.ndarray],
+                 fp16: bool = True, max_batch: int = 16, rebuild: bool = False) -> None:
+        """`reference`: ONNX Runtime on the same model, which the engine must match before it is used."""
         super().__init__(card)
         trt = require("tensorrt", self.name)
         torch = require_cuda(self.name)
@@ -172,7 +172,7 @@ class TensorRTBackend(Backend):
         self.stream = torch.cuda.Stream()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.output_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
-        self.notes.append(engine_parity(self, onnx_path, card, max_batch, self.fp16))
+        self.notes.append(engine_parity(self, reference, card, max_batch, self.fp16))
 
     def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         torch = self.torch

@@ -14,7 +14,6 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import mujoco
 import numpy as np
@@ -180,17 +179,6 @@ class RenderLoop:
             self._thread.join(5.0)
 
 
-def write_calibration(path: str | Path | None = None) -> Path:
-    """Write the sim cameras' calibration (from a freshly started scene) to calibration/sim.yaml."""
-    from flow2one.perception.calibration import save_cameras
-    from flow2one.sim.world import SimWorld
-
-    path = Path(path) if path is not None else SIM_CALIBRATION
-    with SimWorld() as world:
-        save_cameras(path, world.cameras())
-    return path
-
-
 def make_cloud_pipeline(cameras: list[CameraModel]):
     """The CloudPipeline of the sim graph's pointcloud node (its section of config/sim.yaml: crop, voxel,
     seed), so demonstrations are made of exactly the clouds a policy sees when it runs in the sim graph."""
@@ -206,8 +194,3 @@ def make_cloud_pipeline(cameras: list[CameraModel]):
     except KeyError as exc:
         raise ValueError(f"config/sim.yaml: pointcloud section lacks {exc}") from exc
 
-
-if __name__ == "__main__":  # python -m flow2one.sim.cameras [PATH]: regenerate calibration/sim.yaml
-    import sys
-
-    print(write_calibration(sys.argv[1] if len(sys.argv) > 1 else None))

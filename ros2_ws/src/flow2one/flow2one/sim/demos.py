@@ -1,7 +1,8 @@
 """Scripted-expert demonstrations in the sim -> the flow2one episode dataset (OUT/<task>/episode_*.npz).
 
 Each episode: home the FR3 (franky-sim over libfranka), randomise the task from its seed, let the
-task's expert (strategy drawn at random per episode) drive the arm through franky at STEP_DT, and
+task's expert (strategy drawn at random per episode) drive the arm through control.FrankyRobot (the
+executor's franky adapter, with the sim graph's limits) at STEP_DT, and
 record per step the measured proprio, the commanded target (the action) and the depth of every sim
 camera; the 4,096-point clouds are computed after the episode with the same CloudPipeline, crop and
 voxel size as the sim graph's pointcloud node. Failed expert episodes are skipped (and counted); the
@@ -42,6 +43,7 @@ def generate(task: str, out: Path, episodes: int, seed: int = 0, with_images: bo
              progress: bool = True) -> dict:
     from flow2one.data.episodes import write_episode
     from flow2one.sim.cameras import make_cloud_pipeline
+    from flow2one.sim.evaluate import sim_executor_config
     from flow2one.sim.experts import make_expert
     from flow2one.sim.rig import SimRig
     from flow2one.sim.rollout import ExpertController, Recording, run_episode_safe
@@ -49,7 +51,8 @@ def generate(task: str, out: Path, episodes: int, seed: int = 0, with_images: bo
     out.mkdir(parents=True, exist_ok=True)
     written, attempts, modes, rtfs = 0, 0, Counter(), []
     wall0 = time.perf_counter()
-    with SimRig(task, cloud=False) as rig:  # the demo's cloud is computed from its recorded depth
+    # the demo's cloud is computed from its recorded depth; the robot has the sim graph's executor limits
+    with SimRig(task, cloud=False, executor=sim_executor_config()) as rig:
         cameras = rig.world.cameras()
         cloud = make_cloud_pipeline(cameras)
         controller = ExpertController(make_expert(task))

@@ -2,23 +2,20 @@
 
 Reports success rate, time to success, the histogram of modes the task observed (which side of the
 pillar, which cube, which puck), franky-sim's real-time factor and franky planner errors, as JSON on
-stdout and in OUT/summary.json (each episode also as a line of OUT/<task>_episodes.jsonl when it ends); saves an image strip (front camera, one row per episode) of the first
-few episodes to OUT/<task>_strip.png.
+stdout and in OUT/summary.json (each episode also as a line of OUT/<task>_episodes.jsonl when it ends);
+saves an image strip (front camera, one row per episode) of the first few episodes to OUT/<task>_strip.png.
 
-POLICY is `expert` (the task's scripted expert, modes drawn at random per episode), a checkpoint
-directory (loaded with flow2one.policy.checkpoint.load_policy), or `package.module:function` naming a
-factory that returns a callable obs -> (H, 10) chunk (obs: points (4096, 3), proprio (10,), optional
-rgb (V, h, w, 3) / depth (V, h, w)). As in the deploy graph, the policy runs in its own thread and
-re-plans at most --policy-rate-hz times per sim second (0: as soon as its last chunk is out), while the
-newest chunk is executed like the executor does (at most n_exec steps, latency-aligned on the observation
-stamp, short cross-fade); both default to the sim graph's settings (config/sim.yaml). A lost robot link
-gets a new sim world and the episode again (3 attempts).
+POLICY is `expert` (the task's scripted expert, modes drawn at random per episode) or a model directory
+(card.yaml + weights or ONNX). A model runs the deployed path (sim/rollout.PolicyController): the policy
+node's step (runtime.PolicyStep) in its own thread, re-planning at most --policy-rate-hz times per sim
+second (0: as soon as its last chunk is out), and the executor node's core (control.Executor: scheduler,
+blending, safety filter, watchdog) on the sim clock; settings default to the sim graph's (config/sim.yaml).
+A lost robot link gets a new sim world and the episode again (3 attempts).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 import time
@@ -32,63 +29,35 @@ from tqdm import tqdm
 from flow2one.sim.tasks import TASKS
 
 
-def torch_batch(obs: dict[str, np.ndarray], enc) -> dict:
-    """An unbatched sim observation -> the batch-1 tensors a policy with encoder config `enc` reads (images
-    resized to the model's size)."""
-    import cv2
-    import torch
+def open_policy_step(model_dir: str | Path, backend: str = "torch", candidates: int = 1, seed: int = 0,
+                     sample_steps: int | None = None, threads: int = 1):
+    """The policy node's step (runtime.PolicyStep) for a model directory (card.yaml + weights/ONNX)."""
+    from flow2one.runtime.backends import open_backend
+    from flow2one.runtime.card import load_card
+    from flow2one.runtime.policy_step import PolicyStep
 
-    h, w = enc.image_size
-
-    def images(x: np.ndarray) -> torch.Tensor:
-        views = [cv2.resize(v, (w, h), interpolation=cv2.INTER_NEAREST) for v in x[:enc.n_views]]
-        return torch.from_numpy(np.stack(views))[None]
-
-    batch = {"points": torch.from_numpy(np.asarray(obs["points"], np.float32))[None],
-             "proprio": torch.from_numpy(np.asarray(obs["proprio"], np.float32))[None]}
-    if enc.history_steps:
-        batch["points_prev"] = torch.from_numpy(np.asarray(obs["points_prev"], np.float32))[None]
-    if enc.use_rgb:
-        batch["rgb"] = images(obs["rgb"])
-    if enc.use_depth:
-        batch["depth"] = images(obs["depth"]).float()
-    return batch
+    card = load_card(model_dir)
+    engine = open_backend(backend, model_dir, threads=threads, max_batch=candidates, card=card,
+                          sample_steps=sample_steps)
+    return PolicyStep(card, engine, n_candidates=candidates, seed=seed)
 
 
-def sampler(module, cfg, sample_kw: dict[str, Any] | None = None, seed: int = 0, candidates: int = 1):
-    """obs (unbatched numpy) -> (H, 10) chunk callable for the sim rollout, from a loaded policy module
-    (seeded noise); with candidates > 1, (M, H, 10) samples to pick from as the policy node does."""
-    import torch
+def sim_executor_config(**changes: Any):
+    """The executor node's configuration in the sim graph (config/sim.yaml), read when called."""
+    from dataclasses import replace
 
-    gen = torch.Generator().manual_seed(seed)
+    from flow2one.control.config import ExecutorConfig
+    from flow2one.graph import load_params
 
-    @torch.no_grad()
-    def policy(obs: dict[str, np.ndarray]) -> np.ndarray:
-        out = module.sample(torch_batch(obs, cfg.encoder), n_samples=candidates, generator=gen,
-                            **(sample_kw or {}))[0].numpy()
-        return out if candidates > 1 else out[0]
-
-    return policy
+    p = {k: tuple(v) if isinstance(v, list) else v for k, v in load_params("sim")["executor"].items()}
+    return replace(ExecutorConfig(**p), **changes)
 
 
-def checkpoint_policy(path: str | Path):
-    """(obs -> chunk callable, its encoder config) for a flow2one checkpoint directory."""
-    from flow2one.policy.checkpoint import load_policy
+def policy_controller(step, n_exec: int, rate_hz: float | None, max_obs_age_s: float):
+    """PolicyController: `step` -> the sim graph's executor (with `n_exec`) on the sim clock."""
+    from flow2one.sim.rollout import PolicyController
 
-    module, cfg = load_policy(path)
-    return sampler(module, cfg), cfg.encoder
-
-
-def resolve_policy(spec: str):
-    """-> (callable or None for the expert, encoder config or None for points + proprio)."""
-    if spec == "expert":
-        return None, None
-    if Path(spec).is_dir():
-        return checkpoint_policy(spec)
-    if ":" in spec:
-        mod, fn = spec.split(":", 1)
-        return getattr(importlib.import_module(mod), fn)(), None
-    raise ValueError(f"policy {spec!r} is neither 'expert', a checkpoint directory, nor module:function")
+    return PolicyController(step, sim_executor_config(n_exec=n_exec), rate_hz=rate_hz, max_obs_age_s=max_obs_age_s)
 
 
 def summarize(task: str, results: list, extra: dict | None = None) -> dict:
@@ -129,22 +98,25 @@ def save_strip(path: Path, rows: list[list[np.ndarray]]) -> None:
 
 def evaluate(task: str, policy: str = "expert", episodes: int = 50, seed: int = 0, strips: int = 3,
              strip_every: int = 10, n_exec: int = 8, delay: float = 0.0, out: Path | None = None,
-             progress: bool = True, rate_hz: float | None = None) -> dict:
+             progress: bool = True, rate_hz: float | None = None, backend: str = "onnxruntime",
+             candidates: int = 1, max_obs_age_s: float = 0.25) -> dict:
     from flow2one.sim.experts import make_expert
     from flow2one.sim.rig import SimRig
-    from flow2one.sim.rollout import ChunkController, ExpertController, run_episode_safe
+    from flow2one.sim.rollout import ExpertController, run_episode_safe
 
-    fn, enc = resolve_policy(policy)
+    is_policy = policy != "expert"
+    if is_policy and not Path(policy).is_dir():
+        raise ValueError(f"policy {policy!r} is neither 'expert' nor a model directory")
     results, rows = [], []
-    controller = (ExpertController(make_expert(task, delay=delay)) if fn is None
-                  else ChunkController(fn, n_exec=n_exec, encoder=enc, rate_hz=rate_hz))
+    controller = (policy_controller(open_policy_step(policy, backend, candidates), n_exec, rate_hz, max_obs_age_s)
+                  if is_policy else ExpertController(make_expert(task, delay=delay)))
     wall0 = time.perf_counter()
     log = None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         log = out / f"{task}_episodes.jsonl"
         log.unlink(missing_ok=True)
-    with SimRig(task, cameras=fn is not None or strips > 0, cloud=fn is not None) as rig:
+    with SimRig(task, cameras=is_policy or strips > 0, cloud=is_policy, executor=sim_executor_config()) as rig:
         try:
             bar = tqdm(range(episodes), desc=f"sim-eval {task}", disable=not progress, file=sys.stderr)
             for i in bar:
@@ -161,8 +133,9 @@ def evaluate(task: str, policy: str = "expert", episodes: int = 50, seed: int = 
         finally:
             controller.close()
     extra = {"policy": policy, "seed0": seed, "wall_s": time.perf_counter() - wall0}
-    if fn is not None and controller.inference_s:
+    if is_policy and controller.inference_s:
         extra["inference_ms_median"] = 1e3 * float(np.median(controller.inference_s))
+        extra.update(chunks_rejected=controller.rejected, chunks_stale=controller.stale)
     summary = summarize(task, results, extra)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -177,7 +150,8 @@ def graph_settings() -> dict[str, Any]:
 
     p = load_params("sim")
     return {"n_exec": int(p["executor"]["n_exec"]), "rate_hz": float(p["policy"]["rate_hz"]),
-            "candidates": int(p["policy"]["n_candidates"])}
+            "candidates": int(p["policy"]["n_candidates"]), "max_obs_age_s": float(p["policy"]["max_obs_age_s"]),
+            "backend": str(p["policy"]["backend"])}
 
 
 def add_rate_arguments(p: argparse.ArgumentParser) -> dict[str, Any]:
@@ -188,11 +162,14 @@ def add_rate_arguments(p: argparse.ArgumentParser) -> dict[str, Any]:
     p.add_argument("--policy-rate-hz", type=float, default=s["rate_hz"], help="start an inference at most this "
                    "often (sim time; the policy node's rate_hz), 0 = as soon as the previous chunk is out "
                    f"(default {s['rate_hz']:g}, the sim graph's)")
+    p.add_argument("--max-obs-age-s", type=float, default=s["max_obs_age_s"], help="a chunk whose inference "
+                   "took longer (wall time) is discarded, as the policy node discards it (the node's "
+                   f"max_obs_age_s; default {s['max_obs_age_s']:g}, the sim graph's)")
     return s
 
 
 def rate_or_none(rate_hz: float) -> float | None:
-    """--policy-rate-hz -> ChunkController's rate_hz (None: no cap). Raises SystemExit on a negative rate."""
+    """--policy-rate-hz -> PolicyController's rate_hz (None: no cap). Raises SystemExit on a negative rate."""
     if not rate_hz >= 0:
         raise SystemExit(f"--policy-rate-hz must be >= 0 (0 = as soon as the last chunk is out), got {rate_hz}")
     return rate_hz or None
@@ -200,13 +177,17 @@ def rate_or_none(rate_hz: float) -> float | None:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", default="all", choices=[*TASKS, "all"], help="task to evaluate (default: all)")
-    p.add_argument("--policy", default="expert", help="'expert', a checkpoint directory, or module:function")
+    p.add_argument("--policy", default="expert", help="'expert' or a model directory (card.yaml + weights/ONNX)")
     p.add_argument("--episodes", type=int, default=50, help="episodes per task (seeds seed..seed+N-1)")
     p.add_argument("--seed", type=int, default=0, help="first episode seed")
     p.add_argument("--out", type=Path, default=Path("runs/sim_eval"), help="directory for summary.json and strips")
     p.add_argument("--strips", type=int, default=3, help="episodes with a saved image strip")
     p.add_argument("--strip-every", type=int, default=10, help="steps between strip frames")
-    add_rate_arguments(p)
+    s = add_rate_arguments(p)
+    p.add_argument("--backend", default=s["backend"],
+                   help=f"inference engine (default {s['backend']}, the sim graph's)")
+    p.add_argument("--candidates", type=int, default=s["candidates"], help="M samples per re-plan (the policy "
+                   f"node's n_candidates; default {s['candidates']}, the sim graph's)")
     p.add_argument("--delay", type=float, default=0.0, help="expert only: act on object state this many s old")
 
 
@@ -216,7 +197,8 @@ def main(args: argparse.Namespace) -> int:
     tasks = list(TASKS) if args.task == "all" else [args.task]
     rate_hz = rate_or_none(args.policy_rate_hz)
     summaries = {t: evaluate(t, args.policy, args.episodes, args.seed, args.strips, args.strip_every,
-                             args.n_exec, args.delay, args.out, rate_hz=rate_hz) for t in tasks}
+                             args.n_exec, args.delay, args.out, rate_hz=rate_hz, backend=args.backend,
+                             candidates=args.candidates, max_obs_age_s=args.max_obs_age_s) for t in tasks}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "summary.json").write_text(json.dumps(summaries, indent=1))
     brief = {t: {k: v for k, v in s.items() if k != "per_episode"} for t, s in summaries.items()}

@@ -17,26 +17,44 @@ ABANDONED: list = []  # broken libfranka clients, kept alive so that their destr
 
 
 class SimRig:
-    """world + arm (+ cameras, + cloud pipeline) of one task; `restart()` replaces them all."""
+    """world + robot (+ cameras, + cloud pipeline) of one task; `restart()` replaces them all.
 
-    def __init__(self, task: str, cameras: bool = True, cloud: bool = True) -> None:
+    The robot is control.FrankyRobot, the executor's adapter, with the executor configuration's limits
+    (`executor`: the sim graph's in the evaluations; None: ExecutorConfig's defaults)."""
+
+    def __init__(self, task: str, cameras: bool = True, cloud: bool = True, executor=None) -> None:
+        from flow2one.control.config import ExecutorConfig
+
         self.task, self._want_cams, self._want_cloud = task, cameras or cloud, cloud
+        self.executor_cfg = executor or ExecutorConfig(robot_host="127.0.0.1")
         self.restarts = self.renewals = 0
+        self.troubled = False  # the last episode saw planner errors: the next one gets a new world
         self._open()
 
     def _open(self) -> None:
-        from flow2one.sim.arm import FrankyArm
         from flow2one.sim.cameras import SimCameras, make_cloud_pipeline
         from flow2one.sim.world import SimWorld, WorldConfig
 
         self.world = SimWorld(WorldConfig(task=self.task)).start()
+        self.troubled = False
         try:
-            self.arm = FrankyArm(self.world.hostname)
+            self.connect_robot()
         except BaseException:
             self.world.close()
             raise
         self.cams = SimCameras(self.world.model, self.world.config.cameras) if self._want_cams else None
         self.cloud = make_cloud_pipeline(self.world.cameras()).process if self._want_cloud else None
+
+    def connect_robot(self) -> None:
+        """A new client of this world's franky-sim (the gripper width is read on every state read, as an
+        expert's demonstration records it)."""
+        from flow2one.control.franky_robot import FrankyRobot
+
+        c = self.executor_cfg
+        self.robot = FrankyRobot(self.world.hostname, c.limits(), jerk_factor=c.jerk_factor,
+                                 gripper_speed=c.gripper_speed, gripper_force=c.gripper_force,
+                                 gripper_close_below=c.gripper_close_below, gripper_deadband=c.gripper_deadband,
+                                 gripper_period_s=0.0)
 
     def renew(self) -> None:
         """A new franky-sim and client after a clean disconnect, for a link that works but has seen planner
@@ -47,7 +65,7 @@ class SimRig:
 
     def restart(self) -> None:
         """A new franky-sim and client; the old world stops in the background."""
-        ABANDONED.append(self.arm)
+        ABANDONED.append(self.robot)
         if self.cams is not None:
             self.cams.close()
         threading.Thread(target=self.world.close, daemon=True).start()
@@ -57,7 +75,7 @@ class SimRig:
     def close(self) -> None:
         if self.cams is not None:
             self.cams.close()
-        self.arm.close()  # before franky-sim stops: libfranka's destructors talk to it (hang/segfault otherwise)
+        self.robot.disconnect()  # before franky-sim stops: libfranka's destructors talk to it (hang/segfault otherwise)
         self.world.close()
 
     def __enter__(self) -> "SimRig":

@@ -1,51 +1,102 @@
-"""One closed-loop episode in the sim: home, randomise, then observe -> act -> command every STEP_DT.
+"""One closed-loop episode in the sim: home, randomise, then observe -> act every STEP_DT.
 
 The loop is paced by SIM time (SimWorld.wait_until), so a demonstration has exactly STEP_DT between
 steps however loaded the machine is (franky-sim's real-time factor varies, 0.4-0.9 on 2 cores), and the
-physics the policy faces is the one the expert faced. Controllers are scripted experts (privileged
-object state) or policies (obs -> (H, 10) chunk) executed with the executor's receding-horizon
-Scheduler (flow2one.control.plan) on the sim clock.
+physics the policy faces is the one the expert faced. The robot is control.FrankyRobot, the adapter the
+executor node drives. Scripted experts (privileged object state) re-target it directly, as a teleoperator
+does; a policy runs the deployed path: runtime.PolicyStep -> control.Executor (scheduler, blending,
+safety filter, watchdog) -> FrankyRobot, with the sim clock in place of the wall clock.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from collections import deque
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
 
+import cv2
 import numpy as np
 
-from flow2one.runtime.handoff import select_candidate
-from flow2one.sim.arm import FrankyArm
+from flow2one.control.config import ExecutorConfig
+from flow2one.control.executor import Executor, State
+from flow2one.control.franky_robot import FrankyRobot, RobotError, RobotStateSample
+from flow2one.control.plan import ChunkRejected
+from flow2one.control.safety import SafeCommand
+from flow2one.geometry import matrix_to_quat, rot6d_to_matrix
+from flow2one.runtime.policy_step import Chunk, PolicyStep
 from flow2one.sim.cameras import SimCameras
 from flow2one.sim.experts import Expert
 from flow2one.sim.rig import SimRig
-from flow2one.sim.world import SimWorld
-from flow2one.spec import ACTION_DIM, STEP_DT
+from flow2one.sim.scene import HOME_Q
+from flow2one.sim.world import SimWorld, WorldStopped
+from flow2one.spec import ACTION_DIM, GRIPPER_OPEN, STEP_DT
 
 POST_SUCCESS_S = 0.3  # keep recording briefly after success so demos end at rest
+HOME_SPEED = 0.3  # of the joint limits: the start of every episode, not part of what is measured
+HOME_TOL_RAD = 2e-3  # per joint: home reached
+
+
+def home(robot: FrankyRobot, q: tuple[float, ...] = HOME_Q, timeout: float = 60.0, attempts: int = 3) -> None:
+    """Joint move to `q` with the gripper open: the start of every episode. Bounded waits throughout,
+    because on an overloaded machine franky-sim can run at a fraction of real time; a libfranka error on
+    the way (a UDP read timing out on a starved machine) is recovered from and the move started again."""
+    for attempt in range(attempts):
+        try:
+            robot.stop(timeout)
+            if not robot.wait_gripper(timeout):
+                raise TimeoutError(f"gripper command did not finish within {timeout} s")
+            robot.set_gripper(GRIPPER_OPEN)
+            robot.start_home(tuple(q), HOME_SPEED)
+            end = time.monotonic() + timeout
+            # an asynchronous motion is not "in control" at once: wait for the joints, not only the motion
+            while robot.poll() or np.abs(robot.read_state().q - np.asarray(q)).max() > HOME_TOL_RAD:
+                if time.monotonic() > end:
+                    raise TimeoutError(f"arm did not reach home within {timeout} s (is franky-sim stepping?)")
+                time.sleep(0.01)
+            break
+        except RobotError:
+            if attempt == attempts - 1:
+                raise
+            robot.recover()
+            time.sleep(0.1)
+    if not robot.wait_gripper(timeout):
+        raise TimeoutError(f"gripper did not open within {timeout} s")
 
 
 class Observer:
     """The observation of one control step, rendered lazily (only what the controller asks for)."""
 
-    def __init__(self, world: SimWorld, arm: FrankyArm, cams: SimCameras | None,
-                 cloud: Callable[[list[np.ndarray], np.ndarray], np.ndarray] | None) -> None:
-        self.world, self.arm, self.cams, self.cloud = world, arm, cams, cloud
+    def __init__(self, world: SimWorld, robot: FrankyRobot, cams: SimCameras | None, cloud) -> None:
+        self.world, self.robot, self.cams, self.cloud = world, robot, cams, cloud
         self.t = 0.0
 
-    def step(self, t: float) -> None:
-        self.t = t
-        self.sim_t = self.world.sim_time  # absolute sim clock: the Scheduler's clock (t restarts per episode)
-        self.proprio = self.arm.proprio()
-        self.T_base_ee = self.arm.ee_pose()
+    def step(self, t: float, sim_t: float) -> None:
+        """t: episode time; sim_t: the step's time on the sim clock (the executor's clock)."""
+        self.t, self.sim_t = t, sim_t
+        self.state: RobotStateSample = self._read()
+        self.proprio = self.state.proprio()
+        self.T_base_ee = self.state.ee
         self.info = self.world.info()
         self._images: tuple[list, list] | None = None
         self._points: np.ndarray | None = None
+
+    def _read(self, attempts: int = 5) -> RobotStateSample:
+        """A state read, retried after error recovery: on a starved machine a UDP read of libfranka times
+        out now and then; a link that stays broken raises (run_episode_safe then starts a new world)."""
+        for i in range(attempts + 1):
+            try:
+                return self.robot.read_state()
+            except RobotError:
+                if i == attempts:
+                    raise
+                self.robot.recover()
+                time.sleep(0.05)
+        raise AssertionError("unreachable")
+
+    @property
+    def stamp_ns(self) -> int:
+        return round(self.sim_t * 1e9)
 
     def images(self, rgb: bool = True) -> tuple[list, list]:
         """(rgbs, depths) per camera, from a snapshot taken now."""
@@ -64,139 +115,164 @@ class Observer:
 
 
 class Controller:
-    """Interface: `reset(world, rng) -> mode (-1 unknown)`; `act(obs, now) -> action (10,)`."""
+    """Interface: `reset(world, robot, rng) -> mode (-1 unknown)`; `act(obs)` commands the robot and
+    returns the action it commanded (None when it sent nothing)."""
 
-    def reset(self, world: SimWorld, rng: np.random.Generator) -> int:
+    robot_errors = 0  # franky errors seen (planner errors of asynchronous motions), recovered from
+
+    def reset(self, world: SimWorld, robot: FrankyRobot, rng: np.random.Generator) -> int:
         return -1
 
-    def act(self, obs: Observer) -> np.ndarray:
+    def act(self, obs: Observer) -> np.ndarray | None:
         raise NotImplementedError
 
     def close(self) -> None:
         """Release what the controller holds (a policy thread)."""
 
 
+def send_target(robot: FrankyRobot, action: np.ndarray, t: float) -> int:
+    """Re-target the arm to `action` (10-D) without the executor (an expert is the operator here); a
+    planner error of the previous motion is recovered from and the target sent again. -> errors seen."""
+    a = np.asarray(action, dtype=np.float64).reshape(-1)
+    if a.shape != (ACTION_DIM,) or not np.isfinite(a).all():
+        raise ValueError(f"action must be {ACTION_DIM} finite numbers, got {a}")
+    cmd = SafeCommand(t, a[:3].copy(), rot6d_to_matrix(a[3:9]), float(a[9]))
+    try:
+        robot.send(cmd)
+        return 0
+    except RobotError as exc:
+        if not exc.recoverable:
+            raise
+        robot.recover()
+        robot.send(cmd)
+        return 1
+
+
 class ExpertController(Controller):
     def __init__(self, expert: Expert) -> None:
         self.expert = expert
+        self.robot_errors = 0
 
-    def reset(self, world: SimWorld, rng: np.random.Generator) -> int:
+    def reset(self, world: SimWorld, robot: FrankyRobot, rng: np.random.Generator) -> int:
+        self.robot = robot
         return self.expert.reset(world.task, world.info(), rng)
 
     def act(self, obs: Observer) -> np.ndarray:
-        return self.expert.act(obs.proprio, obs.info)
+        action = np.asarray(self.expert.act(obs.proprio, obs.info), dtype=np.float64)
+        self.robot_errors += send_target(self.robot, action, obs.sim_t)
+        return action
 
 
-Policy = Callable[[dict[str, np.ndarray]], np.ndarray]  # unbatched obs -> (H, 10) chunk
+class PolicyController(Controller):
+    """A policy run the way the deploy graph runs it, on the sim clock: the policy node's step
+    (runtime.PolicyStep: observation assembly, M candidates, candidate choice) in its own thread, started
+    at most `rate_hz` times per sim second, and the executor node's core (control.Executor) ticked every
+    control step. Only the clock (sim time) and the threading differ from the nodes.
 
+    Latency is kept in real-time terms: a chunk reaches the executor no earlier than its inference's wall
+    time after its observation, in sim time (franky-sim runs slower than real time on a busy machine, RTF
+    0.3-0.9 here, and the sim would otherwise see a 0.3 s inference as a 0.1 s one); a chunk whose
+    inference outlasted `max_obs_age_s` is discarded as the node discards it. The executor ticks at its
+    command rate (one tick per control step): the node's ticks in between only read and publish state.
+    """
 
-class ChunkController(Controller):
-    """A chunking policy run the way the deploy graph runs it: inference in its own thread, started again
-    as soon as the previous chunk is out (at most once per control step), while the control loop keeps
-    executing the newest chunk with the executor's Scheduler. A chunk is stamped with its observation's sim
-    time, so the steps its inference latency consumed are skipped, and it runs out (hold) after `n_exec`
-    steps if no newer one arrives. A slow policy therefore acts on old observations, as on the robot.
-    Latency is kept in real-time terms: a chunk is handed over no earlier than its inference's wall time
-    after its observation, in sim time. franky-sim runs slower than real time on a busy machine (RTF
-    0.3-0.9 here), and the sim would otherwise see a 0.3 s inference as a 0.1 s one.
-    A policy returning (M, H, 10) candidates is run like the policy node: the candidate continuing the
-    executing chunk is kept, so frequent re-planning does not switch modes. Chunks the Scheduler refuses
-    (e.g. stale on arrival) are counted in `rejected` and dropped, as the executor does.
-    `encoder` (the policy's EncoderConfig; None = points + proprio) says which inputs to build; with a cloud
-    history the cloud is computed every step, as the camera graph publishes it, for `points_prev`.
-    `rate_hz` caps how often an inference starts (sim time), like the policy node's timer; None = as
-    soon as the previous chunk is out."""
-
-    def __init__(self, policy: Policy, n_exec: int = 8, blend_s: float = 0.1, encoder: Any = None,
-                 rate_hz: float | None = None) -> None:
-        from flow2one.control.plan import Scheduler
-
+    def __init__(self, step: PolicyStep, executor: ExecutorConfig, rate_hz: float | None = None,
+                 max_obs_age_s: float = 0.25) -> None:
         if rate_hz is not None and not rate_hz > 0:
             raise ValueError(f"rate_hz must be positive (or None = unlimited), got {rate_hz}")
-        self.policy = policy
+        if abs(executor.command_rate_hz * STEP_DT - 1.0) > 1e-6:
+            raise ValueError(f"the sim loop steps every {STEP_DT} s; executor command_rate_hz must be "
+                             f"{1 / STEP_DT:g}, got {executor.command_rate_hz}")
+        self.step, self.cfg = step, executor
         self.period_s = 0.0 if rate_hz is None else 1.0 / rate_hz
-        self.use_rgb, self.use_depth = bool(encoder and encoder.use_rgb), bool(encoder and encoder.use_depth)
-        self.history_steps = encoder.history_steps if encoder else 0
-        self._make = lambda: Scheduler(n_exec, blend_s, max_future_s=0.5, default_dt_s=STEP_DT)
+        self.max_obs_age_s = max_obs_age_s
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="policy")
         self._job: Future | None = None
         self.inference_s: list[float] = []
-        self.rejected = 0
+        self.rejected = self.stale = self.robot_errors = 0
+        self.executor: Executor | None = None
 
-    def reset(self, world: SimWorld, rng: np.random.Generator) -> int:
+    def reset(self, world: SimWorld, robot: FrankyRobot, rng: np.random.Generator) -> int:
         if self._job is not None:  # the previous episode's last inference
             self._job.exception()
             self._job = None
-        self.sched = self._make()
-        self._prev: tuple[np.ndarray, int] | None = None
-        self._clouds: deque[np.ndarray] = deque(maxlen=self.history_steps + 1)  # one per step, newest last
-        self._started = -np.inf  # sim time of the last inference's observation
+        if self.executor is not None:
+            self.robot_errors += self.executor.counters["robot_errors"]
+        self.step.reset()
+        self._now = world.sim_time
+        self.executor = Executor(self.cfg, robot, clock_ns=lambda: round(self._now * 1e9),
+                                 monotonic=lambda: self._now)
+        self._started = -np.inf  # sim time of the last published chunk's observation
+        self._job_started = 0.0
         return -1
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
 
-    def observation(self, obs: Observer) -> dict[str, np.ndarray]:
-        out = {"points": obs.points(), "proprio": obs.proprio}
-        if self.history_steps:  # the first cloud until there is history, as in the training windows
-            out["points_prev"] = self._clouds[0]
-        if self.use_rgb or self.use_depth:
-            rgbs, depths = obs.images(rgb=self.use_rgb)
-            if self.use_rgb:
-                out["rgb"] = np.stack(rgbs)
-            if self.use_depth:
-                out["depth"] = np.stack(depths)
-        return out
+    @property
+    def errors_now(self) -> int:
+        return self.robot_errors + (self.executor.counters["robot_errors"] if self.executor else 0)
 
-    def _infer(self, observation: dict[str, np.ndarray], stamp: int) -> tuple[np.ndarray, int, int]:
-        """-> (chunk, stamp, sim time ns at which a real-time robot would have it)."""
-        w0 = time.perf_counter()
-        chunk = np.asarray(self.policy(observation), dtype=np.float64)
-        wall = time.perf_counter() - w0
-        self.inference_s.append(wall)
-        return chunk, stamp, stamp + int(wall * 1e9)
+    def feed(self, obs: Observer, with_points: bool) -> None:
+        """Hand this step's inputs to the step's assembler, stamped with the step's sim time (the sim's
+        topics carry the same data: executor state, the cloud of the cameras, the images)."""
+        a, card, stamp, frame = self.step.assembler, self.step.card, obs.stamp_ns, self.step.assembler.base_frame
+        a.set_pose(obs.T_base_ee[:3, 3], matrix_to_quat(obs.T_base_ee[:3, :3]), stamp, frame)
+        a.set_gripper(("gripper_width",), np.array([obs.state.gripper_width]), stamp)
+        if with_points and "points" in card.inputs:
+            a.set_points(obs.points(), stamp, frame)
+        if with_points and card.image_inputs:
+            rgbs, depths = obs.images(rgb="rgb" in card.image_inputs)
+            names = [c.name for c in obs.cams.specs]
+            for kind, views in (("rgb", rgbs), ("depth", depths)):
+                if kind not in card.image_inputs:
+                    continue
+                h, w = card.inputs[kind][1:3]
+                for cam in card.cameras:
+                    img = views[names.index(cam)]
+                    if img.shape[:2] != (h, w):  # the model's image size (nearest: depth stays metric)
+                        img = cv2.resize(img, (w, h), interpolation=cv2.INTER_NEAREST)
+                    a.set_image(kind, cam, img, stamp)
 
-    def _ready(self, now_ns: int) -> bool:
-        return self._job is not None and self._job.done() and (self._job.exception() is not None
-                                                                or now_ns >= self._job.result()[2])
-
-    def _take(self, now_ns: int) -> None:
-        """Hand the finished chunk to the Scheduler (the executor's command tick picking up the newest)."""
-        from flow2one.control.plan import ChunkRejected
-
-        chunk, stamp, _ = self._job.result()  # re-raises what the policy raised
+    def _take(self) -> None:
+        """Publish the finished chunk (the node's rules) and hand it to the executor."""
+        chunk, started = self._job.result()  # re-raises what the policy raised
         self._job = None
-        if chunk.ndim == 3:  # select_candidate checks M >= 1
-            prev, prev_stamp = self._prev if self._prev else (None, 0)
-            chunk = chunk[select_candidate(chunk, stamp, STEP_DT, prev, prev_stamp, STEP_DT)[0]]
-        if chunk.ndim != 2 or chunk.shape[1] != ACTION_DIM:
-            raise ValueError(f"policy returned shape {chunk.shape}, expected (H, {ACTION_DIM}) or (M, H, "
-                             f"{ACTION_DIM})")
+        self.inference_s.append(chunk.inference_s)
+        if chunk.inference_s > self.max_obs_age_s:  # the node's check after inference, in real-time terms
+            self.stale += 1
+            return
+        self._started = started
+        self.step.commit(chunk)
         try:
-            self.sched.submit(chunk, stamp, STEP_DT, now_ns)
-            self._prev = (chunk, stamp)
+            self.executor.submit_chunk(chunk.actions, chunk.stamp_ns, chunk.dt, received_mono=self._now)
         except ChunkRejected:
             self.rejected += 1
 
-    def act(self, obs: Observer) -> np.ndarray:
-        now = lambda: int(round(obs.world.sim_time * 1e9))  # noqa: E731
-        if self.history_steps:
-            self._clouds.append(obs.points())
-        if self._ready(now()):
-            self._take(now())
-        if self._job is None and (self.sched.plan is None or obs.sim_t - self._started >= self.period_s - 1e-9):
-            self._started = obs.sim_t
-            self._job = self._pool.submit(self._infer, self.observation(obs), int(round(obs.sim_t * 1e9)))
-        if self.sched.plan is None:  # nothing to execute yet: the robot waits for the first chunk
-            if self._job.exception() is None:
-                obs.world.wait_until(self._job.result()[2] / 1e9)
-            self._take(now())
-            if self.sched.plan is None:  # refused (e.g. stale on arrival): hold still, try again
-                return obs.proprio
-        target = self.sched.target(now(), int(STEP_DT * 1e9))
-        if target is None:  # the chunk ran out before the next one: hold the last step
-            target = self.sched.plan.actions[-1]
-        return target
+    def _infer(self, observation, started: float) -> tuple[Chunk, float]:
+        return self.step.infer(observation), started
+
+    def act(self, obs: Observer) -> None:
+        self._now = obs.sim_t
+        start = self._job is None and obs.sim_t - self._started >= self.period_s - 1e-9
+        self.feed(obs, with_points=start or self.step.card.history_steps > 0)
+        if self._job is not None and self._job.done() and (
+                self._job.exception() is not None
+                or obs.sim_t >= self._job_started + self._job.result()[0].inference_s - 1e-9):
+            self._take()
+            start = obs.sim_t - self._started >= self.period_s - 1e-9
+            if start and self.step.card.history_steps == 0:
+                self.feed(obs, with_points=True)
+        if self._job is None and start:
+            observation, why = self.step.assembler.assemble(obs.stamp_ns, self.max_obs_age_s)
+            if observation is None:
+                raise RuntimeError(f"the sim observation is incomplete: {why}")
+            self._job_started = obs.sim_t
+            self._job = self._pool.submit(self._infer, observation, obs.sim_t)
+        self.executor.step(self._now)
+        if self.executor.state is State.FAULT and self.executor.counters["robot_errors"]:
+            # the robot link broke (a starved machine, not the policy): the episode again on a new world
+            raise RobotError(f"executor fault: {self.executor.message}", "communication")
 
 
 @dataclass
@@ -233,13 +309,15 @@ def run_episode_safe(rig: SimRig, controller: Controller, seed: int, attempts: i
     a starved machine) gets a new sim world and the episode again, up to `attempts` times; after that it
     counts as a failure (reason "error: ..."), never ending the whole run. An episode after one with
     planner errors starts on a new world too (SimRig.renew)."""
-    if rig.arm.planner_errors:
+    if rig.troubled:
         rig.renew()
     for attempt in range(1, attempts + 1):
         w0 = time.perf_counter()
         try:
-            return run_episode(rig.world, rig.arm, controller, seed, cams=rig.cams, cloud=rig.cloud, **kw)
-        except (TimeoutError, *rig.arm.errors) as exc:
+            result = run_episode(rig.world, rig.robot, controller, seed, cams=rig.cams, cloud=rig.cloud, **kw)
+            rig.troubled = result.planner_errors > 0
+            return result
+        except (TimeoutError, RobotError, WorldStopped) as exc:
             reason = f"error: {type(exc).__name__}: {exc}"
             print(f"{rig.task} seed {seed}: robot link lost ({reason}); new sim world, attempt {attempt}/{attempts}",
                   file=sys.stderr)
@@ -264,7 +342,7 @@ class Recording:
             getattr(self, f.name).clear()
 
 
-def run_episode(world: SimWorld, arm: FrankyArm, controller: Controller, seed: int, *,
+def run_episode(world: SimWorld, robot: FrankyRobot, controller: Controller, seed: int, *,
                 cams: SimCameras | None = None, cloud=None, record: Recording | None = None,
                 record_rgb: bool = False, max_time: float | None = None,
                 frame_every: int = 0, frames: list[np.ndarray] | None = None) -> EpisodeResult:
@@ -274,24 +352,23 @@ def run_episode(world: SimWorld, arm: FrankyArm, controller: Controller, seed: i
         record.clear()
     if frames is not None:
         frames.clear()
-    arm.home()
+    home(robot)
     world.reset(seed)
     rng = np.random.default_rng([seed, 7])  # the mode draw, independent of the object randomisation
-    chosen = controller.reset(world, rng)
-    obs = Observer(world, arm, cams, cloud)
+    chosen = controller.reset(world, robot, rng)
+    obs = Observer(world, robot, cams, cloud)
     limit = world.task.time_limit if max_time is None else max_time
-    errors0, wall0 = arm.planner_errors, time.perf_counter()
+    errors0, wall0 = _errors(controller), time.perf_counter()
     t0 = world.sim_time
-    n_steps, post = int(np.ceil(limit / STEP_DT)), int(round(POST_SUCCESS_S / STEP_DT))
+    n_steps, post = int(np.ceil(limit / STEP_DT)), round(POST_SUCCESS_S / STEP_DT)
     done_at: int | None = None
     k = 0
     for k in range(n_steps):
         if world.sim_time - t0 >= limit + STEP_DT and done_at is None:  # a slow policy gets no extra sim time
             break
         world.wait_until(t0 + k * STEP_DT)
-        obs.step(k * STEP_DT)
+        obs.step(k * STEP_DT, t0 + k * STEP_DT)
         action = controller.act(obs)
-        arm.command(action)
         if record is not None:
             rgbs, depths = obs.images(rgb=record_rgb)
             record.t.append(obs.t)
@@ -313,5 +390,9 @@ def run_episode(world: SimWorld, arm: FrankyArm, controller: Controller, seed: i
     return EpisodeResult(task=world.task.name, seed=seed, success=st.success and not st.failed,
                          failed=st.failed, time_to_success=st.success_time, mode=st.mode, mode_name=st.mode_name,
                          chosen_mode=chosen, steps=k + 1, duration=world.sim_time - t0, wall_s=wall,
-                         rtf=(world.sim_time - t0) / max(wall, 1e-9), planner_errors=arm.planner_errors - errors0,
+                         rtf=(world.sim_time - t0) / max(wall, 1e-9), planner_errors=_errors(controller) - errors0,
                          reason=st.reason or ("" if st.success else "time limit"))
+
+
+def _errors(controller: Controller) -> int:
+    return controller.errors_now if isinstance(controller, PolicyController) else controller.robot_errors

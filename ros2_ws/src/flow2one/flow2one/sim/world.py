@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import mujoco
 import numpy as np
@@ -19,6 +20,10 @@ import numpy as np
 from flow2one.sim.cameras import Snapshot, camera_models
 from flow2one.sim.scene import HOME_Q, CameraSpec, build_scene, default_cameras
 from flow2one.sim.tasks import Task, TaskStatus, make_task
+
+
+class WorldStopped(RuntimeError):
+    """The world's server is not running (closed, or never started): its robot link is gone too."""
 
 
 @dataclass
@@ -141,7 +146,7 @@ class SimWorld:
 
     def _call(self, kind: str, payload: object = None, timeout: float = 30.0) -> object:
         if not self.running:
-            raise RuntimeError("SimWorld is not running (use it as a context manager)")
+            raise WorldStopped("SimWorld is not running (use it as a context manager)")
         req = _Request(kind, payload)
         with self._req_lock:
             self._requests.append(req)
@@ -191,3 +196,20 @@ class SimWorld:
             if time.monotonic() > end:
                 raise TimeoutError(f"sim time did not reach {sim_t:.3f} s within {timeout} s "
                                    f"(it is at {self._time:.3f} s)")
+
+
+def write_calibration(path: str | Path | None = None) -> Path:
+    """Write the sim cameras' calibration (from a freshly started scene) to calibration/sim.yaml."""
+    from flow2one.perception.calibration import save_cameras
+    from flow2one.sim.cameras import SIM_CALIBRATION
+
+    path = Path(path) if path is not None else SIM_CALIBRATION
+    with SimWorld() as world:
+        save_cameras(path, world.cameras())
+    return path
+
+
+if __name__ == "__main__":  # python -m flow2one.sim.world [PATH]: regenerate calibration/sim.yaml
+    import sys
+
+    print(write_calibration(sys.argv[1] if len(sys.argv) > 1 else None))

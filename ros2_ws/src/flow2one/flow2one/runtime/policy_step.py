@@ -1,0 +1,70 @@
+"""One policy step: an assembled observation -> M candidates in one backend call -> the chunk to execute.
+
+The policy node and every closed-loop evaluation (sim-eval, table1) run this same object, so what a
+figure in results/ measures is what the deployed node does: the same input assembly and checks
+(ObservationAssembler, from the model card), the same noise draw, the same backend and the same
+candidate choice (the candidate continuing the chunk being executed). Only who feeds the assembler and
+when a step runs differ: ROS callbacks and a timer on the robot, the sim clock in an evaluation.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from flow2one import spec
+from flow2one.runtime.backends import Backend
+from flow2one.runtime.card import ModelCard
+from flow2one.runtime.handoff import select_candidate
+from flow2one.runtime.observation import Observation, ObservationAssembler
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A chunk to execute: actions[i] is the target at stamp_ns + i * dt (the observation's robot-state time)."""
+
+    actions: np.ndarray  # (H, A), robot units
+    stamp_ns: int
+    dt: float
+    candidates: np.ndarray  # (M, H, A): every sample of this step, for markers
+    best: int  # index of `actions` in `candidates`
+    inference_s: float  # wall time of the backend call
+    obs_stamp_ns: int  # the oldest input's stamp: freshness is judged on it
+
+
+class PolicyStep:
+    """Assembler + backend + candidate choice. `infer` is pure apart from the noise draw; `commit` records
+    a chunk as the one being executed, which the next step's candidate choice continues."""
+
+    def __init__(self, card: ModelCard, backend: Backend, n_candidates: int = 1, seed: int = 0,
+                 base_frame: str = spec.BASE_FRAME) -> None:
+        if n_candidates < 1:
+            raise ValueError(f"n_candidates must be >= 1, got {n_candidates}")
+        self.card, self.backend, self.n_candidates = card, backend, n_candidates
+        self.assembler = ObservationAssembler(card, base_frame)
+        self._rng = np.random.default_rng(seed)
+        self.prev: tuple[np.ndarray, int, float] | None = None  # last committed chunk, stamp, dt
+
+    def infer(self, obs: Observation) -> Chunk:
+        """M candidates for `obs` (one backend call) and the one continuing the committed chunk."""
+        noise = self._rng.standard_normal((1, self.n_candidates, *self.card.inputs["noise"]), dtype=np.float32)
+        t0 = time.perf_counter()
+        candidates = self.backend({**obs.inputs, "noise": noise})[0]
+        inference_s = time.perf_counter() - t0
+        prev, prev_stamp, prev_dt = self.prev if self.prev else (None, 0, self.card.dt)
+        # stamped with its start, the robot state's time: the executor skips what has passed by then
+        best, _ = select_candidate(candidates, obs.origin_ns, self.card.dt, prev, prev_stamp, prev_dt)
+        return Chunk(candidates[best], obs.origin_ns, self.card.dt, candidates, best, inference_s, obs.stamp_ns)
+
+    def commit(self, chunk: Chunk) -> None:
+        self.prev = (chunk.actions, chunk.stamp_ns, chunk.dt)
+
+    def reset(self) -> None:
+        """A new episode: forget the executing chunk and every kept input (the noise stream goes on)."""
+        self.prev = None
+        self.assembler = ObservationAssembler(self.card, self.assembler.base_frame)
+
+    def close(self) -> None:
+        self.backend.close()
