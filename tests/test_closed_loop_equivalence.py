@@ -16,10 +16,17 @@ import time
 
 import numpy as np
 import pytest
+from geometry_msgs.msg import PoseStamped
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import JointState, PointCloud2
+from trajectory_msgs.msg import JointTrajectory
+
 from flow2one import spec
 from flow2one.control.executor import Executor
 from flow2one.geometry import matrix_to_quat
-from flow2one.nodes.policy import REPO_ROOT, PolicyNode
+from flow2one.nodes.policy import PolicyNode
+from flow2one.paths import data_root
 from flow2one.ros.convert import (
     msg_to_chunk,
     numpy_to_joint_state,
@@ -32,15 +39,9 @@ from flow2one.sim.evaluate import open_policy_step, sim_executor_config
 from flow2one.sim.experts import make_expert
 from flow2one.sim.rig import SimRig
 from flow2one.sim.rollout import ExpertController, home, run_episode_safe
-from geometry_msgs.msg import PoseStamped
-from rclpy.node import Node
-from rclpy.parameter import Parameter
-from sensor_msgs.msg import JointState, PointCloud2
-from trajectory_msgs.msg import JointTrajectory
-
 from tests.helpers import wait_for
 
-MODEL = REPO_ROOT / "models" / "sim_student"
+MODEL = data_root() / "models" / "sim_student"
 CANDIDATES = 4
 N_OBS = 6
 REPLAY = "/replay"  # the policy node's inputs are remapped here: the executor node publishes the live ones
@@ -143,6 +144,15 @@ def test_ros_graph_and_evaluation_loop_command_the_same(domain_id: int) -> None:
                 return submit(*args, **kw)
 
             control.submit_chunk = timed_submit
+            # and when it anchored the safety filter on the measured pose (a tick that sends nothing)
+            anchors, record = [], control.robot.record
+
+            def timed_record(kind, cmd):
+                if kind == "anchor":
+                    anchors.append((control.clock_ns(), cmd.t))
+                return record(kind, cmd)
+
+            control.robot.record = timed_record
             wall_minus_mono = time.time() - time.monotonic()
             runner.add_node(policy)
             runner.add_node(player)
@@ -198,8 +208,9 @@ def test_ros_graph_and_evaluation_loop_command_the_same(domain_id: int) -> None:
         assert len(submits) == N_OBS
         # ordered on one clock (the chunk clock: a tick's command is read on it after the submit it follows);
         # the filter and the command period run on the tick's monotonic time, as in the node
+        tick_times = sorted(ticks + anchors)
         events = sorted([(rel(r), 0, i) for i, r in enumerate(submits)]
-                        + [(rel(t_ns), 1, j) for j, (t_ns, _) in enumerate(ticks)])
+                        + [(rel(t_ns), 1, j) for j, (t_ns, _) in enumerate(tick_times)])
         for tau, kind, i in events:
             rig.world.wait_until(t0 + tau)
             if kind == 0:
@@ -209,7 +220,7 @@ def test_ros_graph_and_evaluation_loop_command_the_same(domain_id: int) -> None:
                 ex.submit_chunk(c.actions, round((t0 + rel(c.stamp_ns)) * 1e9), c.dt)
             else:
                 clock["ns"] = round((t0 + tau) * 1e9)  # the plan is sampled at this time
-                now["t"] = t0 + ticks[i][1] + wall_minus_mono - s0 / 1e9
+                now["t"] = t0 + tick_times[i][1] + wall_minus_mono - s0 / 1e9
                 ex.step(now["t"])
         assert ex.counters["chunks_accepted"] == ros_accepted
 

@@ -34,7 +34,7 @@ from flow2one.spec import ACTION_DIM, HORIZON, N_POINTS
 @contextlib.contextmanager
 def sim_robot(world: SimWorld):
     """The executor's franky adapter on the world's franky-sim, disconnected before the world stops."""
-    robot = FrankyRobot(world.hostname, SIM_EXECUTOR.limits(), gripper_period_s=0.0)
+    robot = FrankyRobot(world.hostname, SIM_EXECUTOR.limits(), gripper_period_s=0.0, realtime="ignore")
     try:
         yield robot
     finally:

@@ -137,7 +137,7 @@ class PolicyNode(Node):
         self.diag.set(OK, f"model '{self.card.name}' ({self.card.kind}) on {self.p.backend}/{self.p.device}; "
                           "waiting for observations")
         self.get_logger().info(f"loaded '{self.card.name}' from {model_dir} on {self.p.backend}/{self.p.device}")
-        for note in getattr(self.backend, "notes", ()):  # TensorRT: precision used, engine-vs-ONNX Runtime parity
+        for note in getattr(self.step.backend, "notes", ()):  # TensorRT: precision used, engine-vs-ONNX Runtime parity
             self.get_logger().info(note)
 
     # --- inputs ------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ class SimRig:
         from flow2one.control.config import ExecutorConfig
 
         self.task, self._want_cams, self._want_cloud = task, cameras or cloud, cloud
-        self.executor_cfg = executor or ExecutorConfig(robot_host="127.0.0.1")
+        self.executor_cfg = executor or ExecutorConfig(robot_host="127.0.0.1", realtime="ignore")
         self.restarts = self.renewals = 0
         self.troubled = False  # the last episode saw planner errors: the next one gets a new world
         self._open()
@@ -54,7 +54,7 @@ class SimRig:
         self.robot = FrankyRobot(self.world.hostname, c.limits(), jerk_factor=c.jerk_factor,
                                  gripper_speed=c.gripper_speed, gripper_force=c.gripper_force,
                                  gripper_close_below=c.gripper_close_below, gripper_deadband=c.gripper_deadband,
-                                 gripper_period_s=0.0)
+                                 gripper_period_s=0.0, realtime=c.realtime)
 
     def renew(self) -> None:
         """A new franky-sim and client after a clean disconnect, for a link that works but has seen planner
