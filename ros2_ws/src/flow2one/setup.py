@@ -4,7 +4,7 @@ from glob import glob
 
 from setuptools import find_packages, setup
 
-NODES = ["sim_world", "camera", "pointcloud", "policy", "executor", "teleop", "recorder", "replay"]
+NODES = ["sim_world", "camera", "pointcloud", "policy", "executor", "teleop", "recorder", "replay", "view"]
 
 setup(
     name="flow2one",

@@ -7,8 +7,9 @@ homes the arm (/flow2one/executor/home), randomises the scene (/flow2one/sim/res
 /flow2one/sim/task_status; it listens to the chunk and command topics to measure what a user cares about:
 success, policy rate (chunks/s received) and observation -> command latency (chunk stamp = the observation's
 robot-state time -> first franky command after the chunk arrived). Writes OUT/summary.json, OUT/strip.png
-(front camera, one row per task) and OUT/trajectories.png (predicted chunks and the executed end-effector
-path).
+(front camera, one row per task), OUT/trajectories.png (predicted chunks and the executed end-effector
+path) and OUT/demo.rrd (the Rerun recording of every episode: `flow2one view OUT/demo.rrd`; --view watches
+it live).
 
 Without a shipped model it stops with an error saying how to make one: it never reports success it
 did not measure.
@@ -28,10 +29,13 @@ from typing import Any
 
 import numpy as np
 
+from flow2one.view.switch import add_view_arguments, with_view
+
 REPO_ROOT = Path(__file__).resolve().parents[4]
 DEFAULT_MODEL = "models/sim_student"
 STRIP_EVERY_S = 1.0  # sim seconds between strip frames
 STRIP_FRAMES = 8
+DEMO_IMAGE_HZ = 5.0  # camera frames per second in demo.rrd: enough to follow an episode, ~3x smaller a file
 MAKE_HINT = ("make one with `make models` (the shipped pipeline, see README) or, for a quick untrained-quality "
              "model that only proves the graph runs, `flow2one reproduce --scale quick --ship models`")
 
@@ -228,7 +232,7 @@ def run_episode(runner, probe, task: str, seed: int, time_limit: float, wall_lim
 
 def run_task(task: str, model_dir: Path, episodes: int, seed: int, backend: str, domain_id: int,
              wall_budget: float, episode_s: float | None = None,
-             max_restarts: int = 1) -> tuple[list[EpisodeLog], dict[str, Any]]:
+             max_restarts: int = 1, policy_params: dict[str, Any] | None = None) -> tuple[list[EpisodeLog], dict[str, Any]]:
     """The task's episodes in one graph; after a fault homing cannot clear (libfranka's link to a starved
     franky-sim can time out on an overloaded machine) the graph is restarted, at most `max_restarts` times."""
     logs: list[EpisodeLog] = []
@@ -239,7 +243,8 @@ def run_task(task: str, model_dir: Path, episodes: int, seed: int, backend: str,
         if left < 30.0:
             break
         info["graph_starts"] += 1
-        fault = run_graph(task, model_dir, episodes, seed, backend, domain_id, left, episode_s, logs, info)
+        fault = run_graph(task, model_dir, episodes, seed, backend, domain_id, left, episode_s, logs, info,
+                          policy_params)
         if fault is None:
             break
         info["faults"].append(fault)
@@ -252,7 +257,8 @@ def run_task(task: str, model_dir: Path, episodes: int, seed: int, backend: str,
 
 
 def run_graph(task: str, model_dir: Path, episodes: int, seed: int, backend: str, domain_id: int,
-              wall_budget: float, episode_s: float | None, logs: list[EpisodeLog], info: dict[str, Any]) -> str | None:
+              wall_budget: float, episode_s: float | None, logs: list[EpisodeLog], info: dict[str, Any],
+              policy_params: dict[str, Any] | None = None) -> str | None:
     """Start the sim graph and run episodes len(logs).. into `logs`; -> the fault that stopped it, or None."""
     from flow2one.control.franky_sim import free_loopback_host
     from flow2one.graph import graph
@@ -261,7 +267,8 @@ def run_graph(task: str, model_dir: Path, episodes: int, seed: int, backend: str
     from flow2one.sim.tasks import TASKS
 
     host = free_loopback_host()
-    overrides = {"policy": {"model_dir": str(model_dir), "backend": backend}, "executor": {"robot_host": host}}
+    overrides = {"policy": {"model_dir": str(model_dir), "backend": backend, **(policy_params or {})},
+                 "executor": {"robot_host": host}}
     time_limit = TASKS[task].time_limit if episode_s is None else episode_s
     t_start = time.monotonic()
     fault = None
@@ -360,6 +367,18 @@ def aggregate(logs: list[EpisodeLog]) -> dict[str, Any]:
             "sim_rtf": sum(float(l.status.get("t", 0)) for l in logs) / max(wall, 1e-9)}
 
 
+def view_process(params: dict[str, Any] | None, domain_id: int):
+    """The view node in a process of its own (it shares no GIL with policy + executor), for the whole demo;
+    a no-op context when the view is off."""
+    import contextlib
+
+    from flow2one.ros.node_process import NodeProcess
+
+    if params is None:
+        return contextlib.nullcontext()
+    return NodeProcess("sim", ["view"], {"view": {**params, "max_image_hz": DEMO_IMAGE_HZ}}, domain_id)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from flow2one.sim.tasks import MULTI_TASK
 
@@ -375,7 +394,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "it are skipped and reported)")
     p.add_argument("--domain-id", type=int, default=int(os.environ.get("ROS_DOMAIN_ID", 0)),
                    help="ROS domain (default $ROS_DOMAIN_ID or 0): watch it live with RViz / Foxglove")
-    p.add_argument("--out", type=Path, default=Path("outputs/demo"), help="summary.json, strip.png, trajectories.png")
+    p.add_argument("--out", type=Path, default=Path("outputs/demo"), help="summary.json, strip.png, trajectories.png, "
+                   "demo.rrd")
+    add_view_arguments(p, save_default="OUT/demo.rrd")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -402,10 +423,15 @@ def main(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     logs: dict[str, list[EpisodeLog]] = {}
     infos: dict[str, Any] = {}
-    for i, task in enumerate(tasks):
-        budget = (args.max_wall - (time.monotonic() - t0)) / (len(tasks) - i)
-        logs[task], infos[task] = run_task(task, model_dir, args.episodes, args.seed, args.backend, args.domain_id,
-                                           budget, args.episode_s)
+    if args.view_save == "OUT/demo.rrd":
+        args.view_save = str(args.out / "demo.rrd")
+    _, view = with_view(args, ["policy"], {})
+    with view_process(view.get("view"), args.domain_id):  # one view across the tasks' graphs: one recording
+        for i, task in enumerate(tasks):
+            budget = (args.max_wall - (time.monotonic() - t0)) / (len(tasks) - i)
+            logs[task], infos[task] = run_task(task, model_dir, args.episodes, args.seed, args.backend,
+                                               args.domain_id, budget, args.episode_s,
+                                               policy_params=view.get("policy"))
     all_logs = [l for ls in logs.values() for l in ls]
     summary = {"model_dir": str(model_dir), "backend": args.backend, "wall_s": time.monotonic() - t0,
                "overall": aggregate(all_logs),
@@ -422,7 +448,8 @@ def main(args: argparse.Namespace) -> int:
                  if skipped else "") + f"  policy {s.get('policy_rate_hz', 0):5.1f} "
               f"chunks/s  obs->command p50 {_fmt(s.get('obs_to_command_ms', {}).get('p50'))} ms, "
               f"p99 {_fmt(s.get('obs_to_command_ms', {}).get('p99'))} ms  sim RTF {s.get('sim_rtf', 0):.2f}")
-    print(f"wrote {args.out}/summary.json, strip.png, trajectories.png in {summary['wall_s']:.0f} s")
+    print(f"wrote {args.out}/summary.json, strip.png, trajectories.png"
+          + (f", {args.view_save}" if args.view_save else "") + f" in {summary['wall_s']:.0f} s")
     silent = [e for s in summary["tasks"].values() for e in s["per_episode"] if e["chunks"] == 0]
     unrun = [t for t, ls in logs.items() if not ls]
     if silent or unrun:
