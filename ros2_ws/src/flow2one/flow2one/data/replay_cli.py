@@ -9,6 +9,7 @@ Examples:
   flow2one replay demos/episode_00003.mcap --model-dir models/sim_student
   flow2one replay demos/episode_00003.mcap --rate 0 --out metrics.json        # lock-step, fast
   flow2one replay bag.mcap --set pointcloud.calibration_file=calibration/lab_d435.yaml
+  flow2one replay bag.mcap --view --view-save replay.rrd     # watch cloud, candidates, chosen chunks in Rerun
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import sys
 
 from flow2one.data.bags import BagError, read_summary
 from flow2one.ros.run_cli import parse_overrides
+from flow2one.view.switch import add_view_arguments, with_view
 
 REPLAY_MAX_OBS_AGE_S = 1.0  # policy freshness gate during replay (override with --set policy.max_obs_age_s=...)
 
@@ -38,12 +40,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="override a parameter of the replay graph (repeatable)")
     p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: environment)")
     p.add_argument("--timeout", type=float, default=0.0, help="give up after this many seconds (0: automatic)")
+    add_view_arguments(p)
 
 
 def run_replay(bag: str, rate: float = 1.0, overrides: dict | None = None, republish_points: bool = False,
                metrics_file: str = "", domain_id: int | None = None, timeout: float = 0.0,
-               timeline: str = "auto") -> dict:
-    """Start the replay graph, wait for the bag to finish, return the metrics dict."""
+               timeline: str = "auto", view: dict | None = None) -> dict:
+    """Start the replay graph, wait for the bag to finish, return the metrics dict. `view`: the view node's
+    parameters, when it should watch the replay (on the bag's clock, like the other nodes)."""
     from flow2one.graph import graph
     from flow2one.ros.runner import GraphRunner
 
@@ -58,6 +62,9 @@ def run_replay(bag: str, rate: float = 1.0, overrides: dict | None = None, repub
                         "metrics_file": metrics_file, "timeline": timeline}
     for node, params in (overrides or {}).items():
         merged.setdefault(node, {}).update(params)
+    if view is not None:
+        nodes.append("view")
+        merged["view"] = {"use_sim_time": True, **view}
     duration = (summary.end_ns - summary.start_ns) / 1e9
     limit = timeout or (duration / rate + 60.0 if rate > 0 else 30.0 + 10.0 * duration)
     with GraphRunner("replay", nodes=nodes, overrides=merged, domain_id=domain_id) as runner:
@@ -68,12 +75,13 @@ def run_replay(bag: str, rate: float = 1.0, overrides: dict | None = None, repub
 
 
 def main(args: argparse.Namespace) -> int:
-    overrides = parse_overrides(args.set)
+    _, overrides = with_view(args, ["policy"], parse_overrides(args.set))
+    view = overrides.pop("view", None)
     if args.model_dir:
         overrides.setdefault("policy", {})["model_dir"] = args.model_dir
     try:
         result = run_replay(args.bag, args.rate, overrides, args.republish_points, args.out, args.domain_id,
-                            args.timeout, args.timeline)
+                            args.timeout, args.timeline, view)
     except (BagError, ValueError, TimeoutError) as exc:
         print(f"replay: {exc}", file=sys.stderr)
         return 1

@@ -30,6 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from flow2one.sim.tasks import TASKS
+from flow2one.view.switch import add_view_arguments, view_params
 
 
 def torch_batch(obs: dict[str, np.ndarray], enc) -> dict:
@@ -129,7 +130,7 @@ def save_strip(path: Path, rows: list[list[np.ndarray]]) -> None:
 
 def evaluate(task: str, policy: str = "expert", episodes: int = 50, seed: int = 0, strips: int = 3,
              strip_every: int = 10, n_exec: int = 8, delay: float = 0.0, out: Path | None = None,
-             progress: bool = True, rate_hz: float | None = None) -> dict:
+             progress: bool = True, rate_hz: float | None = None, view=None) -> dict:
     from flow2one.sim.experts import make_expert
     from flow2one.sim.rig import SimRig
     from flow2one.sim.rollout import ChunkController, ExpertController, run_episode_safe
@@ -144,13 +145,13 @@ def evaluate(task: str, policy: str = "expert", episodes: int = 50, seed: int = 
         out.mkdir(parents=True, exist_ok=True)
         log = out / f"{task}_episodes.jsonl"
         log.unlink(missing_ok=True)
-    with SimRig(task, cameras=fn is not None or strips > 0, cloud=fn is not None) as rig:
+    with SimRig(task, cameras=fn is not None or strips > 0 or view is not None, cloud=fn is not None) as rig:
         try:
             bar = tqdm(range(episodes), desc=f"sim-eval {task}", disable=not progress, file=sys.stderr)
             for i in bar:
                 frames: list[np.ndarray] | None = [] if i < strips else None
                 r = run_episode_safe(rig, controller, seed + i, frame_every=strip_every if frames is not None else 0,
-                                     frames=frames)
+                                     frames=frames, view=view)
                 results.append(r)
                 if log is not None:  # one line per episode as it ends: a long run is never all-or-nothing
                     with log.open("a") as fh:
@@ -208,6 +209,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strip-every", type=int, default=10, help="steps between strip frames")
     add_rate_arguments(p)
     p.add_argument("--delay", type=float, default=0.0, help="expert only: act on object state this many s old")
+    add_view_arguments(p)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -215,8 +217,16 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit("--episodes and --n-exec must be >= 1")
     tasks = list(TASKS) if args.task == "all" else [args.task]
     rate_hz = rate_or_none(args.policy_rate_hz)
+    view = None
+    if view_params(args) is not None:  # no graph here: the loop logs through the view's logging module
+        from flow2one.view.log import ViewLog
+        from flow2one.view.sim_loop import SimLoopView
+
+        view = SimLoopView(ViewLog(**view_params(args)))
     summaries = {t: evaluate(t, args.policy, args.episodes, args.seed, args.strips, args.strip_every,
-                             args.n_exec, args.delay, args.out, rate_hz=rate_hz) for t in tasks}
+                             args.n_exec, args.delay, args.out, rate_hz=rate_hz, view=view) for t in tasks}
+    if view is not None:
+        view.log.close()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "summary.json").write_text(json.dumps(summaries, indent=1))
     brief = {t: {k: v for k, v in s.items() if k != "per_episode"} for t, s in summaries.items()}

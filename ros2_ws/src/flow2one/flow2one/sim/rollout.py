@@ -55,6 +55,11 @@ class Observer:
             self._images = self.cams.render(self.world.snapshot(), rgb=rgb, depth=True)
         return self._images
 
+    @property
+    def points_made(self) -> np.ndarray | None:
+        """This step's cloud if someone asked for it (a view logs it without computing one)."""
+        return self._points
+
     def points(self) -> np.ndarray:
         if self.cloud is None:
             raise RuntimeError("this rollout has no point-cloud pipeline")
@@ -122,6 +127,7 @@ class ChunkController(Controller):
         self._job: Future | None = None
         self.inference_s: list[float] = []
         self.rejected = 0
+        self.taken: tuple[np.ndarray, np.ndarray] | None = None  # (candidates (M, H, 10), chosen) of the last chunk
 
     def reset(self, world: SimWorld, rng: np.random.Generator) -> int:
         if self._job is not None:  # the previous episode's last inference
@@ -166,9 +172,11 @@ class ChunkController(Controller):
 
         chunk, stamp, _ = self._job.result()  # re-raises what the policy raised
         self._job = None
+        candidates = chunk
         if chunk.ndim == 3:  # select_candidate checks M >= 1
             prev, prev_stamp = self._prev if self._prev else (None, 0)
             chunk = chunk[select_candidate(chunk, stamp, STEP_DT, prev, prev_stamp, STEP_DT)[0]]
+        self.taken = (candidates if candidates.ndim == 3 else chunk[None], chunk)
         if chunk.ndim != 2 or chunk.shape[1] != ACTION_DIM:
             raise ValueError(f"policy returned shape {chunk.shape}, expected (H, {ACTION_DIM}) or (M, H, "
                              f"{ACTION_DIM})")
@@ -267,9 +275,11 @@ class Recording:
 def run_episode(world: SimWorld, arm: FrankyArm, controller: Controller, seed: int, *,
                 cams: SimCameras | None = None, cloud=None, record: Recording | None = None,
                 record_rgb: bool = False, max_time: float | None = None,
-                frame_every: int = 0, frames: list[np.ndarray] | None = None) -> EpisodeResult:
+                frame_every: int = 0, frames: list[np.ndarray] | None = None,
+                view: Callable[[Observer, Controller, np.ndarray], None] | None = None) -> EpisodeResult:
     """Run one episode; `record` collects demo arrays, `frames` every `frame_every`-th front-camera image
-    (both emptied first: what they hold is this episode's, also when it is run again after an error)."""
+    (both emptied first: what they hold is this episode's, also when it is run again after an error);
+    `view(obs, controller, action)` is called after each command (flow2one.view.sim_loop)."""
     if record is not None:
         record.clear()
     if frames is not None:
@@ -303,6 +313,8 @@ def run_episode(world: SimWorld, arm: FrankyArm, controller: Controller, seed: i
                 record.rgb.append(rgbs)
         if frames is not None and frame_every and k % frame_every == 0:
             frames.append(obs.images(rgb=True)[0][0])
+        if view is not None:
+            view(obs, controller, action)
         st = world.status()
         if done_at is None and (st.success or st.failed):
             done_at = k
