@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("flow2one.demo", "the main job: the deploy graph with the shipped student in the sim world, a few episodes per task"),
     "reproduce": ("flow2one.pipeline", "sim demos -> teacher -> distillation set -> student (+ L1 Flow, regression) -> models/"),
     "table1": ("flow2one.table1", "closed-loop sim comparison of every policy kind (success, Hz, modes) -> results/"),
+    "view": ("flow2one.view.open_cli", "open a dataset episode, an episode bag or a saved .rrd in the Rerun viewer"),
 }
 
 
