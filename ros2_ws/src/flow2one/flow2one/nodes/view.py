@@ -28,8 +28,14 @@ from trajectory_msgs.msg import JointTrajectory
 from visualization_msgs.msg import MarkerArray
 
 from flow2one import spec
-from flow2one.ros.convert import (image_to_numpy, joint_state_to_numpy, msg_to_chunk, pointcloud2_to_xyz,
-                                  pose_stamped_to_numpy, stamp_to_ns)
+from flow2one.ros.convert import (
+    image_to_numpy,
+    joint_state_to_numpy,
+    msg_to_chunk,
+    pointcloud2_to_xyz,
+    pose_stamped_to_numpy,
+    stamp_to_ns,
+)
 from flow2one.ros.diagnostics import OK, Diagnostics
 from flow2one.ros.params import declare_params
 from flow2one.ros.qos import CHUNK_QOS, LATCHED_QOS, RECORD_QOS, SENSOR_QOS, STATE_QOS
@@ -141,9 +147,9 @@ class TopicView:
         if not ms:
             return
         self._at(stamp_to_ns(ms[0].header.stamp))
-        to8 = lambda c: [int(255 * min(max(v, 0.0), 1.0)) for v in (c.r, c.g, c.b, c.a)]  # noqa: E731
+        rgba = [[int(255 * min(max(v, 0.0), 1.0)) for v in (m.color.r, m.color.g, m.color.b, m.color.a)] for m in ms]
         self.log.candidates([np.array([(p.x, p.y, p.z) for p in m.points]) for m in ms],
-                            colors=[to8(m.color) for m in ms], widths=[m.scale.x for m in ms])
+                            colors=rgba, widths=[m.scale.x for m in ms])
         self.counts["candidates"] += 1
 
     def chunk(self, msg: JointTrajectory, now_ns: int) -> None:

@@ -19,8 +19,6 @@ import sys
 import threading
 from pathlib import Path
 
-import numpy as np
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", type=Path, help="an episode .npz, an episode bag .mcap or a view recording .rrd")
