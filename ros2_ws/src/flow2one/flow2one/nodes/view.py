@@ -148,8 +148,8 @@ class TopicView:
             return
         self._at(stamp_to_ns(ms[0].header.stamp))
         rgba = [[int(255 * min(max(v, 0.0), 1.0)) for v in (m.color.r, m.color.g, m.color.b, m.color.a)] for m in ms]
-        self.log.candidates([np.array([(p.x, p.y, p.z) for p in m.points]) for m in ms],
-                            colors=rgba, widths=[m.scale.x for m in ms])
+        self.log.candidates([np.array([(p.x, p.y, p.z) for p in m.points]) for m in ms],  # the policy draws
+                            best=int(np.argmax([m.scale.x for m in ms])), colors=rgba)  # its choice thicker
         self.counts["candidates"] += 1
 
     def chunk(self, msg: JointTrajectory, now_ns: int) -> None:

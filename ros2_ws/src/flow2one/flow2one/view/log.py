@@ -49,13 +49,15 @@ def blueprint(cameras: Sequence[str]) -> rrb.Blueprint:
     """3-D world beside the cameras, time series and events below: the layout the screenshots show."""
     cams = [rrb.Vertical(rrb.Spatial2DView(origin=f"cameras/{c}/color", name=f"{c} color"),
                          rrb.Spatial2DView(origin=f"cameras/{c}/depth", name=f"{c} depth")) for c in cameras]
-    top = rrb.Horizontal(rrb.Spatial3DView(origin="world", name="base frame"), *cams,
+    eye = rrb.EyeControls3D(position=(1.5, -0.9, 0.8), look_target=(0.5, 0.0, 0.15), eye_up=(0.0, 0.0, 1.0))
+    top = rrb.Horizontal(rrb.Spatial3DView(origin="world", name="base frame", eye_controls=eye), *cams,
                          column_shares=[3] + [1] * len(cams))
     bottom = rrb.Horizontal(
         rrb.TimeSeriesView(origin="plots/timing", name="latency / rate"),
         rrb.TimeSeriesView(origin="plots/robot", name="gripper, task"),
         rrb.TextLogView(origin="events", name="events"))
-    return rrb.Blueprint(rrb.Vertical(top, bottom, row_shares=[3, 2]), collapse_panels=True)
+    return rrb.Blueprint(rrb.Vertical(top, bottom, row_shares=[3, 2]), rrb.BlueprintPanel(state="collapsed"),
+                         rrb.SelectionPanel(state="collapsed"), rrb.TimePanel(state="expanded", timeline="wall_time"))
 
 
 class ViewLog:
@@ -114,18 +116,19 @@ class ViewLog:
         self.rec.log("world/cloud", rr.Points3D(xyz, colors=height_colors(xyz), radii=0.003))
 
     # --- what the policy proposed and chose ------------------------------------------------------------
-    def candidates(self, strips: Sequence[np.ndarray], colors: Sequence | None = None,
-                   widths: Sequence[float] | None = None) -> None:
-        """Each candidate chunk's end-effector xyz, (H, 3): the chosen one coloured by the caller."""
+    def candidates(self, strips: Sequence[np.ndarray], best: int | None = None, colors: Sequence | None = None) -> None:
+        """Each candidate chunk's end-effector xyz, (H, 3); the chosen one (`best`) drawn thicker, green unless
+        `colors` (one per strip) says otherwise. Widths in screen points: readable at any zoom."""
+        if colors is None:
+            colors = [CHOSEN_COLOR if i == best else CANDIDATE_COLOR for i in range(len(strips))]
         self.rec.log("world/policy/candidates", rr.LineStrips3D(
-            [np.asarray(s, dtype=np.float32) for s in strips],
-            colors=colors if colors is not None else [CANDIDATE_COLOR] * len(strips),
-            radii=[w / 2 for w in widths] if widths is not None else 0.0015))
+            [np.asarray(s, dtype=np.float32) for s in strips], colors=colors,
+            radii=[rr.Radius.ui_points(3.0 if i == best else 1.5) for i in range(len(strips))]))
 
     def chosen(self, actions: np.ndarray) -> None:
         """The published chunk (H, 10): its path in 3-D, its first gripper width as a time series."""
         self.rec.log("world/policy/chosen", rr.LineStrips3D([actions[:, :3].astype(np.float32)],
-                                                            colors=[CHOSEN_COLOR], radii=0.003))
+                                                            colors=[CHOSEN_COLOR], radii=rr.Radius.ui_points(4.0)))
         self.rec.log("plots/robot/gripper_planned", rr.Scalars(float(actions[0, -1])))
 
     # --- what the arm did ------------------------------------------------------------------------------
@@ -135,7 +138,8 @@ class ViewLog:
         del self._path[:-EE_PATH_MAX]
         self.rec.log("world/ee/now", rr.Points3D([xyz], colors=[EE_COLOR], radii=0.008))
         if path and len(self._path) > 1:
-            self.rec.log("world/ee/path", rr.LineStrips3D([np.stack(self._path)], colors=[EE_COLOR], radii=0.002))
+            self.rec.log("world/ee/path", rr.LineStrips3D([np.stack(self._path)], colors=[EE_COLOR],
+                                                          radii=rr.Radius.ui_points(2.0)))
         if gripper is not None:
             self.rec.log("plots/robot/gripper_width", rr.Scalars(float(gripper)))
 

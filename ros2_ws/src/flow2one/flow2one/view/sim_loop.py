@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from flow2one.view.log import CANDIDATE_COLOR, CHOSEN_COLOR, ViewLog
+from flow2one.view.log import ViewLog
 
 
 class SimLoopView:
@@ -40,9 +40,7 @@ class SimLoopView:
             controller.taken = None
             candidates, chosen = taken
             best = int(np.argmin([np.abs(c - chosen).sum() for c in candidates]))
-            self.log.candidates([c[:, :3] for c in candidates], widths=[0.006 if i == best else 0.003
-                                                                        for i in range(len(candidates))],
-                                colors=[CHOSEN_COLOR if i == best else CANDIDATE_COLOR for i in range(len(candidates))])
+            self.log.candidates([c[:, :3] for c in candidates], best=best)
             self.log.chosen(chosen)
         inf = getattr(controller, "inference_s", [])
         if len(inf) > self._inferences:
