@@ -17,8 +17,8 @@ from flow2one import demo
 
 def _round(view: dict | None, model: Path, task: str, episodes: int, episode_s: float, domain_id: int) -> dict:
     with demo.view_process(view, domain_id):
-        logs, info = demo.run_task(task, model, episodes, 300_000, "onnxruntime", domain_id, 600.0, episode_s,
-                                   policy_params={"markers_every": 1} if view else None)
+        logs, _ = demo.run_task(task, model, episodes, 300_000, "onnxruntime", domain_id, 600.0, episode_s,
+                                policy_params={"markers_every": 1} if view else None)
     agg = demo.aggregate(logs)
     return {"policy_rate_hz": agg.get("policy_rate_hz"), "obs_to_command_ms_p50": agg["obs_to_command_ms"]["p50"],
             "obs_to_command_ms_p99": agg["obs_to_command_ms"]["p99"], "sim_rtf": agg.get("sim_rtf"),
@@ -29,7 +29,7 @@ def run(quick: bool = False) -> dict:
     os.environ.setdefault("MUJOCO_GL", "egl")
     model = demo.REPO_ROOT / demo.DEFAULT_MODEL
     rounds, episodes, episode_s = (1, 1, 4.0) if quick else (2, 2, 8.0)
-    domain_id = int(os.environ.get("ROS_DOMAIN_ID", 0))
+    domain_id = int(os.environ.get("ROS_DOMAIN_ID", "0"))
     out: dict[str, list[dict]] = {"off": [], "on": []}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):
