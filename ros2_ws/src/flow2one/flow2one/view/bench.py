@@ -20,8 +20,9 @@ def _round(view: dict | None, model: Path, task: str, episodes: int, episode_s: 
         logs, _ = demo.run_task(task, model, episodes, 300_000, "onnxruntime", domain_id, 600.0, episode_s,
                                 policy_params={"markers_every": 1} if view else None)
     agg = demo.aggregate(logs)
-    return {"policy_rate_hz": agg.get("policy_rate_hz"), "obs_to_command_ms_p50": agg["obs_to_command_ms"]["p50"],
-            "obs_to_command_ms_p99": agg["obs_to_command_ms"]["p99"], "sim_rtf": agg.get("sim_rtf"),
+    lat = agg.get("obs_to_command_ms", {})
+    return {"policy_rate_hz": agg.get("policy_rate_hz"), "obs_to_command_ms_p50": lat.get("p50"),
+            "obs_to_command_ms_p99": lat.get("p99"), "sim_rtf": agg.get("sim_rtf"),
             "episodes": len(logs), "load_avg_1min": os.getloadavg()[0]}
 
 
