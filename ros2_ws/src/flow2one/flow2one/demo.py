@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from flow2one.view.switch import add_view_arguments, with_view
+from flow2one.view.switch import add_view_arguments, announced, with_view
 
 REPO_ROOT = Path(__file__).resolve().parents[4]
 DEFAULT_MODEL = "models/sim_student"
@@ -376,7 +376,7 @@ def view_process(params: dict[str, Any] | None, domain_id: int):
 
     if params is None:
         return contextlib.nullcontext()
-    return NodeProcess("sim", ["view"], {"view": {**params, "max_image_hz": DEMO_IMAGE_HZ}}, domain_id)
+    return announced(NodeProcess("sim", ["view"], {"view": {**params, "max_image_hz": DEMO_IMAGE_HZ}}, domain_id))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -17,7 +17,7 @@ import threading
 import yaml
 
 from flow2one.graph import GRAPHS, graph
-from flow2one.view.switch import add_view_arguments, with_view
+from flow2one.view.switch import add_view_arguments, announce, with_view
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -66,6 +66,8 @@ def main(args: argparse.Namespace) -> int:
                      args.domain_id) as (runner, children):
         print(f"running graph '{args.graph}': {', '.join(runner.nodes)}"
               + "".join(f", {c.nodes[0]} (pid {c.proc.pid})" for c in children) + " (Ctrl-C stops)", flush=True)
+        for c in children:
+            announce(c.output)
         while runner.running and not stopped.wait(0.2):
             dead = [c for c in children if not c.alive]
             if dead:

@@ -19,13 +19,14 @@ Two timelines: `wall_time` (the robot's ROS clock: message stamps; a replayed ba
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Sequence
 from urllib.parse import quote
 
 import numpy as np
 import rerun as rr
 import rerun.blueprint as rrb
+
+from flow2one.view.switch import ANNOUNCE
 
 APP_ID = "flow2one"
 CHOSEN_COLOR = (40, 220, 60)
@@ -89,7 +90,8 @@ class ViewLog:
             self.rec.set_sinks(*sinks, default_blueprint=blueprint(self._cameras) if self._cameras else None)
         if live and not has_display():
             rr.serve_web_viewer(web_port=web_port, open_browser=False, connect_to=grpc)
-            print(f"flow2one view: web viewer at {self.url}", file=sys.stderr, flush=True)
+        if live:  # a parent running this in a child process (NodeProcess) relays lines starting like this
+            print(f"{ANNOUNCE} {'web viewer at ' if self.url.startswith('http') else ''}{self.url}", flush=True)
         self.rec.log("world", rr.ViewCoordinates.RIGHT_HAND_Z_UP, static=True)
 
     # --- time ------------------------------------------------------------------------------------------

@@ -4,8 +4,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+ANNOUNCE = "flow2one view:"  # how a view prints where its live viewer is (flow2one.view.log)
 
 
 def add_view_arguments(p: argparse.ArgumentParser, save_default: str = "") -> None:
@@ -36,3 +40,18 @@ def with_view(args: argparse.Namespace, nodes: list[str],
     if "policy" in nodes:
         overrides.setdefault("policy", {}).setdefault("markers_every", 1)
     return [*nodes, "view"], overrides
+
+
+def announce(lines: Iterable[str]) -> None:
+    """Print a child process's view announcement (the web viewer's URL), which its captured output hides."""
+    for line in list(lines):
+        if line.startswith(ANNOUNCE):
+            print(line, flush=True)
+
+
+@contextlib.contextmanager
+def announced(child) -> Iterator[Any]:
+    """Start a NodeProcess running the view node and print its announcement here."""
+    with child:
+        announce(child.output)
+        yield child
