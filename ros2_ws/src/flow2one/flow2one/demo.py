@@ -425,7 +425,7 @@ def main(args: argparse.Namespace) -> int:
     infos: dict[str, Any] = {}
     if args.view_save == "OUT/demo.rrd":
         args.view_save = str(args.out / "demo.rrd")
-    _, view = with_view(args, ["policy"], {})
+    _, view = with_view(args, ["policy"], {}, own_process=True)
     with view_process(view.get("view"), args.domain_id):  # one view across the tasks' graphs: one recording
         for i, task in enumerate(tasks):
             budget = (args.max_wall - (time.monotonic() - t0)) / (len(tasks) - i)

@@ -64,7 +64,7 @@ def run_replay(bag: str, rate: float = 1.0, overrides: dict | None = None, repub
         merged.setdefault(node, {}).update(params)
     if view is not None:
         nodes.append("view")
-        merged["view"] = {"use_sim_time": True, **view}
+        merged["view"] = {"use_sim_time": True, "nice": 0, **view}  # in this process, with the policy
     duration = (summary.end_ns - summary.start_ns) / 1e9
     limit = timeout or (duration / rate + 60.0 if rate > 0 else 30.0 + 10.0 * duration)
     with GraphRunner("replay", nodes=nodes, overrides=merged, domain_id=domain_id) as runner:

@@ -15,6 +15,7 @@ node belongs in a process of its own next to a policy sharing its GIL (`--own-pr
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 
@@ -60,10 +61,14 @@ class ViewParams:
     max_pose_hz: float = 30.0  # EE pose / gripper width samples (the executor publishes 100 Hz)
     path_every: int = 5  # re-log the whole executed path every N logged poses
     discovery_period_s: float = 1.0  # how often new camera topics are looked for
+    nice: int = 10  # added to the process's niceness: the control path gets the CPU first. Only when the view
+    #               has its process to itself (launch, --own-process view); in-process runs set 0
 
     def __post_init__(self) -> None:
         if min(self.max_image_hz, self.max_cloud_hz, self.max_pose_hz) <= 0:
             raise ValueError("max_image_hz, max_cloud_hz and max_pose_hz must be positive")
+        if not 0 <= self.nice <= 19:
+            raise ValueError(f"nice must be in [0, 19], got {self.nice}")
         if self.path_every < 1 or self.discovery_period_s <= 0:
             raise ValueError("path_every must be >= 1 and discovery_period_s positive")
 
@@ -259,6 +264,8 @@ class ViewNode(Node):
         self.p = declare_params(self, ViewParams)
         if not self.p.live and not self.p.save:
             raise ValueError(f"node '{node_name}': the view needs live:=true or a save path")
+        if self.p.nice:
+            os.nice(self.p.nice)
         self.diag = Diagnostics(self)
         self.log = ViewLog(live=self.p.live, save=self.p.save, recording_id=self.p.recording_id,
                            grpc_port=self.p.grpc_port, web_port=self.p.web_port)

@@ -28,15 +28,16 @@ def view_params(args: argparse.Namespace) -> dict[str, Any] | None:
     return {"live": bool(args.view), "save": str(Path(args.view_save).resolve()) if args.view_save else ""}
 
 
-def with_view(args: argparse.Namespace, nodes: list[str],
-              overrides: dict[str, dict[str, Any]]) -> tuple[list[str], dict[str, dict[str, Any]]]:
+def with_view(args: argparse.Namespace, nodes: list[str], overrides: dict[str, dict[str, Any]],
+              own_process: bool = False) -> tuple[list[str], dict[str, dict[str, Any]]]:
     """Add the view node to a run when asked; the policy then publishes its candidates with every chunk
-    (markers_every 1) unless told otherwise, so each chunk's alternatives are in the view."""
+    (markers_every 1) unless told otherwise, so each chunk's alternatives are in the view. Only a view in
+    a process of its own lowers that process's priority (a shared one holds the policy too)."""
     params = view_params(args)
     if params is None:
         return nodes, overrides
     overrides = {k: dict(v) for k, v in overrides.items()}
-    overrides["view"] = {**params, **overrides.get("view", {})}
+    overrides["view"] = {**params, **({} if own_process else {"nice": 0}), **overrides.get("view", {})}
     if "policy" in nodes:
         overrides.setdefault("policy", {}).setdefault("markers_every", 1)
     return [*nodes, "view"], overrides
