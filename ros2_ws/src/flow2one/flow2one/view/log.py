@@ -50,7 +50,7 @@ def blueprint(cameras: Sequence[str]) -> rrb.Blueprint:
     """3-D world beside the cameras, time series and events below: the layout the screenshots show."""
     cams = [rrb.Vertical(rrb.Spatial2DView(origin=f"cameras/{c}/color", name=f"{c} color"),
                          rrb.Spatial2DView(origin=f"cameras/{c}/depth", name=f"{c} depth")) for c in cameras]
-    eye = rrb.EyeControls3D(position=(1.5, -0.9, 0.8), look_target=(0.5, 0.0, 0.15), eye_up=(0.0, 0.0, 1.0))
+    eye = rrb.EyeControls3D(position=(1.05, -0.6, 0.55), look_target=(0.5, 0.0, 0.12), eye_up=(0.0, 0.0, 1.0))
     top = rrb.Horizontal(rrb.Spatial3DView(origin="world", name="base frame", eye_controls=eye), *cams,
                          column_shares=[3] + [1] * len(cams))
     bottom = rrb.Horizontal(
@@ -58,7 +58,7 @@ def blueprint(cameras: Sequence[str]) -> rrb.Blueprint:
         rrb.TimeSeriesView(origin="plots/robot", name="gripper, task"),
         rrb.TextLogView(origin="events", name="events"))
     return rrb.Blueprint(rrb.Vertical(top, bottom, row_shares=[3, 2]), rrb.BlueprintPanel(state="collapsed"),
-                         rrb.SelectionPanel(state="collapsed"), rrb.TimePanel(state="expanded", timeline="wall_time"))
+                         rrb.SelectionPanel(state="collapsed"), rrb.TimePanel(state="collapsed", timeline="wall_time"))
 
 
 class ViewLog:
