@@ -101,7 +101,7 @@ class TopicView:
         self._counters: dict[str, dict[str, int]] = {}
         self._states: dict[str, tuple[int, str]] = {}  # node -> (level, state) last seen
         self._chunk_times: list[int] = []
-        self._pending: list[int] = []  # stamps of chunks that have not been commanded yet
+        self._pending: tuple[int, int] | None = None  # (stamp, receive time) of a chunk not commanded yet
         self.counts = {"images": 0, "clouds": 0, "candidates": 0, "chunks": 0, "poses": 0, "events": 0}
 
     # --- time ------------------------------------------------------------------------------------------
@@ -167,16 +167,17 @@ class TopicView:
         if len(self._chunk_times) > 1:
             span = (self._chunk_times[-1] - self._chunk_times[0]) * 1e-9
             self.log.scalar("timing/policy_rate_hz", (len(self._chunk_times) - 1) / max(span, 1e-9))
-        self._pending.append(c.stamp_ns)
+        self._pending = (c.stamp_ns, now_ns)
         self.counts["chunks"] += 1
 
     def command(self, msg: JointTrajectory, now_ns: int) -> None:
-        """The first command sent after a chunk arrived closes its observation -> command latency."""
+        """The first command sent (its stamp) after a chunk arrived here closes that chunk's observation ->
+        command latency; commands still queued from before the chunk arrived do not."""
         t = stamp_to_ns(msg.header.stamp)
         self._at(t)
-        if self._pending:
-            self.log.scalar("timing/obs_to_command_ms", (t - self._pending[-1]) * 1e-6)
-            self._pending.clear()
+        if self._pending is not None and t >= self._pending[1]:
+            self.log.scalar("timing/obs_to_command_ms", (t - self._pending[0]) * 1e-6)
+            self._pending = None
         if msg.points:
             self.log.scalar("robot/gripper_commanded", float(msg.points[0].positions[-1]))
 
