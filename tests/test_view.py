@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def read_rrd(path: Path) -> tuple[Counter, dict[str, list], dict[str, set[str]]]:
-    """(rows per entity, {entity: per-row list lengths of its positions/strips}, {entity: its timelines})."""
+    """(rows per entity, {entity: per-row list lengths of its positions/strips, or its scalar values},
+    {entity: its timelines})."""
     from rerun.chunk import RrdReader
 
     rows: Counter = Counter()
@@ -29,6 +30,8 @@ def read_rrd(path: Path) -> tuple[Counter, dict[str, list], dict[str, set[str]]]
         for name in batch.schema.names:
             if name.endswith("Points3D:positions"):
                 sizes[chunk.entity_path] += [len(r) for r in batch.column(name).to_pylist() if r is not None]
+            elif name.endswith("Scalars:scalars"):
+                sizes[chunk.entity_path] += [v for r in batch.column(name).to_pylist() if r for v in r]
             elif name.endswith("LineStrips3D:strips"):
                 sizes[chunk.entity_path] += [[len(s) for s in r] for r in batch.column(name).to_pylist()
                                              if r is not None]
@@ -62,8 +65,11 @@ def test_sim_episode_view_save(tmp_path: Path, domain_id: int) -> None:
             assert 1 <= n <= demo.DEMO_IMAGE_HZ * (wall + 120), (cam, stream, n)  # the demo logs <= 5 Hz
     assert rows["/world/ee/now"] > 10 and rows["/world/ee/path"] > 1
     assert rows["/plots/robot/gripper_width"] > 10
-    assert rows["/plots/timing/obs_to_chunk_ms"] == rows["/world/policy/chosen"]
-    assert rows["/plots/timing/obs_to_command_ms"] >= 1
+    assert rows["/plots/timing/obs_to_view_ms"] == rows["/world/policy/chosen"]
+    assert all(v > 0 for v in sizes["/plots/timing/obs_to_view_ms"])
+    # the control path's own timing, from /diagnostics: chunk -> command (executor), observation age (policy)
+    assert rows["/plots/timing/chunk_to_command_ms"] >= 1 and rows["/plots/timing/obs_age_ms"] >= 1
+    assert all(0 < v < 5000 for v in sizes["/plots/timing/obs_age_ms"])
     assert rows["/events/task"] >= 1  # the episode's start (and outcome)
     assert rows["/events/safety"] >= 1  # the executor's state changes (idle -> running ...)
     assert {"wall_time", "sim_time"} <= timelines["/world/cloud"]

@@ -157,7 +157,7 @@ class ViewLog:
         self.rec.log(f"events/{source}", rr.TextLog(text, level=level))
 
     def scalar(self, name: str, value: float) -> None:
-        """A time series under plots/ (e.g. 'timing/obs_to_chunk_ms')."""
+        """A time series under plots/ (e.g. 'timing/obs_age_ms')."""
         if np.isfinite(value):
             self.rec.log(f"plots/{name}", rr.Scalars(float(value)))
 
