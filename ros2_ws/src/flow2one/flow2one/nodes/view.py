@@ -23,6 +23,7 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, JointState, PointCloud2
 from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory
@@ -39,7 +40,7 @@ from flow2one.ros.convert import (
 )
 from flow2one.ros.diagnostics import OK, Diagnostics
 from flow2one.ros.params import declare_params
-from flow2one.ros.qos import CHUNK_QOS, LATCHED_QOS, RECORD_QOS, SENSOR_QOS, STATE_QOS
+from flow2one.ros.qos import LATCHED_QOS, RECORD_QOS, SENSOR_QOS, STATE_QOS
 from flow2one.ros.runner import run_node_main
 from flow2one.view.log import LEVELS, ViewLog
 
@@ -265,8 +266,11 @@ class ViewNode(Node):
         self.log = ViewLog(live=self.p.live, save=self.p.save, recording_id=self.p.recording_id,
                            grpc_port=self.p.grpc_port, web_port=self.p.web_port)
         self.view = TopicView(self.log, self.p)
-        sub = [(PointCloud2, spec.POINTS_TOPIC, SENSOR_QOS), (MarkerArray, spec.PREDICTION_MARKERS_TOPIC, 1),
-               (JointTrajectory, spec.CHUNK_TOPIC, CHUNK_QOS), (JointTrajectory, spec.COMMAND_TOPIC, RECORD_QOS),
+        # every chunk and its candidates are kept while the view catches up (it yields the CPU to the control
+        # path and lags under load); sensor streams keep only their newest, as everywhere
+        keep = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE)
+        sub = [(PointCloud2, spec.POINTS_TOPIC, SENSOR_QOS), (MarkerArray, spec.PREDICTION_MARKERS_TOPIC, keep),
+               (JointTrajectory, spec.CHUNK_TOPIC, keep), (JointTrajectory, spec.COMMAND_TOPIC, RECORD_QOS),
                (PoseStamped, spec.EE_POSE_TOPIC, STATE_QOS), (JointState, spec.JOINT_STATES_TOPIC, STATE_QOS),
                (DiagnosticArray, spec.DIAGNOSTICS_TOPIC, 10), (String, spec.SIM_STATUS_TOPIC, LATCHED_QOS),
                (String, spec.EPISODE_TOPIC, 10)]
