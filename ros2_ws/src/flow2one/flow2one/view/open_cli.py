@@ -14,7 +14,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import subprocess
+import os
 import sys
 import threading
 from pathlib import Path
@@ -70,17 +70,15 @@ def log_bag(log, path: Path) -> int:
 
 
 def open_rrd(path: Path, args: argparse.Namespace) -> int:
-    """The viewer on a saved recording: the `rerun` executable rerun-sdk installs."""
+    """The viewer on a saved recording: the `rerun` executable rerun-sdk installs (does not return)."""
     from flow2one.view.log import has_display
 
     cmd = [sys.executable, "-m", "rerun", str(path)]
     if not has_display():
         cmd[3:3] = ["--serve-web", "--web-viewer-port", str(args.web_port), "--port", str(args.grpc_port)]
         print(f"flow2one view: serving {path} at http://localhost:{args.web_port} (Ctrl-C stops)", flush=True)
-    try:
-        return subprocess.call(cmd)
-    except KeyboardInterrupt:
-        return 0
+    sys.stdout.flush()
+    os.execv(cmd[0], cmd)  # the viewer replaces this process: no orphan server when this one is stopped
 
 
 def main(args: argparse.Namespace) -> int:
