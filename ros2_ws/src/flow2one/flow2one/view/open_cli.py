@@ -71,11 +71,13 @@ def log_bag(log, path: Path) -> int:
 
 def open_rrd(path: Path, args: argparse.Namespace) -> int:
     """The viewer on a saved recording: the `rerun` executable rerun-sdk installs (does not return)."""
+    import rerun_cli  # the package of the viewer binary (what `python -m rerun` runs in a child process)
+
     from flow2one.view.log import has_display
 
-    cmd = [sys.executable, "-m", "rerun", str(path)]
+    cmd = [os.path.join(os.path.dirname(rerun_cli.__file__), "rerun"), str(path)]
     if not has_display():
-        cmd[3:3] = ["--serve-web", "--web-viewer-port", str(args.web_port), "--port", str(args.grpc_port)]
+        cmd[1:1] = ["--serve-web", "--web-viewer-port", str(args.web_port), "--port", str(args.grpc_port)]
         print(f"flow2one view: serving {path} at http://localhost:{args.web_port} (Ctrl-C stops)", flush=True)
     sys.stdout.flush()
     os.execv(cmd[0], cmd)  # the viewer replaces this process: no orphan server when this one is stopped
