@@ -35,7 +35,7 @@ REPO_ROOT = Path(__file__).resolve().parents[4]
 DEFAULT_MODEL = "models/sim_student"
 STRIP_EVERY_S = 1.0  # sim seconds between strip frames
 STRIP_FRAMES = 8
-DEMO_IMAGE_HZ = 5.0  # camera frames per second in demo.rrd: enough to follow an episode, ~3x smaller a file
+DEMO_IMAGE_HZ = 5.0  # camera frames per second in demo.rrd: enough to follow an episode, a third of the sim's 15
 MAKE_HINT = ("make one with `make models` (the shipped pipeline, see README) or, for a quick untrained-quality "
              "model that only proves the graph runs, `flow2one reproduce --scale quick --ship models`")
 
