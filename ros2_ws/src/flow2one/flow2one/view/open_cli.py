@@ -22,10 +22,10 @@ from pathlib import Path
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", type=Path, help="an episode .npz, an episode bag .mcap or a view recording .rrd")
-    p.add_argument("--save", default="", metavar="FILE.rrd", help="also write the view of an episode or bag here")
+    p.add_argument("--save", default="", metavar="FILE.rrd", help="also write the view of an episode or bag here (default: no file)")
     p.add_argument("--no-viewer", action="store_true", help="open no viewer (with --save: convert only)")
-    p.add_argument("--web-port", type=int, default=9090, help="port of the web viewer when there is no display")
-    p.add_argument("--grpc-port", type=int, default=9876, help="port the viewer receives data on")
+    p.add_argument("--web-port", type=int, default=9090, help="port of the web viewer when there is no display (default %(default)s)")
+    p.add_argument("--grpc-port", type=int, default=9876, help="port the viewer receives data on (default %(default)s)")
 
 
 def log_episode(log, path: Path) -> int:

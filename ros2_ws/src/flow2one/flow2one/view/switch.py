@@ -15,10 +15,10 @@ ANNOUNCE = "flow2one view:"  # how a view prints where its live viewer is (flow2
 def add_view_arguments(p: argparse.ArgumentParser, save_default: str = "") -> None:
     p.add_argument("--view", action="store_true",
                    help="watch it live in Rerun: the native viewer when there is a display, else the web "
-                        "viewer (its URL is printed): cameras, cloud, candidate chunks, executed path, events")
+                        "viewer (its URL is printed): cameras, cloud, candidate chunks, executed path, events (default: off)")
     p.add_argument("--view-save", metavar="FILE.rrd", default=save_default,
                    help="also record the view to this file; open it later with `flow2one view FILE.rrd`"
-                        + (f" (default {save_default}; '' = none)" if save_default else ""))
+                        + (f" (default {save_default}; '' = none)" if save_default else " (default: none)"))
 
 
 def view_params(args: argparse.Namespace) -> dict[str, Any] | None:
