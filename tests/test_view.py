@@ -154,7 +154,7 @@ def test_sim_eval_logs_from_its_loop(tmp_path: Path) -> None:
     assert cli_main(["sim-eval", "--task", "reach_around", "--episodes", "1", "--strips", "0",
                      "--out", str(tmp_path / "eval"), "--view-save", str(out)]) == 0
     steps = json.loads((tmp_path / "eval" / "summary.json").read_text())["reach_around"]["per_episode"][0]["steps"]
-    rows, sizes, timelines = read_rrd(out)
+    rows, _, timelines = read_rrd(out)
     assert rows["/world/ee/now"] == steps and rows["/plots/robot/gripper_commanded"] == steps
     assert rows["/cameras/front/color"] == -(-steps // 4)  # every 4th step rendered for the view
     assert rows["/events/task"] >= 1 and {"sim_time", "wall_time"} <= timelines["/world/ee/now"]
