@@ -28,6 +28,6 @@ echo "setup: creating $VENV and installing requirements.txt (about 2 minutes, 2.
 # The machine's pip config lists local wheel folders that may not exist; their warnings are noise.
 "$VENV/bin/python" -m pip install -q -r requirements.txt 2>&1 | { grep -v "^WARNING: Location" || true; }
 "$VENV/bin/python" -m pip install -q --no-deps -e ros2_ws/src/flow2one 2>&1 | { grep -v "^WARNING: Location" || true; }
-"$VENV/bin/python" -c "import rclpy, franky, franky_sim, pyrealsense2, open3d, mujoco, torch, onnxruntime, cv2, mcap_ros2, flow2one"
+"$VENV/bin/python" -c "import rclpy, franky, franky_sim, pyrealsense2, open3d, mujoco, torch, onnxruntime, cv2, mcap_ros2, rerun, flow2one"
 echo "$want" > "$stamp"
 echo "setup: done"

@@ -25,9 +25,13 @@ LAUNCH = ROOT / "launch"
 PKG = ROOT / "ros2_ws" / "src" / "flow2one"
 
 
+def _console_scripts() -> set[str]:
+    return set(re.search(r"NODES = \[(.*?)\]", (PKG / "setup.py").read_text()).group(1)
+               .replace('"', "").replace(" ", "").split(","))
+
+
 def test_node_descriptions_follow_the_graph() -> None:
-    scripts = set(re.search(r"NODES = \[(.*?)\]", (PKG / "setup.py").read_text()).group(1)
-                  .replace('"', "").replace(" ", "").split(","))
+    scripts = _console_scripts()
     for name, spec in GRAPHS.items():
         descs = node_descriptions(name)
         assert [d["name"] for d in descs] == list(spec.nodes)
@@ -84,12 +88,14 @@ def test_launch_file_builds_the_graph(graph_name: str, monkeypatch: pytest.Monke
     assert (PKG / "launch").resolve() == LAUNCH.resolve()  # what setup.py installs to share/flow2one/launch
     _stand_in_launch(monkeypatch)
     ld = runpy.run_path(str(path))["generate_launch_description"]()
-    declare, opaque = ld.args[0]
-    assert declare.args[0] == "params_file"
-    nodes = opaque.kwargs["function"]({"params_file": ""})
+    declare, view, opaque = ld.args[0]
+    assert declare.args[0] == "params_file" and view.args[0] == "view" and view.kwargs["default_value"] == "false"
+    nodes = opaque.kwargs["function"]({"params_file": "", "view": "false"})
     assert [n.kwargs["name"] for n in nodes] == list(GRAPHS[graph_name].nodes)
     assert [n.kwargs for n in nodes] == node_descriptions(graph_name)
     mine = tmp_path / "mine.yaml"
     mine.write_text("{}\n")
-    nodes = opaque.kwargs["function"]({"params_file": str(mine)})
+    nodes = opaque.kwargs["function"]({"params_file": str(mine), "view": "true"})  # view:=true adds the view node
+    assert [n.kwargs["name"] for n in nodes] == [*GRAPHS[graph_name].nodes, "view"]
+    assert nodes[-1].kwargs["executable"] == "view" and "view" in _console_scripts()
     assert all(n.kwargs["parameters"] == [str(mine)] for n in nodes)

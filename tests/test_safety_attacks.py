@@ -218,10 +218,10 @@ def test_property_any_rotation_sequence_is_within_limits(seq):
     t = 0.0
     a = f.anchor(t, HOME, DOWN, 0.08)
     records = [Record("anchor", t, a.position, a.rotation, a.gripper)]
-    for axis, angle, repeats, dt in seq:
+    for axis, tilt, repeats, dt in seq:
         for _ in range(repeats):
             t += dt
-            c = f.filter(t, action(HOME, tilted(axis, angle)))
+            c = f.filter(t, action(HOME, tilted(axis, tilt)))
             records.append(Record("command", t, c.position, c.rotation, c.gripper))
     assert check(records, lim) == []
 

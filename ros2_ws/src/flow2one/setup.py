@@ -17,7 +17,7 @@ def tree(top: str) -> list[tuple[str, list[str]]]:
     return out
 
 
-NODES = ["sim_world", "camera", "pointcloud", "policy", "executor", "teleop", "recorder", "replay"]
+NODES = ["sim_world", "camera", "pointcloud", "policy", "executor", "teleop", "recorder", "replay", "view"]
 
 setup(
     name="flow2one",

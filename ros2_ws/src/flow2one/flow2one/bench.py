@@ -29,6 +29,7 @@ BENCHES: dict[str, str] = {
     "bag_recording": "flow2one.data.bench_bags:run",
     "executor_latency": "flow2one.control.bench:run",
     "sim_world": "flow2one.sim.bench:run",
+    "view_overhead": "flow2one.view.bench:run",
 }
 
 

@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "reproduce": ("flow2one.pipeline", "sim demos -> teacher -> distillation set -> student (+ L1 Flow, regression) -> models/"),
     "table1": ("flow2one.table1", "closed-loop sim comparison of every policy kind (success, Hz, modes) -> results/"),
     "doctor": ("flow2one.doctor", "robot-PC preflight: ROS, franky/libfranka, FCI, real-time, cameras, calibration, model, TensorRT, disk"),
+    "view": ("flow2one.view.open_cli", "open a dataset episode, an episode bag or a saved .rrd in the Rerun viewer"),
 }
 
 

@@ -8,7 +8,8 @@ homes the arm (/flow2one/executor/home), randomises the scene (/flow2one/sim/res
 success, policy rate (chunks/s received) and observation -> command latency (chunk stamp = the observation's
 robot-state time -> first franky command after the chunk arrived), with the per-stage breakdown of
 /flow2one/trace (flow2one/ros/trace.py). Writes OUT/summary.json, OUT/strip.png (front camera, one row per
-task), OUT/trajectories.png (predicted chunks and the executed end-effector path) and OUT/latency.png.
+task), OUT/trajectories.png (predicted chunks and the executed end-effector path), OUT/latency.png and
+OUT/demo.rrd (the Rerun recording of every episode: `flow2one view OUT/demo.rrd`; --view watches it live).
 
 Without a shipped model it stops with an error saying how to make one: it never reports success it
 did not measure.
@@ -29,11 +30,13 @@ from typing import Any
 import numpy as np
 
 from flow2one.paths import data_root
+from flow2one.view.switch import add_view_arguments, announced, with_view
 
 REPO_ROOT = data_root()
 DEFAULT_MODEL = "models/sim_student"
 STRIP_EVERY_S = 1.0  # sim seconds between strip frames
 STRIP_FRAMES = 8
+DEMO_IMAGE_HZ = 5.0  # camera frames per second in demo.rrd: enough to follow an episode, a third of the sim's 15
 MAKE_HINT = ("make one with `make models` (the shipped pipeline, see README) or, for a quick untrained-quality "
              "model that only proves the graph runs, `flow2one reproduce --scale quick --ship models`")
 
@@ -263,7 +266,8 @@ def run_graph(task: str, model_dir: Path, episodes: int, seed: int, backend: str
               wall_budget: float, episode_s: float | None, logs: list[EpisodeLog], info: dict[str, Any],
               extra: dict[str, dict[str, Any]] | None = None) -> str | None:
     """Start the sim graph and run episodes len(logs).. into `logs`; -> the fault that stopped it, or None.
-    `extra` parameter overrides win over the demo's (`flow2one latency` sets the re-plan rate with them)."""
+    `extra` parameter overrides win over the demo's (`flow2one latency` sets the re-plan rate with them, the
+    view its policy markers)."""
     from flow2one.control.franky_sim import free_loopback_host
     from flow2one.graph import graph
     from flow2one.ros.runner import split_graph
@@ -272,7 +276,8 @@ def run_graph(task: str, model_dir: Path, episodes: int, seed: int, backend: str
     from flow2one.sim.tasks import TASKS
 
     host = free_loopback_host()
-    overrides = {"policy": {"model_dir": str(model_dir), "backend": backend}, "executor": {"robot_host": host}}
+    overrides = {"policy": {"model_dir": str(model_dir), "backend": backend},
+                 "executor": {"robot_host": host}}
     time_limit = TASKS[task].time_limit if episode_s is None else episode_s
     t_start = time.monotonic()
     fault = None
@@ -380,6 +385,18 @@ def aggregate(logs: list[EpisodeLog]) -> dict[str, Any]:
             "sim_rtf": sum(float(l.status.get("t", 0)) for l in logs) / max(wall, 1e-9)}
 
 
+def view_process(params: dict[str, Any] | None, domain_id: int):
+    """The view node in a process of its own (it shares no GIL with policy + executor), for the whole demo;
+    a no-op context when the view is off."""
+    import contextlib
+
+    from flow2one.ros.node_process import NodeProcess
+
+    if params is None:
+        return contextlib.nullcontext()
+    return announced(NodeProcess("sim", ["view"], {"view": {**params, "max_image_hz": DEMO_IMAGE_HZ}}, domain_id))
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from flow2one.sim.tasks import MULTI_TASK
 
@@ -395,7 +412,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "it are skipped and reported)")
     p.add_argument("--domain-id", type=int, default=int(os.environ.get("ROS_DOMAIN_ID", 0)),
                    help="ROS domain (default $ROS_DOMAIN_ID or 0): watch it live with RViz / Foxglove")
-    p.add_argument("--out", type=Path, default=Path("outputs/demo"), help="summary.json, strip.png, trajectories.png")
+    p.add_argument("--out", type=Path, default=Path("outputs/demo"), help="summary.json, strip.png, trajectories.png, "
+                   "demo.rrd")
+    add_view_arguments(p, save_default="OUT/demo.rrd")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -424,10 +443,15 @@ def main(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     logs: dict[str, list[EpisodeLog]] = {}
     infos: dict[str, Any] = {}
-    for i, task in enumerate(tasks):
-        budget = (args.max_wall - (time.monotonic() - t0)) / (len(tasks) - i)
-        logs[task], infos[task] = run_task(task, model_dir, args.episodes, args.seed, args.backend, args.domain_id,
-                                           budget, args.episode_s)
+    if args.view_save == "OUT/demo.rrd":
+        args.view_save = str(args.out / "demo.rrd")
+    _, view = with_view(args, ["policy"], {}, own_process=True)
+    with view_process(view.get("view"), args.domain_id):  # one view across the tasks' graphs: one recording
+        for i, task in enumerate(tasks):
+            budget = (args.max_wall - (time.monotonic() - t0)) / (len(tasks) - i)
+            logs[task], infos[task] = run_task(task, model_dir, args.episodes, args.seed, args.backend,
+                                               args.domain_id, budget, args.episode_s,
+                                               overrides={"policy": view.get("policy") or {}})
     all_logs = [l for ls in logs.values() for l in ls]
     summary = {"model_dir": str(model_dir), "backend": args.backend, "wall_s": time.monotonic() - t0,
                "overall": aggregate(all_logs),
@@ -448,7 +472,8 @@ def main(args: argparse.Namespace) -> int:
               f"chunks/s  obs->command p50 {_fmt(s.get('obs_to_command_ms', {}).get('p50'))} ms, "
               f"p99 {_fmt(s.get('obs_to_command_ms', {}).get('p99'))} ms  sim RTF {s.get('sim_rtf', 0):.2f}")
     print(format_breakdown(summary["overall"].get("latency_breakdown", {})))
-    print(f"wrote {args.out}/summary.json, strip.png, trajectories.png, latency.png in {summary['wall_s']:.0f} s")
+    print(f"wrote {args.out}/summary.json, strip.png, trajectories.png, latency.png"
+          + (f", {args.view_save}" if args.view_save else "") + f" in {summary['wall_s']:.0f} s")
     silent = [e for s in summary["tasks"].values() for e in s["per_episode"] if e["chunks"] == 0]
     unrun = [t for t, ls in logs.items() if not ls]
     if silent or unrun:

@@ -37,7 +37,10 @@ NODES: dict[str, NodeSpec] = {
     "teleop": NodeSpec("flow2one.nodes.teleop:TeleopNode", "teleop"),
     "recorder": NodeSpec("flow2one.nodes.recorder:RecorderNode", "recorder"),
     "replay": NodeSpec("flow2one.nodes.replay:ReplayNode", "replay"),
+    "view": NodeSpec("flow2one.nodes.view:ViewNode", "view"),
 }
+# Nodes any graph may add (`--view`, launch argument view:=true); config files leave them out.
+OPTIONAL_NODES: tuple[str, ...] = ("view",)
 
 GRAPHS: dict[str, GraphSpec] = {
     "deploy": GraphSpec(
@@ -110,7 +113,7 @@ def load_params(name: str) -> dict[str, dict]:
     """{node name: {param: value}} of a graph's parameter file; every node named must be in the graph."""
     path = params_path(name)
     out = read_params_file(path)
-    unknown = sorted(set(out) - set(graph(name).nodes) - {"/**"})
+    unknown = sorted(set(out) - set(graph(name).nodes) - set(OPTIONAL_NODES) - {"/**"})
     if unknown:
         raise ValueError(f"{path}: nodes {unknown} are not in graph {name!r} ({', '.join(graph(name).nodes)})")
     return out

@@ -15,11 +15,12 @@ PACKAGE = "flow2one"
 
 
 def node_descriptions(graph_name: str, params_file: str | Path | None = None,
-                      extra_params_files: tuple[str | Path, ...] = ()) -> list[dict]:
+                      extra_params_files: tuple[str | Path, ...] = (), view: bool = False) -> list[dict]:
     """One dict per node of `graph_name`: package, executable, name, parameters, remappings, output.
 
     `params_file` replaces the graph's config/<graph>.yaml (e.g. a copy edited for one robot);
-    `extra_params_files` are applied after it, per node, in order (later files win, as in ROS 2).
+    `extra_params_files` are applied after it, per node, in order (later files win, as in ROS 2);
+    `view` adds the view node (flow2one/nodes/view.py), a subscriber that any graph can carry.
     """
     spec = graph(graph_name)
     base = Path(params_file) if params_file else params_path(graph_name)
@@ -37,7 +38,7 @@ def node_descriptions(graph_name: str, params_file: str | Path | None = None,
             "output": "screen",
             "emulate_tty": True,
         }
-        for name in spec.nodes
+        for name in (*spec.nodes, *(("view",) if view else ()))
     ]
 
 
@@ -50,10 +51,13 @@ def launch_description(graph_name: str):
 
     def nodes(context):
         override = LaunchConfiguration("params_file").perform(context) or None
-        return [Node(**d) for d in node_descriptions(graph_name, override)]
+        view = LaunchConfiguration("view").perform(context).lower() in ("true", "1", "yes")
+        return [Node(**d) for d in node_descriptions(graph_name, override, view=view)]
 
     return LaunchDescription([
         DeclareLaunchArgument("params_file", default_value="",
                               description=f"parameter YAML replacing config/{graph(graph_name).params}"),
+        DeclareLaunchArgument("view", default_value="false",
+                              description="also start the view node: Rerun viewer of cameras, cloud, chunks, path"),
         OpaqueFunction(function=nodes),
     ])

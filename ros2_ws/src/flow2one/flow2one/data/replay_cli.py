@@ -11,6 +11,7 @@ Examples:
   flow2one replay bag.mcap --set pointcloud.calibration_file=calibration/lab_d435.yaml
   flow2one replay lab_bags/run_03 --profile realsense_franka \
       --set pointcloud.calibration_file=calibration/lab_d435.yaml --set pointcloud.cameras=front
+  flow2one replay bag.mcap --view --view-save replay.rrd     # watch cloud, candidates, chosen chunks in Rerun
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import json
 import sys
 
 from flow2one.data.bags import BagError, read_summary
+from flow2one.view.switch import add_view_arguments
 
 REPLAY_MAX_OBS_AGE_S = 1.0  # policy freshness gate during replay (override with --set policy.max_obs_age_s=...)
 
@@ -43,6 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="override a parameter of the replay graph (repeatable)")
     p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: environment)")
     p.add_argument("--timeout", type=float, default=0.0, help="give up after this many seconds (0: automatic)")
+    add_view_arguments(p)
 
 
 def graph_cameras(overrides: dict) -> list[str]:
@@ -57,9 +60,10 @@ def graph_cameras(overrides: dict) -> list[str]:
 
 def run_replay(bag: str, rate: float = 1.0, overrides: dict | None = None, republish_points: bool = False,
                metrics_file: str = "", domain_id: int | None = None, timeout: float = 0.0,
-               timeline: str = "auto", profile: str = "flow2one") -> dict:
+               timeline: str = "auto", profile: str = "flow2one", view: dict | None = None) -> dict:
     """Start the replay graph, wait for the bag to finish, return the metrics dict. A bag that cannot give
-    a chunk (a missing topic, calibration cameras not in it) is refused before the graph starts."""
+    a chunk (a missing topic, calibration cameras not in it) is refused before the graph starts. `view`: the
+    view node's parameters, when it should watch the replay (on the bag's clock, like the other nodes)."""
     from flow2one.data.profiles import load_profile
     from flow2one.data.replay import recorded_actions, replay_plan
     from flow2one.graph import graph
@@ -82,6 +86,9 @@ def run_replay(bag: str, rate: float = 1.0, overrides: dict | None = None, repub
                         "cameras": ",".join(cams)}
     for node, params in overrides.items():
         merged.setdefault(node, {}).update(params)
+    if view is not None:
+        nodes.append("view")
+        merged["view"] = {"use_sim_time": True, "nice": 0, **view}  # in this process, with the policy
     duration = (summary.end_ns - summary.start_ns) / 1e9
     limit = timeout or (duration / rate + 60.0 if rate > 0 else 30.0 + 10.0 * duration)
     with GraphRunner("replay", nodes=nodes, overrides=merged, domain_id=domain_id) as runner:
@@ -104,13 +111,15 @@ def no_chunk_cause(runner) -> str:
 
 def main(args: argparse.Namespace) -> int:
     from flow2one.ros.run_cli import parse_overrides  # the ROS layer only when the command runs
+    from flow2one.view.switch import with_view
 
-    overrides = parse_overrides(args.set)
+    _, overrides = with_view(args, ["policy"], parse_overrides(args.set))
+    view = overrides.pop("view", None)
     if args.model_dir:
         overrides.setdefault("policy", {})["model_dir"] = args.model_dir
     try:
         result = run_replay(args.bag, args.rate, overrides, args.republish_points, args.out, args.domain_id,
-                            args.timeout, args.timeline, args.profile)
+                            args.timeout, args.timeline, args.profile, view)
     except (BagError, ValueError, TimeoutError) as exc:
         print(f"flow2one replay: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1

@@ -5,6 +5,7 @@ Examples:
   flow2one run sim --own-process sim_world,pointcloud   # the sim deployment graph, as the demo runs it
   flow2one run deploy --nodes camera,pointcloud
   flow2one run sim --set policy.backend=onnxruntime --set executor.n_exec=8
+  flow2one run sim --own-process sim_world,pointcloud,view --view --view-save sim.rrd   # watch it in Rerun
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import threading
 import yaml
 
 from flow2one.graph import GRAPHS, graph
+from flow2one.view.switch import add_view_arguments, announce, with_view
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,6 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated nodes to start in a child process each (the rest share this one). In "
                         "the sim graph give sim_world and pointcloud their own: sharing one GIL starves "
                         "franky-sim's 1 kHz loop and ages the clouds past the policy's max_obs_age_s")
+    add_view_arguments(p)
 
 
 def parse_overrides(items: list[str]) -> dict[str, dict]:
@@ -46,6 +49,7 @@ def main(args: argparse.Namespace) -> int:
     from flow2one.ros.runner import split_graph
 
     nodes = args.nodes.split(",") if args.nodes else list(graph(args.graph).nodes)
+    nodes, overrides = with_view(args, nodes, parse_overrides(args.set), "view" in args.own_process.split(","))
     own = [n for n in args.own_process.split(",") if n]
     if set(own) - set(nodes):
         raise SystemExit(f"--own-process {args.own_process!r}: not nodes of this run ({', '.join(nodes)})")
@@ -58,10 +62,12 @@ def main(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    with split_graph(args.graph, nodes, own, parse_overrides(args.set), args.params_file,
+    with split_graph(args.graph, nodes, own, overrides, args.params_file,
                      args.domain_id) as (runner, children):
         print(f"running graph '{args.graph}': {', '.join(runner.nodes)}"
               + "".join(f", {c.nodes[0]} (pid {c.proc.pid})" for c in children) + " (Ctrl-C stops)", flush=True)
+        for c in children:
+            announce(c.output)
         while runner.running and not stopped.wait(0.2):
             dead = [c for c in children if not c.alive]
             if dead:

@@ -27,6 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from flow2one.sim.tasks import TASKS
+from flow2one.view.switch import add_view_arguments, view_params
 
 
 def open_policy_step(model_dir: str | Path, backend: str = "torch", candidates: int = 1, seed: int = 0,
@@ -99,7 +100,7 @@ def save_strip(path: Path, rows: list[list[np.ndarray]]) -> None:
 def evaluate(task: str, policy: str = "expert", episodes: int = 50, seed: int = 0, strips: int = 3,
              strip_every: int = 10, n_exec: int = 8, delay: float = 0.0, out: Path | None = None,
              progress: bool = True, rate_hz: float | None = None, backend: str = "onnxruntime",
-             candidates: int = 1, max_obs_age_s: float = 0.25) -> dict:
+             candidates: int = 1, max_obs_age_s: float = 0.25, view=None) -> dict:
     from flow2one.sim.experts import make_expert
     from flow2one.sim.rig import SimRig
     from flow2one.sim.rollout import ExpertController, run_episode_safe
@@ -116,13 +117,14 @@ def evaluate(task: str, policy: str = "expert", episodes: int = 50, seed: int = 
         out.mkdir(parents=True, exist_ok=True)
         log = out / f"{task}_episodes.jsonl"
         log.unlink(missing_ok=True)
-    with SimRig(task, cameras=is_policy or strips > 0, cloud=is_policy, executor=sim_executor_config()) as rig:
+    with SimRig(task, cameras=is_policy or strips > 0 or view is not None, cloud=is_policy,
+                executor=sim_executor_config()) as rig:
         try:
             bar = tqdm(range(episodes), desc=f"sim-eval {task}", disable=not progress, file=sys.stderr)
             for i in bar:
                 frames: list[np.ndarray] | None = [] if i < strips else None
                 r = run_episode_safe(rig, controller, seed + i, frame_every=strip_every if frames is not None else 0,
-                                     frames=frames)
+                                     frames=frames, view=view)
                 results.append(r)
                 if log is not None:  # one line per episode as it ends: a long run is never all-or-nothing
                     with log.open("a") as fh:
@@ -189,6 +191,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--candidates", type=int, default=s["candidates"], help="M samples per re-plan (the policy "
                    f"node's n_candidates; default {s['candidates']}, the sim graph's)")
     p.add_argument("--delay", type=float, default=0.0, help="expert only: act on object state this many s old")
+    add_view_arguments(p)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -196,9 +199,17 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit("--episodes and --n-exec must be >= 1")
     tasks = list(TASKS) if args.task == "all" else [args.task]
     rate_hz = rate_or_none(args.policy_rate_hz)
+    view = None
+    if view_params(args) is not None:  # no graph here: the loop logs through the view's logging module
+        from flow2one.view.log import ViewLog
+        from flow2one.view.sim_loop import SimLoopView
+
+        view = SimLoopView(ViewLog(**view_params(args)))
     summaries = {t: evaluate(t, args.policy, args.episodes, args.seed, args.strips, args.strip_every,
                              args.n_exec, args.delay, args.out, rate_hz=rate_hz, backend=args.backend,
-                             candidates=args.candidates, max_obs_age_s=args.max_obs_age_s) for t in tasks}
+                             candidates=args.candidates, max_obs_age_s=args.max_obs_age_s, view=view) for t in tasks}
+    if view is not None:
+        view.log.close()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "summary.json").write_text(json.dumps(summaries, indent=1))
     brief = {t: {k: v for k, v in s.items() if k != "per_episode"} for t, s in summaries.items()}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 
@@ -106,6 +107,11 @@ class Observer:
             self._images = self.cams.render(self.world.snapshot(), rgb=rgb, depth=True)
         return self._images
 
+    @property
+    def points_made(self) -> np.ndarray | None:
+        """This step's cloud if someone asked for it (a view logs it without computing one)."""
+        return self._points
+
     def points(self) -> np.ndarray:
         if self.cloud is None:
             raise RuntimeError("this rollout has no point-cloud pipeline")
@@ -191,6 +197,7 @@ class PolicyController(Controller):
         self.inference_s: list[float] = []
         self.rejected = self.stale = self.robot_errors = 0
         self.executor: Executor | None = None
+        self.taken: tuple[np.ndarray, np.ndarray] | None = None  # (candidates (M, H, 10), chosen) for a view
 
     def reset(self, world: SimWorld, robot: FrankyRobot, rng: np.random.Generator) -> int:
         if self._job is not None:  # the previous episode's last inference
@@ -244,6 +251,7 @@ class PolicyController(Controller):
             return
         self._started = started
         self.step.commit(chunk)
+        self.taken = (chunk.candidates, chunk.actions)
         try:
             self.executor.submit_chunk(chunk.actions, chunk.stamp_ns, chunk.dt, received_mono=self._now)
         except ChunkRejected:
@@ -345,9 +353,11 @@ class Recording:
 def run_episode(world: SimWorld, robot: FrankyRobot, controller: Controller, seed: int, *,
                 cams: SimCameras | None = None, cloud=None, record: Recording | None = None,
                 record_rgb: bool = False, max_time: float | None = None,
-                frame_every: int = 0, frames: list[np.ndarray] | None = None) -> EpisodeResult:
+                frame_every: int = 0, frames: list[np.ndarray] | None = None,
+                view: Callable[[Observer, Controller, np.ndarray], None] | None = None) -> EpisodeResult:
     """Run one episode; `record` collects demo arrays, `frames` every `frame_every`-th front-camera image
-    (both emptied first: what they hold is this episode's, also when it is run again after an error)."""
+    (both emptied first: what they hold is this episode's, also when it is run again after an error);
+    `view(obs, controller, action)` is called after each command (flow2one.view.sim_loop)."""
     if record is not None:
         record.clear()
     if frames is not None:
@@ -380,6 +390,8 @@ def run_episode(world: SimWorld, robot: FrankyRobot, controller: Controller, see
                 record.rgb.append(rgbs)
         if frames is not None and frame_every and k % frame_every == 0:
             frames.append(obs.images(rgb=True)[0][0])
+        if view is not None:
+            view(obs, controller, action)
         st = world.status()
         if done_at is None and (st.success or st.failed):
             done_at = k
