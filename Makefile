@@ -11,6 +11,7 @@ demo: setup
 	$(PY) -m flow2one.cli demo
 
 test: setup
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q tests
 
 bench: setup

@@ -9,8 +9,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from flow2one.cli import main as cli_main
 
+from flow2one.cli import main as cli_main
 from tests.test_convert_bags import make_bag
 
 

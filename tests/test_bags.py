@@ -16,8 +16,7 @@ from rclpy.serialization import serialize_message
 from sensor_msgs.msg import Image, JointState, PointCloud2
 
 from flow2one import spec
-from flow2one.data.bags import (BagError, EpisodeBagWriter, EpisodeInfo, read_messages, read_summary,
-                                recover)
+from flow2one.data.bags import BagError, EpisodeBagWriter, EpisodeInfo, read_messages, read_summary, recover
 from flow2one.data.recording import EpisodeRecorder, RecorderConfig
 from flow2one.ros.convert import xyz_to_pointcloud2
 from flow2one.subprocesses import die_with_parent
@@ -43,7 +42,7 @@ def _write_bag(path: Path, n: int = 30, flush: float = 1.0) -> EpisodeBagWriter:
 
 
 def test_bag_opens_in_rosbags_mcap_and_mcap_ros2(tmp_path: Path) -> None:
-    from mcap.reader import make_reader, NonSeekingReader
+    from mcap.reader import NonSeekingReader, make_reader
     from mcap_ros2.reader import read_ros2_messages
     from rosbags.rosbag2 import Reader
     from rosbags.typesys import Stores, get_typestore
@@ -165,9 +164,8 @@ def test_episode_events(tmp_path: Path) -> None:
 def test_recorder_process_killed_mid_episode_loses_only_that_tail(tmp_path: Path, ros_context, domain_id) -> None:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
-    from std_msgs.msg import String
-
     from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from std_msgs.msg import String
 
     out = tmp_path / "demos"
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain_id))

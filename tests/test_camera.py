@@ -11,8 +11,15 @@ import pytest
 
 from flow2one.perception.camera_model import CameraIntrinsics
 from flow2one.perception.cloud import pixel_rays
-from flow2one.perception.realsense import (SOFTWARE_DEVICES, CameraNotFoundError, CameraTimeoutError, CaptureConfig,
-                                           CaptureThread, RealSenseCamera, find_connected_device)
+from flow2one.perception.realsense import (
+    SOFTWARE_DEVICES,
+    CameraNotFoundError,
+    CameraTimeoutError,
+    CaptureConfig,
+    CaptureThread,
+    RealSenseCamera,
+    find_connected_device,
+)
 from flow2one.perception.rs_software import SoftwareRealSense
 
 INTR = CameraIntrinsics(640, 480, 615.0, 615.0, 320.0, 240.0)
@@ -70,7 +77,7 @@ def test_alignment_reprojects_depth_into_the_color_camera():
     finally:
         cam.stop()
     # a point at pixel u in depth lands at u - fx * 0.05 / 1.0 = u - 30.75 in color: the right edge is empty
-    valid_cols = np.flatnonzero((aligned[240] > 0))
+    valid_cols = np.flatnonzero(aligned[240] > 0)
     assert abs(valid_cols.max() - (639 - 30.75)) <= 2 and valid_cols.min() <= 1
     assert (aligned[240, valid_cols[5:-5]] == 1000).all()
 

@@ -221,7 +221,7 @@ def test_filter_property_any_target_sequence_is_within_limits(seq):
 def test_executor_follows_stream_then_holds_then_stops():
     ex, robot, clock = make_executor(stop_after_s=0.5, n_exec=8)
     target = HOME + [0.03, 0.02, -0.02]
-    for k in range(60):  # 3 s of 20 Hz chunks, all pointing at one target
+    for _k in range(60):  # 3 s of 20 Hz chunks, all pointing at one target
         ex.submit_chunk(np.stack([action(target)] * 32), clock.ns() - 30 * MS, 0.05, received_mono=clock.t)
         ex.tick(clock.t)
         clock.t += 0.05

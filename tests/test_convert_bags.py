@@ -15,8 +15,13 @@ from flow2one.data.bags import EpisodeBagWriter, EpisodeInfo
 from flow2one.data.convert_bags import ConvertConfig, convert_directory
 from flow2one.data.episodes import list_episodes, read_episode
 from flow2one.geometry import matrix_to_quat, matrix_to_rot6d
-from flow2one.ros.convert import (chunk_to_msg, numpy_to_image, numpy_to_joint_state, numpy_to_pose_stamped,
-                                  xyz_to_pointcloud2)
+from flow2one.ros.convert import (
+    chunk_to_msg,
+    numpy_to_image,
+    numpy_to_joint_state,
+    numpy_to_pose_stamped,
+    xyz_to_pointcloud2,
+)
 
 T0 = 1_700_000_000 * 10**9  # wall-clock-like stamps
 R_DOWN = np.diag([1.0, -1.0, -1.0])

@@ -19,13 +19,13 @@ from trajectory_msgs.msg import JointTrajectory
 
 from flow2one import spec
 from flow2one.control.config import HOME_JOINTS
+from flow2one.control.franky_sim import FrankySimProcess
 from flow2one.geometry import matrix_to_rot6d, quat_to_matrix
 from flow2one.nodes.executor import HOME_TOPIC, STATE_NAMES
 from flow2one.ros.convert import chunk_to_msg, joint_state_to_numpy, msg_to_chunk, pose_stamped_to_numpy
 from flow2one.ros.qos import CHUNK_QOS, STATE_QOS
 from flow2one.ros.runner import GraphRunner
 from tests.helpers import wait_for
-from flow2one.control.franky_sim import FrankySimProcess
 from tests.test_control_franky import franky_sim  # noqa: F401  (module-scoped sim fixture)
 
 DOWN6 = matrix_to_rot6d(np.diag([1.0, -1.0, -1.0]))

@@ -10,14 +10,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
+
 from flow2one import spec
 from flow2one.cli import main as cli_main
 from flow2one.data.episodes import list_episodes, read_episode
 from flow2one.geometry import matrix_to_quat, matrix_to_rot6d
 from flow2one.perception.calibration import save_cameras
 from flow2one.perception.camera_model import CameraIntrinsics, CameraModel
-from rosbags.rosbag2 import StoragePlugin, Writer
-from rosbags.typesys import Stores, get_typestore
 
 STORE = get_typestore(Stores.ROS2_JAZZY)
 T = STORE.types

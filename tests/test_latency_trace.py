@@ -9,6 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from geometry_msgs.msg import PoseStamped
+from rclpy.node import Node
+from sensor_msgs.msg import JointState, PointCloud2
+from trajectory_msgs.msg import JointTrajectory
+
 from flow2one import spec
 from flow2one.control.franky_sim import FrankySimProcess
 from flow2one.nodes.policy_bench import JOINTS
@@ -28,11 +33,6 @@ from flow2one.ros.trace import (
     join,
     plot,
 )
-from geometry_msgs.msg import PoseStamped
-from rclpy.node import Node
-from sensor_msgs.msg import JointState, PointCloud2
-from trajectory_msgs.msg import JointTrajectory
-
 from tests.helpers import wait_for
 from tests.test_control_franky import franky_sim  # noqa: F401  (module-scoped sim fixture)
 from tests.test_runtime import exported_student

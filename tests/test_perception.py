@@ -9,8 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from flow2one.perception.calibration import (cameras_from_dict, cameras_to_dict, load_cameras, save_cameras,
-                                             select_cameras)
+from flow2one.perception.calibration import cameras_from_dict, cameras_to_dict, load_cameras, save_cameras, select_cameras
 from flow2one.perception.camera_model import CameraIntrinsics, CameraModel
 from flow2one.perception.cloud import CloudPipeline, pixel_rays
 from flow2one.perception.sync import ApproxTimeSync, StampedBuffer

@@ -17,8 +17,14 @@ from flow2one.perception.calibration import save_cameras
 from flow2one.perception.camera_model import CameraIntrinsics, CameraModel
 from flow2one.perception.cloud import CloudPipeline
 from flow2one.perception.synthetic import look_at, render_depth, table_scene, two_camera_rig
-from flow2one.ros.convert import (depth_to_metres, intrinsics_to_camera_info, numpy_to_image, numpy_to_pose_stamped,
-                                  pointcloud2_to_xyz, stamp_to_ns)
+from flow2one.ros.convert import (
+    depth_to_metres,
+    intrinsics_to_camera_info,
+    numpy_to_image,
+    numpy_to_pose_stamped,
+    pointcloud2_to_xyz,
+    stamp_to_ns,
+)
 from flow2one.ros.qos import SENSOR_QOS, STATE_QOS
 from flow2one.ros.runner import GraphRunner
 from tests.helpers import wait_for

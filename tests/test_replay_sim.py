@@ -55,7 +55,7 @@ def record_sim_episode(out: Path, domain_id: int, attempts: int = 2) -> Path:
     from flow2one.ros.runner import GraphRunner
 
     faults = []
-    for attempt in range(attempts):
+    for _attempt in range(attempts):
         host = free_loopback_host()  # own loopback address per sim
         overrides = {"executor": {"robot_host": host},
                      "teleop": {"input": "joy", "max_linear_speed": 0.08},

@@ -483,7 +483,7 @@ def test_adversarial_chunks_with_rotation_and_measurement_attacks_never_leave_th
     rng = np.random.default_rng(19)
     accepted, last_stamp = 0, clock.ns()
     axis = np.array([1.0, 0.0, 0.0])
-    for i in range(n_chunks):
+    for _i in range(n_chunks):
         if rng.random() < 0.05:
             axis = rng.normal(size=3) * [1, 1, 0.2]
         if ex.state == State.FAULT:

@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 import pytest
+
 from flow2one.control.config import ExecutorConfig
 from flow2one.control.franky_robot import FrankyRobot
 from flow2one.runtime.backends import Backend

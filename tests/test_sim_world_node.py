@@ -13,10 +13,10 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Int64, String
 
 from flow2one import spec
+from flow2one.control.franky_sim import free_loopback_host
 from flow2one.perception.calibration import load_cameras
 from flow2one.ros.convert import camera_info_to_intrinsics, depth_to_metres, image_to_numpy, stamp_to_ns
 from flow2one.ros.qos import LATCHED_QOS, SENSOR_QOS
-from flow2one.control.franky_sim import free_loopback_host
 from flow2one.ros.runner import GraphRunner
 from flow2one.sim.cameras import SIM_CALIBRATION
 from tests.helpers import wait_for

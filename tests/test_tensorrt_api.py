@@ -20,8 +20,15 @@ from onnx import TensorProto, helper
 
 from flow2one.runtime.backends import OnnxRuntimeBackend
 from flow2one.runtime.card import load_card
-from flow2one.runtime.tensorrt_engine import (MIXED_PRECISION_ONNX, PARITY_TOL, EngineMismatch, build_engine,
-                                              build_plan, engine_parity, profile_shapes)
+from flow2one.runtime.tensorrt_engine import (
+    MIXED_PRECISION_ONNX,
+    PARITY_TOL,
+    EngineMismatch,
+    build_engine,
+    build_plan,
+    engine_parity,
+    profile_shapes,
+)
 from flow2one.runtime.trt_onnx_audit import audit_onnx
 
 MODEL = Path(__file__).resolve().parents[1] / "models" / "sim_student"

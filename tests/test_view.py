@@ -9,6 +9,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
+
 from flow2one import demo, spec
 from flow2one.cli import main as cli_main
 
@@ -79,7 +80,6 @@ def test_sim_episode_view_save(tmp_path: Path, domain_id: int) -> None:
 def converted(tmp_path_factory) -> tuple[Path, Path]:
     """(a teleop episode bag, the dataset episode `flow2one convert` made of it, with the front camera)."""
     from flow2one.data.convert_bags import ConvertConfig, convert_directory
-
     from tests.test_convert_bags import make_bag
 
     d = tmp_path_factory.mktemp("view")

@@ -17,7 +17,7 @@ import json
 import platform
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 # name -> "module:function"; function(quick: bool) -> JSON-able dict. Register new benchmarks here.
 BENCHES: dict[str, str] = {
@@ -56,7 +56,7 @@ def main(args: argparse.Namespace) -> int:
     if unknown:
         print(f"unknown benchmark(s) {unknown}; known: {', '.join(BENCHES)}", file=sys.stderr)
         return 2
-    report: dict = {"meta": {"utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    report: dict = {"meta": {"utc": datetime.now(UTC).isoformat(timespec="seconds"),
                              "host": platform.node(), "python": platform.python_version(), "quick": args.quick}}
     for name in names:
         t0 = time.monotonic()

@@ -348,7 +348,7 @@ def save_plots(out: Path, logs: dict[str, list[EpisodeLog]]) -> None:
         log = logs[task][0]
         t_chunks = np.array([c[0] for c in log.chunks], dtype=float)
         cmap = plt.get_cmap("viridis")
-        for k, (recv, _, xyz) in enumerate(log.chunks[::3]):
+        for _k, (recv, _, xyz) in enumerate(log.chunks[::3]):
             c = cmap((recv - t_chunks[0]) / max(t_chunks[-1] - t_chunks[0], 1.0))
             axes[0, j].plot(xyz[:, 0], xyz[:, 1], color=c, lw=0.7, alpha=0.7)
             axes[1, j].plot(xyz[:, 0], xyz[:, 2], color=c, lw=0.7, alpha=0.7)

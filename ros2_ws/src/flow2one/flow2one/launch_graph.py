@@ -44,10 +44,11 @@ def node_descriptions(graph_name: str, params_file: str | Path | None = None,
 
 def launch_description(graph_name: str):
     """The LaunchDescription of a graph, with a `params_file` launch argument (robot only: needs launch)."""
-    from launch import LaunchDescription
     from launch.actions import DeclareLaunchArgument, OpaqueFunction
     from launch.substitutions import LaunchConfiguration
     from launch_ros.actions import Node
+
+    from launch import LaunchDescription
 
     def nodes(context):
         override = LaunchConfiguration("params_file").perform(context) or None

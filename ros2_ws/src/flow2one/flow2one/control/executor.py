@@ -120,7 +120,7 @@ class Executor:
         self._thread = threading.Thread(target=self._run, name="executor-control", daemon=True)
 
     # -- API for any thread ------------------------------------------------------------------------
-    def start(self) -> "Executor":
+    def start(self) -> Executor:
         self._thread.start()
         return self
 

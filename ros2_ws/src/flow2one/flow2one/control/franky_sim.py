@@ -59,7 +59,7 @@ class FrankySimProcess:
     def close(self) -> None:
         stop(self.proc)
 
-    def __enter__(self) -> "FrankySimProcess":
+    def __enter__(self) -> FrankySimProcess:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -18,7 +18,7 @@ import struct
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import yaml
@@ -92,7 +92,7 @@ class BagSummary:
     episode: EpisodeInfo | None
 
 
-@lru_cache(maxsize=None)
+@cache
 def message_definition(msgtype: str) -> str:
     """ros2msg schema text (the type and its dependencies) as rosbag2 stores it."""
     from rosbags.typesys import Stores, get_typestore
@@ -103,7 +103,7 @@ def message_definition(msgtype: str) -> str:
     return store.generate_msgdef(msgtype, ros_version=2)[0]
 
 
-@lru_cache(maxsize=None)
+@cache
 def type_hash(msgtype: str) -> str:
     """The type's RIHS01 hash, as rosbag2 (Iron and later) stores it per topic; readers check it against
     their own definition before decoding."""

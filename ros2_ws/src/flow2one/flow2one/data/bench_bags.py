@@ -47,7 +47,7 @@ def run(quick: bool = False) -> dict:
     result: dict = {"frame_mb": round(frame_bytes / 1e6, 3), "needed_mb_s_at_30fps": round(need_mb_s, 1)}
     for comp in ("none", "lz4", "zstd"):
         times, size = [], 0
-        for r in range(repeats):
+        for _r in range(repeats):
             with tempfile.TemporaryDirectory() as d:
                 w = EpisodeBagWriter(Path(d) / "episode_00000.mcap", EpisodeInfo(), compression=comp,
                                      flush_period_s=0.5)

@@ -11,8 +11,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from flow2one.data.bags import (PARTIAL_SUFFIX, EpisodeBagWriter, EpisodeInfo, RecoveryResult, recover,
-                                recovered_path)
+from flow2one.data.bags import PARTIAL_SUFFIX, EpisodeBagWriter, EpisodeInfo, RecoveryResult, recover, recovered_path
 
 EVENTS = ("start", "stop", "discard", "success", "failure")
 _INDEX = re.compile(r"episode_(\d+)\.mcap")

@@ -22,8 +22,13 @@ from flow2one.paths import resolve
 from flow2one.perception.calibration import load_cameras, select_cameras
 from flow2one.perception.cloud import CloudPipeline
 from flow2one.perception.sync import ApproxTimeSync, StampedBuffer
-from flow2one.ros.convert import (camera_info_to_intrinsics, depth_to_metres, pose_stamped_to_numpy, stamp_to_ns,
-                                  xyz_to_pointcloud2)
+from flow2one.ros.convert import (
+    camera_info_to_intrinsics,
+    depth_to_metres,
+    pose_stamped_to_numpy,
+    stamp_to_ns,
+    xyz_to_pointcloud2,
+)
 from flow2one.ros.diagnostics import ERROR, OK, WARN, Diagnostics
 from flow2one.ros.params import declare_params
 from flow2one.ros.qos import SENSOR_QOS, STATE_QOS

@@ -32,8 +32,16 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from flow2one import spec
 from flow2one.paths import resolve
-from flow2one.ros.convert import (chunk_to_msg, depth_to_metres, image_to_numpy, joint_state_to_numpy,
-                                  ns_to_stamp, pointcloud2_to_xyz, pose_stamped_to_numpy, stamp_to_ns)
+from flow2one.ros.convert import (
+    chunk_to_msg,
+    depth_to_metres,
+    image_to_numpy,
+    joint_state_to_numpy,
+    ns_to_stamp,
+    pointcloud2_to_xyz,
+    pose_stamped_to_numpy,
+    stamp_to_ns,
+)
 from flow2one.ros.diagnostics import ERROR, OK, WARN, Diagnostics
 from flow2one.ros.params import declare_params
 from flow2one.ros.qos import CHUNK_QOS, SENSOR_QOS, STATE_QOS

@@ -30,8 +30,16 @@ from flow2one.geometry import quat_to_matrix
 from flow2one.paths import resolve as resolve_path
 from flow2one.perception.calibration import load_cameras, save_cameras
 from flow2one.perception.camera_model import CameraIntrinsics, CameraModel
-from flow2one.perception.charuco import (HAND_EYE_METHODS, BoardSpec, average_poses, camera_from_fixed_board,
-                                         detect_board, eye_in_hand, eye_to_hand, pose_spread)
+from flow2one.perception.charuco import (
+    HAND_EYE_METHODS,
+    BoardSpec,
+    average_poses,
+    camera_from_fixed_board,
+    detect_board,
+    eye_in_hand,
+    eye_to_hand,
+    pose_spread,
+)
 
 MODES = ("fixed-board", "eye-to-hand", "eye-in-hand")
 # A right board scale and good poses give sub-millimetre spread in the sim and a few mm on a real arm; a

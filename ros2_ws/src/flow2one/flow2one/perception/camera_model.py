@@ -33,7 +33,7 @@ class CameraIntrinsics:
         return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
 
     @classmethod
-    def from_K(cls, width: int, height: int, K: np.ndarray, **kw: object) -> "CameraIntrinsics":
+    def from_K(cls, width: int, height: int, K: np.ndarray, **kw: object) -> CameraIntrinsics:
         K = np.asarray(K, dtype=np.float64).reshape(3, 3)
         return cls(width, height, float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2]), **kw)
 

@@ -21,6 +21,7 @@ import numpy as np
 from flow2one.perception.camera_model import CameraIntrinsics, CameraModel
 from flow2one.spec import N_POINTS
 
+
 def pixel_rays(intr: CameraIntrinsics, stride: int = 1) -> np.ndarray:
     """(h/s * w/s, 3) float64 rays with z = 1 in the optical frame for every `stride`-th pixel (row-major)."""
     v, u = np.mgrid[0:intr.height:stride, 0:intr.width:stride]

@@ -71,7 +71,7 @@ class TemporalUNet1D(nn.Module):
         mid = dims[-1]
         self.mid = nn.ModuleList([FiLMResBlock(mid, mid, cond_dim, k, g), FiLMResBlock(mid, mid, cond_dim, k, g)])
         self.up = nn.ModuleList()
-        for i, (cin, cout) in enumerate(reversed(pairs[1:])):
+        for cin, cout in reversed(pairs[1:]):
             self.up.append(nn.ModuleList([
                 FiLMResBlock(2 * cout, cin, cond_dim, k, g), FiLMResBlock(cin, cin, cond_dim, k, g),
                 nn.ConvTranspose1d(cin, cin, 4, 2, 1)]))

@@ -42,7 +42,7 @@ class NodeProcess:
         self.output: deque[str] = deque(maxlen=60)  # the child's last lines, for error messages
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "NodeProcess":
+    def start(self) -> NodeProcess:
         # A process group of its own: Ctrl-C in a terminal reaches only this process, which stops its nodes
         # first (the executor's franky connection) and then the child (the franky-sim server it talks to);
         # both at once left libfranka reading from a closed socket (a segfault in 2 of 4 stops).
@@ -76,7 +76,7 @@ class NodeProcess:
         if self.proc is not None:
             stop(self.proc, signal.SIGINT, timeout)
 
-    def __enter__(self) -> "NodeProcess":
+    def __enter__(self) -> NodeProcess:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

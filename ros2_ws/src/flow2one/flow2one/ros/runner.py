@@ -25,7 +25,6 @@ from flow2one.graph import NODES, graph, load_params, params_path, read_params_f
 from flow2one.ros.node_process import NodeProcess
 from flow2one.ros.params import build_params
 
-
 # The rclpy executor of an in-process graph. "single" by default: rclpy's MultiThreadedExecutor re-yields
 # callbacks it has queued but not started and returns from its wait at once, so its spin loop can hold the
 # GIL in a busy loop while its pool's workers wait to start; beside a policy node it intermittently starved
@@ -119,7 +118,7 @@ class GraphRunner:
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
 
-    def start(self) -> "GraphRunner":
+    def start(self) -> GraphRunner:
         args = ["--ros-args"]
         for p in self.params_files:
             args += ["--params-file", str(p)]
@@ -189,7 +188,7 @@ class GraphRunner:
         if errors:
             raise errors[0]
 
-    def __enter__(self) -> "GraphRunner":
+    def __enter__(self) -> GraphRunner:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -110,7 +110,7 @@ class ModelCard:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], source: str = "card") -> "ModelCard":
+    def from_dict(cls, d: Mapping[str, Any], source: str = "card") -> ModelCard:
         if not isinstance(d.get("inputs"), Mapping):
             raise CardError(f"{source}: inputs must map each input name to its shape; this card lacks the "
                             "runtime fields: complete it with `flow2one export MODEL_DIR` (see models/README.md)")

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from flow2one.runtime.engine import Backend, BackendUnavailable, require, require_cuda
 from flow2one.runtime.card import ModelCard, example_inputs
+from flow2one.runtime.engine import Backend, BackendUnavailable, require, require_cuda
 
 # model.onnx converted to mixed fp16 with fp32 inputs/outputs (what TensorRT 11 needs for an fp16 engine):
 #   python -m modelopt.onnx.autocast --onnx_path model.onnx --output_path model.fp16.onnx \

@@ -20,7 +20,7 @@ import numpy as np
 
 from flow2one.paths import data_root
 from flow2one.perception.camera_model import CameraIntrinsics, CameraModel
-from flow2one.sim.scene import CameraSpec, TCP_SITE
+from flow2one.sim.scene import TCP_SITE, CameraSpec
 
 # calibration/sim.yaml under flow2one.paths.data_root() (the checkout, share/flow2one or FLOW2ONE_ROOT).
 SIM_CALIBRATION = data_root() / "calibration" / "sim.yaml"
@@ -39,7 +39,7 @@ class Snapshot:
     mocap_quat: np.ndarray
 
     @classmethod
-    def take(cls, data: mujoco.MjData, stamp_ns: int) -> "Snapshot":
+    def take(cls, data: mujoco.MjData, stamp_ns: int) -> Snapshot:
         return cls(float(data.time), stamp_ns, data.qpos.copy(), data.mocap_pos.copy(), data.mocap_quat.copy())
 
 
@@ -152,7 +152,7 @@ class RenderLoop:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sim-cameras", daemon=True)
 
-    def start(self) -> "RenderLoop":
+    def start(self) -> RenderLoop:
         self._thread.start()
         return self
 

@@ -78,7 +78,7 @@ class SimRig:
         self.robot.disconnect()  # before franky-sim stops: libfranka's destructors talk to it (hang/segfault otherwise)
         self.world.close()
 
-    def __enter__(self) -> "SimRig":
+    def __enter__(self) -> SimRig:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -304,7 +304,7 @@ class EpisodeResult:
         return asdict(self)
 
     @classmethod
-    def aborted(cls, world: SimWorld, seed: int, reason: str, wall_s: float) -> "EpisodeResult":
+    def aborted(cls, world: SimWorld, seed: int, reason: str, wall_s: float) -> EpisodeResult:
         """An episode the robot connection could not finish (counted as a failure, never dropped)."""
         st = world.status()
         return cls(task=world.task.name, seed=seed, success=False, failed=True, time_to_success=None,

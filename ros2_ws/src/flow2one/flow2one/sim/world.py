@@ -63,7 +63,7 @@ class SimWorld:
         self.hostname: str = ""
 
     # --- lifecycle ---------------------------------------------------------------------------------
-    def start(self) -> "SimWorld":
+    def start(self) -> SimWorld:
         from franky_sim import SimulationServer
         from franky_sim.mujoco_simulator import MujocoSimulator
 
@@ -99,7 +99,7 @@ class SimWorld:
                 r.done.set()
             self._requests.clear()
 
-    def __enter__(self) -> "SimWorld":
+    def __enter__(self) -> SimWorld:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
