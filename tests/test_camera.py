@@ -152,11 +152,8 @@ def test_pointcloud_of_librealsense_matches_our_deprojection():
     np.testing.assert_allclose(verts, ours, atol=2e-4)  # librealsense samples pixel centres the same way
 
 
-def test_capture_thread_survives_a_camera_disappearing():
-    sw = SoftwareRealSense("333", INTR)
-    SOFTWARE_DEVICES["333"] = sw.device
-    feeding, stop = threading.Event(), threading.Event()
-    feeding.set()
+def start_feeder(sw: SoftwareRealSense, feeding: threading.Event, stop: threading.Event) -> threading.Thread:
+    """A ~30 fps stream of scene frames into `sw` while `feeding` is set, until `stop`."""
 
     def feed() -> None:
         k = 0
@@ -168,6 +165,15 @@ def test_capture_thread_survives_a_camera_disappearing():
 
     feeder = threading.Thread(target=feed, daemon=True)
     feeder.start()
+    return feeder
+
+
+def test_capture_thread_survives_a_camera_disappearing():
+    sw = SoftwareRealSense("333", INTR)
+    SOFTWARE_DEVICES["333"] = sw.device
+    feeding, stop = threading.Event(), threading.Event()
+    feeding.set()
+    feeder = start_feeder(sw, feeding, stop)
     frames, status = [], []
     cam = RealSenseCamera("front", "333", CaptureConfig(timeout_ms=300))
     cap = CaptureThread(cam, frames.append, lambda ok, msg: status.append((ok, msg)), retry_s=0.1)
@@ -229,17 +235,7 @@ def test_a_connected_camera_that_stops_delivering_gets_a_hardware_reset():
     feeding.set()
     device = ResettableDevice(sw, on_reset=feeding.set)  # after the reset the camera streams again
     SOFTWARE_DEVICES["444"] = device
-
-    def feed() -> None:
-        k = 0
-        while not stop.is_set():
-            if feeding.is_set():
-                sw.push(*scene_frames(k), 1000.0 + 33.3 * k)
-                k += 1
-            time.sleep(0.03)
-
-    feeder = threading.Thread(target=feed, daemon=True)
-    feeder.start()
+    feeder = start_feeder(sw, feeding, stop)
     frames, status = [], []
     cam = RealSenseCamera("front", "444", CaptureConfig(timeout_ms=200))
     cap = CaptureThread(cam, frames.append, lambda ok, msg: status.append((ok, msg)), retry_s=0.05, reset_after=3)
