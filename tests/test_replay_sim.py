@@ -48,7 +48,7 @@ def record_sim_episode(out: Path, domain_id: int, attempts: int = 2) -> Path:
     """Start the episode with the right button, push the puck away for ~2.5 s, stop it (success).
 
     franky-sim is not real time: on an overloaded machine libfranka's UDP exchange with it times out
-    and the executor faults (ENVIRONMENT.md). Such a run is recorded again once, with the reason shown.
+    and the executor faults (docs/ENVIRONMENT_FACTS.md). Such a run is recorded again once, with the reason shown.
     """
     from flow2one.control.franky_sim import free_loopback_host
     from flow2one.ros.node_process import NodeProcess

@@ -2,7 +2,7 @@
 
 Arm targets go out as asynchronous absolute CartesianMotions that keep holding their target
 (return_when_finished=False): each new one pre-empts the previous and franky's Ruckig re-plans from the
-current motion state, so re-targeting at the chunk-step rate (10-50 Hz, ENVIRONMENT.md) is smooth, and
+current motion state, so re-targeting at the chunk-step rate (10-50 Hz, docs/ENVIRONMENT_FACTS.md) is smooth, and
 "hold" simply means sending nothing new. Ruckig's own Cartesian limits are set from the same
 SafetyLimits at connect, so the arm's motion between targets is bounded as well as the targets.
 Errors of asynchronous motions surface at poll/join; every franky exception becomes a RobotError that

@@ -1,6 +1,6 @@
 """Depth images from several calibrated cameras -> one cropped, voxel-downsampled cloud of exactly N points.
 
-Why it is fast (ENVIRONMENT.md: the naive numpy -> Open3D crop/voxel/farthest-point path caps
+Why it is fast (docs/ENVIRONMENT_FACTS.md: the naive numpy -> Open3D crop/voxel/farthest-point path caps
 perception near 5 Hz):
 - per-pixel rays are computed once per intrinsics (undistorted once with OpenCV when the model has
   distortion), and for fixed cameras pre-rotated into the base frame together with the depth interval in

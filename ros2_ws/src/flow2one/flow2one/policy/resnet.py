@@ -1,5 +1,5 @@
 """ResNet-18 written out here because torchvision cannot be installed beside the CPU torch wheel
-(see /work/shared/ENVIRONMENT.md) and no pretrained weights can be downloaded anyway.
+(see docs/ENVIRONMENT_FACTS.md) and no pretrained weights can be downloaded anyway.
 
 Same topology as torchvision's resnet18 (BasicBlock x [2, 2, 2, 2]); GroupNorm replaces BatchNorm as in
 Diffusion Policy, because policy batches are small and BN statistics would differ between training and

@@ -1,4 +1,4 @@
-"""Sim figures for the CPU budget (ARCHITECTURE.md): franky-sim's real-time factor alone and while the
+"""Sim figures for the CPU budget (docs/ENVIRONMENT_FACTS.md): franky-sim's real-time factor alone and while the
 cameras render in the same process, the camera rate reached, and the per-frame render cost with the
 collision meshes we use against the visual meshes (baseline, same run)."""
 

@@ -77,7 +77,7 @@ class SimCameras:
 
     def __init__(self, model: mujoco.MjModel, specs: tuple[CameraSpec, ...], visual_meshes: bool = False) -> None:
         os.environ.setdefault("MUJOCO_GL", "egl")
-        # llvmpipe's own raster threads fight franky-sim's 1 kHz thread for the 2 cores (ENVIRONMENT.md)
+        # llvmpipe's own raster threads fight franky-sim's 1 kHz thread for the 2 cores (docs/ENVIRONMENT_FACTS.md)
         os.environ.setdefault("LP_NUM_THREADS", "1")
         self.model, self.specs = model, specs
         self._data = mujoco.MjData(model)

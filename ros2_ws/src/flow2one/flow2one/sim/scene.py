@@ -75,7 +75,7 @@ def build_scene(sim, cameras: tuple[CameraSpec, ...]) -> None:
     if ground is not None:  # the robot stands on a 0.75 m table; the checker floor goes below it
         ground.set("pos", "0 0 -0.75")
     quality = sim.scene.find("visual/quality")
-    if quality is not None:  # ENVIRONMENT.md: 3 fps -> 16-19 fps at 640x480 on llvmpipe
+    if quality is not None:  # docs/ENVIRONMENT_FACTS.md: 3 fps -> 16-19 fps at 640x480 on llvmpipe
         quality.set("shadowsize", "0")
         quality.set("offsamples", "0")
     for light in world.findall("light"):

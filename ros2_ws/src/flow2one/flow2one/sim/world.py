@@ -3,7 +3,7 @@
 franky-sim steps MuJoCo at 1 kHz in its own thread, paced by the wall clock. Everything this module adds
 to that thread is cheap (a counter per step; task logic every `task_period` of sim time; snapshot copies
 on request), because the server's real-time factor is the budget the whole sim graph lives on
-(ARCHITECTURE.md "CPU budget"). Resets and snapshots are handed to the sim thread through requests
+(docs/ENVIRONMENT_FACTS.md, franky-sim). Resets and snapshots are handed to the sim thread through requests
 and served between two physics steps, so no other thread ever writes or half-reads MjData.
 """
 
