@@ -53,7 +53,8 @@ def test_install_space_has_launch_config_data_executables_and_index_marker(insta
     assert (prefix / "share/ament_index/resource_index/packages/flow2one").is_file()
     assert (share / "package.xml").is_file()
     assert {p.name for p in (share / "launch").iterdir()} == {f"{g}.launch.py" for g in GRAPHS}
-    assert {p.name for p in (share / "config").iterdir()} == {f"{g}.yaml" for g in GRAPHS}
+    assert {p.name for p in (share / "config").iterdir()} == {f"{g}.yaml" for g in GRAPHS} | {"topics"}
+    assert {p.name for p in (share / "config" / "topics").iterdir()} == {"flow2one.yaml", "realsense_franka.yaml"}
     assert (share / "calibration/sim.yaml").is_file() and (share / "calibration/lab_d435.yaml").is_file()
     for model in ("sim_student", "sim_l1flow", "sim_regression"):
         assert (share / "models" / model / "card.yaml").is_file() and (share / "models" / model / "model.onnx").is_file()

@@ -25,7 +25,11 @@ def declared_params_class(module) -> type:
     calls = [n for n in ast.walk(ast.parse(inspect.getsource(module)))
              if isinstance(n, ast.Call) and getattr(n.func, "id", None) == "declare_params"]
     assert len(calls) == 1, f"{module.__name__}: expected one declare_params(self, Params) call"
-    return getattr(module, calls[0].args[1].id)
+    arg = calls[0].args[1]
+    if isinstance(arg, ast.Attribute):  # declare_params(self, self.PARAMS): the node class's PARAMS
+        return next(v.PARAMS for v in vars(module).values()
+                    if isinstance(v, type) and v.__module__ == module.__name__ and hasattr(v, "PARAMS"))
+    return getattr(module, arg.id)
 
 
 def as_field_value(value, hint):

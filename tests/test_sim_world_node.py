@@ -66,7 +66,7 @@ def test_sim_world_node_cameras_reset_status_and_robot(domain_id):
         from flow2one.control.franky_robot import FrankyRobot
         from flow2one.control.limits import SafetyLimits
 
-        robot = FrankyRobot(host, SafetyLimits())  # the node serves the robot the executor connects to
+        robot = FrankyRobot(host, SafetyLimits(), realtime="ignore")  # the node serves the robot the executor connects to
         try:
             np.testing.assert_allclose(robot.read_state().proprio()[:3], [0.307, 0.0, 0.487], atol=0.01)
         finally:

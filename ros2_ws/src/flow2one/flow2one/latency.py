@@ -39,10 +39,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-BEFORE: dict[str, Any] = {"ros_executor": "multi", "policy": {"schedule": "poll"},
-                          "executor": {"retarget_on_chunk": False}}
-AFTER: dict[str, Any] = {"ros_executor": "single", "policy": {"schedule": "event"},
-                         "executor": {"retarget_on_chunk": True}}
+from flow2one.ros.trace import AFTER, BEFORE
+
 # the goals (ms) for the figures compared
 GOALS = {"sim": {"obs_to_chunk_ms": (15.0, 40.0), "obs_to_command_ms": (25.0, 60.0)},
          "probe": {"obs_to_chunk_ms": (None, 20.0)}}

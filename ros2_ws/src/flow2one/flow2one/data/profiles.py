@@ -19,6 +19,7 @@ import numpy as np
 
 from flow2one import spec
 from flow2one.data.bags import BagMessage, read_messages, read_summary
+from flow2one.data.cdr import deserialize, typestore
 from flow2one.geometry import matrix_to_quat, matrix_to_rot6d, quat_to_matrix
 from flow2one.yamlio import load_yaml
 
@@ -94,14 +95,10 @@ def load_profile(name_or_path: str = "flow2one") -> TopicProfile:
 
 
 def _store():
-    from flow2one.data.convert_bags import _typestore
-
-    return _typestore()
+    return typestore()
 
 
 def _deserialize(m: BagMessage):
-    from flow2one.data.convert_bags import deserialize
-
     return deserialize(m.data, m.msgtype)
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from flow2one import spec
 from flow2one.data.bags import BagMessage
-from flow2one.data.convert_bags import BagInvalid, deserialize
+from flow2one.data.cdr import BagInvalid, deserialize
 from flow2one.data.profiles import Plan, TopicProfile, canonical_messages, plan
 from flow2one.geometry import rot6d_to_matrix, rotation_angle
 

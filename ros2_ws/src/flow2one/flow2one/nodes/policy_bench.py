@@ -5,7 +5,7 @@ A probe node publishes a 4,096-point cloud + EE pose + joint state stamped "now"
 it contains DDS delivery both ways, the wait for the policy, assembly, inference and publishing. The
 node's own inference time from the same run is the baseline it is compared with, and the per-stage trace
 (flow2one/ros/trace.py) says where the rest goes. Everything runs in one process (GraphRunner, loopback
-DDS) with a small randomly initialised student; "before" runs the scheduling of flow2one.latency.BEFORE.
+DDS) with a small randomly initialised student; "before" runs the scheduling of flow2one.ros.trace.BEFORE.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def _small_student(directory: Path) -> Path:
 def measure(model_dir: Path, candidates: int, seconds: float, domain_id: int, before: bool = False,
             rate_hz: float = 125.0) -> tuple[dict, list[dict[str, int]]]:
     """One run: (figures, the trace rows)."""
-    from flow2one.latency import AFTER, BEFORE
+    from flow2one.ros.trace import AFTER, BEFORE
 
     sched = BEFORE if before else AFTER
     params = {"model_dir": str(model_dir), "n_candidates": candidates, "max_obs_age_s": 0.5, "markers_every": 5,

@@ -255,9 +255,11 @@ class TopicView:
 
 
 class ViewNode(Node):
+    PARAMS = ViewParams  # checked by the runner before any node starts
+
     def __init__(self, node_name: str = "view", **kwargs) -> None:
         super().__init__(node_name, **kwargs)
-        self.p = declare_params(self, ViewParams)
+        self.p = declare_params(self, self.PARAMS)
         if not self.p.live and not self.p.save:
             raise ValueError(f"node '{node_name}': the view needs live:=true or a save path")
         if self.p.nice:

@@ -17,12 +17,20 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 
 from flow2one.spec import TRACE_TOPIC
+
+# The scheduling before the latency work (rclpy's multi-threaded executor, a polling policy, commands only on
+# the executor's tick) and after it; `flow2one latency --compare` and the policy_graph_latency bench run both.
+BEFORE: dict[str, Any] = {"ros_executor": "multi", "policy": {"schedule": "poll"},
+                          "executor": {"retarget_on_chunk": False}}
+AFTER: dict[str, Any] = {"ros_executor": "single", "policy": {"schedule": "event"},
+                         "executor": {"retarget_on_chunk": True}}
 
 KEYS = ("frame", "chunk")  # join keys: the frame stamp (cloud header) and the chunk stamp (chunk header)
 STAGES = ("frame", "cloud_published", "cloud_received", "inference_start", "inference_end", "chunk_published",
