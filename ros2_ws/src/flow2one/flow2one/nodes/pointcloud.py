@@ -131,8 +131,10 @@ class PointCloudNode(Node):
         except ValueError as exc:
             self.diag.set(ERROR, f"cannot build the cloud: {exc}")
             return
-        self._pub.publish(xyz_to_pointcloud2(points, stamp, spec.BASE_FRAME))
-        self.trace.emit(frame=stamp, cloud_published=self.trace.now_ns())
+        msg = xyz_to_pointcloud2(points, stamp, spec.BASE_FRAME)
+        published = self.trace.now_ns()  # before publish(): a subscriber may run before publish() returns
+        self._pub.publish(msg)
+        self.trace.emit(frame=stamp, cloud_published=published)
         self.published += 1
         s = self.pipeline.stats
         level, text = (OK, "publishing") if s.n_cropped else (WARN, "no depth inside the workspace box")

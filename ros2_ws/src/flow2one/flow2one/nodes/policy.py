@@ -252,9 +252,11 @@ class PolicyNode(Node):
             self._stale(f"observation {age_ns * 1e-6:.0f} ms old after inference (max {max_age_ns * 1e-6:.0f} ms)")
             return
         self._started_ns = now_ns  # the rate cap spaces published chunks; a discarded inference does not count
-        self.chunk_pub.publish(chunk_to_msg(chunk.actions, chunk.stamp_ns, chunk.dt, self.p.base_frame))
+        msg = chunk_to_msg(chunk.actions, chunk.stamp_ns, chunk.dt, self.p.base_frame)
+        published = self.trace.now_ns()  # before publish(): the executor may take the chunk before it returns
+        self.chunk_pub.publish(msg)
         self.trace.emit(frame=frame_ns or obs.stamp_ns, chunk=chunk.stamp_ns, cloud_received=cloud_rx_ns or now_ns,
-                        inference_start=infer_start, inference_end=infer_end, chunk_published=self.trace.now_ns())
+                        inference_start=infer_start, inference_end=infer_end, chunk_published=published)
         self.step.commit(chunk)
         self.counts["chunks"] += 1
         now = time.monotonic()
