@@ -46,6 +46,10 @@ MUTANTS = [
     ("e-stop release before the stop", EXECUTOR, "            elif self._estop_latched:\n                self._estop_release = True",
      "            else:\n                self._estop_latched = False"),
     ("watchdog on chunks only", EXECUTOR, "if no_chunk or now - self._last_cmd_mono > self.cfg.stop_after_s:", "if no_chunk:"),
+    ("homing path unchecked", EXECUTOR, "        why = self._home_path_problem(self.robot.read_state().q)\n",
+     "        why = None\n"),
+    ("measured joints near their limits trusted", GUARD, "        over = np.maximum(self.q_lo_hard - q, q - self.q_hi_hard)\n",
+     "        over = np.zeros(7)\n"),
     ("joint guard off", GUARD, '        """Why `cmd` (following `prev` after tau s) must not be sent with the arm at q, or None."""\n',
      '        """Why `cmd` (following `prev` after tau s) must not be sent with the arm at q, or None."""\n        return None\n'),
 ]

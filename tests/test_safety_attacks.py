@@ -436,6 +436,40 @@ def test_home_joints_are_checked_like_any_target():
         ExecutorConfig(robot_host="sim", home_joints=(0.0, 1.5, 0.0, -1.0, 0.0, 2.0, 0.785))  # EE under the table
 
 
+def test_a_joint_measured_near_its_hardware_limit_stops_the_arm():
+    """Cartesian commands leave the elbow's (null-space) motion to the robot: the measured joints are checked."""
+    ex, robot, clock = make()
+    stream(ex, robot, clock, hold_chunk(), 0.5)
+    n = len(robot.commands)
+    hw_hi = kinematics.JOINT_LIMITS["both"]["q_max"][3]
+
+    def elbow_drifted(s):
+        q = s.q.copy()
+        q[3] = hw_hi - 0.04  # within half the 0.1 rad margin of joint 4's limit
+        return _with(s, q=q)
+
+    robot.corrupt = elbow_drifted
+    stream(ex, robot, clock, hold_chunk(), 0.3)
+    assert ex.state == State.FAULT and "joint 4" in ex.message and "hardware limit" in ex.message
+    assert len(robot.commands) == n
+
+
+def test_homing_whose_joint_path_leaves_the_cone_is_refused():
+    ex, robot, clock = make()
+    # inside the cone (0.71 rad), but the straight joint path home swings the EE 3.1 rad from the reference
+    robot.q = np.array([2.318, -0.557, -1.7, -2.832, -2.346, 2.367, -2.753])
+    robot.pose = kinematics.fk(robot.q)
+    ex.request_home()
+    stream(ex, robot, clock, lambda c: None, 0.1)
+    assert ex.state == State.FAULT and "homing refused" in ex.message and "tilts" in ex.message
+    assert np.allclose(robot.q, [2.318, -0.557, -1.7, -2.832, -2.346, 2.367, -2.753])  # no joint motion started
+    robot.q = np.asarray(HOME_JOINTS, dtype=np.float64) + [0.3, 0, 0, 0, 0, 0, 0]  # moved by hand near home
+    robot.pose = kinematics.fk(robot.q)
+    ex.request_home()
+    stream(ex, robot, clock, lambda c: None, 0.1)
+    assert ex.state == State.IDLE and ex.message == "homed"
+
+
 def test_joint_guard_refusals_end_in_a_stop():
     ex, robot, clock = make(stop_after_s=0.5, joint_speed_factor=0.01)
     stream(ex, robot, clock, hold_chunk(HOME + [0.05, 0.05, -0.05]), 1.5)

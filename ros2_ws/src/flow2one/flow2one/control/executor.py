@@ -27,6 +27,7 @@ from typing import Protocol
 
 import numpy as np
 
+from flow2one.control import kinematics
 from flow2one.control.config import ExecutorConfig
 from flow2one.control.franky_robot import RobotError, RobotStateSample
 from flow2one.control.plan import ChunkRejected, Plan, Scheduler
@@ -360,13 +361,17 @@ class Executor:
 
     def _implausible(self, st: RobotStateSample) -> str | None:
         """Why a measured state must not be used (None when it may): a robot command is only ever derived
-        from readings that are finite, a rotation, and where the arm can physically be."""
+        from readings that are finite, a rotation, where the arm can physically be, and with every joint
+        clear of its hardware limit."""
         if not (np.all(np.isfinite(st.q)) and np.all(np.isfinite(st.dq)) and np.all(np.isfinite(st.ee))
                 and np.isfinite(st.gripper_width)):
             return "NaN/inf in the robot state"
         r = st.ee[:3, :3]
         if np.abs(r.T @ r - np.eye(3)).max() > 1e-4 or abs(np.linalg.det(r) - 1.0) > 1e-4:
             return "EE rotation is not a rotation matrix"
+        joint = self.guard.check_measured(st.q)
+        if joint is not None:
+            return joint
         tol = self.cfg.measured_box_tolerance
         lo, hi = np.asarray(self.limits.workspace_min), np.asarray(self.limits.workspace_max)
         if np.maximum(lo - st.position, st.position - hi).max() > tol:
@@ -400,9 +405,36 @@ class Executor:
         if self.state == State.FAULT and not self.robot.recover():
             self._set(State.FAULT, f"recovery failed before homing: {self.last_error}")
             return
+        why = self._home_path_problem(self.robot.read_state().q)
+        if why is not None:
+            self.counters["homing_refused"] += 1
+            self._set(State.FAULT, f"homing refused: {why}; move the arm toward the home pose by hand "
+                                   f"(guiding mode), then home again")
+            return
         self.robot.start_home(tuple(self.cfg.home_joints), self.cfg.home_speed_factor)
         self._home_started = self.monotonic()
         self._set(State.HOMING, "moving to the home joint configuration")
+
+    def _home_path_problem(self, q0: np.ndarray, samples: int = 40) -> str | None:
+        """Why the joint motion home (a straight line in joint space, as franky's joint waypoint motion
+        moves) would take the EE out of the box or the cone, or None. Joints stay inside their limits on it:
+        both ends do and the limits are a box in joint space."""
+        q0, home = np.asarray(q0, dtype=np.float64), np.asarray(self.cfg.home_joints, dtype=np.float64)
+        if not np.all(np.isfinite(q0)):
+            return "the measured joints are not finite"
+        lo, hi = np.asarray(self.limits.workspace_min), np.asarray(self.limits.workspace_max)
+        start = kinematics.fk(q0)
+        # from a pose already outside (the usual reason to home), the path may not go farther out
+        out0 = max(float(np.maximum(lo - start[:3, 3], start[:3, 3] - hi).max()), self.cfg.measured_box_tolerance)
+        tilt0 = max(self.filter.deviation(start[:3, :3]), self.limits.max_rot_from_ref)
+        for s in np.linspace(0.0, 1.0, samples)[1:]:
+            pose = kinematics.fk(q0 + s * (home - q0))
+            if np.maximum(lo - pose[:3, 3], pose[:3, 3] - hi).max() > out0:
+                return f"its path leaves the workspace box at {s:.0%} of the way"
+            tilt = self.filter.deviation(pose[:3, :3])
+            if tilt > tilt0:
+                return f"its path tilts the EE {tilt:.2f} rad from the reference orientation (max {tilt0:.2f})"
+        return None
 
     def _on_error(self, exc: RobotError, now: float) -> None:
         """Recover automatically where libfranka allows it (a limited number of times), else FAULT."""

@@ -21,12 +21,25 @@ class JointGuard:
         lim = kinematics.JOINT_LIMITS[generation]
         self.q_lo = np.asarray(lim["q_min"]) + margin
         self.q_hi = np.asarray(lim["q_max"]) - margin
+        # A Cartesian command leaves the redundant (elbow) motion to the robot's controller, which the
+        # linearised check cannot predict: a measured joint this close to its hardware limit stops the arm.
+        self.q_lo_hard = np.asarray(lim["q_min"]) + margin / 2
+        self.q_hi_hard = np.asarray(lim["q_max"]) - margin / 2
         self.dq_max = np.asarray(lim["dq_max"]) * speed_factor
         self.min_manipulability = min_manipulability
 
     def violation(self, q: np.ndarray) -> np.ndarray:
         """Per joint, how far (rad) q is outside the limits less the margin (0 inside)."""
         return np.maximum.reduce([np.zeros(7), self.q_lo - q, q - self.q_hi])
+
+    def check_measured(self, q: np.ndarray) -> str | None:
+        """Why the measured joints must stop the arm (within half the margin of a hardware limit), or None."""
+        over = np.maximum(self.q_lo_hard - q, q - self.q_hi_hard)
+        if np.any(over > 0):
+            i = int(np.argmax(over))
+            return (f"joint {i + 1} measured at {q[i]:.3f} rad, within {self.q_hi_hard[i] - self.q_hi[i]:.3f} rad "
+                    f"of its hardware limit")
+        return None
 
     def check_configuration(self, q: np.ndarray) -> str | None:
         """Why a joint configuration (e.g. the home pose) is not allowed, or None."""
