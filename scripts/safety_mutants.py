@@ -1,6 +1,7 @@
-"""Break the safety code on purpose, one limit at a time, and check that the attack suite notices.
+"""Break the safety code on purpose, one limit at a time, and check that the safety tests notice.
 
-Each mutant is a copy of the package with one line changed; tests/test_safety_attacks.py runs against it
+Each mutant is a copy of the package with one line changed; tests/test_safety_attacks.py and the filter
+and executor tests of tests/test_control_core.py run against it
 (package copy first on PYTHONPATH) and must fail. Prints one JSON line per mutant and exits 1 if any
 mutant survives. `make safety-mutants`; about a minute per mutant on 2 cores (hypothesis without shrinking).
 """
@@ -70,7 +71,8 @@ def main() -> int:
             path.write_text(text.replace(old, new))
             env = dict(os.environ, PYTHONPATH=f"{copy}{os.pathsep}{ROOT}", FLOW2ONE_SAFETY_CHUNKS="3000")
             r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--hypothesis-profile=quick",
-                                "tests/test_safety_attacks.py"], cwd=ROOT, env=env, capture_output=True, text=True)
+                                "tests/test_safety_attacks.py", "tests/test_control_core.py"],
+                               cwd=ROOT, env=env, capture_output=True, text=True)
             failed = [ln.split(" - ")[0].split("::")[-1] for ln in r.stdout.splitlines() if ln.startswith("FAILED")]
             caught = r.returncode != 0 and bool(failed)
             survived += not caught
@@ -79,4 +81,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 1:  # names to run (substrings), e.g. after changing one limit
+        MUTANTS[:] = [m for m in MUTANTS if any(a in m[0] for a in sys.argv[1:])]
     sys.exit(main())

@@ -295,6 +295,16 @@ def test_a_bogus_measured_pose_while_holding_faults_and_does_not_drag_the_comman
     assert check(robot.records, ex.limits) == []
 
 
+def test_a_bogus_reading_while_holding_a_used_up_plan_faults_at_once():
+    ex, robot, clock = make(stop_after_s=2.0)
+    stream(ex, robot, clock, hold_chunk(), 0.5)
+    stream(ex, robot, clock, lambda c: None, 0.6)  # no new chunk: the plan runs out, franky holds
+    assert ex.state == State.HOLDING
+    robot.corrupt = _at(-1.0)
+    stream(ex, robot, clock, lambda c: None, 0.05)
+    assert ex.state == State.FAULT and "outside the workspace" in ex.message and robot.stops == 1
+
+
 def test_a_measured_bias_within_the_lead_does_not_drag_the_command():
     ex, robot, clock = make()
     stream(ex, robot, clock, hold_chunk(), 1.0)
