@@ -10,6 +10,7 @@ kinematic stand-in that records, with every command, the measured EE position it
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 
 import numpy as np
@@ -227,17 +228,10 @@ def test_property_any_rotation_sequence_is_within_limits(seq):
 
 
 # -- measured state --------------------------------------------------------------------------------
-def _with(s: RobotStateSample, **kw) -> RobotStateSample:
-    fields = dict(t_ns=s.t_ns, q=s.q, dq=s.dq, tau=s.tau, ee=s.ee.copy(), gripper_width=s.gripper_width, mode=s.mode,
-                  robot_time_s=s.robot_time_s)
-    fields.update(kw)
-    return RobotStateSample(**fields)
-
-
 def _nan_rotation(s):
     ee = s.ee.copy()
     ee[:3, :3] = np.nan
-    return _with(s, ee=ee)
+    return dataclasses.replace(s, ee=ee)
 
 
 def test_nan_measured_rotation_never_reaches_the_robot():
@@ -266,7 +260,7 @@ def _shifted(delta):
     def corrupt(s):
         ee = s.ee.copy()
         ee[:3, 3] = ee[:3, 3] + np.asarray(delta)
-        return _with(s, ee=ee)
+        return dataclasses.replace(s, ee=ee)
     return corrupt
 
 
@@ -274,7 +268,7 @@ def _at(z):
     def corrupt(s):
         ee = s.ee.copy()
         ee[2, 3] = z
-        return _with(s, ee=ee)
+        return dataclasses.replace(s, ee=ee)
     return corrupt
 
 
@@ -456,7 +450,7 @@ def test_a_joint_measured_near_its_hardware_limit_stops_the_arm():
     def elbow_drifted(s):
         q = s.q.copy()
         q[3] = hw_hi - 0.04  # within half the 0.1 rad margin of joint 4's limit
-        return _with(s, q=q)
+        return dataclasses.replace(s, q=q)
 
     robot.corrupt = elbow_drifted
     stream(ex, robot, clock, hold_chunk(), 0.3)

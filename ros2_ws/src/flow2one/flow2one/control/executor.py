@@ -316,7 +316,8 @@ class Executor:
             self._anchor_fail_since = None
             self.robot.record("anchor", anchor)
             self._anchored = True
-        why = self._implausible(st)  # every command is derived from a reading that passed this
+        # every command is derived from a reading that passed this (checked above already when streaming)
+        why = None if self.state in (State.RUNNING, State.HOLDING) else self._implausible(st)
         if why is not None:
             self._fault(f"implausible measured state: {why}")
             return
