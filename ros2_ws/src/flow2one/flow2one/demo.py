@@ -296,7 +296,7 @@ def run_graph(task: str, model_dir: Path, episodes: int, seed: int, backend: str
         collector = TraceCollector(runner.context)
         runner.add_node(collector)
         runner.nodes["latency_trace"] = collector
-        pol = runner.nodes["policy"]
+        pol, control = runner.nodes["policy"], runner.nodes["executor"].control
         try:  # other processes: discovery and the first frames take a moment. The probe's own first chunk
             # says its subscription has matched too (at 1.25 re-plans/s, a short episode has few to lose)
             wait(lambda: probe.chunks_seen > 0, 60.0,
@@ -322,9 +322,10 @@ def run_graph(task: str, model_dir: Path, episodes: int, seed: int, backend: str
                   f"{s['chunks']} chunks, {s['policy_rate_hz']:.1f} chunks/s, obs->command p50 "
                   f"{_fmt(s['obs_to_command_ms']['p50'])} ms | sim {s['sim_s']:.1f} s in {s['wall_s']:.1f} s wall",
                   flush=True)
-        info["policy_counts"] = dict(pol.counts)
-        info["policy_inference_ms_p50"] = float(np.median(pol._infer_ms)) if pol._infer_ms else None
-        info["executor"] = runner.nodes["executor"].control.status()
+    # after the graph stopped: a chunk published while it shut down is counted too (the view records it)
+    info["policy_counts"] = dict(pol.counts)
+    info["policy_inference_ms_p50"] = float(np.median(pol._infer_ms)) if pol._infer_ms else None
+    info["executor"] = control.status()
     return fault
 
 
