@@ -109,6 +109,20 @@ def read_params_file(path: str | Path) -> dict[str, dict]:
     return out
 
 
+def parse_overrides(items: list[str]) -> dict[str, dict]:
+    """`--set NODE.PARAM=VALUE` items -> {node: {param: value}}, each VALUE parsed as YAML."""
+    import yaml
+
+    out: dict[str, dict] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        node, dot, param = key.partition(".")
+        if not sep or not dot or not node or not param:
+            raise SystemExit(f"--set expects NODE.PARAM=VALUE, got {item!r}")
+        out.setdefault(node, {})[param] = yaml.safe_load(value)
+    return out
+
+
 def load_params(name: str) -> dict[str, dict]:
     """{node name: {param: value}} of a graph's parameter file; every node named must be in the graph."""
     path = params_path(name)

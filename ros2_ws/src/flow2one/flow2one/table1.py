@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from flow2one.paths import data_root
+from flow2one.sim.evaluate import SET_ENV
 
 REPO_ROOT = data_root()
 EVAL_SEED0 = 100_000  # sim-demos uses seeds from 0: evaluation episodes never repeat a training scene
@@ -339,7 +340,8 @@ def run(models: Path, out: Path, tasks: list[str], rows: list[Row], seeds: int, 
                               "passes": {r.label: r.passes for r in rows}, "seeds": seeds,
                               "episodes_per_seed": episodes, "n_exec": n_exec, "candidates": candidates,
                               "policy_rate_hz": rate_hz, "max_obs_age_s": max_obs_age_s,
-                              "first_seed_group": first_group, "results": {}, "inference": {},
+                              "first_seed_group": first_group, "set": sorted(json.loads(os.environ.get(SET_ENV, "[]"))),
+                              "results": {}, "inference": {},
                               "cards": {r.model: str(models / r.model / "card.yaml") for r in rows}}
     t0 = time.perf_counter()
 
@@ -412,8 +414,8 @@ def merge(report: dict[str, Any], other_path: Path) -> dict[str, Any]:
     may hold other rows, other tasks or both; a cell in both is pooled when their seed groups are disjoint
     (`--first-seed-group`), an error otherwise. A row's inference figure is the first file's that has it."""
     other = reduced(json.loads(Path(other_path).read_text()))
-    defaults = {"candidates": 1}  # files from before a setting existed ran with its default
-    for key in ("episodes_per_seed", "n_exec", "candidates", "policy_rate_hz", "max_obs_age_s"):
+    defaults = {"candidates": 1, "set": []}  # files from before a setting existed ran with its default
+    for key in ("episodes_per_seed", "n_exec", "candidates", "policy_rate_hz", "max_obs_age_s", "set"):
         if other.get(key, defaults.get(key)) != report.get(key, defaults.get(key)):
             raise ValueError(f"{other_path}: {key} {other.get(key)!r} differs from {report.get(key)!r}: "
                              f"the rows would not be comparable")
@@ -486,7 +488,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     import torch
 
-    from flow2one.sim.evaluate import rate_or_none
+    from flow2one.sim.evaluate import apply_overrides, rate_or_none
     from flow2one.sim.tasks import TASKS
 
     torch.set_num_threads(args.threads)
@@ -504,6 +506,7 @@ def main(args: argparse.Namespace) -> int:
     if min(args.seeds, args.episodes, args.candidates, args.n_exec) < 1 or args.first_seed_group < 0:
         raise SystemExit("--seeds, --episodes, --candidates and --n-exec must be >= 1, --first-seed-group >= 0")
     rate_hz = rate_or_none(args.policy_rate_hz)
+    apply_overrides(args.set)
     given = sys.argv[2:] if sys.argv[1:2] == ["table1"] else []
     settings = {"--n-exec": args.n_exec, "--policy-rate-hz": args.policy_rate_hz, "--candidates": args.candidates,
                 "--max-obs-age-s": args.max_obs_age_s}

@@ -65,6 +65,7 @@ class PolicyParams:
     rate_hz: float = spec.POLICY_RATE_HZ  # inferences started per second at most (a re-plan rate, not a timer)
     max_obs_age_s: float = 0.25  # publish nothing when any part of the observation is older
     n_candidates: int = 1  # M samples per tick; the one continuing the current chunk is published
+    handoff_window_s: float = 0.0  # score continuity on this much of the executing plan (0: all of the overlap)
     new_observations_only: bool = True  # skip ticks on which no input changed
     seed: int = 0
     base_frame: str = spec.BASE_FRAME
@@ -80,8 +81,8 @@ class PolicyParams:
             raise ValueError(f"backend {self.backend!r} is not one of {BACKENDS}")
         if not self.rate_hz > 0 or not self.max_obs_age_s > 0:
             raise ValueError(f"rate_hz ({self.rate_hz}) and max_obs_age_s ({self.max_obs_age_s}) must be positive")
-        if self.n_candidates < 1 or self.markers_every < 0:
-            raise ValueError("n_candidates must be >= 1 and markers_every >= 0")
+        if self.n_candidates < 1 or self.markers_every < 0 or not self.handoff_window_s >= 0:
+            raise ValueError("n_candidates must be >= 1, markers_every and handoff_window_s >= 0")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule {self.schedule!r} is not one of {SCHEDULES}")
 
@@ -103,7 +104,8 @@ class PolicyNode(Node):
         backend = open_backend(self.p.backend, model_dir, device=self.p.device, threads=self.p.threads,
                                fp16=self.p.fp16, max_batch=self.p.n_candidates, card=self.card)
         # the same step object the evaluations run (flow2one.runtime.policy_step)
-        self.step = PolicyStep(self.card, backend, self.p.n_candidates, self.p.seed, self.p.base_frame)
+        self.step = PolicyStep(self.card, backend, self.p.n_candidates, self.p.seed, self.p.base_frame,
+                               self.p.handoff_window_s)
         self.obs = self.step.assembler
         self._lock = threading.Lock()
         self._last_version = -1

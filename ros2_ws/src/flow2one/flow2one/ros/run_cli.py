@@ -14,9 +14,7 @@ import argparse
 import signal
 import threading
 
-import yaml
-
-from flow2one.graph import GRAPHS, graph
+from flow2one.graph import GRAPHS, graph, parse_overrides
 from flow2one.view.switch import add_view_arguments, announce, with_view
 
 
@@ -32,17 +30,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "the sim graph give sim_world and pointcloud their own: sharing one GIL starves "
                         "franky-sim's 1 kHz loop and ages the clouds past the policy's max_obs_age_s")
     add_view_arguments(p)
-
-
-def parse_overrides(items: list[str]) -> dict[str, dict]:
-    out: dict[str, dict] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        node, dot, param = key.partition(".")
-        if not sep or not dot or not node or not param:
-            raise SystemExit(f"--set expects NODE.PARAM=VALUE, got {item!r}")
-        out.setdefault(node, {})[param] = yaml.safe_load(value)
-    return out
 
 
 def main(args: argparse.Namespace) -> int:

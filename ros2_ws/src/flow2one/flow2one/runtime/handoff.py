@@ -35,8 +35,13 @@ def resample_tail(prev: np.ndarray, prev_stamp_ns: int, prev_dt: float, stamp_ns
 
 def select_candidate(candidates: np.ndarray, stamp_ns: int, dt: float, prev: np.ndarray | None = None,
                      prev_stamp_ns: int = 0, prev_dt: float = spec.STEP_DT,
-                     weights: np.ndarray = WEIGHTS) -> tuple[int, np.ndarray]:
+                     weights: np.ndarray = WEIGHTS, window_s: float = 0.0) -> tuple[int, np.ndarray]:
     """candidates (M, H, A) stamped `stamp_ns`; prev (H', A) the chunk being executed, or None.
+
+    window_s > 0 scores only the first window_s seconds of the overlap: the committed prefix, the part of
+    the executing plan the arm follows while inference runs and the new chunk blends in. Re-planning many
+    times a second, that is where a new chunk must continue the old one (position and velocity); the old
+    plan's far tail is a guess the new observation may rightly revise. 0 scores the whole overlap.
 
     Returns (index of the kept candidate, cost per candidate (M,)). With no previous chunk, or no time
     overlap with it, every cost is 0 and candidate 0 (an unbiased sample) is kept.
@@ -54,6 +59,8 @@ def select_candidate(candidates: np.ndarray, stamp_ns: int, dt: float, prev: np.
     if prev.ndim != 2 or prev.shape[1] != a:
         raise ValueError(f"previous chunk must be (H', {a}), got shape {prev.shape}")
     target, valid = resample_tail(prev, prev_stamp_ns, prev_dt, stamp_ns, dt, h)
+    if window_s > 0:
+        valid &= np.arange(h) * dt <= window_s + 1e-9
     if not valid.any():
         return 0, costs
     diff = candidates[:, valid] - target[valid][None]

@@ -39,10 +39,13 @@ class PolicyStep:
     a chunk as the one being executed, which the next step's candidate choice continues."""
 
     def __init__(self, card: ModelCard, backend: Backend, n_candidates: int = 1, seed: int = 0,
-                 base_frame: str = spec.BASE_FRAME) -> None:
+                 base_frame: str = spec.BASE_FRAME, handoff_window_s: float = 0.0) -> None:
         if n_candidates < 1:
             raise ValueError(f"n_candidates must be >= 1, got {n_candidates}")
+        if not handoff_window_s >= 0:
+            raise ValueError(f"handoff_window_s must be >= 0 (0 = the whole overlap), got {handoff_window_s}")
         self.card, self.backend, self.n_candidates = card, backend, n_candidates
+        self.handoff_window_s = handoff_window_s
         self.assembler = ObservationAssembler(card, base_frame)
         self._rng = np.random.default_rng(seed)
         self.prev: tuple[np.ndarray, int, float] | None = None  # last committed chunk, stamp, dt
@@ -55,7 +58,8 @@ class PolicyStep:
         inference_s = time.perf_counter() - t0
         prev, prev_stamp, prev_dt = self.prev if self.prev else (None, 0, self.card.dt)
         # stamped with its start, the robot state's time: the executor skips what has passed by then
-        best, _ = select_candidate(candidates, obs.origin_ns, self.card.dt, prev, prev_stamp, prev_dt)
+        best, _ = select_candidate(candidates, obs.origin_ns, self.card.dt, prev, prev_stamp, prev_dt,
+                                   window_s=self.handoff_window_s)
         return Chunk(candidates[best], obs.origin_ns, self.card.dt, candidates, best, inference_s, obs.stamp_ns)
 
     def commit(self, chunk: Chunk) -> None:

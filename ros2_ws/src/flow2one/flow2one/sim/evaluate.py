@@ -40,7 +40,8 @@ def open_policy_step(model_dir: str | Path, backend: str = "torch", candidates: 
     card = load_card(model_dir)
     engine = open_backend(backend, model_dir, threads=threads, max_batch=candidates, card=card,
                           sample_steps=sample_steps)
-    return PolicyStep(card, engine, n_candidates=candidates, seed=seed)
+    return PolicyStep(card, engine, n_candidates=candidates, seed=seed,
+                      handoff_window_s=graph_settings()["handoff_window_s"])
 
 
 def sim_executor_config(**changes: Any):
@@ -48,9 +49,8 @@ def sim_executor_config(**changes: Any):
     from dataclasses import replace
 
     from flow2one.control.config import ExecutorConfig
-    from flow2one.graph import load_params
 
-    p = {k: tuple(v) if isinstance(v, list) else v for k, v in load_params("sim")["executor"].items()}
+    p = {k: tuple(v) if isinstance(v, list) else v for k, v in sim_params()["executor"].items()}
     return replace(ExecutorConfig(**p), **changes)
 
 
@@ -145,15 +145,54 @@ def evaluate(task: str, policy: str = "expert", episodes: int = 50, seed: int = 
     return summary
 
 
-def graph_settings() -> dict[str, Any]:
-    """The policy/executor settings of the sim graph (config/sim.yaml): the defaults of sim-eval and table1,
-    so an evaluation runs a policy the way the demo's graph does."""
-    from flow2one.graph import load_params
+# --set overrides of the sim graph's parameters, carried in the environment so the evaluation processes
+# table1 spawns (multiprocessing "spawn": nothing else of the parent reaches them) read the same settings.
+SET_ENV = "FLOW2ONE_SIM_SET"
+
+
+# parameters with a flag of their own: --set would lose against the flag's default, so it refuses them
+FLAGGED = {"policy": {"rate_hz": "--policy-rate-hz", "n_candidates": "--candidates",
+                      "max_obs_age_s": "--max-obs-age-s", "backend": "--backend"},
+           "executor": {"n_exec": "--n-exec"}}
+
+
+def apply_overrides(items: list[str]) -> None:
+    """`--set NODE.PARAM=VALUE` for this process and every evaluation process it starts."""
+    import os
+
+    from flow2one.graph import parse_overrides
+
+    for node, values in parse_overrides(items).items():  # a malformed item fails here, naming it
+        for param in values:
+            if param in FLAGGED.get(node, {}):
+                raise SystemExit(f"--set {node}.{param}: use {FLAGGED[node][param]}")
+    if items:
+        os.environ[SET_ENV] = json.dumps(items)
+    sim_params()  # an unknown node or a bad value fails now, not in a child process
+
+
+def sim_params() -> dict[str, dict]:
+    """The sim graph's parameters (config/sim.yaml) with the --set overrides in force."""
+    import os
+
+    from flow2one.graph import load_params, parse_overrides
 
     p = load_params("sim")
+    for node, values in parse_overrides(json.loads(os.environ.get(SET_ENV, "[]"))).items():
+        if node not in p:
+            raise ValueError(f"--set: the sim graph has no node {node!r} ({', '.join(p)})")
+        p[node].update(values)
+    return p
+
+
+def graph_settings() -> dict[str, Any]:
+    """The policy/executor settings of the sim graph (config/sim.yaml and --set): the defaults of sim-eval
+    and table1, so an evaluation runs a policy the way the demo's graph does."""
+    p = sim_params()
     return {"n_exec": int(p["executor"]["n_exec"]), "rate_hz": float(p["policy"]["rate_hz"]),
             "candidates": int(p["policy"]["n_candidates"]), "max_obs_age_s": float(p["policy"]["max_obs_age_s"]),
-            "backend": str(p["policy"]["backend"])}
+            "backend": str(p["policy"]["backend"]),
+            "handoff_window_s": float(p["policy"].get("handoff_window_s", 0.0))}
 
 
 def add_rate_arguments(p: argparse.ArgumentParser) -> dict[str, Any]:
@@ -167,6 +206,9 @@ def add_rate_arguments(p: argparse.ArgumentParser) -> dict[str, Any]:
     p.add_argument("--max-obs-age-s", type=float, default=s["max_obs_age_s"], help="a chunk whose inference "
                    "took longer (wall time) is discarded, as the policy node discards it (the node's "
                    f"max_obs_age_s; default {s['max_obs_age_s']:g}, the sim graph's)")
+    p.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
+                   help="override another parameter of the sim graph's policy or executor node, e.g. "
+                        "executor.blend_s=0.2 or policy.handoff_window_s=0.3 (VALUE parsed as YAML; repeatable)")
     return s
 
 
@@ -197,6 +239,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     if args.episodes < 1 or args.n_exec < 1:
         raise SystemExit("--episodes and --n-exec must be >= 1")
+    apply_overrides(args.set)
     tasks = list(TASKS) if args.task == "all" else [args.task]
     rate_hz = rate_or_none(args.policy_rate_hz)
     view = None
