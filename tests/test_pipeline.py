@@ -40,7 +40,8 @@ def test_reproduce_ships_every_kind_with_a_card(reproduced) -> None:
         assert (d / "model.onnx").is_file() == (kind != "teacher")
         policy, cfg = load_policy(d)
         assert cfg.encoder.history_steps == pipeline.HISTORY_STEPS  # every shipped kind sees the cloud history
-        obs = {"points": torch.rand(1, 4096, 3), "points_prev": torch.rand(1, 4096, 3), "proprio": torch.rand(1, 10)}
+        assert cfg.encoder.motion_steps == card.motion_steps == pipeline.MOTION_STEPS  # and the arm's motion
+        obs = {"points": torch.rand(1, 4096, 3), "points_prev": torch.rand(1, 4096, 3), "proprio": torch.rand(1, 20)}
         out = policy.sample(obs, n_samples=2)
         assert out.shape == (1, 2, 32, 10) and torch.isfinite(out).all()
     # the distillation set really is K=16 teacher trajectories of H=32 per observation

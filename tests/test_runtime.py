@@ -15,11 +15,13 @@ import torch
 import yaml
 
 from flow2one import spec
+from flow2one.geometry import matrix_to_quat, rot6d_to_matrix
 from flow2one.runtime.backends import BackendUnavailable, open_backend
 from flow2one.runtime.card import CardError, ModelCard, load_card, save_card
 from flow2one.runtime.export import example_inputs, torch_reference
 from flow2one.runtime.handoff import resample_tail, select_candidate
-from flow2one.runtime.observation import InputRejected, ObservationAssembler
+from flow2one.runtime.observation import InputRejected, Observation, ObservationAssembler
+from flow2one.runtime.policy_step import PolicyStep
 from flow2one.runtime.tensorrt_engine import PARITY_TOL, engine_path, profile_shapes
 
 torch.set_num_threads(1)
@@ -27,20 +29,22 @@ HAS_CUDA = torch.cuda.is_available()
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 
 
-def exported_student(tmp_path_factory: pytest.TempPathFactory, preset: str = "tiny", history_steps: int = 0) -> Path:
+def exported_student(tmp_path_factory: pytest.TempPathFactory, preset: str = "tiny", history_steps: int = 0,
+                     motion_steps: int = 0) -> Path:
     """A randomly initialised student checkpoint exported with `flow2one export`, once per session."""
     from flow2one.cli import main as cli_main
     from flow2one.policy.checkpoint import save_policy
     from flow2one.policy.config import preset as make_preset
     from flow2one.policy.factory import build_policy
 
-    d = tmp_path_factory.getbasetemp() / f"student_{preset}_h{history_steps}"
+    d = tmp_path_factory.getbasetemp() / f"student_{preset}_h{history_steps}_m{motion_steps}"
     if (d / "model.onnx").is_file():
         return d
     torch.manual_seed(0)
-    policy = build_policy(make_preset(preset, kind="student", history_steps=history_steps))
+    policy = build_policy(make_preset(preset, kind="student", history_steps=history_steps, motion_steps=motion_steps))
     # non-trivial normaliser statistics, so parity also covers the (un)normalisation inside the graph
-    policy.fit_normalizers({"points": torch.rand(4, spec.N_POINTS, 3), "proprio": torch.randn(8, 10)},
+    proprio = torch.randn(8, policy.cfg.encoder.proprio_in)
+    policy.fit_normalizers({"points": torch.rand(4, spec.N_POINTS, 3), "proprio": proprio},
                            torch.randn(64, spec.HORIZON, spec.ACTION_DIM) * 0.2 + 0.4)
     save_policy(d, policy, card={"name": f"{preset}_student", "trained_on": "random weights (tests)"})
     out = io.StringIO()
@@ -103,6 +107,21 @@ def test_cloud_history_model_exports_and_reads_points_prev(tmp_path_factory: pyt
     assert np.abs(ort(moved) - ort(dict(inputs, points_prev=inputs["points"]))).max() > 1e-4
     with pytest.raises(CardError, match="points_prev"):
         ModelCard.from_dict({**card.to_dict(), "history_steps": 0})
+
+
+def test_motion_model_exports_and_reads_the_arms_motion(tmp_path_factory: pytest.TempPathFactory) -> None:
+    d = exported_student(tmp_path_factory, motion_steps=4)
+    card = load_card(d)
+    assert card.motion_steps == 4 and card.inputs["proprio"] == (2 * spec.PROPRIO_DIM,)
+    assert card.export["parity_max_abs_err"] < 1e-4
+    ort = open_backend("onnxruntime", d)
+    inputs = example_inputs(card, batch=1, candidates=2, seed=3)
+    still, moving = inputs["proprio"].copy(), inputs["proprio"].copy()
+    still[:, spec.PROPRIO_DIM:] = 0
+    moving[:, spec.PROPRIO_DIM:] = 1.0  # of the order of the (random) normaliser's range: an input that counts
+    assert np.abs(ort(dict(inputs, proprio=moving)) - ort(dict(inputs, proprio=still))).max() > 1e-4
+    with pytest.raises(CardError, match="motion_steps"):
+        ModelCard.from_dict({**card.to_dict(), "motion_steps": 0})
 
 
 def test_backend_refuses_wrong_inputs(student_dir: Path) -> None:
@@ -232,6 +251,54 @@ def test_handoff_keeps_the_continuing_candidate() -> None:
         select_candidate(cands[0], later, dt)
 
 
+def test_handoff_window_scores_only_the_committed_prefix() -> None:
+    """Two candidates: one continues the executing plan for its first 0.2 s and then turns, the other
+    follows the plan's far tail but jumps at the hand-off. The whole overlap prefers the tail-follower;
+    a 0.2 s window keeps the one that continues where the arm is going now."""
+    h, dt = spec.HORIZON, spec.STEP_DT
+    t = np.arange(h) * dt
+    prev = np.zeros((h, 10), np.float32)
+    prev[:, 0] = 0.2 * t  # +x at 0.2 m/s
+    turns = prev.copy()
+    turns[5:, 0] = turns[4, 0]  # continues for 4 steps (0.2 s), then stops
+    turns[5:, 1] = 0.05 * (t[5:] - t[4])
+    jumps = prev.copy()
+    jumps[:5, 0] += 0.03  # 3 cm off at the hand-off, on the plan afterwards
+    cands = np.stack([jumps, turns])
+    assert select_candidate(cands, 0, dt, prev, 0, dt)[0] == 0
+    best, costs = select_candidate(cands, 0, dt, prev, 0, dt, window_s=0.2)
+    assert best == 1 and costs[1] < 1e-12 < costs[0]
+    # the window counts from the new chunk's start: steps of the plan already executed are never scored
+    later = int(0.1e9)
+    _, costs_later = select_candidate(cands[:, 2:], later, dt, prev, 0, dt, window_s=0.1)
+    np.testing.assert_allclose(costs_later[1], 0.0, atol=1e-10)
+
+
+def test_policy_step_scores_continuity_on_its_handoff_window(student_dir: Path) -> None:
+    """The node's step (and so every evaluation) keeps the candidate its hand-off window picks."""
+    h, dt = spec.HORIZON, spec.STEP_DT
+    t = np.arange(h) * dt
+    prev = np.zeros((h, 10), np.float32)
+    prev[:, 0] = 0.2 * t
+    turns, jumps = prev.copy(), prev.copy()
+    turns[5:, 0], turns[5:, 1] = turns[4, 0], 0.05 * (t[5:] - t[4])
+    jumps[:5, 0] += 0.03
+    card = replace(load_card(student_dir), dt=dt)
+
+    def backend(inputs: dict) -> np.ndarray:  # a fixed pair of samples (batch 1) in place of the network
+        return np.stack([jumps, turns])[None]
+
+    obs = Observation({}, 0, 1, 0)
+    chosen = []
+    for window in (0.0, 0.2):
+        step = PolicyStep(card, backend, n_candidates=2, handoff_window_s=window)
+        step.prev = (prev, 0, dt)
+        chosen.append(step.infer(obs).best)
+    assert chosen == [0, 1]
+    with pytest.raises(ValueError, match="handoff_window_s"):
+        PolicyStep(card, backend, n_candidates=2, handoff_window_s=-0.1)
+
+
 def test_resample_tail_interpolates() -> None:
     prev = np.arange(8, dtype=np.float32)[:, None].repeat(10, 1)
     vals, valid = resample_tail(prev, 0, 0.1, int(0.05e9), 0.1, 8)
@@ -288,11 +355,67 @@ def test_observation_assembler_cloud_history(tmp_path_factory: pytest.TempPathFa
     for i in range(2, 40):
         cloud(i)
         assert prev(i) == max(i - 3, 0)  # 0.2 s at 15 fps = 3 frames
-    assert len(asm._history) <= 5  # old clouds are dropped, not kept for ever
+    assert len(asm._clouds._kept) <= 5  # old clouds are dropped, not kept for ever
     asm.set_points(np.full((4096, 3), 7, np.float32), 10**9, spec.BASE_FRAME)  # time went back: a bag restarted
     asm.set_pose(np.array([0.4, 0.0, 0.3]), np.array([0.0, 0.0, 0.0, 1.0]), 10**9, spec.BASE_FRAME)
     obs, _ = asm.assemble(10**9, 0.5)
     assert obs.inputs["points_prev"][0, 0, 0] == 7
+
+
+def _moving_episode(tmp_path: Path) -> Path:
+    """A recorded episode of an arm that starts at rest, accelerates along x and y and opens its gripper."""
+    from flow2one.data.episodes import Episode, EpisodeMeta, write_episode
+
+    n = 40
+    t = np.arange(n) * spec.STEP_DT
+    proprio = np.tile(np.array([0.4, 0.0, 0.3, 1, 0, 0, 0, -1, 0, 0.02], np.float32), (n, 1))
+    proprio[:, 0] += 0.3 * t**2
+    proprio[:, 1] += 0.1 * np.sin(3 * t)
+    proprio[:, 9] += 0.01 * t
+    rng = np.random.default_rng(0)
+    points = rng.uniform(0, 1, (n, spec.N_POINTS, 3)).astype(np.float32)
+    ep = Episode(EpisodeMeta(task="track", source="test", success=None), t, proprio, proprio.copy(), points)
+    return write_episode(tmp_path, 0, ep)
+
+
+def test_motion_input_is_the_same_in_training_windows_and_at_run_time(
+        tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    """One recorded episode, two ways: its training windows, and its stream fed to the ObservationAssembler
+    (the one object the policy node and the evaluation loop assemble observations with) as the evaluation
+    feeds it (every control step) and as the node gets it (robot state at 100 Hz, clouds at 15 fps)."""
+    from flow2one.data.episodes import read_episode
+    from flow2one.data.windows import episode_windows
+
+    card = load_card(exported_student(tmp_path_factory, motion_steps=4))
+    ep = read_episode(_moving_episode(tmp_path))
+    windows = episode_windows(ep, modalities=("points", "proprio"), motion_steps=4)["proprio"]
+    assert windows.shape == (len(ep), 2 * spec.PROPRIO_DIM)
+    np.testing.assert_array_equal(windows[:4, spec.PROPRIO_DIM:][0], 0)  # at rest at the start
+
+    def feed(asm: ObservationAssembler, p: np.ndarray, stamp: int) -> None:
+        quat = matrix_to_quat(rot6d_to_matrix(p[3:9]))
+        asm.set_pose(p[:3], quat, stamp, spec.BASE_FRAME)
+        asm.set_gripper(("gripper_width",), p[9:10], stamp)
+
+    asm = ObservationAssembler(card, spec.BASE_FRAME)  # the evaluation loop's feed: one sample per step
+    for i, ti in enumerate(ep.t):
+        stamp = round(ti * 1e9)
+        asm.set_points(ep.points[i], stamp, spec.BASE_FRAME)
+        feed(asm, ep.proprio[i], stamp)
+        obs, why = asm.assemble(stamp, 0.1)
+        assert why == ""
+        np.testing.assert_allclose(obs.inputs["proprio"][0], windows[i], atol=1e-6)
+
+    asm = ObservationAssembler(card, spec.BASE_FRAME)  # the node's: state at 100 Hz, interpolated here
+    fine = np.arange(0, ep.t[-1] + 1e-9, 0.01)
+    states = np.stack([np.interp(fine, ep.t, ep.proprio[:, k]) for k in range(spec.PROPRIO_DIM)], 1)
+    for j, tj in enumerate(fine):
+        feed(asm, states[j], round(tj * 1e9))
+        i = int(round(tj / spec.STEP_DT))
+        if abs(tj - ep.t[i]) < 1e-9 and i >= 4:
+            asm.set_points(ep.points[i], round(tj * 1e9), spec.BASE_FRAME)
+            obs, _ = asm.assemble(round(tj * 1e9), 0.1)
+            np.testing.assert_allclose(obs.inputs["proprio"][0], windows[i], atol=1e-5)
 
 
 def test_observation_assembler_images(student_dir: Path) -> None:

@@ -3,7 +3,9 @@
 Chunks running past an episode's end repeat its last action (the robot holds its final target), as
 Diffusion Policy and PointFlowMatch do, so every step of every episode yields a window. `points_prev` is
 the cloud `history_steps` steps before t, the first one for early steps (the runtime, too, repeats its
-oldest cloud until it has history).
+oldest cloud until it has history). With `motion_steps`, `proprio` is the proprio at t followed by its
+change since `motion_steps` steps before t (zero at an episode's start, where the arm is at rest; the
+runtime's ObservationAssembler computes the same from the robot states it kept).
 
 A window that starts before an unpredictable event (`meta.event_t`, pop_up's pop) ends at it the same way:
 what follows the event is not in its observation, and a chunk holding it teaches a policy to act it out at
@@ -22,7 +24,7 @@ from flow2one.spec import HORIZON
 
 def episode_windows(ep: Episode, horizon: int = HORIZON, stride: int = 1,
                     modalities: tuple[str, ...] = ("points", "proprio"),
-                    history_steps: int = 0) -> dict[str, np.ndarray]:
+                    history_steps: int = 0, motion_steps: int = 0) -> dict[str, np.ndarray]:
     """Arrays keyed by modality plus `action` (N, horizon, A) for windows starting every `stride` steps."""
     T = len(ep)
     if T == 0:
@@ -39,12 +41,16 @@ def episode_windows(ep: Episode, horizon: int = HORIZON, stride: int = 1,
         if arr is None:
             raise ValueError(f"episode {ep.meta.task!r} has no {name!r} but the policy uses it")
         out[name] = arr[np.maximum(starts - history_steps, 0)] if name == "points_prev" else arr[starts]
+    if motion_steps and "proprio" in out:
+        now = out["proprio"]
+        out["proprio"] = np.concatenate([now, now - ep.proprio[np.maximum(starts - motion_steps, 0)]], axis=1)
     return out
 
 
 def load_windows(directory: str | Path, horizon: int = HORIZON, stride: int = 1,
                  modalities: tuple[str, ...] = ("points", "proprio"),
-                 episodes: slice | None = None, history_steps: int = 0) -> dict[str, np.ndarray]:
+                 episodes: slice | None = None, history_steps: int = 0,
+                 motion_steps: int = 0) -> dict[str, np.ndarray]:
     """All windows of a dataset directory (optionally a slice of its episodes, e.g. a held-out split).
 
     Also returns `episode` (N,) int: the index of the episode each window came from.
@@ -56,7 +62,7 @@ def load_windows(directory: str | Path, horizon: int = HORIZON, stride: int = 1,
         raise ValueError(f"{directory}: no episode_*.npz files (dataset written by flow2one.data.episodes)")
     parts = []
     for i, p in enumerate(paths):
-        w = episode_windows(read_episode(p), horizon, stride, modalities, history_steps)
+        w = episode_windows(read_episode(p), horizon, stride, modalities, history_steps, motion_steps)
         w["episode"] = np.full(len(w["action"]), i, dtype=np.int64)
         parts.append(w)
     return {k: np.concatenate([w[k] for w in parts]) for k in parts[0]}

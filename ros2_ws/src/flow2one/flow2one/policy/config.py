@@ -41,6 +41,10 @@ class EncoderConfig:
     # > 0: also encode the cloud this many control steps (spec.STEP_DT) earlier, input "points_prev". One
     # frame shows where a moving object is, not where it goes; the pair shows its velocity.
     history_steps: int = 0
+    # > 0: proprio also carries its own change over this many control steps (input width 2 x PROPRIO_DIM):
+    # the arm's motion. One pose does not say whether the arm is moving, so a motion-blind chunk starts as
+    # if from rest, and one replaced after a step or two (re-planning many times a second) never gets going.
+    motion_steps: int = 0
     # Base-frame height (m) at or below which cloud points are left out of the PointNet's max-pool: the
     # table top (+ a margin). The table is ~94% of a sim cloud, and with it in the pool a small PointNet
     # could not place the 2 cm reach_around ball (results/README.md). None = every point counts.
@@ -60,6 +64,10 @@ class EncoderConfig:
             raise ValueError(f"visual_dim {self.visual_dim} must divide by attn_heads {self.attn_heads}")
         if self.history_steps < 0 or (self.history_steps and not self.use_points):
             raise ValueError(f"history_steps {self.history_steps} must be >= 0, and > 0 only with use_points")
+        if self.motion_steps < 0 or (self.motion_steps and not self.use_proprio):
+            raise ValueError(f"motion_steps {self.motion_steps} must be >= 0, and > 0 only with use_proprio")
+        if self.kind == "observation":  # the proprio width follows from motion_steps
+            self.proprio_in = PROPRIO_DIM * (2 if self.motion_steps else 1)
         if self.points_floor_z is not None and not math.isfinite(self.points_floor_z):
             raise ValueError(f"points_floor_z must be finite or None, got {self.points_floor_z}")
         if min(self.embed_dim, self.n_views, self.resnet_width) <= 0:

@@ -51,6 +51,7 @@ class ModelCard:
     normalizer: dict[str, dict[str, list[float]]] = field(default_factory=dict)  # {key: {stat: values}}
     cameras: tuple[str, ...] = ()  # view order of rgb/depth inputs
     history_steps: int = 0  # points_prev is the cloud history_steps * dt before points
+    motion_steps: int = 0  # > 0: proprio is followed by its change over motion_steps * dt (width doubles)
     notes: str = ""
     parameters: int = 0
     created_utc: str = ""
@@ -82,6 +83,11 @@ class ModelCard:
                 "points_prev" in self.inputs and self.inputs["points_prev"] != pts):
             problems.append(f"inputs.points_prev {self.inputs.get('points_prev')} must equal inputs.points {pts} "
                             f"exactly when history_steps ({self.history_steps}) > 0")
+        if "proprio" in self.inputs and self.inputs["proprio"] != (spec.PROPRIO_DIM * (2 if self.motion_steps else 1),):
+            problems.append(f"inputs.proprio {self.inputs['proprio']} must be ({spec.PROPRIO_DIM},), or "
+                            f"({2 * spec.PROPRIO_DIM},) exactly when motion_steps ({self.motion_steps}) > 0")
+        if self.motion_steps < 0 or self.history_steps < 0:
+            problems.append(f"history_steps ({self.history_steps}) and motion_steps ({self.motion_steps}) must be >= 0")
         views = [self.inputs[k][0] for k in ("rgb", "depth") if k in self.inputs]
         if any(v != len(self.cameras) for v in views):
             problems.append(f"image inputs have {views} views but cameras lists {list(self.cameras)}")
@@ -130,6 +136,7 @@ class ModelCard:
                             for k, v in (d.get("normalizer") or {}).items()},
                 cameras=tuple(str(x) for x in d.get("cameras") or ()),
                 history_steps=int(d.get("history_steps", 0)),
+                motion_steps=int(d.get("motion_steps", 0)),
                 notes=str(d.get("notes", "")),
                 parameters=int(d.get("parameters", 0)),
                 created_utc=str(d.get("created_utc", "")),
@@ -225,7 +232,8 @@ def card_for_policy(policy: Any, name: str, trained_on: str, cameras: Sequence[s
                   outputs={"actions": (policy.cfg.horizon, policy.cfg.action_dim)}, action_names=spec.ACTION_NAMES,
                   horizon=policy.cfg.horizon, dt=spec.STEP_DT, base_frame=spec.BASE_FRAME,
                   normalizer=normalizer_stats(policy.state_dict()), cameras=cameras,
-                  history_steps=getattr(policy.cfg.encoder, "history_steps", 0), notes=notes,
+                  history_steps=getattr(policy.cfg.encoder, "history_steps", 0),
+                  motion_steps=getattr(policy.cfg.encoder, "motion_steps", 0), notes=notes,
                   parameters=sum(p.numel() for p in policy.parameters()))
     return ModelCard(**{**values, **fields})
 

@@ -6,13 +6,15 @@ they can never reach it, and hands out a batch-1 input dict only when every part
 configured maximum age: a stale observation yields no action rather than an outdated one. A model with
 a cloud history (card.history_steps) also gets `points_prev`: the kept cloud stamped nearest to
 history_steps * dt before the newest (the oldest kept one until that much history exists, as training
-repeats an episode's first cloud).
+repeats an episode's first cloud). A model with motion (card.motion_steps) gets proprio followed by its
+change since motion_steps * dt before, from the kept poses and gripper widths the same way.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -33,13 +35,35 @@ class Observation:
     #                 the proprio sample, with camera data from at or before it); the oldest part without one
 
 
+class History:
+    """Samples of one stream kept for `span_ns`: the one stamped nearest to span_ns before the newest."""
+
+    def __init__(self, span_ns: int) -> None:
+        self.span_ns = span_ns
+        self._kept: deque[tuple[Any, int]] = deque()  # oldest first
+
+    def push(self, value: Any, stamp_ns: int) -> None:
+        if self._kept and stamp_ns < self._kept[-1][1]:
+            self._kept.clear()  # time went back (a replayed bag restarted): old samples are not the past
+        self._kept.append((value, stamp_ns))
+        target = stamp_ns - self.span_ns
+        while len(self._kept) > 1 and self._kept[1][1] <= target:
+            self._kept.popleft()  # the next one is at least as near to every later target
+
+    def before(self) -> Any:
+        """The kept sample nearest to span_ns before the newest (the oldest until there is that much)."""
+        target = self._kept[-1][1] - self.span_ns
+        return min(self._kept, key=lambda p: abs(p[1] - target))[0]
+
+
 class ObservationAssembler:
     def __init__(self, card: ModelCard, base_frame: str) -> None:
         self.card, self.base_frame = card, base_frame
         self.version = 0
         self._points: tuple[np.ndarray, int] | None = None
-        self._history: deque[tuple[np.ndarray, int]] = deque()  # clouds for points_prev, oldest first
-        self._history_ns = int(round(card.history_steps * card.dt * 1e9))
+        self._clouds = History(int(round(card.history_steps * card.dt * 1e9))) if card.history_steps else None
+        motion_ns = int(round(card.motion_steps * card.dt * 1e9))
+        self._poses, self._widths = (History(motion_ns), History(motion_ns)) if card.motion_steps else (None, None)
         self._pose: tuple[np.ndarray, int] | None = None  # (9,) xyz + rot6d
         self._gripper: tuple[float, int] | None = None
         self._images: dict[tuple[str, int], tuple[np.ndarray, int]] = {}
@@ -59,28 +83,23 @@ class ObservationAssembler:
         if not np.isfinite(xyz).all():
             raise InputRejected("point cloud contains NaN or inf")
         self._points = (np.array(xyz, dtype=np.float32), stamp_ns)
-        if self._history_ns:
-            if self._history and stamp_ns < self._history[-1][1]:
-                self._history.clear()  # time went back (a replayed bag restarted): old clouds are not the past
-            self._history.append(self._points)
-            target = stamp_ns - self._history_ns
-            while len(self._history) > 1 and self._history[1][1] <= target:
-                self._history.popleft()  # the next one is at least as near to every later target
+        if self._clouds is not None:
+            self._clouds.push(self._points[0], stamp_ns)
         self.version += 1
-
-    def _previous_points(self) -> np.ndarray:
-        target = self._points[1] - self._history_ns
-        return min(self._history, key=lambda p: abs(p[1] - target))[0]
 
     def set_pose(self, xyz: np.ndarray, quat_xyzw: np.ndarray, stamp_ns: int, frame_id: str) -> None:
         self._frame("end-effector pose", frame_id)
         self._pose = (np.concatenate([xyz, matrix_to_rot6d(quat_to_matrix(quat_xyzw))]).astype(np.float32), stamp_ns)
+        if self._poses is not None:
+            self._poses.push(self._pose[0], stamp_ns)
         self.version += 1
 
     def set_gripper(self, names: tuple[str, ...], position: np.ndarray, stamp_ns: int) -> None:
         if "gripper_width" not in names:
             raise InputRejected(f"joint state has no 'gripper_width' (names: {list(names)})")
         self._gripper = (float(position[names.index("gripper_width")]), stamp_ns)
+        if self._widths is not None:
+            self._widths.push(self._gripper[0], stamp_ns)
         self.version += 1
 
     def set_image(self, kind: str, camera: str, image: np.ndarray, stamp_ns: int) -> None:
@@ -122,10 +141,13 @@ class ObservationAssembler:
         inputs = {}
         if "points" in self.card.inputs:
             inputs["points"] = self._points[0][None]
-            if self._history_ns:
-                inputs["points_prev"] = self._previous_points()[None]
+            if self._clouds is not None:
+                inputs["points_prev"] = self._clouds.before()[None]
         if "proprio" in self.card.inputs:
-            inputs["proprio"] = np.append(self._pose[0], np.float32(self._gripper[0]))[None].astype(np.float32)
+            proprio = np.append(self._pose[0], np.float32(self._gripper[0]))
+            if self._poses is not None:
+                proprio = np.concatenate([proprio, proprio - np.append(self._poses.before(), self._widths.before())])
+            inputs["proprio"] = proprio[None].astype(np.float32)
         for kind in self.card.image_inputs:
             inputs[kind] = np.stack([self._images[(kind, i)][0] for i in range(len(self.card.cameras))])[None]
         origin = max(self._pose[1], self._gripper[1]) if "proprio" in self.card.inputs else stamps[oldest]

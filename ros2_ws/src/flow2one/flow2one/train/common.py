@@ -40,6 +40,8 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stride", type=int, default=1, help="take a window every STRIDE steps of each episode")
     p.add_argument("--history-steps", type=int, default=0,
                    help="also encode the cloud this many control steps earlier (velocity of moving objects)")
+    p.add_argument("--motion-steps", type=int, default=0,
+                   help="proprio also carries its change over this many control steps (the arm's own motion)")
 
 
 def check_out(args: argparse.Namespace) -> None:
@@ -74,7 +76,8 @@ def build_config(args: argparse.Namespace, kind: str, data: dict[str, np.ndarray
     if args.config:
         return from_dict({**load_yaml(args.config, "--config file"), "kind": kind})
     mods = modalities(args)
-    over: dict[str, Any] = {f"use_{m}": m in mods for m in MODALITIES} | {"history_steps": args.history_steps}
+    over: dict[str, Any] = {f"use_{m}": m in mods for m in MODALITIES} | {"history_steps": args.history_steps,
+                                                                 "motion_steps": args.motion_steps}
     for m in ("rgb", "depth"):
         if m in mods:
             over["n_views"], over["image_size"] = data[m].shape[1], tuple(data[m].shape[2:4])
@@ -92,7 +95,7 @@ def policy_windows(data_dir: str | Path, cfg: PolicyConfig, stride: int,
                    episodes: slice | None = None) -> dict[str, np.ndarray]:
     """The training windows of `data_dir` with exactly the inputs `cfg`'s policy reads."""
     return load_windows(data_dir, cfg.horizon, stride, config_modalities(cfg), episodes,
-                        cfg.encoder.history_steps)
+                        cfg.encoder.history_steps, cfg.encoder.motion_steps)
 
 
 def obs_of(data: dict[str, Any], cfg: PolicyConfig) -> dict[str, torch.Tensor]:

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace, kind: str) -> int:
         data = common.policy_windows(args.data, cfg0, args.stride)
     else:
         data = load_windows(args.data, stride=args.stride, modalities=common.modalities(args),
-                            history_steps=args.history_steps)
+                            history_steps=args.history_steps, motion_steps=args.motion_steps)
     cfg = cfg0 or common.build_config(args, kind, data)
     policy = build_policy(cfg)
     policy.fit_normalizers(common.obs_of(data, cfg), torch.as_tensor(data["action"]))
