@@ -84,10 +84,14 @@ class Observer:
 
     def _read(self, attempts: int = 5) -> RobotStateSample:
         """A state read, retried after error recovery: on a starved machine a UDP read of libfranka times
-        out now and then; a link that stays broken raises (run_episode_safe then starts a new world)."""
+        out now and then, or returns garbage (an overflowing gripper width) right after a lost link; a link
+        that stays broken raises (run_episode_safe then starts a new world)."""
         for i in range(attempts + 1):
             try:
-                return self.robot.read_state()
+                state = self.robot.read_state()
+                if not np.isfinite(state.proprio()).all():  # garbage from a link that just broke
+                    raise RobotError(f"non-finite robot state {state.proprio()}", "communication")
+                return state
             except RobotError:
                 if i == attempts:
                     raise
