@@ -110,7 +110,7 @@ def no_chunk_cause(runner) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from flow2one.ros.run_cli import parse_overrides  # the ROS layer only when the command runs
+    from flow2one.apps.run import parse_overrides  # the ROS layer only when the command runs
     from flow2one.view.switch import with_view
 
     _, overrides = with_view(args, ["policy"], parse_overrides(args.set))

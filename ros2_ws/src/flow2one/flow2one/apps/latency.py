@@ -75,7 +75,7 @@ def _pct(a, q: float) -> float | None:
 def run_sim(name: str, sched: dict[str, Any], args: argparse.Namespace, domain: int) -> tuple[dict, list]:
     import numpy as np
 
-    from flow2one import demo
+    from flow2one.ros import graph_episodes as demo
     from flow2one.ros.runner import EXECUTOR_ENV
     from flow2one.ros.trace import breakdown
 
@@ -110,7 +110,7 @@ def run_sim(name: str, sched: dict[str, Any], args: argparse.Namespace, domain: 
 
 
 def run_probe(name: str, sched: dict[str, Any], args: argparse.Namespace, domain: int, model: Path) -> tuple[dict, list]:
-    from flow2one.nodes.policy_bench import measure
+    from flow2one.bench.policy_graph_latency import measure
 
     res, rows = measure(model, args.candidates or 4, args.seconds, domain, before=sched is BEFORE,
                         rate_hz=args.rate_hz or 125.0)
@@ -156,10 +156,10 @@ def _probe_model(args: argparse.Namespace) -> Iterator[Path]:
     if args.model_dir:
         yield Path(args.model_dir)
         return
-    from flow2one.nodes.policy_bench import _small_student
+    from flow2one.bench.policy_graph_latency import small_student
 
     with tempfile.TemporaryDirectory() as tmp:
-        yield _small_student(Path(tmp))
+        yield small_student(Path(tmp))
 
 
 def run_once(args: argparse.Namespace, name: str) -> dict[str, Any]:
