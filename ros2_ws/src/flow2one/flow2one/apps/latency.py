@@ -1,7 +1,7 @@
 """`flow2one latency [GRAPH]`: where the time goes from camera frame to franky command, stage by stage.
 
 Runs a graph with a collector on /flow2one/trace (flow2one/ros/trace.py) and writes OUT/latency.json (the
-per-stage breakdown, end-to-end figures and, with --compare, today's scheduling against the old one measured
+per-stage breakdown, end-to-end figures and, with --compare, the current scheduling against the old one measured
 in the same run, alternating, with ratios) and one waterfall + CDF PNG per run.
 
 Graphs:
@@ -58,7 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-dir", default=None, help="the policy's model (default: sim models/sim_student, probe a "
                    "small random student made once per command)")
     p.add_argument("--before", action="store_true", help="only the old scheduling")
-    p.add_argument("--compare", action="store_true", help="old and today's scheduling, alternating, in one run")
+    p.add_argument("--compare", action="store_true", help="old and current scheduling, alternating, in one run")
     p.add_argument("--repeats", type=int, default=1, help="runs of each scheduling (default 1)")
     p.add_argument("--domain-id", type=int, default=None, help="ROS domain (default: listen $ROS_DOMAIN_ID, "
                    "else 120 + pid %% 80, a private one)")

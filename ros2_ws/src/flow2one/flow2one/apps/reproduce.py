@@ -8,8 +8,8 @@ all). Wall time per stage goes to WORK/timings.json and into each shipped model 
 
 One multi-task model per kind is trained on the demos of reach_around, pick_place and track: the point
 cloud tells the tasks apart (pillar, cubes, pucks), and the demo graph then needs one model directory.
-pop_up, the reaction-time task, gets models of its own (`--tasks pop_up`; none shipped, results/README.md
-3d): its pucks look like track's, and adding it to the multi-task models would change every model of Table I.
+pop_up, the reaction-time task, gets models of its own (`--tasks pop_up`; none shipped, results/README.md,
+pop_up): its pucks look like track's, and adding it to the multi-task models would change every model of Table I.
 
 Scales (wall times on this 2-core CPU machine; each shipped card records its run's stage times):
   quick  smoke run: 1 demo per task, a few optimiser steps, the tiny preset (~1 min; what the tests run)

@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=REPO_ROOT / "results", help="where table1.md/.json and plots go")
     p.add_argument("--tasks", default=",".join(MULTI_TASK), help=f"comma list of sim tasks ({', '.join(TASKS)}; "
                    f"default the shipped multi-task models' {','.join(MULTI_TASK)}; pop_up needs models trained on it, "
-                   "results/README.md 3d)")
+                   "results/README.md, pop_up)")
     p.add_argument("--rows", default="", help=f"comma list of row numbers 0-{len(ROWS) - 1} "
                    f"({'; '.join(f'{i}: {r.label}' for i, r in enumerate(ROWS))}); default all")
     p.add_argument("--seeds", type=int, default=3, help="evaluation seed groups (spread is over these)")
