@@ -28,10 +28,7 @@ from flow2one.paths import resolve as resolve_path
 from flow2one.perception.calibrate import MAX_SPREAD_DEG, MAX_SPREAD_M, MODES, calibrate, parse_pose
 from flow2one.perception.calibration import load_cameras, save_cameras
 from flow2one.perception.camera_model import CameraModel
-from flow2one.perception.charuco import (
-    HAND_EYE_METHODS,
-    BoardSpec,
-)
+from flow2one.perception.charuco import HAND_EYE_METHODS, BoardSpec
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

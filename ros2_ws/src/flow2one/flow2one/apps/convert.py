@@ -19,9 +19,7 @@ from pathlib import Path
 
 from flow2one import spec
 from flow2one.data.convert_bags import ConvertConfig, convert_directory
-from flow2one.data.profiles import (
-    load_profile,
-)
+from flow2one.data.profiles import load_profile
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -30,8 +30,8 @@ from flow2one.ros.graph_episodes import (
     MAKE_HINT,
     REPO_ROOT,
     EpisodeLog,
-    _fmt,
     aggregate,
+    fmt_ms,
     model_problem,
     run_task,
     save_plots,
@@ -112,8 +112,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"  {t:13s} success {s.get('successes', 0)}/{s['episodes']}"
               + (f" ({skipped} skipped: {s['graph']['faults'][-1] if s['graph']['faults'] else 'time'})"
                  if skipped else "") + f"  policy {s.get('policy_rate_hz', 0):5.1f} "
-              f"chunks/s  obs->command p50 {_fmt(s.get('obs_to_command_ms', {}).get('p50'))} ms, "
-              f"p99 {_fmt(s.get('obs_to_command_ms', {}).get('p99'))} ms  sim RTF {s.get('sim_rtf', 0):.2f}")
+              f"chunks/s  obs->command p50 {fmt_ms(s.get('obs_to_command_ms', {}).get('p50'))} ms, "
+              f"p99 {fmt_ms(s.get('obs_to_command_ms', {}).get('p99'))} ms  sim RTF {s.get('sim_rtf', 0):.2f}")
     print(format_breakdown(summary["overall"].get("latency_breakdown", {})))
     print(f"wrote {args.out}/summary.json, strip.png, trajectories.png, latency.png"
           + (f", {args.view_save}" if args.view_save else "") + f" in {summary['wall_s']:.0f} s")

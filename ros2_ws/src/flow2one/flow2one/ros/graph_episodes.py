@@ -304,7 +304,7 @@ def run_graph(task: str, model_dir: Path, episodes: int, seed: int, backend: str
             print(f"  {task} episode {i + 1}/{episodes} (seed {log.seed}): "
                   f"{'SUCCESS' if s['success'] else 'failure'} mode={s['mode']} {s['reason']} | "
                   f"{s['chunks']} chunks, {s['policy_rate_hz']:.1f} chunks/s, obs->command p50 "
-                  f"{_fmt(s['obs_to_command_ms']['p50'])} ms | sim {s['sim_s']:.1f} s in {s['wall_s']:.1f} s wall",
+                  f"{fmt_ms(s['obs_to_command_ms']['p50'])} ms | sim {s['sim_s']:.1f} s in {s['wall_s']:.1f} s wall",
                   flush=True)
     # after the graph stopped: a chunk published while it shut down is counted too (the view records it)
     info["policy_counts"] = dict(pol.counts)
@@ -313,7 +313,7 @@ def run_graph(task: str, model_dir: Path, episodes: int, seed: int, backend: str
     return fault
 
 
-def _fmt(v: float | None) -> str:
+def fmt_ms(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.0f}"
 
 
