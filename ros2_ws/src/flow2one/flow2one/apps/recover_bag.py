@@ -19,7 +19,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from flow2one.data.bags import PARTIAL_SUFFIX, BagAlreadyComplete, BagError, recover, recovered_path
+from flow2one.data.bags import (
+    PARTIAL_SUFFIX,
+    BagAlreadyComplete,
+    BagError,
+    recover,
+    recovered_path,
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
