@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from flow2one.bench.timing import Timing
 from flow2one.policy import api
 from flow2one.policy.base import Policy
 from flow2one.train import multimodal as mm
@@ -42,7 +43,7 @@ def _latencies_ms(samplers: dict[str, tuple[Policy, dict[str, Any]]], reps: int)
             policy.sample(cond, 1, **kw)
             if r:  # the first round is warm-up
                 times[m].append(time.perf_counter() - t0)
-    return {m: 1000 * float(np.median(t)) for m, t in times.items()}
+    return {m: Timing.of(t).ms_median for m, t in times.items()}
 
 
 def _plot(path: Path, method: str, cond: np.ndarray, samples: np.ndarray) -> None:
