@@ -1,4 +1,4 @@
-"""Can the CPU model's PointNet place the reach_around goal ball? (results/README.md, section 4)
+"""Can the CPU model's PointNet place the reach_around goal ball? (results/README.md, Models, "The table out of the PointNet's pool")
 
 Trains the sim models' PointNet (16-32 channels, max-pool) with a small head to regress the goal (the
 demo's last commanded position) from clouds in the first third of each reach_around demo, with and without

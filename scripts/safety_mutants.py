@@ -16,7 +16,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from flow2one.paths import repo_root
+
+ROOT = repo_root()  # the checkout whose package is mutated (the one the venv or PYTHONPATH imports)
 PKG = ROOT / "ros2_ws" / "src" / "flow2one"
 SAFETY = "flow2one/control/safety.py"
 EXECUTOR = "flow2one/control/executor.py"

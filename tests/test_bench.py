@@ -9,9 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from flow2one.bench import BENCHES
+import flow2one.bench
+from flow2one.bench import BENCHES, module_name
+from flow2one.bench.timing import Timing, time_calls
+from flow2one.paths import repo_root
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = repo_root()
+BENCH_DIR = Path(flow2one.bench.__file__).parent
 
 
 def _bench(*args: str) -> subprocess.CompletedProcess:
@@ -21,11 +25,21 @@ def _bench(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_registered_benchmarks_resolve() -> None:
+    """Every key names a module of flow2one/bench/ with run(quick), and every module there is registered."""
     import importlib
 
-    for name, target in BENCHES.items():
-        module, func = target.split(":")
-        assert callable(getattr(importlib.import_module(module), func)), name
+    for name in BENCHES:
+        assert callable(importlib.import_module(module_name(name)).run), name
+    modules = {p.stem for p in BENCH_DIR.glob("*.py")} - {"__init__", "timing"}
+    assert modules == set(BENCHES)
+
+
+def test_timing_helper_warms_up_and_takes_medians() -> None:
+    calls = []
+    t = time_calls(lambda: calls.append(1), repeats=5, warmup=2)
+    assert len(calls) == 7 and t.n == 5 and t.cpu is not None
+    fixed = Timing.of([0.001, 0.002, 0.010])
+    assert fixed.ms_median == 2.0 and fixed.hz == 500.0 and fixed.ms(100) == 10.0
 
 
 def test_ros_transport_quick_prints_json(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import yaml
 
 from flow2one.cli import main as cli_main
 from flow2one.geometry import matrix_to_quat
-from flow2one.perception.calibrate_cli import calibrate
+from flow2one.perception.calibrate import calibrate
 from flow2one.perception.calibration import load_cameras, save_cameras
 from flow2one.perception.camera_model import CameraIntrinsics, CameraModel
 from flow2one.perception.charuco import BoardSpec, detect_board, rotation_deg

@@ -199,8 +199,8 @@ def test_ros_graph_and_evaluation_loop_command_the_same(domain_id: int) -> None:
                       on_command=lambda e: eval_cmds.append((e.t_ns, e.command.action())))
         # The ROS run's timing, replayed on the sim clock: a chunk reaches the executor when it reached the
         # executor node, and the executor ticks when the node's control thread sent a command. (Free-running,
-        # the comparison measures this machine's load instead: with 2 cores shared by ~15 busy processes, the
-        # node's control thread was seen to send nothing for 1.9 s while the sim-clock loop kept its 50 ms.)
+        # the comparison measures the machine's load instead: on 2 cores shared by ~15 busy processes the
+        # node's control thread can send nothing for 1.9 s while the sim-clock loop keeps its 50 ms.)
         def rel(ns: int) -> float:
             """Seconds after the first observation's stamp."""
             return (ns - s0) / 1e9

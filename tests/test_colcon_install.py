@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from flow2one.paths import repo_root
 from tests.helpers import next_domain_id
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = repo_root()
 SRC = REPO / "ros2_ws" / "src"
 NODES = ("sim_world", "camera", "pointcloud", "policy", "executor", "teleop", "recorder", "replay")
 GRAPHS = ("deploy", "sim", "teleop_record", "sim_teleop_record", "replay")

@@ -327,8 +327,8 @@ def test_adversarial_stretch_against_franky_sim(robot: FrankyRobot):
     try:
         for _ in range(200):
             if ex.state == State.FAULT:
-                # as an operator would, home again when homing stalls (seen once in a full run: a planner
-                # error -110 left franky-sim's home motion "in control" until the 60 s homing timeout)
+                # as an operator would, home again when homing stalls (a planner error -110 can leave
+                # franky-sim's home motion "in control" until the 60 s homing timeout)
                 for _ in range(3):
                     homes += 1
                     ex.request_home()

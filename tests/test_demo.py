@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from flow2one import demo
+from flow2one.apps import demo
 
 
 def parse(*argv: str) -> argparse.Namespace:

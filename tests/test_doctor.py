@@ -14,12 +14,13 @@ import pyrealsense2 as rs
 import pytest
 
 from flow2one.control.franky_sim import FrankySimProcess, free_loopback_host
-from flow2one.doctor import FAIL, OK, SKIP, WARN, format_checklist, run_checks
+from flow2one.paths import repo_root
 from flow2one.perception.camera_model import CameraIntrinsics
 from flow2one.perception.realsense import SOFTWARE_DEVICES
 from flow2one.perception.rs_software import SoftwareRealSense
+from flow2one.preflight import FAIL, OK, SKIP, WARN, format_checklist, run_checks
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = repo_root()
 CHECKS = ("ROS 2", "franky / libfranka", "FCI", "rtprio / memlock", "PREEMPT_RT kernel", "CPU governor",
           "RealSense cameras", "calibration", "model card", "TensorRT engine", "disk space")
 

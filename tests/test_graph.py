@@ -16,8 +16,9 @@ import yaml
 from rclpy.parameter import Parameter
 
 from flow2one.graph import GRAPHS, NODES, GraphSpec, graph, load_params, params_path, read_params_file
+from flow2one.paths import repo_root
 
-SETUP_PY = Path(__file__).resolve().parents[1] / "ros2_ws/src/flow2one/setup.py"
+SETUP_PY = repo_root() / "ros2_ws/src/flow2one/setup.py"
 
 
 def declared_params_class(module) -> type:

@@ -15,8 +15,8 @@ from sensor_msgs.msg import JointState, PointCloud2
 from trajectory_msgs.msg import JointTrajectory
 
 from flow2one import spec
+from flow2one.bench.policy_graph_latency import JOINTS
 from flow2one.control.franky_sim import FrankySimProcess
-from flow2one.nodes.policy_bench import JOINTS
 from flow2one.ros.convert import (
     numpy_to_joint_state,
     numpy_to_pose_stamped,

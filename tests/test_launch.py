@@ -19,8 +19,9 @@ import yaml
 
 from flow2one.graph import GRAPHS, NODES, params_path
 from flow2one.launch_graph import node_descriptions
+from flow2one.paths import repo_root
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = repo_root()
 LAUNCH = ROOT / "launch"
 PKG = ROOT / "ros2_ws" / "src" / "flow2one"
 

@@ -10,7 +10,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from flow2one import pipeline, table1
+from flow2one.apps import reproduce as reproduce_cmd
+from flow2one.apps import sim_eval, table1
+from flow2one.paths import repo_root
+from flow2one.sim.table1 import report as t1report
+from flow2one.sim.table1.config import ROWS, STUDENT, TEACHER, Table1Config
+from flow2one.sim.table1.results import Cell, Table1Report, load
+from flow2one.sim.table1.run import run as run_table1
+from flow2one.sim.table1.statistics import z_higher
+from flow2one.train import reproduce as pipeline
+
+RESULTS = repo_root() / "results"
 
 
 @pytest.fixture(scope="module")
@@ -61,11 +71,11 @@ def test_reproduce_resumes_without_redoing_stages(reproduced) -> None:
 
 def test_reproduce_rejects_bad_arguments(tmp_path) -> None:
     p = argparse.ArgumentParser()
-    pipeline.add_arguments(p)
+    reproduce_cmd.add_arguments(p)
     with pytest.raises(SystemExit, match="--tasks"):
-        pipeline.main(p.parse_args(["--tasks", "fly", "--work", str(tmp_path)]))
+        reproduce_cmd.main(p.parse_args(["--tasks", "fly", "--work", str(tmp_path)]))
     with pytest.raises(SystemExit, match="--stages"):
-        pipeline.main(p.parse_args(["--stages", "teacher,dance", "--work", str(tmp_path)]))
+        reproduce_cmd.main(p.parse_args(["--stages", "teacher,dance", "--work", str(tmp_path)]))
 
 
 def test_cpu_model_fits_the_size_budget() -> None:
@@ -81,31 +91,31 @@ def test_cpu_model_fits_the_size_budget() -> None:
 def test_table1_closed_loop_report(reproduced) -> None:
     root, _ = reproduced
     out = root / "results"
-    rows = [table1.ROWS[0], table1.ROWS[1], table1.ROWS[2]]  # teacher 50, teacher 1-step, student
+    rows = ROWS[:3]  # teacher 50, teacher 1-step, student
     # 2 candidates per re-plan: the rollout keeps the one continuing the executing chunk (policy node rule)
-    report = table1.run(root / "models", out, ["reach_around"], rows, seeds=2, episodes=1, hz_repeats=3,
-                        max_time=1.0, command="test", candidates=2)
-    res = report["results"]["reach_around"]
+    cfg = Table1Config(models=root / "models", out=out, tasks=("reach_around",), rows=rows, seeds=2, episodes=1,
+                       hz_repeats=3, max_time=1.0, command="test", candidates=2)
+    report = run_table1(cfg)
     for row in rows:
-        r = res[row.label]
-        assert r["episodes"] == 2 and len(r["success_per_seed"]) == 2
-        assert 0.0 <= r["success_mean"] <= 1.0 and r["inference_ms_in_loop_median"] > 0
-        eps = r["per_episode"]  # inference runs beside control: at most one new chunk per control step
-        assert 0 < r["replans_per_sim_s"] * sum(e["duration"] for e in eps) <= sum(e["steps"] for e in eps) + 1e-6
-        assert sum(r["mode_histogram"].values()) == 2
-    hz = report["inference"]
+        r = report.cells["reach_around"][row.key]
+        assert r.episodes == 2 and len(r.success_per_seed) == 2 and r.seed_groups == [0, 1]
+        assert 0.0 <= r.success_mean <= 1.0 and r.inference_ms_in_loop_median > 0
+        eps = r.per_episode  # inference runs beside control: at most one new chunk per control step
+        assert 0 < r.replans_per_sim_s * sum(e.duration for e in eps) <= sum(e.steps for e in eps) + 1e-6
+        assert sum(r.mode_histogram.values()) == 2
     # 50 Euler steps cost more than one pass: the measurement must see it
-    assert hz["teacher (50 steps)"]["ms_median"] > 5 * hz["teacher 1-step"]["ms_median"]
-    assert hz["student (1 step)"]["hz"] > 5 * hz["teacher (50 steps)"]["hz"]
+    assert report.inference(TEACHER).ms_median > 5 * report.inference("teacher1").ms_median
+    assert report.inference(STUDENT).hz > 5 * report.inference(TEACHER).hz
     md = (out / "table1.md").read_text()
     assert all(row.label in md for row in rows) and "goal >= 14x" in md
     assert (out / "table1_modes.png").stat().st_size > 0 and (out / "table1_success_vs_hz.png").stat().st_size > 0
     full = json.loads((out / "table1.json").read_text())
-    assert full["seeds"] == 2 and full["candidates"] == 2
+    assert full["seeds"] == 2 and full["candidates"] == 2 and full["format"] == 2
+    assert load(out / "table1.json").to_json() == full  # the JSON form is the whole report
 
     # cells (task x row) evaluated in separate runs combine into one table; runs evaluated differently, or
     # holding the same cell twice, do not
-    student = table1.ROWS[2].label
+    student = ROWS[2].label
     first = {**full, "rows": [r for r in full["rows"] if r != student],
              "results": {t: {k: v for k, v in res.items() if k != student} for t, res in full["results"].items()},
              "inference": {k: v for k, v in full["inference"].items() if k != student}}
@@ -114,29 +124,55 @@ def test_table1_closed_loop_report(reproduced) -> None:
     other_task = {**full, "tasks": ["track"], "results": {"track": full["results"]["reach_around"]}}
     for name, rep in (("a", first), ("b", second), ("d", other_task)):
         (out / f"{name}.json").write_text(json.dumps(rep))
-    combined = table1.combine([out / "a.json", out / "b.json"], out / "combined")
-    assert combined["rows"] == full["rows"] and combined["results"] == full["results"]
-    assert combined["inference"] == full["inference"]
-    combined = table1.combine([out / "a.json", out / "b.json", out / "d.json"], out / "combined")
-    assert combined["tasks"] == ["reach_around", "track"] and combined["results"]["track"] == full["results"]["reach_around"]
+    combined = t1report.combine([out / "a.json", out / "b.json"], out / "combined")
+    assert [p.key for p in combined.policies] == [r.key for r in rows] and combined.cells == report.cells
+    assert [p.inference for p in combined.policies] == [p.inference for p in report.policies]
+    combined = t1report.combine([out / "a.json", out / "b.json", out / "d.json"], out / "combined")
+    assert combined.tasks == ["reach_around", "track"] and combined.cells["track"] == report.cells["reach_around"]
     assert "track" in (out / "combined" / "table1.md").read_text()
     (out / "c.json").write_text(json.dumps({**second, "episodes_per_seed": 3}))
     with pytest.raises(ValueError, match="episodes_per_seed"):
-        table1.combine([out / "a.json", out / "c.json"], out / "bad")
+        t1report.combine([out / "a.json", out / "c.json"], out / "bad")
     # the same cell on other seed groups (--first-seed-group) pools: statistics over all groups
     more = {**second, "results": {t: {student: {**res[student], "seed_groups": [5, 6]}} for t, res in full["results"].items()}}
     (out / "f.json").write_text(json.dumps(more))
-    pooled = table1.combine([out / "b.json", out / "f.json"], out / "pooled")["results"]["reach_around"][student]
-    one = full["results"]["reach_around"][student]
-    assert pooled["seed_groups"] == [0, 1, 5, 6] and pooled["episodes"] == 4 == len(pooled["per_episode"])
-    assert pooled["successes"] == 2 * one["successes"] and pooled["success_per_seed"] == 2 * one["success_per_seed"]
-    assert pooled["success_mean"] == pytest.approx(one["success_mean"])
+    pooled = t1report.combine([out / "b.json", out / "f.json"], out / "pooled").cells["reach_around"][STUDENT]
+    one = report.cells["reach_around"][STUDENT]
+    assert pooled.seed_groups == [0, 1, 5, 6] and pooled.episodes == 4 == len(pooled.per_episode)
+    assert pooled.successes == 2 * one.successes and pooled.success_per_seed == 2 * one.success_per_seed
+    assert pooled.success_mean == pytest.approx(one.success_mean)
     assert "4 seed group(s)" in (out / "pooled" / "table1.md").read_text()
     (out / "e.json").write_text(json.dumps({**second, "policy_rate_hz": 2.5}))  # re-planned at another rate
     with pytest.raises(ValueError, match="policy_rate_hz"):
-        table1.combine([out / "a.json", out / "e.json"], out / "bad")
+        t1report.combine([out / "a.json", out / "e.json"], out / "bad")
     with pytest.raises(ValueError, match="reach_around / .* is also in an earlier file"):
-        table1.combine([out / "a.json", out / "b.json", out / "b.json"], out / "bad")
+        t1report.combine([out / "a.json", out / "b.json", out / "b.json"], out / "bad")
+
+
+def test_table1_reads_the_shipped_results(tmp_path) -> None:
+    """Every table1.json in results/ (written before the report had types and row keys) loads into the typed
+    report, and `--combine` of one gives back its table."""
+    files = sorted(RESULTS.glob("**/table1.json"))
+    assert RESULTS / "table1_shared_loop" / "table1.json" in files
+    for f in files:
+        raw = json.loads(f.read_text())
+        rep = load(f)
+        assert [p.label for p in rep.policies] == raw["rows"] and rep.tasks == raw["tasks"]
+        for t in rep.tasks:
+            for p in rep.policies:
+                cell, old = rep.cells[t][p.key], raw["results"][t][p.label]
+                assert (cell.successes, cell.episodes, cell.success_mean) == (old["successes"], old["episodes"],
+                                                                              old["success_mean"])
+                assert len(cell.per_episode) == len(old["per_episode"]) and cell.mode_histogram == old["mode_histogram"]
+            assert rep.inference(p.key).ms_median == raw["inference"][p.label]["ms_median"]
+        assert Table1Report.from_json(rep.to_json()) == rep
+    shared = RESULTS / "table1_shared_loop"
+    args = argparse.ArgumentParser()
+    table1.add_arguments(args)
+    assert table1.main(args.parse_args(["--combine", str(shared / "table1.json"), "--out", str(tmp_path)])) == 0
+    assert (tmp_path / "table1.md").read_text() == (shared / "table1.md").read_text()
+    assert json.loads((tmp_path / "table1.json").read_text())["results"] == json.loads(
+        (shared / "table1.json").read_text())["results"]
 
 
 def test_table1_says_when_models_are_missing(tmp_path, capsys) -> None:
@@ -149,10 +185,9 @@ def test_table1_says_when_models_are_missing(tmp_path, capsys) -> None:
 
 def test_evaluations_default_to_the_sim_graphs_rate_and_horizon(tmp_path) -> None:
     from flow2one.graph import load_params
-    from flow2one.sim import evaluate
 
     params = load_params("sim")
-    for module in (table1, evaluate):
+    for module in (table1, sim_eval):
         p = argparse.ArgumentParser()
         module.add_arguments(p)
         args = p.parse_args([])
@@ -160,23 +195,28 @@ def test_evaluations_default_to_the_sim_graphs_rate_and_horizon(tmp_path) -> Non
     p = argparse.ArgumentParser()
     table1.add_arguments(p)
     assert p.parse_args([]).candidates == params["policy"]["n_candidates"]
-    assert evaluate.rate_or_none(0.0) is None and evaluate.rate_or_none(2.5) == 2.5  # 0: no cap
+    assert sim_eval.rate_or_none(0.0) is None and sim_eval.rate_or_none(2.5) == 2.5  # 0: no cap
     with pytest.raises(SystemExit, match="policy-rate-hz must be >= 0"):
-        evaluate.rate_or_none(-1.0)
+        sim_eval.rate_or_none(-1.0)
     with pytest.raises(SystemExit, match="n-exec must be >= 1"):
         table1.main(p.parse_args(["--models", str(tmp_path), "--n-exec", "0"]))
 
 
+def _cell(k: int, n: int = 36) -> Cell:
+    return Cell(success_mean=k / n, success_std=0.0, success_per_seed=[k / n], episodes=n, successes=k,
+                mode_histogram={}, mode_histogram_success={}, failures={}, time_to_success_s=None, sim_rtf_mean=1.0,
+                planner_errors=0, seed_groups=[0])
+
+
 def test_dynamic_goal_needs_a_significant_difference() -> None:
-    cell = lambda k, n=36: {"episodes": n, "successes": k}  # noqa: E731
-    assert table1.z_higher(cell(15), cell(7)) == pytest.approx(2.05, abs=0.01)  # 42% vs 19% of 36: shown
-    assert table1.z_higher(cell(29, 72), cell(25, 72)) < 1.64  # 40% vs 35%: a few episodes are noise
-    assert table1.z_higher(cell(0), cell(0)) == 0.0 and table1.z_higher(cell(7), cell(15)) < 0
+    assert z_higher(15, 36, 7, 36) == pytest.approx(2.05, abs=0.01)  # 42% vs 19% of 36: shown
+    assert z_higher(29, 72, 25, 72) < 1.64  # 40% vs 35%: a few episodes are noise
+    assert z_higher(0, 36, 0, 36) == 0.0 and z_higher(7, 36, 15, 36) < 0
     # Both moving-object tasks get the dynamic goal (student higher, significantly), the static one its own.
-    results = {"teacher (50 steps)": {"success_mean": 7 / 36, **cell(7)},
-               "student (1 step)": {"success_mean": 15 / 36, **cell(15)}}
-    lines = table1.checks({"tasks": ["track", "pop_up", "reach_around"], "inference": {},
-                           "results": {t: results for t in ("track", "pop_up", "reach_around")}})
+    tasks = ["track", "pop_up", "reach_around"]
+    rep = load(RESULTS / "table1_shared_loop" / "table1.json")
+    rep.tasks, rep.cells = tasks, {t: {TEACHER: _cell(7), STUDENT: _cell(15)} for t in tasks}
+    lines = t1report.checks(rep)
     for t in ("track", "pop_up"):
         assert f"{t} (dynamic): student 42% vs teacher 19% (goal: student higher): met (z = 2.0)" in lines
     assert "reach_around: student 42% vs teacher 19% (goal >= 95% of teacher): met" in lines

@@ -22,10 +22,11 @@ from flow2one import spec
 from flow2one.data.bags import read_messages, read_summary
 from flow2one.data.convert_bags import ConvertConfig, convert_directory
 from flow2one.data.episodes import read_episode
+from flow2one.paths import repo_root
 from tests.helpers import wait_for
 
 torch.set_num_threads(1)
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = repo_root()
 SIM_CAMERAS = ("front", "wrist")
 CALIBRATION = str(ROOT / "calibration" / "sim.yaml")
 
@@ -147,7 +148,7 @@ def test_sim_teleop_record_convert_and_replay(tmp_path: Path, student_dir: Path,
     assert np.all(np.abs(ep.action[:, :3] - ep.proprio[:, :3]).max(axis=1) < 0.1)  # commands near the arm
 
     # replay: the recorded sim images -> pointcloud node -> policy; lock-step, then metrics JSON
-    from flow2one.data.replay_cli import run_replay
+    from flow2one.apps.replay import run_replay
 
     out = tmp_path / "metrics.json"
     result = run_replay(str(bag), rate=0.0, metrics_file=str(out), domain_id=domain_id,

@@ -15,11 +15,12 @@ import pytest
 import yaml
 
 from flow2one import spec
+from flow2one.apps import run as run_cmd
 from flow2one.graph import GRAPHS, GraphSpec
-from flow2one.ros import run_cli
+from flow2one.paths import repo_root
 from tests.helpers import wait_for
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = repo_root()
 
 
 class Probe:
@@ -156,7 +157,7 @@ def test_runner_errors_are_clear_and_leave_nothing_running(tmp_path: Path, domai
 
 
 def test_run_cli_parses_set() -> None:
-    got = run_cli.parse_overrides(["policy.backend=onnxruntime", "executor.n_exec=8", "policy.fp16=false",
+    got = run_cmd.parse_overrides(["policy.backend=onnxruntime", "executor.n_exec=8", "policy.fp16=false",
                                    "pointcloud.workspace_min=[0.1, -0.5, 0.0]", "policy.rate_hz=125.0",
                                    "recorder.task='8'", "policy.model_dir=models/a=b"])
     assert got == {"policy": {"backend": "onnxruntime", "fp16": False, "rate_hz": 125.0, "model_dir": "models/a=b"},
@@ -164,7 +165,7 @@ def test_run_cli_parses_set() -> None:
                    "recorder": {"task": "8"}}
     for bad in ("policy=1", "policy.backend", ".backend=x", "policy.=x"):
         with pytest.raises(SystemExit, match="NODE.PARAM=VALUE"):
-            run_cli.parse_overrides([bad])
+            run_cmd.parse_overrides([bad])
 
 
 def _start(cmd: list[str], domain_id: int) -> subprocess.Popen:
@@ -225,11 +226,11 @@ def test_flow2one_run_own_process_starts_children_and_stops_when_one_dies(domain
 
 def test_flow2one_run_own_process_refuses_nodes_it_does_not_run() -> None:
     p = argparse.ArgumentParser()
-    run_cli.add_arguments(p)
+    run_cmd.add_arguments(p)
     with pytest.raises(SystemExit, match="--own-process 'camera': not nodes of this run"):
-        run_cli.main(p.parse_args(["sim", "--own-process", "camera"]))
+        run_cmd.main(p.parse_args(["sim", "--own-process", "camera"]))
     with pytest.raises(SystemExit, match="leave at least one node in this process"):
-        run_cli.main(p.parse_args(["sim", "--nodes", "pointcloud", "--own-process", "pointcloud"]))
+        run_cmd.main(p.parse_args(["sim", "--nodes", "pointcloud", "--own-process", "pointcloud"]))
 
 
 def test_node_console_script_main_takes_ros_args_and_stops_on_sigterm(domain_id: int, probe: Probe) -> None:

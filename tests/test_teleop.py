@@ -195,7 +195,7 @@ def test_spacenav_joy_messages_drive_the_node(ros_context, domain_id) -> None:
                 time.sleep(0.02)
 
         # chunks flowing say the pose reached the node; the Joy pair is discovered on its own (a press fed
-        # before it is matched is lost: seen once on a loaded machine)
+        # before it is matched is lost, which a loaded machine makes likely)
         assert wait_for(lambda: (pose_pub.publish(pose) or True) and len(chunks) > 2
                         and joy_pub.get_subscription_count() > 0, 15)
         first = chunks[-1].actions[0].copy()

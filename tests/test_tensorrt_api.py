@@ -18,6 +18,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from flow2one.paths import repo_root
 from flow2one.runtime.backends import OnnxRuntimeBackend
 from flow2one.runtime.card import load_card
 from flow2one.runtime.tensorrt_engine import (
@@ -31,7 +32,7 @@ from flow2one.runtime.tensorrt_engine import (
 )
 from flow2one.runtime.trt_onnx_audit import audit_onnx
 
-MODEL = Path(__file__).resolve().parents[1] / "models" / "sim_student"
+MODEL = repo_root() / "models" / "sim_student"
 
 
 def fake_tensorrt(version: str) -> types.SimpleNamespace:

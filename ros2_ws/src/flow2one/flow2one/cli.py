@@ -1,8 +1,8 @@
 """`flow2one COMMAND ...`: one entry point for every user-facing command.
 
-Each command lives in its own module exposing `add_arguments(parser)` and `main(args) -> int`; it is
-imported only when chosen, so `flow2one --help` stays fast and a missing optional dependency of one
-command does not break the others.
+Each command lives in its own module of flow2one/apps/, named after it, exposing `add_arguments(parser)` and
+`main(args) -> int`; it is imported only when chosen, so `flow2one --help` stays fast and a missing optional
+dependency of one command does not break the others.
 """
 
 from __future__ import annotations
@@ -14,28 +14,28 @@ import sys
 
 # command -> (module, one-line help). Keep in sync with README "Commands".
 COMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("flow2one.ros.run_cli", "run a node graph (deploy, sim, teleop_record, replay, ...) in one process"),
-    "bench": ("flow2one.bench", "run benchmarks and print JSON figures"),
-    "calibrate": ("flow2one.perception.calibrate_cli", "camera extrinsics / hand-eye from ChArUco images -> calibration/*.yaml"),
-    "convert": ("flow2one.data.convert_bags", "recorded MCAP episodes -> training dataset (with per-bag report)"),
-    "replay": ("flow2one.data.replay_cli", "replay a bag into pointcloud + policy and report open-loop metrics JSON"),
-    "recover-bag": ("flow2one.data.recover_cli", "repair an episode bag left unfinished by a crash or kill -9"),
-    "train-teacher": ("flow2one.train.train_teacher", "train the CFM teacher on an episode dataset"),
-    "distill": ("flow2one.train.distill", "teacher -> distillation set (K trajectories per observation)"),
-    "train-student": ("flow2one.train.train_student", "distil the one-step IMLE student from a distillation set"),
-    "train-l1flow": ("flow2one.train.train_l1flow", "train L1 Sample Flow (2-step) on an episode dataset"),
-    "train-regression": ("flow2one.train.train_regression", "train the MSE regression baseline"),
-    "evaluate": ("flow2one.train.evaluate", "offline evaluation of a checkpoint on held-out episodes (JSON)"),
-    "multimodal-bench": ("flow2one.train.multimodal_bench", "mode-collapse benchmark of every policy kind (JSON + PNG)"),
-    "sim-demos": ("flow2one.sim.demos", "scripted-expert demonstrations in the sim -> episode dataset"),
-    "sim-eval": ("flow2one.sim.evaluate", "closed-loop sim evaluation of a policy or the expert (success, modes, JSON)"),
-    "export": ("flow2one.runtime.export", "policy checkpoint -> ONNX (parity-checked), optionally a TensorRT engine"),
-    "latency": ("flow2one.latency", "per-stage latency trace of a graph (JSON + waterfall/CDF PNG); --compare: old scheduling too"),
-    "demo": ("flow2one.demo", "the main job: the deploy graph with the shipped student in the sim world, a few episodes per task"),
-    "reproduce": ("flow2one.pipeline", "sim demos -> teacher -> distillation set -> student (+ L1 Flow, regression) -> models/"),
-    "table1": ("flow2one.table1", "closed-loop sim comparison of every policy kind (success, Hz, modes) -> results/"),
-    "doctor": ("flow2one.doctor", "robot-PC preflight: ROS, franky/libfranka, FCI, real-time, cameras, calibration, model, TensorRT, disk"),
-    "view": ("flow2one.view.open_cli", "open a dataset episode, an episode bag or a saved .rrd in the Rerun viewer"),
+    "run": ("flow2one.apps.run", "run a node graph (deploy, sim, teleop_record, replay, ...) in one process"),
+    "bench": ("flow2one.apps.bench", "run benchmarks and print JSON figures"),
+    "calibrate": ("flow2one.apps.calibrate", "camera extrinsics / hand-eye from ChArUco images -> calibration/*.yaml"),
+    "convert": ("flow2one.apps.convert", "recorded MCAP episodes -> training dataset (with per-bag report)"),
+    "replay": ("flow2one.apps.replay", "replay a bag into pointcloud + policy and report open-loop metrics JSON"),
+    "recover-bag": ("flow2one.apps.recover_bag", "repair an episode bag left unfinished by a crash or kill -9"),
+    "train-teacher": ("flow2one.apps.train_teacher", "train the CFM teacher on an episode dataset"),
+    "distill": ("flow2one.apps.distill", "teacher -> distillation set (K trajectories per observation)"),
+    "train-student": ("flow2one.apps.train_student", "distil the one-step IMLE student from a distillation set"),
+    "train-l1flow": ("flow2one.apps.train_l1flow", "train L1 Sample Flow (2-step) on an episode dataset"),
+    "train-regression": ("flow2one.apps.train_regression", "train the MSE regression baseline"),
+    "evaluate": ("flow2one.apps.evaluate", "offline evaluation of a checkpoint on held-out episodes (JSON)"),
+    "multimodal-bench": ("flow2one.apps.multimodal_bench", "mode-collapse benchmark of every policy kind (JSON + PNG)"),
+    "sim-demos": ("flow2one.apps.sim_demos", "scripted-expert demonstrations in the sim -> episode dataset"),
+    "sim-eval": ("flow2one.apps.sim_eval", "closed-loop sim evaluation of a policy or the expert (success, modes, JSON)"),
+    "export": ("flow2one.apps.export", "policy checkpoint -> ONNX (parity-checked), optionally a TensorRT engine"),
+    "latency": ("flow2one.apps.latency", "per-stage latency trace of a graph (JSON + waterfall/CDF PNG); --compare: old scheduling too"),
+    "demo": ("flow2one.apps.demo", "the main job: the deploy graph with the shipped student in the sim world, a few episodes per task"),
+    "reproduce": ("flow2one.apps.reproduce", "sim demos -> teacher -> distillation set -> student (+ L1 Flow, regression) -> models/"),
+    "table1": ("flow2one.apps.table1", "closed-loop sim comparison of every policy kind (success, Hz, modes) -> results/"),
+    "doctor": ("flow2one.apps.doctor", "robot-PC preflight: ROS, franky/libfranka, FCI, real-time, cameras, calibration, model, TensorRT, disk"),
+    "view": ("flow2one.apps.view", "open a dataset episode, an episode bag or a saved .rrd in the Rerun viewer"),
 }
 
 

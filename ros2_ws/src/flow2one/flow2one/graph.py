@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from flow2one.paths import config_dir
 from flow2one.yamlio import load_yaml
 
 
@@ -69,16 +70,6 @@ GRAPHS: dict[str, GraphSpec] = {
         description="Play a recorded bag into perception + policy and score the predicted chunks.",
     ),
 }
-
-
-def config_dir() -> Path:
-    """config/ of the package: the source tree (pip -e) or share/flow2one/config (colcon install)."""
-    src = Path(__file__).resolve().parents[1] / "config"
-    if src.is_dir():
-        return src
-    from ament_index_python.packages import get_package_share_directory  # only in installed layouts
-
-    return Path(get_package_share_directory("flow2one")) / "config"
 
 
 def graph(name: str) -> GraphSpec:

@@ -13,8 +13,26 @@ from pathlib import Path
 
 ENV_VAR = "FLOW2ONE_ROOT"
 PACKAGE = "flow2one"
-# ros2_ws/src/flow2one/flow2one/paths.py -> the repository root of a source checkout (or pip -e install).
-_CHECKOUT = Path(__file__).resolve().parents[4]
+# ros2_ws/src/flow2one/flow2one/paths.py -> the ament package (ros2_ws/src/flow2one) and the repository root of a
+# source checkout (or pip -e install).
+_PACKAGE_SRC = Path(__file__).resolve().parents[1]
+_CHECKOUT = _PACKAGE_SRC.parents[2]
+
+
+def repo_root() -> Path:
+    """The repository this package was imported from: for tests and tools that read the repository's own files
+    (results/, tests/, docs/). Meaningful in a source checkout only; data goes through data_root()."""
+    return _CHECKOUT
+
+
+def config_dir() -> Path:
+    """config/ of the package: the source tree (pip -e) or share/flow2one/config (colcon install)."""
+    src = _PACKAGE_SRC / "config"
+    if src.is_dir():
+        return src
+    from ament_index_python.packages import get_package_share_directory  # only in installed layouts
+
+    return Path(get_package_share_directory(PACKAGE)) / "config"
 
 
 def _holds_data(root: Path) -> bool:

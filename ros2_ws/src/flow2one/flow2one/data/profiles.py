@@ -35,7 +35,7 @@ COMPRESSED_SUFFIXES = ("/compressed", "/compressedDepth")
 
 
 def profiles_dir() -> Path:
-    from flow2one.graph import config_dir
+    from flow2one.paths import config_dir
 
     return config_dir() / "topics"
 

@@ -9,7 +9,7 @@ runtime's ObservationAssembler computes the same from the robot states it kept).
 
 A window that starts before an unpredictable event (`meta.event_t`, pop_up's pop) ends at it the same way:
 what follows the event is not in its observation, and a chunk holding it teaches a policy to act it out at
-a time it cannot know (both pop_up models dived before the pop, results/README.md 3d).
+a time it cannot know (both pop_up models dived before the pop, results/README.md, pop_up).
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ class NodeProcess:
         def drain() -> None:
             for line in self.proc.stdout:
                 self.output.append(line.rstrip())
-                if line.startswith("running graph"):  # run_cli prints it once every node is constructed
+                if line.startswith("running graph"):  # `flow2one run` prints it once every node is constructed
                     ready.set()
 
         threading.Thread(target=drain, name="node-process-output", daemon=True).start()

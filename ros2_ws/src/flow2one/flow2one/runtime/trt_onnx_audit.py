@@ -1,6 +1,6 @@
 """Does an exported model.onnx use only what TensorRT's ONNX parser supports? Checked without TensorRT.
 
-A model that the parser rejects fails on the robot PC at the first engine build, minutes into a session;
+A model that the parser rejects fails on the robot PC at the first engine build, minutes into a run;
 this audit runs in CI on every shipped and exported model instead.
 """
 

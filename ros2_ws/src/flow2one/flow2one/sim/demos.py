@@ -1,18 +1,7 @@
-"""Scripted-expert demonstrations in the sim -> the flow2one episode dataset (OUT/<task>/episode_*.npz).
-
-Each episode: home the FR3 (franky-sim over libfranka), randomise the task from its seed, let the
-task's expert (strategy drawn at random per episode) drive the arm through control.FrankyRobot (the
-executor's franky adapter, with the sim graph's limits) at STEP_DT, and
-record per step the measured proprio, the commanded target (the action) and the depth of every sim
-camera; the 4,096-point clouds are computed after the episode with the same CloudPipeline, crop and
-voxel size as the sim graph's pointcloud node. Failed expert episodes are skipped (and counted); the
-next seed is tried until N successes or 2N attempts.
-"""
+"""Scripted-expert demonstrations in the sim, written as the same episode files a teleoperated recording becomes."""
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from collections import Counter
@@ -20,8 +9,6 @@ from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
-
-from flow2one.sim.tasks import TASKS
 
 
 def to_episode(rec, result, cloud, camera_names: list[str], with_images: bool, event_t: float | None = None):
@@ -77,20 +64,3 @@ def generate(task: str, out: Path, episodes: int, seed: int = 0, with_images: bo
     return {"task": task, "dir": str(out), "episodes": written, "attempts": attempts,
             "expert_success_rate": written / max(attempts, 1), "mode_histogram": dict(modes),
             "sim_rtf_mean": float(np.mean(rtfs)) if rtfs else None, "wall_s": time.perf_counter() - wall0}
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", default="all", choices=[*TASKS, "all"], help="task (default: all of them)")
-    p.add_argument("--episodes", type=int, default=50, help="successful episodes to write per task")
-    p.add_argument("--out", type=Path, required=True, help="dataset root; episodes go to OUT/<task>/")
-    p.add_argument("--seed", type=int, default=0, help="seed of the first attempt (then seed+1, ...)")
-    p.add_argument("--images", action="store_true", help="also store rgb + depth of every camera and step")
-
-
-def main(args: argparse.Namespace) -> int:
-    if args.episodes < 1:
-        raise SystemExit("--episodes must be >= 1")
-    tasks = list(TASKS) if args.task == "all" else [args.task]
-    report = {t: generate(t, args.out / t, args.episodes, args.seed, args.images) for t in tasks}
-    print(json.dumps(report, indent=1))
-    return 0 if all(r["episodes"] == args.episodes for r in report.values()) else 1

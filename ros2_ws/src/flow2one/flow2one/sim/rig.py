@@ -1,10 +1,10 @@
 """One task's sim world with its libfranka client, cameras and cloud pipeline, restartable after a lost link.
 
-Connecting a new libfranka client to the SAME franky-sim has hung inside libfranka's connect (after a lost
-link, three times in two Table I runs on the starved 2-core machine; after planner errors, in the gripper's
-connect, once), so the client never reconnects: a lost link or a troubled session gets a whole new world.
-A broken client is abandoned, never destroyed: its destructor has been seen to hang too, which is why a
-process that abandoned one leaves with os._exit (`exit_fast_if_abandoned`).
+Connecting a new libfranka client to the SAME franky-sim can hang inside libfranka's connect (after a lost
+link on a starved machine, or in the gripper's connect after planner errors), so the client never
+reconnects: a lost link or a troubled connection gets a whole new world. A broken client is abandoned, never
+destroyed: its destructor can hang too, which is why a process that abandoned one leaves with os._exit
+(`exit_fast_if_abandoned`); docs/decisions.md, "Results: how they were made", has the runs that hung.
 """
 
 from __future__ import annotations

@@ -182,8 +182,8 @@ class SimWorld:
     def wait_until(self, sim_t: float, timeout: float = 60.0) -> None:
         """Block until the sim clock reaches `sim_t` (control loops pace on sim time, not wall time).
 
-        The wall-clock timeout is generous: with both cores saturated franky-sim has been seen at 0.17 of
-        real time; a stopped server is detected separately."""
+        The wall-clock timeout is generous: with both cores saturated franky-sim can fall to 0.17 of real
+        time; a stopped server is detected separately."""
         if self._time >= sim_t:
             return
         ev = threading.Event()

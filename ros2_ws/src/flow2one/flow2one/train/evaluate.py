@@ -1,12 +1,7 @@
-"""Offline evaluation of a checkpoint on held-out episodes: trajectory errors of sampled chunks against the
-demonstrated chunks (best-of-N and mean over N samples, position in metres, gripper in metres) and the
-batch-1 CPU latency. Prints JSON. Closed-loop success in the simulator is measured by the sim tools.
-"""
+"""Offline evaluation of a checkpoint on held-out episodes: sampled chunks against the recorded actions."""
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
 
 import numpy as np
@@ -14,18 +9,6 @@ import torch
 
 from flow2one.policy.checkpoint import load_policy
 from flow2one.train import common
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ckpt", required=True, help="checkpoint directory")
-    p.add_argument("--data", required=True, help="episode dataset directory")
-    p.add_argument("--episodes", default=":", help="python slice of episodes to use, e.g. '40:' for held-out ones")
-    p.add_argument("--n-samples", type=int, default=16)
-    p.add_argument("--steps", type=int, default=0, help="teacher Euler steps (0 = config default)")
-    p.add_argument("--max-windows", type=int, default=256)
-    p.add_argument("--stride", type=int, default=4)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
 
 
 def _slice(text: str) -> slice:
@@ -60,10 +43,3 @@ def evaluate(ckpt: str, data_dir: str, episodes: str = ":", n_samples: int = 16,
             "pos_err_best_of_n_m": float(pos.min(1).mean()), "pos_err_mean_m": float(pos.mean()),
             "gripper_err_mean_m": float(grip.mean()), "sample_spread_m": float(samples[..., :3].std(1).mean()),
             "latency_ms_b1_cpu": 1000 * float(np.median(lat))}
-
-
-def main(args: argparse.Namespace) -> int:
-    torch.set_num_threads(args.threads)
-    print(json.dumps(evaluate(args.ckpt, args.data, args.episodes, args.n_samples, args.steps, args.max_windows,
-                              args.stride, args.seed), indent=2))
-    return 0

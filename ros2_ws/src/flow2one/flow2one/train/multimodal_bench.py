@@ -1,16 +1,8 @@
-"""Multimodal benchmark (no simulator): does a method keep every mode, at the right frequency, in one step?
-
-Trains on synthetic conditional trajectory distributions with known modes (2, 3 and 4 modes, unequal
-weights, conditions that move/rotate/bend the modes): a 50-step CFM teacher, its naive 1-step use, the
-IMLE student distilled from K=16 teacher samples per condition, L1 Sample Flow (2 steps) and MSE
-regression, all with the same U-Net size. Prints one JSON document (mode coverage, mode-frequency
-total variation, Chamfer to held-out true samples, off-mode fraction, batch-1 CPU latency and speed-up
-vs the 50-step teacher) and saves one PNG of sampled trajectories per method to --out.
-"""
+"""The mode-collapse benchmark: every policy kind trained on synthetic conditional trajectory distributions with
+known modes, scored on mode coverage, mode frequencies, Chamfer to true samples and batch-1 latency."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -19,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from flow2one.bench.timing import Timing
 from flow2one.policy import api
 from flow2one.policy.base import Policy
 from flow2one.train import multimodal as mm
@@ -29,14 +22,6 @@ FULL = {"n_train": 12000, "n_distill_per_scenario": 200, "k": 16, "teacher_steps
 QUICK = {**FULL, "n_train": 300, "n_distill_per_scenario": 4, "k": 4, "teacher_steps": 10, "student_steps": 10,
          "l1_steps": 10, "regression_steps": 10, "eval_cond_per_scenario": 2, "eval_samples": 8, "speed_reps": 1}
 METHODS = ("teacher_50step", "teacher_1step", "student_1step", "l1flow_2step", "regression_mse")
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="runs/multimodal_bench", help="folder for results.json and the PNG plots")
-    p.add_argument("--quick", action="store_true", help="tiny budget (seconds): checks the pipeline, not the figures")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (the machine is shared: 1-2)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 def _sampler(method: str, models: dict[str, Policy]):
@@ -58,7 +43,7 @@ def _latencies_ms(samplers: dict[str, tuple[Policy, dict[str, Any]]], reps: int)
             policy.sample(cond, 1, **kw)
             if r:  # the first round is warm-up
                 times[m].append(time.perf_counter() - t0)
-    return {m: 1000 * float(np.median(t)) for m, t in times.items()}
+    return {m: Timing.of(t).ms_median for m, t in times.items()}
 
 
 def _plot(path: Path, method: str, cond: np.ndarray, samples: np.ndarray) -> None:
@@ -153,10 +138,3 @@ def run(quick: bool = False, out: str | Path = "runs/multimodal_bench", seed: in
               "plots": sorted(str(p) for p in out.glob("*.png"))}
     (out / "results.json").write_text(json.dumps(report, indent=2))
     return report
-
-
-def main(args: argparse.Namespace) -> int:
-    torch.set_num_threads(args.threads)
-    report = run(args.quick, args.out, args.seed, progress=not args.no_progress)
-    print(json.dumps(report, indent=2))
-    return 0

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import argparse
 
-from flow2one.train import fit_cli
+from flow2one.apps import _fit
 
-add_arguments = fit_cli.add_arguments
+add_arguments = _fit.add_arguments
 
 
 def main(args: argparse.Namespace) -> int:
-    return fit_cli.run(args, "regression")
+    return _fit.run(args, "regression")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
+from flow2one.bench.timing import time_calls
 
 
 def _rtf(world, seconds: float) -> float:
@@ -21,13 +21,8 @@ def _render_ms(world, visual: bool, frames: int) -> float:
     cams = SimCameras(world.model, world.config.cameras, visual_meshes=visual)
     try:
         snap = world.snapshot()
-        cams.render(snap)  # GL context + buffers
-        times = []
-        for _ in range(frames):
-            t0 = time.perf_counter()
-            cams.render(snap)
-            times.append(time.perf_counter() - t0)
-        return 1e3 * float(np.median(times))
+        # the warm-up call creates the GL context and buffers
+        return time_calls(lambda: cams.render(snap), frames, warmup=1, cpu_clock=None).ms_median
     finally:
         cams.close()
 

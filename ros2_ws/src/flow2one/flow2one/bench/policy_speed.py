@@ -7,12 +7,11 @@ Weights are random: latency does not depend on their values, and no trained pape
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-import numpy as np
 import torch
 
+from flow2one.bench.timing import time_calls
 from flow2one.policy.config import preset
 from flow2one.policy.factory import build_policy
 
@@ -29,16 +28,6 @@ def _obs(cfg) -> dict[str, torch.Tensor]:
     return obs
 
 
-def _median_ms(fn, reps: int) -> float:
-    fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1000 * float(np.median(times))
-
-
 def run(quick: bool = False, threads: int = 1) -> dict[str, Any]:
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -50,7 +39,7 @@ def run(quick: bool = False, threads: int = 1) -> dict[str, Any]:
                 policy = build_policy(preset(size, kind)).eval()
                 obs = _obs(policy.cfg)
                 reps = (2 if quick else 3) if kind == "teacher" else (3 if quick else 20)
-                ms = _median_ms(lambda: policy.sample(obs, 1, **kw), reps)
+                ms = time_calls(lambda: policy.sample(obs, 1, **kw), reps, cpu_clock=None).ms_median
                 res[kind] = {"nfe": nfe, "median_ms": round(ms, 2), "hz": round(1000 / ms, 1),
                              "parameters_m": round(sum(p.numel() for p in policy.parameters()) / 1e6, 2)}
             res["student_speedup_vs_teacher_50step"] = round(res["teacher"]["median_ms"] / res["student"]["median_ms"], 1)

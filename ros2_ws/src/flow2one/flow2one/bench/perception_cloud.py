@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 
+from flow2one.bench.timing import time_calls
 from flow2one.perception.cloud import CloudPipeline, pixel_rays
 from flow2one.perception.synthetic import render_depth, table_scene, two_camera_rig
 
@@ -21,14 +22,10 @@ VOXEL = 0.01
 
 
 def _median_ms(fn, repeats: int) -> tuple[float, float, float]:
-    """(wall median, wall p90, CPU-time median) in ms; CPU time is what one core spends on a shared machine."""
-    wall, cpu = [], []
-    for _ in range(repeats):
-        c0, t0 = time.process_time(), time.perf_counter()
-        fn()
-        wall.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
-    return float(np.median(wall) * 1e3), float(np.percentile(wall, 90) * 1e3), float(np.median(cpu) * 1e3)
+    """(wall median, wall p90, CPU-time median) in ms; CPU time is what one core spends on a shared machine
+    (of the process: Open3D may use threads of its own)."""
+    t = time_calls(fn, repeats, warmup=0, cpu_clock=time.process_time)
+    return t.ms_median, t.ms(90), t.cpu_ms_median
 
 
 def naive_open3d(cams, depths, n_points: int = 4096):

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from flow2one import spec
+from flow2one.bench.timing import Timing
 from flow2one.data.bags import EpisodeBagWriter, EpisodeInfo
 
 FPS = 30.0
@@ -60,7 +61,7 @@ def run(quick: bool = False) -> dict:
                 path = w.close(success=True)
                 times.append(time.perf_counter() - t0)
                 size = path.stat().st_size
-        per_frame = float(np.median(times)) / len(frames)
+        per_frame = Timing.of(times).ms_median / 1e3 / len(frames)
         result[comp] = {"ms_per_frame_median": round(per_frame * 1e3, 2),
                         "throughput_mb_s": round(frame_bytes / per_frame / 1e6, 1),
                         "realtime_margin_at_30fps": round(frame_bytes / per_frame / 1e6 / need_mb_s, 2),

@@ -15,10 +15,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
+from flow2one.bench.timing import time_calls
 from flow2one.policy.config import preset
 from flow2one.policy.factory import build_policy
 from flow2one.runtime.backends import OnnxRuntimeBackend
@@ -31,17 +31,9 @@ GOAL_HZ = 125.0
 def timed(fn: Callable[[], object], repeats: int, warmup: int = 2) -> dict[str, float]:
     """Wall-clock median/p90 and the median CPU time of this thread: on a shared, loaded machine the
     wall clock includes waiting for a core, the CPU time is the work itself (the rate an idle core gives)."""
-    for _ in range(warmup):
-        fn()
-    ts, cpu = [], []
-    for _ in range(repeats):
-        c0, t0 = time.thread_time(), time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-        cpu.append(time.thread_time() - c0)
-    med, cmed = float(np.median(ts)), float(np.median(cpu))
-    return {"median_ms": round(med * 1e3, 3), "p90_ms": round(float(np.percentile(ts, 90)) * 1e3, 3),
-            "hz": round(1.0 / med, 1), "cpu_median_ms": round(cmed * 1e3, 3), "hz_on_idle_core": round(1.0 / cmed, 1),
+    t = time_calls(fn, repeats, warmup)
+    return {"median_ms": round(t.ms_median, 3), "p90_ms": round(t.ms(90), 3), "hz": round(t.hz, 1),
+            "cpu_median_ms": round(t.cpu_ms_median, 3), "hz_on_idle_core": round(1e3 / t.cpu_ms_median, 1),
             "repeats": repeats}
 
 

@@ -14,7 +14,6 @@ import fcntl
 import json
 import os
 import random
-import statistics
 import struct
 import subprocess
 import sys
@@ -27,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
+
+from flow2one.bench.timing import Timing, time_calls
 
 RATE_HZ = 30.0  # a RealSense colour/depth stream at 640x480; the cloud follows the camera
 IMAGE_SHAPE = (480, 640, 3)
@@ -156,11 +157,11 @@ def _env(**values: str | None):
 
 
 def _summary(lat_ns: list[int], sent: int) -> dict:
-    ms = np.asarray(lat_ns, dtype=np.float64) / 1e6
-    out = {"sent": sent, "received": len(ms)}
-    if len(ms):
-        out.update(p50_ms=round(float(np.percentile(ms, 50)), 3), p99_ms=round(float(np.percentile(ms, 99)), 3),
-                   mean_ms=round(float(ms.mean()), 3), max_ms=round(float(ms.max()), 3))
+    t = Timing.of(np.asarray(lat_ns, dtype=np.float64) / 1e9)
+    out = {"sent": sent, "received": t.n}
+    if t.n:
+        out.update(p50_ms=round(t.ms(50), 3), p99_ms=round(t.ms(99), 3),
+                   mean_ms=round(float(t.wall.mean()) * 1e3, 3), max_ms=round(float(t.wall.max()) * 1e3, 3))
     return out
 
 
@@ -201,7 +202,7 @@ def measure_transport(kind: str, qos_name: str, count: int, transport: str | Non
                 alive = t.is_alive
             else:
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "flow2one.ros.transport_bench", "--domain", str(domain), "--kind", kind,
+                    [sys.executable, "-m", "flow2one.bench.ros_transport", "--domain", str(domain), "--kind", kind,
                      "--qos", qos_name, "--count", str(count), "--rate", str(rate_hz)],
                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
                 alive = lambda: proc.poll() is None  # noqa: E731
@@ -232,13 +233,7 @@ def measure_transport(kind: str, qos_name: str, count: int, transport: str | Non
 # --- conversions vs a naive per-element baseline -----------------------------------------------------
 
 def _median_ms(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
+    return time_calls(fn, repeats, warmup=1, cpu_clock=None).ms_median
 
 
 def _naive_image_to_msg(arr: np.ndarray):

@@ -1,7 +1,7 @@
 """`flow2one latency [GRAPH]`: where the time goes from camera frame to franky command, stage by stage.
 
 Runs a graph with a collector on /flow2one/trace (flow2one/ros/trace.py) and writes OUT/latency.json (the
-per-stage breakdown, end-to-end figures and, with --compare, today's scheduling against the old one measured
+per-stage breakdown, end-to-end figures and, with --compare, the current scheduling against the old one measured
 in the same run, alternating, with ratios) and one waterfall + CDF PNG per run.
 
 Graphs:
@@ -39,11 +39,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from flow2one.ros.latency_runs import compare, trace_listen, trace_probe, trace_sim
 from flow2one.ros.trace import AFTER, BEFORE
-
-# the issue's goals (ms) for the figures compared
-GOALS = {"sim": {"obs_to_chunk_ms": (15.0, 40.0), "obs_to_command_ms": (25.0, 60.0)},
-         "probe": {"obs_to_chunk_ms": (None, 20.0)}}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -58,96 +55,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-dir", default=None, help="the policy's model (default: sim models/sim_student, probe a "
                    "small random student made once per command)")
     p.add_argument("--before", action="store_true", help="only the old scheduling")
-    p.add_argument("--compare", action="store_true", help="old and today's scheduling, alternating, in one run")
+    p.add_argument("--compare", action="store_true", help="old and current scheduling, alternating, in one run")
     p.add_argument("--repeats", type=int, default=1, help="runs of each scheduling (default 1)")
     p.add_argument("--domain-id", type=int, default=None, help="ROS domain (default: listen $ROS_DOMAIN_ID, "
                    "else 120 + pid %% 80, a private one)")
     p.add_argument("--out", type=Path, default=Path("outputs/latency"), help="latency.json + PNGs (default "
                    "outputs/latency)")
-
-
-def _pct(a, q: float) -> float | None:
-    import numpy as np
-
-    return round(float(np.percentile(a, q)), 2) if len(a) else None
-
-
-def run_sim(name: str, sched: dict[str, Any], args: argparse.Namespace, domain: int) -> tuple[dict, list]:
-    import numpy as np
-
-    from flow2one import demo
-    from flow2one.ros.runner import EXECUTOR_ENV
-    from flow2one.ros.trace import breakdown
-
-    model_dir = Path(args.model_dir or "models/sim_student")
-    if not model_dir.is_absolute() and not model_dir.is_dir():
-        model_dir = demo.REPO_ROOT / model_dir
-    policy = {"rate_hz": args.rate_hz or 30.0, **sched["policy"]}
-    if args.candidates:
-        policy["n_candidates"] = args.candidates
-    old = os.environ.get(EXECUTOR_ENV)
-    os.environ[EXECUTOR_ENV] = sched["ros_executor"]  # this process's runner and the child processes
-    try:
-        logs, info = demo.run_task(args.task, model_dir, 1, 300_000, "onnxruntime", domain,
-                                   wall_budget=6 * args.seconds + 120, episode_s=args.seconds,
-                                   overrides={"policy": policy, "executor": sched["executor"]})
-    finally:
-        if old is None:
-            os.environ.pop(EXECUTOR_ENV)
-        else:
-            os.environ[EXECUTOR_ENV] = old
-    rows = [r for log in logs for r in log.trace]
-    to_chunk = np.concatenate([log.latencies_ms()[0] for log in logs]) if logs else np.array([])
-    to_cmd = np.concatenate([log.latencies_ms()[1] for log in logs]) if logs else np.array([])
-    wall = sum(log.wall_s for log in logs)
-    return {"scheduling": name, "policy": policy, "episodes": len(logs),
-            "chunks": len(to_chunk), "policy_rate_hz": round(len(to_chunk) / max(wall, 1e-9), 2),
-            "obs_to_chunk_ms": {"p50": _pct(to_chunk, 50), "p99": _pct(to_chunk, 99)},
-            "obs_to_command_ms": {"p50": _pct(to_cmd, 50), "p99": _pct(to_cmd, 99)},
-            "sim_rtf": round(sum(float(log.status.get("t", 0)) for log in logs) / max(wall, 1e-9), 2),
-            "inference_ms_p50": info.get("policy_inference_ms_p50"), "faults": info.get("faults", []),
-            "trace": breakdown(rows)}, rows
-
-
-def run_probe(name: str, sched: dict[str, Any], args: argparse.Namespace, domain: int, model: Path) -> tuple[dict, list]:
-    from flow2one.nodes.policy_bench import measure
-
-    res, rows = measure(model, args.candidates or 4, args.seconds, domain, before=sched is BEFORE,
-                        rate_hz=args.rate_hz or 125.0)
-    res["scheduling"] = name
-    res["obs_to_chunk_ms"] = {"p50": res.get("latency_ms_p50"), "p99": res.get("latency_ms_p99")}
-    return res, rows
-
-
-def run_listen(args: argparse.Namespace, domain: int) -> tuple[dict, list]:
-    from flow2one.ros.runner import GraphRunner
-    from flow2one.ros.trace import TraceCollector, breakdown
-
-    with GraphRunner("deploy", nodes=[], domain_id=domain) as runner:
-        collector = TraceCollector(runner.context)
-        runner.add_node(collector)
-        runner.nodes["latency_trace"] = collector
-        time.sleep(args.seconds)
-        rows = collector.rows()
-    return {"scheduling": "as running", "domain_id": domain, "trace": breakdown(rows)}, rows
-
-
-def compare(graph: str, runs: list[dict]) -> dict[str, Any]:
-    """Median over repeats of each figure, per scheduling, with after/before ratios and the goals."""
-    import numpy as np
-
-    out: dict[str, Any] = {}
-    for metric, (goal50, goal99) in GOALS[graph].items():
-        row: dict[str, Any] = {"goal_p50": goal50, "goal_p99": goal99}
-        for name in ("before", "after"):
-            for q in ("p50", "p99"):
-                vals = [r[metric][q] for r in runs if r["scheduling"] == name and r.get(metric, {}).get(q) is not None]
-                row[f"{name}_{q}"] = round(float(np.median(vals)), 2) if vals else None
-        for q in ("p50", "p99"):
-            b, a = row[f"before_{q}"], row[f"after_{q}"]
-            row[f"ratio_{q}"] = round(a / b, 3) if a is not None and b else None
-        out[metric] = row
-    return out
 
 
 @contextlib.contextmanager
@@ -156,10 +69,10 @@ def _probe_model(args: argparse.Namespace) -> Iterator[Path]:
     if args.model_dir:
         yield Path(args.model_dir)
         return
-    from flow2one.nodes.policy_bench import _small_student
+    from flow2one.bench.policy_graph_latency import small_student
 
     with tempfile.TemporaryDirectory() as tmp:
-        yield _small_student(Path(tmp))
+        yield small_student(Path(tmp))
 
 
 def run_once(args: argparse.Namespace, name: str) -> dict[str, Any]:
@@ -169,12 +82,14 @@ def run_once(args: argparse.Namespace, name: str) -> dict[str, Any]:
     sched = BEFORE if name == "before" else AFTER
     domain = args.domain_id if args.domain_id is not None else 120 + os.getpid() % 80
     if args.graph == "listen":
-        res, rows = run_listen(args, domain if args.domain_id is not None else int(os.environ.get("ROS_DOMAIN_ID", "0")))
+        res, rows = trace_listen(args.seconds,
+                                 domain if args.domain_id is not None else int(os.environ.get("ROS_DOMAIN_ID", "0")))
     elif args.graph == "sim":
-        res, rows = run_sim(name, sched, args, domain)
+        res, rows = trace_sim(name, sched, Path(args.model_dir or "models/sim_student"), args.task, args.seconds,
+                              domain, args.rate_hz, args.candidates)
     else:
         with _probe_model(args) as model:
-            res, rows = run_probe(name, sched, args, domain, model)
+            res, rows = trace_probe(name, sched, model, args.seconds, domain, args.rate_hz, args.candidates)
     res["load_avg_1min_at_end"] = round(os.getloadavg()[0], 2)
     if rows:
         png = args.out / f"latency_{args.graph}_{name}.png"

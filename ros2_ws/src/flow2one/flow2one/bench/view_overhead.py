@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from flow2one import demo
+from flow2one.ros import graph_episodes as demo
 
 
 def _round(view: dict | None, model: Path, task: str, episodes: int, episode_s: float, domain_id: int) -> dict:

@@ -12,32 +12,13 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import platform
 import sys
 import time
 from datetime import UTC, datetime
 
-# name -> "module:function"; function(quick: bool) -> JSON-able dict. Register new benchmarks here.
-BENCHES: dict[str, str] = {
-    "ros_transport": "flow2one.ros.transport_bench:run",
-    "policy_inference": "flow2one.runtime.bench:run",
-    "policy_graph_latency": "flow2one.nodes.policy_bench:run",
-    "perception_cloud": "flow2one.perception.bench_cloud:run",
-    "policy_speed": "flow2one.train.speed:run",
-    "bag_recording": "flow2one.data.bench_bags:run",
-    "executor_latency": "flow2one.control.bench:run",
-    "sim_world": "flow2one.sim.bench:run",
-    "view_overhead": "flow2one.view.bench:run",
-}
-
-
-def run_bench(name: str, quick: bool = False) -> dict:
-    if name not in BENCHES:
-        raise KeyError(f"unknown benchmark {name!r}; known: {', '.join(BENCHES)}")
-    module, func = BENCHES[name].split(":")
-    return getattr(importlib.import_module(module), func)(quick=quick)
+from flow2one.bench import BENCHES, module_name, run_bench
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -49,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     if args.list:
-        print("\n".join(f"{k}  ({v})" for k, v in BENCHES.items()))
+        print("\n".join(f"{k}  ({module_name(k)})" for k in BENCHES))
         return 0
     names = args.names or list(BENCHES)
     unknown = [n for n in names if n not in BENCHES]

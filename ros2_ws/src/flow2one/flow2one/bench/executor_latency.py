@@ -13,6 +13,7 @@ import time
 import franky
 import numpy as np
 
+from flow2one.bench.timing import Timing
 from flow2one.control.config import ExecutorConfig
 from flow2one.control.executor import CommandEvent, Executor
 from flow2one.control.franky_robot import FrankyRobot
@@ -23,8 +24,8 @@ from flow2one.geometry import matrix_to_quat, matrix_to_rot6d
 
 
 def _ms(values: list[float]) -> dict[str, float]:
-    a = np.asarray(values) * 1e3
-    return {"median_ms": float(np.median(a)), "p95_ms": float(np.percentile(a, 95)), "n": int(a.size)}
+    t = Timing.of(values)
+    return {"median_ms": t.ms_median, "p95_ms": t.ms(95), "n": t.n}
 
 
 def _core_us(n: int) -> dict[str, float]:
@@ -46,7 +47,7 @@ def _core_us(n: int) -> dict[str, float]:
         t2 = time.perf_counter()
         submit.append(t1 - t0)
         step.append(t2 - t1)
-    return {"submit_median_us": float(np.median(submit) * 1e6), "command_median_us": float(np.median(step) * 1e6)}
+    return {"submit_median_us": Timing.of(submit).ms_median * 1e3, "command_median_us": Timing.of(step).ms_median * 1e3}
 
 
 def _bare_move(robot: FrankyRobot, n: int) -> list[float]:

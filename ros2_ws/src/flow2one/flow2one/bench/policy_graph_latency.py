@@ -23,6 +23,7 @@ from sensor_msgs.msg import JointState, PointCloud2
 from trajectory_msgs.msg import JointTrajectory
 
 from flow2one import spec
+from flow2one.bench.timing import Timing
 from flow2one.ros.convert import numpy_to_joint_state, numpy_to_pose_stamped, stamp_to_ns, xyz_to_pointcloud2
 from flow2one.ros.qos import CHUNK_QOS, SENSOR_QOS, STATE_QOS
 from flow2one.ros.runner import GraphRunner
@@ -56,7 +57,7 @@ class ObservationProbe(Node):
         self.latencies_ms.append((self.get_clock().now().nanoseconds - stamp_to_ns(msg.header.stamp)) * 1e-6)
 
 
-def _small_student(directory: Path) -> Path:
+def small_student(directory: Path) -> Path:
     from flow2one.policy.checkpoint import save_policy
     from flow2one.policy.config import preset
     from flow2one.policy.factory import build_policy
@@ -96,19 +97,20 @@ def measure(model_dir: Path, candidates: int, seconds: float, domain_id: int, be
     head = {"scheduling": "before" if before else "after", "candidates": candidates, "rate_hz": rate_hz}
     if not len(lat):
         return {**head, "error": "no chunk received", "trace": breakdown(rows)}, rows
-    p50, p99 = np.percentile(lat, [50, 99])
+    lat_t, infer_t = Timing.of(lat / 1e3), Timing.of(infer / 1e3)
+    p50, p99, infer50 = lat_t.ms(50), lat_t.ms(99), infer_t.ms_median
     return {**head, "observations_sent": sent, "observations_expected": round(seconds * 30.0),
             "chunks_received": int(len(lat)), "chunks_per_observation": round(len(lat) / max(sent, 1), 3),
             "latency_ms_p50": round(float(p50), 2), "latency_ms_p99": round(float(p99), 2),
-            "inference_ms_p50": round(float(np.median(infer)), 2),
-            "latency_over_inference_p50": round(float(p50 / np.median(infer)), 2), "trace": breakdown(rows)}, rows
+            "inference_ms_p50": round(infer50, 2),
+            "latency_over_inference_p50": round(p50 / infer50, 2), "trace": breakdown(rows)}, rows
 
 
 def run(quick: bool = False) -> dict:
     seconds = 3.0 if quick else 10.0
     domain = 100 + os.getpid() % 100
     with tempfile.TemporaryDirectory() as d:
-        model = _small_student(Path(d))
+        model = small_student(Path(d))
         runs = [measure(model, m, seconds, domain, before)[0] for m in (1, 4) for before in (True, False)]
     return {"model": "small student (random weights), onnxruntime CPU, 1 thread", "observation_rate_hz": 30.0,
             "load_avg_1min_at_end": round(os.getloadavg()[0], 2),
