@@ -136,6 +136,34 @@ def test_replay_view_save_records_the_bag_from_its_start(tmp_path: Path, student
     assert rows["/plots/timing/obs_to_view_ms"] >= 1 and "wall_time" in timelines["/world/policy/chosen"]
 
 
+def test_view_node_before_the_clock_and_with_a_bad_message(tmp_path: Path, ros_context) -> None:
+    """On sim time before the first /clock the view logs a chunk at its stamp and nothing at time 0; a
+    message it cannot translate is logged and counted, not raised into the executor (which it would stop)."""
+    import numpy as np
+    from rclpy.parameter import Parameter
+    from trajectory_msgs.msg import JointTrajectory
+
+    from flow2one.nodes.view import ViewNode
+    from flow2one.ros.convert import chunk_to_msg
+
+    rrd = tmp_path / "v.rrd"
+    node = ViewNode(context=ros_context, parameter_overrides=[
+        Parameter("live", value=False), Parameter("save", value=str(rrd)), Parameter("use_sim_time", value=True)])
+    try:
+        assert node.get_clock().now().nanoseconds == 0  # no /clock yet
+        stamp = 1_700_000_000 * 10**9
+        node._handle(spec.CHUNK_TOPIC, chunk_to_msg(np.zeros((spec.HORIZON, spec.ACTION_DIM)), stamp))
+        node._handle(spec.CHUNK_TOPIC, JointTrajectory())  # no joint names, no points
+        assert node.errors == 1 and node.view.counts["chunks"] == 1
+    finally:
+        node.close()
+        node.destroy_node()
+    rows, sizes, _ = read_rrd(rrd)
+    assert rows["/world/policy/chosen"] == 1 and sizes["/world/policy/chosen"] == [[spec.HORIZON]]
+    assert wall_times(rrd)["/world/policy/chosen"] == [stamp]
+    assert "/plots/timing/obs_to_view_ms" not in rows  # no latency from a clock that has not started
+
+
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory) -> tuple[Path, Path]:
     """(a teleop episode bag, the dataset episode `flow2one convert` made of it, with the front camera)."""
