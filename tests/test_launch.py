@@ -99,4 +99,6 @@ def test_launch_file_builds_the_graph(graph_name: str, monkeypatch: pytest.Monke
     nodes = opaque.kwargs["function"]({"params_file": str(mine), "view": "true"})  # view:=true adds the view node
     assert [n.kwargs["name"] for n in nodes] == [*GRAPHS[graph_name].nodes, "view"]
     assert nodes[-1].kwargs["executable"] == "view" and "view" in _console_scripts()
-    assert all(n.kwargs["parameters"] == [str(mine)] for n in nodes)
+    # the replay node waits for the view's process before it plays (nodes/replay.py, wait_for_nodes)
+    assert all(n.kwargs["parameters"] == [str(mine)] + ([{"wait_for_nodes": "view"}] if n.kwargs["name"] == "replay"
+                                                       else []) for n in nodes)

@@ -96,6 +96,33 @@ def test_export_parity_and_card(student_dir: Path) -> None:
     np.testing.assert_array_equal(ort(inputs), out)
 
 
+def machine_paths() -> list[str]:
+    """Absolute paths of this machine that a model file must not name: checkout, venv, home, site-packages."""
+    import site
+    import sys
+
+    roots = {"/work/", str(Path.home()), sys.prefix, sys.base_prefix, str(Path(__file__).resolve().parents[1]),
+             *site.getsitepackages(), site.getusersitepackages(), "site-packages"}
+    return sorted(r for r in roots if r and r != "/")
+
+
+def test_export_writes_no_machine_paths(student_dir: Path) -> None:
+    """torch's exporter annotates every node with its Python stack trace (absolute file paths): the export
+    strips its debug info, and the shipped models carry none either."""
+    import onnx
+
+    names = machine_paths()
+    shipped = sorted((Path(__file__).resolve().parents[1] / "models").glob("*/model.onnx"))
+    assert len(shipped) >= 3
+    for path in [student_dir / "model.onnx", *shipped]:
+        data = path.read_bytes()
+        assert not [n for n in names if n.encode() in data], (path, [n for n in names if n.encode() in data])
+        model = onnx.load(str(path))
+        nodes = list(model.graph.node)
+        assert nodes and not any(n.doc_string or n.metadata_props for n in nodes), path
+        assert not model.graph.doc_string and not model.graph.metadata_props, path
+
+
 def test_cloud_history_model_exports_and_reads_points_prev(tmp_path_factory: pytest.TempPathFactory) -> None:
     d = exported_student(tmp_path_factory, history_steps=4)
     card = load_card(d)

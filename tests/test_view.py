@@ -1,5 +1,5 @@
-"""The Rerun view: a short sim episode recorded with --view-save, a converted dataset episode and its bag
-opened with `flow2one view`, each read back with Rerun's own reader (rerun.chunk.RrdReader)."""
+"""The Rerun view: a short sim episode and a replayed bag recorded with --view-save, a converted dataset
+episode and its bag opened with `flow2one view`, each read back with Rerun's own reader (rerun.chunk.RrdReader)."""
 
 from __future__ import annotations
 
@@ -42,6 +42,19 @@ def read_rrd(path: Path) -> tuple[Counter, dict[str, list], dict[str, set[str]]]
     return rows, sizes, timelines
 
 
+def wall_times(path: Path) -> dict[str, list[int]]:
+    """{entity: the wall_time (ns) of each of its rows}."""
+    import pyarrow as pa
+    from rerun.chunk import RrdReader
+
+    times: dict[str, list[int]] = defaultdict(list)
+    for chunk in RrdReader(path).stream():
+        batch = chunk.to_record_batch()
+        if "wall_time" in batch.schema.names:
+            times[chunk.entity_path] += batch.column("wall_time").cast(pa.int64()).to_pylist()
+    return times
+
+
 def test_sim_episode_view_save(tmp_path: Path, domain_id: int) -> None:
     """`flow2one demo --view-save`: the view node, in its own process, records every chosen chunk (32 steps)
     with its M candidates, every cloud (4,096 points), both cameras and the executed path."""
@@ -78,6 +91,80 @@ def test_sim_episode_view_save(tmp_path: Path, domain_id: int) -> None:
     assert rows["/events/task"] >= 1  # the episode's start (and outcome)
     assert rows["/events/safety"] >= 1  # the executor's state changes (idle -> running ...)
     assert {"wall_time", "sim_time"} <= timelines["/world/cloud"]
+
+
+@pytest.fixture(scope="module")
+def student_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.test_runtime import exported_student  # one random tiny student per session, shared
+
+    return exported_student(tmp_path_factory)
+
+
+def test_replay_view_save_records_the_bag_from_its_start(tmp_path: Path, student_dir: Path, domain_id: int) -> None:
+    """`flow2one replay BAG --view-save`: the view, in the replay's process, records the bag from its first
+    cloud on (the replay once started playing before the view subscribed: a short bag left a recording with
+    little or nothing in it), every chunk (32 steps) with its candidates, each on the bag's own clock."""
+    from flow2one.data.bags import read_messages
+    from flow2one.data.cdr import deserialize
+    from flow2one.nodes.view import ViewParams, _Gate
+    from flow2one.ros.convert import stamp_to_ns
+    from tests.test_convert_bags import make_bag
+
+    bag = make_bag(tmp_path / "episode_00000.mcap", seconds=2.0)
+    clouds = sorted(stamp_to_ns(deserialize(m.data, m.msgtype).header.stamp) for m in read_messages(bag)
+                    if m.topic == spec.POINTS_TOPIC)
+    gate = _Gate(ViewParams().max_cloud_hz)  # the view logs at most 10 clouds/s of the bag's 15
+    expected_clouds = [t for t in clouds if gate("cloud", t)]
+    rrd, out = tmp_path / "replay.rrd", tmp_path / "metrics.json"
+    assert cli_main(["replay", str(bag), "--rate", "0", "--republish-points", "--model-dir", str(student_dir), "--out", str(out),
+                     "--domain-id", str(domain_id), "--view-save", str(rrd)]) == 0
+    m = json.loads(out.read_text())
+    rows, sizes, timelines = read_rrd(rrd)
+    times = wall_times(rrd)
+
+    assert times["/world/cloud"][0] == clouds[0]  # the bag's first cloud: the view was there before playing
+    # clouds are a sensor stream (keep-last 2): a view that lags under load may drop one mid-bag, not its start
+    assert set(times["/world/cloud"]) <= set(clouds) and len(times["/world/cloud"]) >= len(expected_clouds) - 2
+    assert set(sizes["/world/cloud"]) == {spec.N_POINTS}
+    # every chunk the replay scored (the view's queue keeps 20; one sent while the graph stops may be cut)
+    assert m["chunks"] >= 5 and rows["/world/policy/chosen"] >= m["chunks"] - 1
+    assert all(s == [spec.HORIZON] for s in sizes["/world/policy/chosen"])
+    assert rows["/world/policy/candidates"] == rows["/world/policy/chosen"]
+    assert all(s == [spec.HORIZON] * 4 for s in sizes["/world/policy/candidates"])  # replay.yaml n_candidates 4
+    assert rows["/world/ee/now"] >= 10 and rows["/plots/robot/gripper_width"] >= 10
+    # the bag's clock everywhere: no row at time 0 (a view clock read before the first /clock)
+    start, end = clouds[0] - 10**9, clouds[-1] + 10**9
+    assert all(start <= t <= end for entity, ts in times.items() for t in ts), {
+        e: (min(ts), max(ts)) for e, ts in times.items() if ts}
+    assert rows["/plots/timing/obs_to_view_ms"] >= 1 and "wall_time" in timelines["/world/policy/chosen"]
+
+
+def test_view_node_before_the_clock_and_with_a_bad_message(tmp_path: Path, ros_context) -> None:
+    """On sim time before the first /clock the view logs a chunk at its stamp and nothing at time 0; a
+    message it cannot translate is logged and counted, not raised into the executor (which it would stop)."""
+    import numpy as np
+    from rclpy.parameter import Parameter
+    from trajectory_msgs.msg import JointTrajectory
+
+    from flow2one.nodes.view import ViewNode
+    from flow2one.ros.convert import chunk_to_msg
+
+    rrd = tmp_path / "v.rrd"
+    node = ViewNode(context=ros_context, parameter_overrides=[
+        Parameter("live", value=False), Parameter("save", value=str(rrd)), Parameter("use_sim_time", value=True)])
+    try:
+        assert node.get_clock().now().nanoseconds == 0  # no /clock yet
+        stamp = 1_700_000_000 * 10**9
+        node._handle(spec.CHUNK_TOPIC, chunk_to_msg(np.zeros((spec.HORIZON, spec.ACTION_DIM)), stamp))
+        node._handle(spec.CHUNK_TOPIC, JointTrajectory())  # no joint names, no points
+        assert node.errors == 1 and node.view.counts["chunks"] == 1
+    finally:
+        node.close()
+        node.destroy_node()
+    rows, sizes, _ = read_rrd(rrd)
+    assert rows["/world/policy/chosen"] == 1 and sizes["/world/policy/chosen"] == [[spec.HORIZON]]
+    assert wall_times(rrd)["/world/policy/chosen"] == [stamp]
+    assert "/plots/timing/obs_to_view_ms" not in rows  # no latency from a clock that has not started
 
 
 @pytest.fixture(scope="module")

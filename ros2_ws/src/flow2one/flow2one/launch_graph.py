@@ -20,7 +20,8 @@ def node_descriptions(graph_name: str, params_file: str | Path | None = None,
 
     `params_file` replaces the graph's config/<graph>.yaml (e.g. a copy edited for one robot);
     `extra_params_files` are applied after it, per node, in order (later files win, as in ROS 2);
-    `view` adds the view node (flow2one/nodes/view.py), a subscriber that any graph can carry.
+    `view` adds the view node (flow2one/nodes/view.py), a subscriber that any graph can carry; a replay
+    node then waits for it before playing (each node is a process of its own, started in no set order).
     """
     spec = graph(graph_name)
     base = Path(params_file) if params_file else params_path(graph_name)
@@ -33,7 +34,7 @@ def node_descriptions(graph_name: str, params_file: str | Path | None = None,
             "package": PACKAGE,
             "executable": NODES[name].executable,
             "name": name,
-            "parameters": [str(f) for f in files],
+            "parameters": [str(f) for f in files] + ([{"wait_for_nodes": "view"}] if view and name == "replay" else []),
             "remappings": list(spec.remappings.get(name, ())),
             "output": "screen",
             "emulate_tty": True,

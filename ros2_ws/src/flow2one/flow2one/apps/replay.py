@@ -81,13 +81,14 @@ def run_replay(bag: str, rate: float = 1.0, overrides: dict | None = None, repub
     # machine's load (sim cameras at a few fps here), which the deploy gate of 0.25 s would turn into
     # skipped observations. Latency is still measured, in wall time, by the replay node.
     merged["policy"]["max_obs_age_s"] = REPLAY_MAX_OBS_AGE_S
+    if view is not None:
+        nodes.append("view")
     merged["replay"] = {"bag": str(bag), "rate": float(rate), "republish_points": republish_points,
                         "metrics_file": metrics_file, "timeline": timeline, "profile": profile,
-                        "cameras": ",".join(cams)}
+                        "cameras": ",".join(cams), "wait_for_nodes": ",".join(n for n in nodes if n != "replay")}
     for node, params in overrides.items():
         merged.setdefault(node, {}).update(params)
     if view is not None:
-        nodes.append("view")
         merged["view"] = {"use_sim_time": True, "nice": 0, **view}  # in this process, with the policy
     duration = (summary.end_ns - summary.start_ns) / 1e9
     limit = timeout or (duration / rate + 60.0 if rate > 0 else 30.0 + 10.0 * duration)

@@ -8,6 +8,12 @@ would replay as missing poses). rate > 0 keeps the original timing scaled by `ra
 graph answers: the timeline runs at `lockstep_rate` and pauses after each camera frame (or cloud)
 until the chunk predicted from it arrives. The metrics
 (flow2one.data.replay) are written to `metrics_file` and logged when the bag is done.
+
+Playing starts once the graph can hear it: not before the node spins (in one process, the runner builds
+every node before it spins any, so a node built after this one, the view, is subscribed by then), and
+not before the policy and the nodes named in `wait_for_nodes` have subscribed. What goes out earlier
+sits in reader queues no one serves (keep-last: lost), and a short bag can be over before the view is
+there at all.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from rclpy.clock import Clock as RosClock
+from rclpy.clock import ClockType
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rosgraph_msgs.msg import Clock
@@ -51,6 +59,8 @@ class ReplayParams:
     switch_threshold_m: float = 0.03
     step_timeout_s: float = 2.0  # lock-step: longest wait for the chunk of one observation
     wait_for_graph_s: float = 10.0  # wait this long for subscribers before playing
+    wait_for_nodes: str = ""  # comma-separated nodes that must subscribe to a replayed topic (or /clock)
+    #                           before playing: the graph's other nodes (run_replay names them, view included)
     publish_clock: bool = True
     profile: str = "flow2one"  # topic profile of the bag (config/topics/NAME.yaml or a YAML file)
     cameras: str = ""  # cameras the graph reads (the pointcloud node's calibration); "" = every camera of the bag
@@ -111,8 +121,14 @@ class ReplayNode(Node):
         self.create_subscription(JointTrajectory, spec.CHUNK_TOPIC, self._on_chunk, CHUNK_QOS)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._play, name="replay", daemon=True)
-        self._thread.start()
+        # started by the executor's first turn (steady clock: this node's own clock may be the /clock it sends)
+        self._starter = self.create_timer(0.0, self._start_playing, clock=RosClock(clock_type=ClockType.STEADY_TIME))
         self.diag.set(OK, f"replaying {path.name}", messages=len(self.messages))
+
+    def _start_playing(self) -> None:
+        self._starter.cancel()
+        if self._thread.ident is None and not self._stop.is_set():
+            self._thread.start()
 
     def _on_chunk(self, msg: JointTrajectory) -> None:
         now = time.monotonic_ns()
@@ -128,16 +144,31 @@ class ReplayNode(Node):
             self._chunk_cv.notify_all()
 
     def _wait_for_graph(self) -> None:
-        """Until the policy publishes chunks and the observation triggers and robot state have matched
-        readers (or a timeout): on a busy machine discovery lags, and a frame sent before it is lost."""
+        """Until the policy publishes chunks, the observation triggers and robot state have matched readers
+        and every node of `wait_for_nodes` reads something this node sends (or a timeout, then the missing
+        ones are logged): on a busy machine discovery lags, and a frame sent before it is lost."""
         state = (spec.EE_POSE_TOPIC, spec.JOINT_STATES_TOPIC)
         needed = [p for t, p in self._pubs.items() if self._is_trigger(t) or t in state]
         end = time.monotonic() + self.p.wait_for_graph_s
-        while time.monotonic() < end and not self._stop.is_set():
+        while not self._stop.is_set():
+            missing = self._missing_readers()
             if self.count_publishers(spec.CHUNK_TOPIC) > 0 and all(p.get_subscription_count() > 0
-                                                                    for p in needed):
+                                                                    for p in needed) and not missing:
+                return
+            if time.monotonic() >= end:
+                self.get_logger().warning(f"playing after {self.p.wait_for_graph_s:.0f} s without "
+                                          f"{', '.join(missing) or 'a chunk publisher or matched readers'}")
                 return
             time.sleep(0.05)
+
+    def _missing_readers(self) -> list[str]:
+        """The nodes of `wait_for_nodes` that subscribe to none of the topics this node publishes."""
+        wanted = [n for n in self.p.wait_for_nodes.split(",") if n]
+        if not wanted:
+            return []
+        pubs = [*self._pubs.values(), *([self._clock_pub] if self._clock_pub is not None else [])]
+        readers = {i.node_name for p in pubs for i in self.get_subscriptions_info_by_topic(p.topic_name)}
+        return [n for n in wanted if n not in readers]
 
     def _play(self) -> None:
         try:
@@ -222,7 +253,8 @@ class ReplayNode(Node):
         self._stop.set()
         with self._chunk_cv:
             self._chunk_cv.notify_all()
-        self._thread.join(2.0)
+        if self._thread.ident is not None:
+            self._thread.join(2.0)
 
 
 def main(args: list[str] | None = None) -> None:

@@ -38,7 +38,7 @@ from flow2one.ros.convert import (
     pose_stamped_to_numpy,
     stamp_to_ns,
 )
-from flow2one.ros.diagnostics import OK, Diagnostics
+from flow2one.ros.diagnostics import OK, WARN, Diagnostics
 from flow2one.ros.params import declare_params
 from flow2one.ros.qos import LATCHED_QOS, RECORD_QOS, SENSOR_QOS, STATE_QOS
 from flow2one.ros.runner import run_node_main
@@ -89,7 +89,9 @@ class _Gate:
 
 class TopicView:
     """Messages -> ViewLog calls. `handle(topic, msg, now_ns)`: `now_ns` is the receive (or bag log) time,
-    the wall_time of messages without a header and the reference of latencies."""
+    the wall_time of messages without a header and the reference of latencies; None when the receiver's
+    clock has not started (sim time before the first /clock): such messages keep the last time, and no
+    latency is computed from them, instead of landing at time 0 (1970 on the wall_time timeline)."""
 
     def __init__(self, log: ViewLog, p: ViewParams = ViewParams()) -> None:
         self.log, self.p = log, p
@@ -112,11 +114,12 @@ class TopicView:
         t, at_ns, rate = self._sim
         return t + max(wall_ns - at_ns, 0) * 1e-9 * rate
 
-    def _at(self, wall_ns: int) -> None:
-        self.log.at(wall_ns=wall_ns, sim_s=self.sim_time(wall_ns))
+    def _at(self, wall_ns: int | None) -> None:
+        if wall_ns is not None:
+            self.log.at(wall_ns=wall_ns, sim_s=self.sim_time(wall_ns))
 
     # --- dispatch --------------------------------------------------------------------------------------
-    def handle(self, topic: str, msg, now_ns: int) -> None:
+    def handle(self, topic: str, msg, now_ns: int | None) -> None:
         cam = CAMERA_RE.match(topic)
         if cam:
             self.image(cam.group(1), cam.group(2).startswith("color"), msg)
@@ -140,14 +143,14 @@ class TopicView:
             self.log.camera(camera, depth=img, depth_meter=1000.0 if img.dtype == np.uint16 else 1.0)
         self.counts["images"] += 1
 
-    def points(self, msg: PointCloud2, now_ns: int) -> None:
+    def points(self, msg: PointCloud2, now_ns: int | None) -> None:
         t = stamp_to_ns(msg.header.stamp)
         if self._cloud_gate("cloud", t):
             self._at(t)
             self.log.cloud(pointcloud2_to_xyz(msg))
             self.counts["clouds"] += 1
 
-    def markers(self, msg: MarkerArray, now_ns: int) -> None:
+    def markers(self, msg: MarkerArray, now_ns: int | None) -> None:
         ms = [m for m in msg.markers if m.points]
         if not ms:
             return
@@ -157,24 +160,26 @@ class TopicView:
                             best=int(np.argmax([m.scale.x for m in ms])), colors=rgba)  # its choice thicker
         self.counts["candidates"] += 1
 
-    def chunk(self, msg: JointTrajectory, now_ns: int) -> None:
+    def chunk(self, msg: JointTrajectory, now_ns: int | None) -> None:
         c = msg_to_chunk(msg)
         self._at(c.stamp_ns)
         self.log.chosen(c.actions)
+        self.counts["chunks"] += 1
+        if now_ns is None:
+            return
         self._at(now_ns)
         self.log.scalar("timing/obs_to_view_ms", (now_ns - c.stamp_ns) * 1e-6)  # includes the view's own lag
         self._chunk_times = [*self._chunk_times[-9:], now_ns]
         if len(self._chunk_times) > 1:
             span = (self._chunk_times[-1] - self._chunk_times[0]) * 1e-9
             self.log.scalar("timing/policy_rate_hz", (len(self._chunk_times) - 1) / max(span, 1e-9))
-        self.counts["chunks"] += 1
 
-    def command(self, msg: JointTrajectory, now_ns: int) -> None:
+    def command(self, msg: JointTrajectory, now_ns: int | None) -> None:
         self._at(stamp_to_ns(msg.header.stamp))
         if msg.points:
             self.log.scalar("robot/gripper_commanded", float(msg.points[0].positions[-1]))
 
-    def pose(self, msg: PoseStamped, now_ns: int) -> None:
+    def pose(self, msg: PoseStamped, now_ns: int | None) -> None:
         t = stamp_to_ns(msg.header.stamp)
         if self._pose_gate("pose", t):
             self._at(t)
@@ -182,14 +187,14 @@ class TopicView:
             self.log.ee(pose_stamped_to_numpy(msg)[0], path=self._poses % self.p.path_every == 0)
             self.counts["poses"] += 1
 
-    def joints(self, msg: JointState, now_ns: int) -> None:
+    def joints(self, msg: JointState, now_ns: int | None) -> None:
         t = stamp_to_ns(msg.header.stamp)
         names, pos, _, _ = joint_state_to_numpy(msg)
         if "gripper_width" in names and self._pose_gate("gripper", t):
             self._at(t)
             self.log.scalar("robot/gripper_width", float(pos[names.index("gripper_width")]))
 
-    def diagnostics(self, msg: DiagnosticArray, now_ns: int) -> None:
+    def diagnostics(self, msg: DiagnosticArray, now_ns: int | None) -> None:
         """Executor counters that rose become safety events; level/message changes of any node events."""
         self._at(now_ns)
         for st in msg.status:
@@ -219,15 +224,16 @@ class TopicView:
                     if key in values:
                         self.log.scalar(f"timing/{key}", float(values[key]))
 
-    def status(self, msg: String, now_ns: int) -> None:
+    def status(self, msg: String, now_ns: int | None) -> None:
         st = json.loads(msg.data)
         t = float(st.get("t", 0.0))
-        if self._sim is not None and st.get("episode") == self._episode and now_ns > self._sim[1] and t >= self._sim[0]:
-            rate = (t - self._sim[0]) / ((now_ns - self._sim[1]) * 1e-9)
-        else:
-            rate = self._sim[2] if self._sim else 1.0
-        self._sim = (t, now_ns, float(np.clip(rate, 0.0, 2.0)))
-        self._at(now_ns)
+        if now_ns is not None:
+            if self._sim is not None and st.get("episode") == self._episode and now_ns > self._sim[1] and t >= self._sim[0]:
+                rate = (t - self._sim[0]) / ((now_ns - self._sim[1]) * 1e-9)
+            else:
+                rate = self._sim[2] if self._sim else 1.0
+            self._sim = (t, now_ns, float(np.clip(rate, 0.0, 2.0)))
+            self._at(now_ns)
         if st.get("episode") != self._episode:
             self._episode, self._outcome = st.get("episode"), None
             self.log.new_episode(f"episode {st.get('episode')}: {st.get('task')} seed {st.get('seed')}")
@@ -241,7 +247,7 @@ class TopicView:
             self._outcome = outcome
         self.log.scalar("robot/task_success", float(outcome[0] and not outcome[1]))
 
-    def episode(self, msg: String, now_ns: int) -> None:
+    def episode(self, msg: String, now_ns: int | None) -> None:
         self._at(now_ns)
         if msg.data == "start":
             self.log.new_episode("recording started")
@@ -268,6 +274,7 @@ class ViewNode(Node):
         self.log = ViewLog(live=self.p.live, save=self.p.save, recording_id=self.p.recording_id,
                            grpc_port=self.p.grpc_port, web_port=self.p.web_port)
         self.view = TopicView(self.log, self.p)
+        self.errors = 0
         # every chunk and its candidates are kept while the view catches up (it yields the CPU to the control
         # path and lags under load); sensor streams keep only their newest, as everywhere
         keep = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE)
@@ -280,7 +287,8 @@ class ViewNode(Node):
             self._subscribe(cls, topic, qos)
         self._cameras: set[str] = set()
         self.create_timer(self.p.discovery_period_s, self._discover)
-        self.create_timer(1.0, lambda: self.diag.set(OK, f"logging to {self._sinks()}", **self.view.counts))
+        self.create_timer(1.0, lambda: self.diag.set(OK if not self.errors else WARN, f"logging to {self._sinks()}",
+                                                     errors=self.errors, **self.view.counts))
         self._discover()
         self.get_logger().info(f"view: logging to {self._sinks()}")
 
@@ -288,8 +296,17 @@ class ViewNode(Node):
         return " and ".join(s for s in (self.log.url, self.p.save) if s) or "memory"
 
     def _subscribe(self, cls, topic: str, qos) -> None:
-        self.create_subscription(cls, topic, lambda m, t=topic: self.view.handle(
-            t, m, self.get_clock().now().nanoseconds), qos)
+        self.create_subscription(cls, topic, lambda m, t=topic: self._handle(t, m), qos)
+
+    def _handle(self, topic: str, msg) -> None:
+        # a message the view cannot draw is its own problem: raised, it would end the executor's spin and,
+        # in one process, every other node's callbacks with it
+        try:
+            self.view.handle(topic, msg, self.get_clock().now().nanoseconds or None)  # 0: sim time not started
+        except Exception as exc:  # noqa: BLE001 - logged and counted, the graph goes on
+            self.errors += 1
+            self.get_logger().error(f"view: cannot log a message of {topic}: {type(exc).__name__}: {exc}",
+                                    throttle_duration_sec=5.0)
 
     def _discover(self) -> None:
         """Subscribe to every camera stream that has appeared (any number of cameras, any names)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -13,6 +14,9 @@ from torch import nn
 from flow2one.runtime.backends import ONNX_FILE, OnnxRuntimeBackend
 from flow2one.runtime.card import ModelCard, complete_card, example_inputs, save_card
 from flow2one.runtime.sample_form import SampleForm
+
+if TYPE_CHECKING:
+    from google.protobuf.message import Message  # an onnx.ModelProto, or any of its parts
 
 OPSET = 18
 MAX_BATCH = 1024  # upper bound of the batch axis in the exported graph
@@ -38,9 +42,27 @@ def export_onnx(policy: nn.Module, card: ModelCard, path: Path, opset: int = OPS
     torch.onnx.export(SampleForm(policy).eval(), args, str(tmp), input_names=list(names),
                       output_names=["actions"], dynamic_shapes=(dims,),
                       opset_version=opset, external_data=False, dynamo=True, verbose=False)
+    model = strip_debug_info(onnx.load(str(tmp)))
+    onnx.save(model, str(tmp))
     onnx.checker.check_model(str(tmp), full_check=True)
     tmp.replace(path)
     return path
+
+
+def strip_debug_info(model: Message, _top: bool = True) -> Message:
+    """The exporter's debug annotations removed, in place: every doc_string and every metadata_props below
+    the model (graph, nodes, values, functions, subgraphs: torch's stack traces, FX nodes, module scopes,
+    the ExportedProgram's signature). The stack traces name files by absolute path (this machine's venv,
+    home and checkout), which a shipped model must not carry; no runtime reads any of it (ONNX Runtime,
+    TensorRT and our backends read the graph and weights, the card the rest). The model's own
+    metadata_props are kept; graph and weights are untouched."""
+    for field, value in model.ListFields():
+        if field.name == "doc_string" or (field.name == "metadata_props" and not _top):
+            model.ClearField(field.name)
+        elif field.type == field.TYPE_MESSAGE and field.name != "metadata_props":
+            for sub in (value,) if hasattr(value, "ListFields") else value:  # one message, or a repeated field
+                strip_debug_info(sub, _top=False)
+    return model
 
 
 def parity(policy: nn.Module, onnx_path: Path, card: ModelCard,
