@@ -9,7 +9,7 @@ Each task is multimodal on purpose, because that is what the generative policies
 - pop_up: two pucks pop up out of the table at a random moment, one on each side a few cm from where
   they usually do, and sink again 1.5 s later; come down onto either while it is up. Nothing in the scene
   tells when, so it tests reaction time (how late a policy sees the pop, plus its inference): what the
-  track pucks' predictable motion let a slow policy make up for. Trained on alone (flow2one/pipeline.py).
+  track pucks' predictable motion let a slow policy make up for. Trained on alone (`flow2one reproduce --tasks pop_up`).
 
 `update` runs in franky-sim's stepping thread (every few ms of sim time); `status`/`info` return copies,
 so the control thread never reads MuJoCo data while it is being stepped.
