@@ -8,16 +8,20 @@
 #     MODELS_DIR  holds sim_student/ (and sim_teacher/ for row 0); OUT_DIR gets one table1 run per rate
 #     TASKS       comma list (default track); FIRST_GROUP/GROUPS the seed groups (default 40, 6: tuning
 #                 groups never used in a reported table); RATES re-plans per second (default "1.25 5 10 20")
-# Extra table1 options go in $TABLE1_ARGS, e.g. TABLE1_ARGS="--rows 0,2 --set policy.handoff_window_s=0.3".
+# Rows (default 2, the student) in $ROWS, episodes per group (default 4) in $EPISODES, extra table1 options
+# in $TABLE1_ARGS, e.g. TABLE1_ARGS="--set policy.handoff_window_s=0.3".
 set -euo pipefail
 models=${1:?MODELS_DIR}; out=${2:?OUT_DIR}; tasks=${3:-track}; first=${4:-40}; groups=${5:-6}
 rates=${6:-1.25 5 10 20}
-flow2one=${FLOW2ONE:-flow2one}
+root=$(cd "$(dirname "$0")/.." && pwd)
+flow2one=${FLOW2ONE:-$([ -x "$root/.venv/bin/flow2one" ] && echo "$root/.venv/bin/flow2one" || echo flow2one)}
+mkdir -p "$out"
 for r in $rates; do
-  # below 2 re-plans a second the whole chunk runs (n_exec 32); faster, a chunk is replaced long before
-  n_exec=32
+  # n_exec 32: the whole chunk runs when no newer one comes; at a higher rate a newer one always does
   $flow2one table1 --models "$models" --rows ${ROWS:-2} --tasks "$tasks" --seeds "$groups" \
-    --first-seed-group "$first" --episodes 4 --hz-repeats 3 --policy-rate-hz "$r" --n-exec "$n_exec" \
-    --out "$out/rate_$r" ${TABLE1_ARGS:-} > "$out.rate_$r.log" 2>&1 || echo "rate $r failed: see $out.rate_$r.log"
-  grep -E "^\| (student|teacher|L1|regression)" "$out/rate_$r/table1.md" | sed "s/^/rate $r: /" || true
+    --first-seed-group "$first" --episodes "${EPISODES:-4}" --hz-repeats 3 --policy-rate-hz "$r" --n-exec 32 \
+    --out "$out/rate_$r" ${TABLE1_ARGS:-} > "$out/rate_$r.log" 2>&1 || echo "rate $r failed: see $out/rate_$r.log"
+  # the success table: from its header to the first blank line
+  awk '/^\| policy \| passes/{on=1; next} on && /^$/{exit} on && !/^\|---/' "$out/rate_$r/table1.md" 2>/dev/null \
+    | sed "s/^/rate $r: /" || true
 done

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -50,8 +53,7 @@ def test_reproduce_ships_every_kind_with_a_card(reproduced) -> None:
         assert (d / "model.onnx").is_file() == (kind != "teacher")
         policy, cfg = load_policy(d)
         assert cfg.encoder.history_steps == pipeline.HISTORY_STEPS  # every shipped kind sees the cloud history
-        assert cfg.encoder.motion_steps == card.motion_steps == pipeline.MOTION_STEPS  # and the arm's motion
-        obs = {"points": torch.rand(1, 4096, 3), "points_prev": torch.rand(1, 4096, 3), "proprio": torch.rand(1, 20)}
+        obs = {"points": torch.rand(1, 4096, 3), "points_prev": torch.rand(1, 4096, 3), "proprio": torch.rand(1, 10)}
         out = policy.sample(obs, n_samples=2)
         assert out.shape == (1, 2, 32, 10) and torch.isfinite(out).all()
     # the distillation set really is K=16 teacher trajectories of H=32 per observation
@@ -145,6 +147,9 @@ def test_table1_closed_loop_report(reproduced) -> None:
     (out / "e.json").write_text(json.dumps({**second, "policy_rate_hz": 2.5}))  # re-planned at another rate
     with pytest.raises(ValueError, match="policy_rate_hz"):
         t1report.combine([out / "a.json", out / "e.json"], out / "bad")
+    (out / "g.json").write_text(json.dumps({**second, "overrides": ["policy.handoff_window_s=0.3"]}))  # --set
+    with pytest.raises(ValueError, match="overrides"):
+        t1report.combine([out / "a.json", out / "g.json"], out / "bad")
     with pytest.raises(ValueError, match="reach_around / .* is also in an earlier file"):
         t1report.combine([out / "a.json", out / "b.json", out / "b.json"], out / "bad")
 
@@ -220,3 +225,33 @@ def test_dynamic_goal_needs_a_significant_difference() -> None:
     for t in ("track", "pop_up"):
         assert f"{t} (dynamic): student 42% vs teacher 19% (goal: student higher): met (z = 2.0)" in lines
     assert "reach_around: student 42% vs teacher 19% (goal >= 95% of teacher): met" in lines
+
+
+def test_set_overrides_reach_the_evaluation(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--set` of sim-eval/table1: the sim graph's parameters as the evaluation (and its spawned processes,
+    through the environment) read them; parameters with a flag of their own are refused."""
+    from flow2one.sim.evaluate import SET_ENV, apply_overrides, graph_settings, sim_executor_config
+
+    monkeypatch.setenv(SET_ENV, "[]")  # restored after the test, whatever apply_overrides sets
+    assert graph_settings()["handoff_window_s"] == 0.0
+    apply_overrides(["policy.handoff_window_s=0.3", "executor.blend_s=0.2"])
+    assert graph_settings()["handoff_window_s"] == 0.3 and sim_executor_config().blend_s == 0.2
+    with pytest.raises(SystemExit, match="--policy-rate-hz"):
+        apply_overrides(["policy.rate_hz=10"])
+    with pytest.raises(ValueError, match="no node 'planner'"):
+        apply_overrides(["planner.x=1"])
+
+
+def test_replan_sweep_script(reproduced, tmp_path: Path) -> None:
+    """scripts/replan_sweep.sh, the sweep README gives labs: one Table I run per rate, its settings recorded."""
+    root, _ = reproduced
+    env = {**os.environ, "EPISODES": "1", "FLOW2ONE": f"{sys.executable} -m flow2one.cli",
+           "TABLE1_ARGS": "--max-time 1.0 --set policy.handoff_window_s=0.3"}
+    proc = subprocess.run(["bash", str(repo_root() / "scripts" / "replan_sweep.sh"), str(root / "models"),
+                           str(tmp_path / "sweep"), "reach_around", "40", "1", "10"],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert proc.stdout.startswith("rate 10: | student (1 step) | 1 |"), proc.stdout
+    report = json.loads((tmp_path / "sweep" / "rate_10" / "table1.json").read_text())
+    assert report["policy_rate_hz"] == 10 and report["n_exec"] == 32 and report["first_seed_group"] == 40
+    assert report["overrides"] == ["policy.handoff_window_s=0.3"]

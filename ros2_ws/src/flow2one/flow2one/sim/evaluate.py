@@ -151,19 +151,20 @@ def apply_overrides(items: list[str]) -> None:
         for param in values:
             if param in FLAGGED.get(node, {}):
                 raise SystemExit(f"--set {node}.{param}: use {FLAGGED[node][param]}")
+    sim_params(items)  # an unknown node fails now, not in a child process
     if items:
         os.environ[SET_ENV] = json.dumps(items)
-    sim_params()  # an unknown node or a bad value fails now, not in a child process
 
 
-def sim_params() -> dict[str, dict]:
-    """The sim graph's parameters (config/sim.yaml) with the --set overrides in force."""
+def sim_params(items: list[str] | None = None) -> dict[str, dict]:
+    """The sim graph's parameters (config/sim.yaml) with --set `items` (default: those in force)."""
     import os
 
     from flow2one.graph import load_params, parse_overrides
 
     p = load_params("sim")
-    for node, values in parse_overrides(json.loads(os.environ.get(SET_ENV, "[]"))).items():
+    items = json.loads(os.environ.get(SET_ENV, "[]")) if items is None else items
+    for node, values in parse_overrides(items).items():
         if node not in p:
             raise ValueError(f"--set: the sim graph has no node {node!r} ({', '.join(p)})")
         p[node].update(values)

@@ -44,19 +44,15 @@ class Scale:
 # of motion is invisible in one frame, and a policy that cannot see it trails the puck.
 # The PointNet leaves out points at or below FLOOR_Z (EncoderConfig.points_floor_z): the sim table top is at z = 0,
 # the lowest things on it (the pick_place pad, the track pucks) reach 0.01 and 0.02 m.
-# Every sim model also sees the arm's own motion: its proprio's change over MOTION_STEPS control steps, so a
-# chunk continues a motion under way instead of starting from rest (what made re-planning often fail).
 HISTORY_STEPS = 4
-MOTION_STEPS = 4
 FLOOR_Z = 0.005
 CPU_MODEL = {"encoder": {"embed_dim": 64, "pointnet_dims": [16, 32], "point_dim": 32, "proprio_dim": 32,
-                         "history_steps": HISTORY_STEPS, "motion_steps": MOTION_STEPS, "points_floor_z": FLOOR_Z},
+                         "history_steps": HISTORY_STEPS, "points_floor_z": FLOOR_Z},
              "unet": {"down_dims": [32, 64], "n_groups": 8, "time_embed_dim": 32}}
 SCALES: dict[str, Scale] = {
     "quick": Scale(episodes=1, teacher_steps=20, student_steps=10, baseline_steps=10, batch_size=8, stride=8,
                    distill_obs=16, hypotheses=4,
-                   model={"encoder": {"history_steps": HISTORY_STEPS, "motion_steps": MOTION_STEPS,
-                                      "points_floor_z": FLOOR_Z}}),
+                   model={"encoder": {"history_steps": HISTORY_STEPS, "points_floor_z": FLOOR_Z}}),
     "small": Scale(episodes=80, teacher_steps=10000, student_steps=8000, baseline_steps=8000, batch_size=16,
                    stride=2, distill_obs=0, hypotheses=16, model=CPU_MODEL),
     "full": Scale(episodes=100, teacher_steps=20000, student_steps=20000, baseline_steps=20000, batch_size=64,
