@@ -109,3 +109,15 @@ def test_recover_bag_keeps_its_input_and_says_when_there_is_nothing_to_do(inputs
 def test_debug_shows_the_traceback(inputs: Path) -> None:
     with pytest.raises(ValueError, match="rat_hz"):
         cli_main(["run", "sim", "--set", "policy.rat_hz=2", "--debug"])
+
+
+def test_main_returns_to_its_caller_even_after_a_sim_abandoned_a_robot_client(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """Only the `flow2one` executable may leave without interpreter teardown; main() called from a test run
+    must return, or the run would end there with whatever status that command had (0 hides every test
+    after it)."""
+    from flow2one.sim import rig
+
+    monkeypatch.setattr(rig, "ABANDONED", [object()])
+    assert cli_main(["recover-bag", str(tmp_path / "missing.mcap")]) != 0
+    assert "error" in capsys.readouterr().err

@@ -36,7 +36,7 @@ setup(
     zip_safe=True,
     python_requires=">=3.11",
     entry_points={
-        "console_scripts": ["flow2one = flow2one.cli:main"]
+        "console_scripts": ["flow2one = flow2one.cli:entry"]
         + [f"{n} = flow2one.nodes.{n}:main" for n in NODES],
     },
 )

@@ -109,6 +109,14 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"flow2one {name}: error: {error_line(exc)}", file=sys.stderr)
         rc = 2 if isinstance(exc, KeyError) else 1
+    return rc
+
+
+def entry() -> int:
+    """The `flow2one` executable: main(), then an exit that skips interpreter teardown when a libfranka
+    client was abandoned (its destructor can hang). Only here, never in main(), so a caller of main() (a test
+    run, a script) keeps its own process and exit status."""
+    rc = main()
     rig = sys.modules.get("flow2one.sim.rig")  # only loaded by the commands that drive a sim world
     if rig is not None:
         rig.exit_fast_if_abandoned(rc)
@@ -116,4 +124,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())
