@@ -117,8 +117,8 @@ class FrankyRobot:
         self._lock = threading.Lock()  # franky calls from the control thread and close()
 
     def _connect(self, attempts: int = 3) -> None:
-        """Connect robot and gripper. A garbled handshake (ProtocolException "incorrect object size", seen once
-        in a full test run, from a franky-sim that had just started) is retried; anything else fails at once."""
+        """Connect robot and gripper. A garbled handshake (ProtocolException "incorrect object size") can come
+        from a server that has only just started listening and is retried; anything else fails at once."""
         for attempt in range(attempts):
             try:
                 self.robot = franky.Robot(self.host, realtime_config=self._realtime)
