@@ -55,6 +55,8 @@ def test_graph_params_load_and_name_only_its_nodes(name: str) -> None:
 def test_graph_params_are_valid_for_their_nodes(name: str) -> None:
     """Every key is a parameter the node declares, and the values pass the node's own validation."""
     for node, values in load_params(name).items():
+        # use_sim_time is ROS's own, declared by rclpy on every node; it must be a bool
+        assert isinstance(values.pop("use_sim_time", False), bool), f"{name}.yaml: {node}.use_sim_time not a bool"
         module = importlib.import_module(NODES[node].entry.split(":")[0])
         cls = declared_params_class(module)
         fields = {f.name for f in dataclasses.fields(cls)}

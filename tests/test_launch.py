@@ -102,3 +102,6 @@ def test_launch_file_builds_the_graph(graph_name: str, monkeypatch: pytest.Monke
     # the replay node waits for the view's process before it plays (nodes/replay.py, wait_for_nodes)
     assert all(n.kwargs["parameters"] == [str(mine)] + ([{"wait_for_nodes": "view"}] if n.kwargs["name"] == "replay"
                                                        else []) for n in nodes)
+    # the view runs on the graph's clock: bag time where the graph's own nodes do (replay.yaml's use_sim_time)
+    view_params = node_descriptions(graph_name, view=True)[-1]["parameters"]
+    assert ({"use_sim_time": True} in view_params) == (graph_name == "replay")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flow2one.graph import NODES, graph, params_path
+from flow2one.graph import NODES, graph, params_path, read_params_file
 
 PACKAGE = "flow2one"
 
@@ -29,12 +29,15 @@ def node_descriptions(graph_name: str, params_file: str | Path | None = None,
     for f in files:
         if not f.is_file():
             raise FileNotFoundError(f"parameter file {f} does not exist")
+    # the view follows the graph's clock: bag time when the graph's nodes run on it (replay)
+    sim_time = any(p.get("use_sim_time") for p in read_params_file(base).values())
+    extra = {"replay": {"wait_for_nodes": "view"}, "view": {"use_sim_time": True} if sim_time else {}}
     return [
         {
             "package": PACKAGE,
             "executable": NODES[name].executable,
             "name": name,
-            "parameters": [str(f) for f in files] + ([{"wait_for_nodes": "view"}] if view and name == "replay" else []),
+            "parameters": [str(f) for f in files] + ([extra[name]] if view and extra.get(name) else []),
             "remappings": list(spec.remappings.get(name, ())),
             "output": "screen",
             "emulate_tty": True,

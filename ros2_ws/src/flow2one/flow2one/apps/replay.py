@@ -23,8 +23,6 @@ import sys
 from flow2one.data.bags import BagError, read_summary
 from flow2one.view.switch import add_view_arguments
 
-REPLAY_MAX_OBS_AGE_S = 1.0  # policy freshness gate during replay (override with --set policy.max_obs_age_s=...)
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("bag", help="a bag: an episode .mcap file, a rosbag2 directory (MCAP or sqlite3) or a .db3 "
@@ -76,11 +74,7 @@ def run_replay(bag: str, rate: float = 1.0, overrides: dict | None = None, repub
     replay_plan(bag, topic_profile, republish_points, cams)
     recorded_actions(bag, topic_profile)
     nodes = [n for n in graph("replay").nodes if not (republish_points and n == "pointcloud")]
-    merged: dict[str, dict] = {n: {"use_sim_time": True} for n in nodes if n != "replay"}
-    # Open-loop replay scores predictions, not freshness: the bag's receive times carry the recording
-    # machine's load (sim cameras at a few fps here), which the deploy gate of 0.25 s would turn into
-    # skipped observations. Latency is still measured, in wall time, by the replay node.
-    merged["policy"]["max_obs_age_s"] = REPLAY_MAX_OBS_AGE_S
+    merged: dict[str, dict] = {}  # bag time and the replay's freshness gate come from config/replay.yaml
     if view is not None:
         nodes.append("view")
     merged["replay"] = {"bag": str(bag), "rate": float(rate), "republish_points": republish_points,
