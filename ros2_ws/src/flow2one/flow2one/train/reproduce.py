@@ -47,8 +47,7 @@ class Scale:
 HISTORY_STEPS = 4
 FLOOR_Z = 0.005
 CPU_MODEL = {"encoder": {"embed_dim": 64, "pointnet_dims": [16, 32], "point_dim": 32, "proprio_dim": 32,
-                         "history_steps": HISTORY_STEPS, "points_floor_z": FLOOR_Z,
-                         "motion_steps": 4, "motion_noise": 0.5},  # EXPERIMENT ONLY
+                         "history_steps": HISTORY_STEPS, "points_floor_z": FLOOR_Z},
              "unet": {"down_dims": [32, 64], "n_groups": 8, "time_embed_dim": 32}}
 SCALES: dict[str, Scale] = {
     "quick": Scale(episodes=1, teacher_steps=20, student_steps=10, baseline_steps=10, batch_size=8, stride=8,
