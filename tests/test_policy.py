@@ -23,7 +23,7 @@ H, A = 32, 10
 def _obs(cfg, b: int, seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     e = cfg.encoder
-    obs = {"points": torch.rand(b, 4096, 3, generator=g), "proprio": torch.rand(b, 10, generator=g)}
+    obs = {"points": torch.rand(b, 4096, 3, generator=g), "proprio": torch.rand(b, e.proprio_in, generator=g)}
     if e.history_steps:
         obs["points_prev"] = obs["points"] + 0.01 * torch.rand(b, 4096, 3, generator=g)
     if e.use_rgb:
@@ -86,6 +86,22 @@ def test_points_at_or_below_the_floor_do_not_reach_the_encoding() -> None:
         assert torch.isfinite(floored.encoder(empty)).all()
     with pytest.raises(ValueError, match="points_floor_z"):
         preset("tiny", "student", points_floor_z=float("nan"))
+
+
+def test_motion_noise_is_for_training_only() -> None:
+    """The noise on the motion input blurs it while training and never reaches an evaluated (or exported)
+    model: in eval mode the encoding is the noise-free one, call after call."""
+    noisy = _fitted("student", motion_steps=4, motion_noise=0.5)
+    clean = build_policy(preset("tiny", "student", motion_steps=4))
+    clean.load_state_dict(noisy.state_dict())
+    obs = _obs(noisy.cfg, 4, seed=2)
+    noisy.encoder.train()
+    assert not torch.equal(noisy.encoder(obs), noisy.encoder(obs))
+    noisy.encoder.eval()
+    clean.encoder.eval()
+    assert torch.equal(noisy.encoder(obs), noisy.encoder(obs)) and torch.equal(noisy.encoder(obs), clean.encoder(obs))
+    with pytest.raises(ValueError, match="motion_noise"):
+        preset("tiny", "student", motion_noise=0.5)  # noise on a motion input the model does not have
 
 
 def test_bad_observation_raises_clear_errors() -> None:

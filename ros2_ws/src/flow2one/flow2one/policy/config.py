@@ -45,6 +45,9 @@ class EncoderConfig:
     # the arm's motion. One pose does not say whether the arm is moving, so a motion-blind chunk starts as
     # if from rest, and one replaced after a step or two (re-planning many times a second) never gets going.
     motion_steps: int = 0
+    # Training only: std of Gaussian noise added to the normalised motion part, so that the motion input
+    # cannot stand in for the observation (a policy that sees its motion learns to continue it).
+    motion_noise: float = 0.0
     # Base-frame height (m) at or below which cloud points are left out of the PointNet's max-pool: the
     # table top (+ a margin). The table is ~94% of a sim cloud, and with it in the pool a small PointNet
     # could not place the 2 cm reach_around ball (results/README.md). None = every point counts.
@@ -64,6 +67,8 @@ class EncoderConfig:
             raise ValueError(f"visual_dim {self.visual_dim} must divide by attn_heads {self.attn_heads}")
         if self.history_steps < 0 or (self.history_steps and not self.use_points):
             raise ValueError(f"history_steps {self.history_steps} must be >= 0, and > 0 only with use_points")
+        if self.motion_noise < 0 or (self.motion_noise and not self.motion_steps):
+            raise ValueError(f"motion_noise {self.motion_noise} must be >= 0, and > 0 only with motion_steps")
         if self.motion_steps < 0 or (self.motion_steps and not self.use_proprio):
             raise ValueError(f"motion_steps {self.motion_steps} must be >= 0, and > 0 only with use_proprio")
         if self.kind == "observation":  # the proprio width follows from motion_steps

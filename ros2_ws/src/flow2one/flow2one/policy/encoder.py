@@ -15,6 +15,7 @@ from flow2one.data.normalize import PointNormalizer, RangeNormalizer, StandardNo
 from flow2one.policy.attention import BiCrossAttention, GatedFusion
 from flow2one.policy.config import EncoderConfig
 from flow2one.policy.resnet import ResNet18
+from flow2one.spec import PROPRIO_DIM
 
 
 class PointNet(nn.Module):
@@ -127,7 +128,11 @@ class ObservationEncoder(nn.Module):
             if c.history_steps:  # the change of the cloud's features: motion, in the same shared PointNet
                 feats.append(now - self._points(obs["points_prev"]))
         if c.use_proprio:
-            feats.append(self.proprio_mlp(self.proprio_norm.normalize(obs["proprio"].float())))
+            proprio = self.proprio_norm.normalize(obs["proprio"].float())
+            if self.training and c.motion_noise > 0:
+                now, motion = proprio.split(PROPRIO_DIM, dim=-1)
+                proprio = torch.cat([now, motion + c.motion_noise * torch.randn_like(motion)], dim=-1)
+            feats.append(self.proprio_mlp(proprio))
         vis = []
         if c.use_rgb:  # uint8 (B, V, h, w, 3) -> float, channels first
             rgb = (obs["rgb"].float() / 255.0 - 0.5) / 0.25

@@ -42,6 +42,8 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    help="also encode the cloud this many control steps earlier (velocity of moving objects)")
     p.add_argument("--motion-steps", type=int, default=0,
                    help="proprio also carries its change over this many control steps (the arm's own motion)")
+    p.add_argument("--motion-noise", type=float, default=0.0,
+                   help="training only: std of noise on the normalised motion input (needs --motion-steps)")
 
 
 def check_out(args: argparse.Namespace) -> None:
@@ -77,7 +79,8 @@ def build_config(args: argparse.Namespace, kind: str, data: dict[str, np.ndarray
         return from_dict({**load_yaml(args.config, "--config file"), "kind": kind})
     mods = modalities(args)
     over: dict[str, Any] = {f"use_{m}": m in mods for m in MODALITIES} | {"history_steps": args.history_steps,
-                                                                 "motion_steps": args.motion_steps}
+                                                                 "motion_steps": args.motion_steps,
+                                                                 "motion_noise": args.motion_noise}
     for m in ("rgb", "depth"):
         if m in mods:
             over["n_views"], over["image_size"] = data[m].shape[1], tuple(data[m].shape[2:4])
