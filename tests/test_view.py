@@ -237,6 +237,9 @@ def test_view_switch_is_off_by_default() -> None:
     nodes, ov = with_view(on, ["policy"], {"policy": {"markers_every": 3}})
     assert nodes == ["policy", "view"] and ov["policy"]["markers_every"] == 3
     assert ov["view"]["live"] is False and ov["view"]["save"].endswith("x.rrd") and Path(ov["view"]["save"]).is_absolute()
+    # the view runs on the graph's clock: the bag's in the replay graph (replay.yaml's use_sim_time), wall time else
+    assert with_view(on, ["policy"], {}, graph_name="replay")[1]["view"]["use_sim_time"] is True
+    assert "use_sim_time" not in with_view(on, ["policy"], {}, graph_name="sim")[1]["view"]
 
 
 def test_sim_eval_logs_from_its_loop(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

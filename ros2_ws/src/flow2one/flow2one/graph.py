@@ -114,6 +114,12 @@ def parse_overrides(items: list[str]) -> dict[str, dict]:
     return out
 
 
+def on_sim_time(params: dict[str, dict]) -> bool:
+    """Whether a graph's nodes run on a /clock (`use_sim_time`, the replay graph on the bag's): a node added
+    to the graph, the view, must run on the same clock."""
+    return any(bool(p.get("use_sim_time")) for p in params.values())
+
+
 def load_params(name: str) -> dict[str, dict]:
     """{node name: {param: value}} of a graph's parameter file; every node named must be in the graph."""
     path = params_path(name)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flow2one.graph import NODES, graph, params_path, read_params_file
+from flow2one.graph import NODES, graph, on_sim_time, params_path, read_params_file
 
 PACKAGE = "flow2one"
 
@@ -30,8 +30,8 @@ def node_descriptions(graph_name: str, params_file: str | Path | None = None,
         if not f.is_file():
             raise FileNotFoundError(f"parameter file {f} does not exist")
     # the view follows the graph's clock: bag time when the graph's nodes run on it (replay)
-    sim_time = any(p.get("use_sim_time") for p in read_params_file(base).values())
-    extra = {"replay": {"wait_for_nodes": "view"}, "view": {"use_sim_time": True} if sim_time else {}}
+    extra = {"replay": {"wait_for_nodes": "view"},
+             "view": {"use_sim_time": True} if on_sim_time(read_params_file(base)) else {}}
     return [
         {
             "package": PACKAGE,

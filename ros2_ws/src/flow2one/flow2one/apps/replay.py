@@ -61,7 +61,8 @@ def run_replay(bag: str, rate: float = 1.0, overrides: dict | None = None, repub
                timeline: str = "auto", profile: str = "flow2one", view: dict | None = None) -> dict:
     """Start the replay graph, wait for the bag to finish, return the metrics dict. A bag that cannot give
     a chunk (a missing topic, calibration cameras not in it) is refused before the graph starts. `view`: the
-    view node's parameters, when it should watch the replay (on the bag's clock, like the other nodes)."""
+    view node's parameters as view.switch.with_view gives them (on the bag's clock, in this process), when it
+    should watch the replay."""
     from flow2one.data.profiles import load_profile
     from flow2one.data.replay import recorded_actions, replay_plan
     from flow2one.graph import graph
@@ -83,7 +84,7 @@ def run_replay(bag: str, rate: float = 1.0, overrides: dict | None = None, repub
     for node, params in overrides.items():
         merged.setdefault(node, {}).update(params)
     if view is not None:
-        merged["view"] = {"use_sim_time": True, "nice": 0, **view}  # in this process, with the policy
+        merged["view"] = view
     duration = (summary.end_ns - summary.start_ns) / 1e9
     limit = timeout or (duration / rate + 60.0 if rate > 0 else 30.0 + 10.0 * duration)
     with GraphRunner("replay", nodes=nodes, overrides=merged, domain_id=domain_id) as runner:
@@ -108,7 +109,7 @@ def main(args: argparse.Namespace) -> int:
     from flow2one.graph import parse_overrides
     from flow2one.view.switch import with_view
 
-    _, overrides = with_view(args, ["policy"], parse_overrides(args.set))
+    _, overrides = with_view(args, ["policy"], parse_overrides(args.set), graph_name="replay")
     view = overrides.pop("view", None)
     if args.model_dir:
         overrides.setdefault("policy", {})["model_dir"] = args.model_dir

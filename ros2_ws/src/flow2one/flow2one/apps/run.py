@@ -36,7 +36,8 @@ def main(args: argparse.Namespace) -> int:
     from flow2one.ros.runner import split_graph
 
     nodes = args.nodes.split(",") if args.nodes else list(graph(args.graph).nodes)
-    nodes, overrides = with_view(args, nodes, parse_overrides(args.set), "view" in args.own_process.split(","))
+    nodes, overrides = with_view(args, nodes, parse_overrides(args.set), "view" in args.own_process.split(","),
+                                 args.graph)
     own = [n for n in args.own_process.split(",") if n]
     if set(own) - set(nodes):
         raise SystemExit(f"--own-process {args.own_process!r}: not nodes of this run ({', '.join(nodes)})")

@@ -29,13 +29,19 @@ def view_params(args: argparse.Namespace) -> dict[str, Any] | None:
 
 
 def with_view(args: argparse.Namespace, nodes: list[str], overrides: dict[str, dict[str, Any]],
-              own_process: bool = False) -> tuple[list[str], dict[str, dict[str, Any]]]:
+              own_process: bool = False, graph_name: str | None = None) -> tuple[list[str], dict[str, dict[str, Any]]]:
     """Add the view node to a run when asked; the policy then publishes its candidates with every chunk
     (markers_every 1) unless told otherwise, so each chunk's alternatives are in the view. Only a view in
-    a process of its own lowers that process's priority (a shared one holds the policy too)."""
+    a process of its own lowers that process's priority (a shared one holds the policy too). In a graph
+    whose nodes run on a /clock (`graph_name`'s parameters), the view runs on it too."""
     params = view_params(args)
     if params is None:
         return nodes, overrides
+    if graph_name is not None:
+        from flow2one.graph import load_params, on_sim_time
+
+        if on_sim_time(load_params(graph_name)):
+            params["use_sim_time"] = True
     overrides = {k: dict(v) for k, v in overrides.items()}
     overrides["view"] = {**params, **({} if own_process else {"nice": 0}), **overrides.get("view", {})}
     if "policy" in nodes:
