@@ -240,6 +240,8 @@ def test_set_overrides_reach_the_evaluation(monkeypatch: pytest.MonkeyPatch) -> 
         apply_overrides(["policy.rate_hz=10"])
     with pytest.raises(ValueError, match="no node 'planner'"):
         apply_overrides(["planner.x=1"])
+    with pytest.raises(SystemExit, match="policy.handof_window_s: the evaluation does not read it"):
+        apply_overrides(["policy.handof_window_s=0.3"])  # a typo is refused, not ignored
 
 
 def test_replan_sweep_script(reproduced, tmp_path: Path) -> None:

@@ -141,17 +141,33 @@ FLAGGED = {"policy": {"rate_hz": "--policy-rate-hz", "n_candidates": "--candidat
            "executor": {"n_exec": "--n-exec"}}
 
 
+def evaluated_params() -> dict[str, set[str]]:
+    """The sim-graph parameters an evaluation reads besides its flags: every executor setting (the executor
+    core runs as configured) and the policy step's hand-off window. Others (the sim world's, the pointcloud
+    node's) have their own forms here; a --set of one would change nothing and is refused."""
+    from dataclasses import fields
+
+    from flow2one.control.config import ExecutorConfig
+
+    return {"policy": {"handoff_window_s"}, "executor": {f.name for f in fields(ExecutorConfig)}}
+
+
 def apply_overrides(items: list[str]) -> None:
     """`--set NODE.PARAM=VALUE` for this process and every evaluation process it starts."""
     import os
 
     from flow2one.graph import parse_overrides
 
-    for node, values in parse_overrides(items).items():  # a malformed item fails here, naming it
+    sim_params(items)  # a malformed item or an unknown node fails here, naming it
+    read = evaluated_params()
+    for node, values in parse_overrides(items).items():
         for param in values:
             if param in FLAGGED.get(node, {}):
                 raise SystemExit(f"--set {node}.{param}: use {FLAGGED[node][param]}")
-    sim_params(items)  # an unknown node fails now, not in a child process
+            if param not in read.get(node, ()):
+                raise SystemExit(f"--set {node}.{param}: the evaluation does not read it; it reads "
+                                 + "; ".join(f"{n}.{{{', '.join(sorted(ps - set(FLAGGED.get(n, {}))))}}}"
+                                             for n, ps in read.items()))
     if items:
         os.environ[SET_ENV] = json.dumps(items)
 
