@@ -29,10 +29,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     import sys
 
     rig = sys.modules.get("flow2one.sim.rig")
-    if rig is not None and rig.ABANDONED and _EXIT_STATUS:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(_EXIT_STATUS[-1])
+    if rig is not None and _EXIT_STATUS:
+        rig.exit_fast_if_abandoned(_EXIT_STATUS[-1])
 
 
 @pytest.fixture
