@@ -168,8 +168,7 @@ def apply_overrides(items: list[str]) -> None:
                 raise SystemExit(f"--set {node}.{param}: the evaluation does not read it; it reads "
                                  + "; ".join(f"{n}.{{{', '.join(sorted(ps - set(FLAGGED.get(n, {}))))}}}"
                                              for n, ps in read.items()))
-    if items:
-        os.environ[SET_ENV] = json.dumps(items)
+    os.environ[SET_ENV] = json.dumps(items)  # exactly these: none given means none in force
 
 
 def sim_params(items: list[str] | None = None) -> dict[str, dict]:

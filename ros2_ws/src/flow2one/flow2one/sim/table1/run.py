@@ -34,10 +34,11 @@ def evaluate_task(cfg: Table1Config, task: str) -> tuple[dict[str, Cell], dict[s
     import torch
     from tqdm import tqdm
 
-    from flow2one.sim.evaluate import open_policy_step, policy_controller, save_strip, sim_executor_config
+    from flow2one.sim.evaluate import apply_overrides, open_policy_step, policy_controller, save_strip, sim_executor_config
     from flow2one.sim.rig import SimRig
     from flow2one.sim.rollout import Observer, home, run_episode_safe
 
+    apply_overrides(list(cfg.overrides))  # what the report records is what runs, however run() was called
     torch.set_num_threads(cfg.threads)
     cells: dict[str, Cell] = {}
     hz: dict[str, Inference] = {}
