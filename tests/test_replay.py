@@ -29,11 +29,18 @@ def test_metrics_measure_distance_switches_and_latency() -> None:
     rec_t = np.arange(0, 100) * int(0.05 * NS)  # 5 s of commands, x moving 10 cm/s
     rec = _actions(0.4 + 0.1 * rec_t / NS)
     perfect = OpenLoopMetrics(rec_t, rec)
+    published = {}
     for k in range(0, 60, 4):
         t = rec_t[k] + np.arange(spec.HORIZON) * int(0.05 * NS)
-        perfect.add_chunk(rec_t[k], 0.05, _actions(0.4 + 0.1 * t / NS), latency_s=0.01)
-    r = perfect.result()
-    assert r["chunks"] == r["chunks_compared"] == 15
+        frame = rec_t[k] + 1  # the camera frame came 1 ns after the state, went out at k ms, its chunk 4 ms later
+        published[frame] = k * 1_000_000
+        perfect.add_frame(rec_t[k], frame)
+        perfect.add_chunk(rec_t[k], 0.05, _actions(0.4 + 0.1 * t / NS), latency_s=0.01,
+                          received_ns=(k + 4) * 1_000_000)
+    perfect.add_chunk(rec_t[61], 0.05, rec[61:61 + spec.HORIZON], latency_s=None, received_ns=0)  # no trace for it
+    r = perfect.result(published)
+    assert r["frame_to_chunk_ms"]["n"] == 15 and r["frame_to_chunk_ms"]["p99"] == pytest.approx(4.0)
+    assert r["chunks"] == r["chunks_compared"] == 16
     assert r["position_error_m"]["max"] < 1e-9 and r["rotation_error_rad"]["max"] < 1e-6
     assert r["mode_switches"]["count"] == 0 and r["latency_ms"]["median"] == pytest.approx(10.0)
 
@@ -84,6 +91,8 @@ def test_replay_cli_lockstep_writes_metrics_json(tmp_path: Path, student_dir: Pa
     assert m["lockstep_timeouts"] <= 1  # frames before the first robot state are not waited for
     assert m["position_error_m"]["n"] >= 25 and m["position_error_m"]["median"] > 0  # random weights
     assert 0 < m["latency_ms"]["median"] < 2000 and m["latency_ms"]["n"] >= 25
+    # the policy's trace names each chunk's frame
+    assert m["frame_to_chunk_ms"]["n"] >= 25 and 0 < m["frame_to_chunk_ms"]["median"] < 2000
     assert set(m["mode_switches"]) == {"count", "pairs_compared", "threshold_m", "per_minute"}
 
 

@@ -94,6 +94,33 @@ def test_expert_succeeds_and_wrong_behaviour_fails(task, seed, wrong, wrong_time
             assert bad.failed and "sank" in bad.reason
 
 
+def test_expert_lead_labels_depend_only_on_what_the_observation_shows():
+    """With lead_s the recorded target is the measured TCP plus at most speed * lead_s toward the goal: two
+    experts that got to the same state along different paths record the same label. The carrot does not:
+    its lead is the expert's own history, which a policy re-planning every 0.1 s cannot see."""
+    rng = np.random.default_rng(0)
+    track = {"pucks": [[0.55, 0.1, 0.02], [0.5, -0.15, 0.02]], "puck_vel": [[0.1, 0.0, 0.0], [0.0, 0.1, 0.0]]}
+    reach = {"pillar": [0.5, 0.0, 0.1], "goal": [0.65, 0.0, 0.1]}
+    for task, info in (("track", track), ("reach_around", reach)):
+        now = np.r_[0.45, 0.02, 0.2, np.zeros(6), 0.08]  # the state both experts reach
+        labels = {}
+        for lead in (0.18, None):
+            acts = []
+            for start in ([0.4, 0.0, 0.3], [0.6, 0.2, 0.15]):  # two histories
+                e = make_expert(task, mode=0, lead_s=lead)
+                e.reset(make_task(task), {**info, "tcp": np.array(start)}, rng)
+                for k in range(5):
+                    e.act(np.r_[np.add(start, (now[:3] - start) * k / 5), now[3:]], {**info, "tcp": start})
+                acts.append(e.act(now, {**info, "tcp": now[:3]}))
+            labels[lead] = acts
+        same, carrot = labels[0.18], labels[None]
+        np.testing.assert_array_equal(same[0], same[1])
+        assert np.linalg.norm(same[0][:3] - now[:3]) <= 0.45 * 0.18 + 1e-9  # at most the fastest speed * lead
+        assert np.linalg.norm(carrot[0][:3] - carrot[1][:3]) > 0.01, task
+    with pytest.raises(ValueError, match="lead_s"):
+        make_expert("track", lead_s=0.0)
+
+
 def test_randomisation_is_seeded_and_modes_are_balanced():
     for name in TASKS:
         task = make_task(name)

@@ -47,6 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    f"{','.join(MULTI_TASK)}, the multi-task models)")
     p.add_argument("--seed", type=int, default=0, help="first demo seed and training seed")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads per stage")
+    p.add_argument("--expert-lead", type=float, default=None, metavar="S",
+                   help="demos record the measured TCP plus S seconds of the expert's speed toward its goal "
+                        "(sim-demos --expert-lead; default: the scale's)")
     p.add_argument("--force", action="store_true", help="delete WORK and redo every stage")
     p.add_argument("--stages", default="", help="comma list of stages to run (demos, teacher, distill, student, "
                    "l1flow, regression; default all); models are shipped once every stage is done")
@@ -63,6 +66,7 @@ def main(args: argparse.Namespace) -> int:
     known = ("demos", "teacher", "distill", "student", "l1flow", "regression")
     if set(only) - set(known):
         raise SystemExit(f"--stages {args.stages!r}: choose from {', '.join(known)}")
-    summary = reproduce(args.scale, work, ship_to, tasks, args.seed, args.threads, args.force, only)
+    summary = reproduce(args.scale, work, ship_to, tasks, args.seed, args.threads, args.force, only,
+                        args.expert_lead)
     print(json.dumps({k: v for k, v in summary.items() if k != "settings"}, indent=1))
     return 0

@@ -24,6 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--episodes", type=int, default=50, help="successful episodes to write per task")
     p.add_argument("--out", type=Path, required=True, help="dataset root; episodes go to OUT/<task>/")
     p.add_argument("--seed", type=int, default=0, help="seed of the first attempt (then seed+1, ...)")
+    p.add_argument("--expert-lead", type=float, default=None, metavar="S",
+                   help="record the measured TCP plus at most S seconds of the expert's speed toward its goal, "
+                        "instead of its carrot (a label the observation determines; see results/replan/)")
     p.add_argument("--images", action="store_true", help="also store rgb + depth of every camera and step")
 
 
@@ -31,6 +34,7 @@ def main(args: argparse.Namespace) -> int:
     if args.episodes < 1:
         raise SystemExit("--episodes must be >= 1")
     tasks = list(TASKS) if args.task == "all" else [args.task]
-    report = {t: generate(t, args.out / t, args.episodes, args.seed, args.images) for t in tasks}
+    report = {t: generate(t, args.out / t, args.episodes, args.seed, args.images,
+                                expert_lead_s=args.expert_lead) for t in tasks}
     print(json.dumps(report, indent=1))
     return 0 if all(r["episodes"] == args.episodes for r in report.values()) else 1

@@ -73,6 +73,7 @@ class CommandEvent:
     process_s: float  # plan sampling + safety filter + franky move() call
     chunk_stamp_ns: int = 0  # the chunk's stamp and arrival (chunk clock), for the latency trace
     chunk_received_ns: int = 0
+    franky_call_ns: int = 0  # chunk clock when franky's move() was called (t_ns: when the plan was sampled)
 
 
 class Executor:
@@ -342,6 +343,7 @@ class Executor:
         self.counters["commands"] += 1
         if cmd.clamped:
             self.counters["commands_clamped"] += 1
+        franky_call_ns = self.clock_ns()
         self.robot.send(cmd)
         sent = self.monotonic()
         self._last_cmd_mono = now
@@ -358,7 +360,7 @@ class Executor:
         if self.state != State.RUNNING:
             self._set(State.RUNNING, "streaming")
         self._notify(self.on_command, CommandEvent(cmd, now_ns, plan.chunk_id, first, latency, sent - t0,
-                                                   plan.stamp_ns, plan.received_ns))
+                                                   plan.stamp_ns, plan.received_ns, franky_call_ns))
 
     def _implausible(self, st: RobotStateSample) -> str | None:
         """Why a measured state must not be used (None when it may): a robot command is only ever derived

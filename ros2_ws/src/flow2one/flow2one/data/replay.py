@@ -7,7 +7,11 @@ Metrics (all from chunks received while replaying):
   mean over steps per chunk, then median / p90 over chunks; also for step 0 alone.
 - mode switches: consecutive chunks whose time-overlapping steps differ by more than
   `switch_threshold_m` in mean position; a one-step policy that hops between modes shows up here.
-- latency: wall time from publishing the observation a chunk is stamped with to receiving the chunk.
+- latency: wall time from publishing the robot state a chunk is stamped with (the observation's state) to
+  receiving the chunk; it includes how long that state waited for the camera frame in the bag (up to one
+  state period).
+- frame -> chunk: wall time from publishing the last message of the camera frame a chunk was computed from
+  (the policy's trace names it) to receiving the chunk: the graph's own time, the latency goal's figure.
 """
 
 from __future__ import annotations
@@ -87,6 +91,7 @@ class _Chunk:
     dt: float
     actions: np.ndarray  # (H, A)
     latency_s: float | None
+    received_ns: int | None = None  # monotonic ns at arrival
 
 
 def _stats(x: list[float] | np.ndarray) -> dict[str, float]:
@@ -94,7 +99,7 @@ def _stats(x: list[float] | np.ndarray) -> dict[str, float]:
     if x.size == 0:
         return {"n": 0}
     return {"n": int(x.size), "mean": float(x.mean()), "median": float(np.median(x)),
-            "p90": float(np.percentile(x, 90)), "max": float(x.max())}
+            "p90": float(np.percentile(x, 90)), "p99": float(np.percentile(x, 99)), "max": float(x.max())}
 
 
 @dataclass
@@ -103,12 +108,17 @@ class OpenLoopMetrics:
     rec_actions: np.ndarray
     switch_threshold_m: float = 0.03
     chunks: list[_Chunk] = field(default_factory=list)
+    frames: dict[int, int] = field(default_factory=dict)  # chunk stamp -> stamp of the frame it came from
 
-    def add_chunk(self, stamp_ns: int, dt: float, actions: np.ndarray, latency_s: float | None) -> None:
+    def add_chunk(self, stamp_ns: int, dt: float, actions: np.ndarray, latency_s: float | None,
+                  received_ns: int | None = None) -> None:
         a = np.asarray(actions, dtype=np.float64)
         if a.ndim != 2 or a.shape[1] != spec.ACTION_DIM:
             raise ValueError(f"chunk actions must be (H, {spec.ACTION_DIM}), got {a.shape}")
-        self.chunks.append(_Chunk(int(stamp_ns), float(dt), a, latency_s))
+        self.chunks.append(_Chunk(int(stamp_ns), float(dt), a, latency_s, received_ns))
+
+    def add_frame(self, chunk_stamp_ns: int, frame_stamp_ns: int) -> None:
+        self.frames[int(chunk_stamp_ns)] = int(frame_stamp_ns)
 
     def _recorded_at(self, times_ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Recorded action at or after each time, and a mask of times inside the recording."""
@@ -116,7 +126,8 @@ class OpenLoopMetrics:
         idx = np.minimum(np.searchsorted(self.rec_stamps, times_ns, side="left"), len(self.rec_stamps) - 1)
         return self.rec_actions[idx], inside
 
-    def result(self) -> dict:
+    def result(self, published_ns: dict[int, int] | None = None) -> dict:
+        """published_ns: header stamp -> monotonic ns its last message went out (for frame -> chunk)."""
         pos, rot, grip, pos0 = [], [], [], []
         for c in self.chunks:
             times = c.stamp_ns + np.round(np.arange(len(c.actions)) * c.dt * _NS).astype(np.int64)
@@ -144,6 +155,10 @@ class OpenLoopMetrics:
             overlaps += 1
             switches += int(np.linalg.norm(pa - pb, axis=1).mean() > self.switch_threshold_m)
         lat = [c.latency_s * 1e3 for c in self.chunks if c.latency_s is not None]
+        sent = {} if published_ns is None else {c.stamp_ns: published_ns.get(self.frames.get(c.stamp_ns, -1))
+                                                for c in self.chunks}
+        frame_lat = [(c.received_ns - sent[c.stamp_ns]) / 1e6 for c in self.chunks
+                     if c.received_ns is not None and sent.get(c.stamp_ns) is not None]
         span = (self.rec_stamps[-1] - self.rec_stamps[0]) / _NS
         return {
             "chunks": len(self.chunks),
@@ -158,4 +173,5 @@ class OpenLoopMetrics:
                               "threshold_m": self.switch_threshold_m,
                               "per_minute": float(switches / span * 60.0) if span > 0 else 0.0},
             "latency_ms": _stats(lat),
+            "frame_to_chunk_ms": _stats(frame_lat),
         }

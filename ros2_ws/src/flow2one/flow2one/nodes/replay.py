@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.clock import Clock as RosClock
 from rclpy.clock import ClockType
 from rclpy.node import Node
@@ -41,6 +42,7 @@ from flow2one.ros.diagnostics import ERROR, OK, Diagnostics
 from flow2one.ros.params import declare_params
 from flow2one.ros.qos import CHUNK_QOS
 from flow2one.ros.runner import run_node_main
+from flow2one.ros.trace import parse as parse_trace
 
 CLOCK_PERIOD_S = 0.005  # /clock is published at least this often while waiting (ros2 bag play: 100 Hz)
 LOCKSTEP_CLOCK_LEAD_S = 0.1  # how far the clock may run past a frame while the graph works on it
@@ -119,6 +121,8 @@ class ReplayNode(Node):
         self._clock_ns = -1
         self.timeouts = 0
         self.create_subscription(JointTrajectory, spec.CHUNK_TOPIC, self._on_chunk, CHUNK_QOS)
+        # the policy's trace names the camera frame each chunk came from: the frame -> chunk latency
+        self.create_subscription(DiagnosticArray, spec.TRACE_TOPIC, self._on_trace, 200)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._play, name="replay", daemon=True)
         # started by the executor's first turn (steady clock: this node's own clock may be the /clock it sends)
@@ -138,10 +142,16 @@ class ReplayNode(Node):
             self.get_logger().error(f"bad chunk: {exc}", throttle_duration_sec=1.0)
             return
         sent = self._published_at.get(chunk.stamp_ns)
-        self.metrics.add_chunk(chunk.stamp_ns, chunk.dt, chunk.actions, None if sent is None else (now - sent) / 1e9)
+        self.metrics.add_chunk(chunk.stamp_ns, chunk.dt, chunk.actions, None if sent is None else (now - sent) / 1e9,
+                               received_ns=now)
         with self._chunk_cv:
             self._chunks_seen += 1
             self._chunk_cv.notify_all()
+
+    def _on_trace(self, msg: DiagnosticArray) -> None:
+        for r in parse_trace(msg):
+            if "inference_start" in r and "frame" in r and "chunk" in r:
+                self.metrics.add_frame(r["chunk"], r["frame"])
 
     def _wait_for_graph(self) -> None:
         """Until the policy publishes chunks, the observation triggers and robot state have matched readers
@@ -235,7 +245,7 @@ class ReplayNode(Node):
         self.timeouts += int(not done())
 
     def _finish(self) -> None:
-        result = self.metrics.result()
+        result = self.metrics.result(self._published_at)
         result.update({"bag": str(self.p.bag), "rate": self.p.rate, "timeline": self.timeline,
                        "lockstep_timeouts": self.timeouts,
                        "task": self.summary.episode.task if self.summary.episode else "",

@@ -27,7 +27,7 @@ def to_episode(rec, result, cloud, camera_names: list[str], with_images: bool, e
 
 
 def generate(task: str, out: Path, episodes: int, seed: int = 0, with_images: bool = False,
-             progress: bool = True) -> dict:
+             progress: bool = True, expert_lead_s: float | None = None) -> dict:
     from flow2one.data.episodes import write_episode
     from flow2one.sim.cameras import make_cloud_pipeline
     from flow2one.sim.evaluate import sim_executor_config
@@ -42,7 +42,7 @@ def generate(task: str, out: Path, episodes: int, seed: int = 0, with_images: bo
     with SimRig(task, cloud=False, executor=sim_executor_config()) as rig:
         cameras = rig.world.cameras()
         cloud = make_cloud_pipeline(cameras)
-        controller = ExpertController(make_expert(task))
+        controller = ExpertController(make_expert(task, lead_s=expert_lead_s))
         bar = tqdm(total=episodes, desc=f"sim-demos {task}", disable=not progress, file=sys.stderr)
         try:
             while written < episodes and attempts < 2 * episodes:
@@ -63,4 +63,4 @@ def generate(task: str, out: Path, episodes: int, seed: int = 0, with_images: bo
             bar.close()
     return {"task": task, "dir": str(out), "episodes": written, "attempts": attempts,
             "expert_success_rate": written / max(attempts, 1), "mode_histogram": dict(modes),
-            "sim_rtf_mean": float(np.mean(rtfs)) if rtfs else None, "wall_s": time.perf_counter() - wall0}
+            "expert_lead_s": expert_lead_s, "sim_rtf_mean": float(np.mean(rtfs)) if rtfs else None, "wall_s": time.perf_counter() - wall0}

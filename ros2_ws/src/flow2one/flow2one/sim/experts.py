@@ -5,6 +5,11 @@ knows where things are: it moves a "carrot" target toward the next waypoint at a
 carrot is the recorded action) and waits for the measured TCP / gripper before going on, so lag in the
 sim never desynchronises the demonstration. `delay` makes an expert act on stale object state: the
 deliberately late behaviour the dynamic task must punish.
+
+`lead_s` changes what is recorded: the measured TCP plus at most speed * lead_s toward the expert's goal,
+instead of the carrot. A carrot keeps its own position, so its lead on the arm lives in the expert's history;
+a policy that re-plans every 0.1 s sees only its observation and learns the lead of an arm at rest. With
+`lead_s` the label is a function of what the observation shows (results/replan/README.md).
 """
 
 from __future__ import annotations
@@ -29,6 +34,13 @@ def make_action(xyz, gripper: float) -> np.ndarray:
     return a
 
 
+def toward(start: np.ndarray, goal: np.ndarray, max_dist: float) -> np.ndarray:
+    """`goal`, or the point max_dist from `start` on the way to it."""
+    d = goal - start
+    dist = float(np.linalg.norm(d))
+    return goal.copy() if dist <= max_dist else start + d * (max_dist / dist)
+
+
 @dataclass
 class Move:
     xyz: np.ndarray
@@ -44,8 +56,10 @@ class Grip:
 class Expert(ABC):
     """`reset(task, rng) -> mode`, then `act(proprio, info) -> action` once per STEP_DT."""
 
-    def __init__(self, mode: int | None = None, delay: float = 0.0) -> None:
-        self.forced_mode, self.delay = mode, delay
+    def __init__(self, mode: int | None = None, delay: float = 0.0, lead_s: float | None = None) -> None:
+        if lead_s is not None and not lead_s > 0:
+            raise ValueError(f"lead_s must be > 0 s, got {lead_s}")
+        self.forced_mode, self.delay, self.lead_s = mode, delay, lead_s
         self.mode = -1
         self._history: deque[dict] = deque()
 
@@ -93,11 +107,14 @@ class WaypointExpert(Expert):
         if self._i < len(self.program):
             step = self.program[self._i]
             if isinstance(step, Move):
-                d = step.xyz - self._carrot
-                dist, max_step = float(np.linalg.norm(d)), step.speed * STEP_DT
-                self._carrot = step.xyz.copy() if dist <= max_step else self._carrot + d * (max_step / dist)
-                self._stalled = self._stalled + 1 if dist <= max_step else 0
-                if dist <= max_step and (np.linalg.norm(proprio[:3] - step.xyz) < step.tol
+                if self.lead_s is None:
+                    arrived = float(np.linalg.norm(step.xyz - self._carrot)) <= step.speed * STEP_DT
+                    self._carrot = toward(self._carrot, step.xyz, step.speed * STEP_DT)
+                else:
+                    self._carrot = toward(proprio[:3], step.xyz, step.speed * self.lead_s)
+                    arrived = bool(np.array_equal(self._carrot, step.xyz))
+                self._stalled = self._stalled + 1 if arrived else 0
+                if arrived and (np.linalg.norm(proprio[:3] - step.xyz) < step.tol
                                          or self._stalled * STEP_DT > self.STALL_S):
                     self._i, self._stalled = self._i + 1, 0
             else:
@@ -162,9 +179,10 @@ class ChaseExpert(Expert):
 
     def _act(self, proprio: np.ndarray, info: dict) -> np.ndarray:
         goal = np.array(self._goal(proprio, info), dtype=np.float64)
-        d = goal - self._carrot
-        dist, max_step = float(np.linalg.norm(d)), self.SPEED * STEP_DT
-        self._carrot = goal if dist <= max_step else self._carrot + d * (max_step / dist)
+        if self.lead_s is None:
+            self._carrot = toward(self._carrot, goal, self.SPEED * STEP_DT)
+        else:
+            self._carrot = toward(proprio[:3], goal, self.SPEED * self.lead_s)
         return make_action(self._carrot, GRIPPER_OPEN)
 
 
@@ -198,11 +216,12 @@ EXPERTS: dict[str, type[Expert]] = {
 }
 
 
-def make_expert(task: str, mode: int | None = None, delay: float = 0.0, average: bool = False) -> Expert:
+def make_expert(task: str, mode: int | None = None, delay: float = 0.0, average: bool = False,
+                lead_s: float | None = None) -> Expert:
     """The scripted expert of `task`; `average=True` gives the mode-averaging (wrong) variant."""
     if task not in EXPERTS:
         raise ValueError(f"no scripted expert for task {task!r}; known: {', '.join(EXPERTS)}")
-    expert = EXPERTS[task](mode=mode, delay=delay)
+    expert = EXPERTS[task](mode=mode, delay=delay, lead_s=lead_s)
     if average:
         if not hasattr(expert, "average"):
             raise ValueError(f"task {task!r} has no mode-averaging expert")

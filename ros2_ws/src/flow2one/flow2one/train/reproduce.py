@@ -35,6 +35,7 @@ class Scale:
     hypotheses: int  # M student samples per observation in the Chamfer loss
     model: dict[str, Any] = field(default_factory=dict)  # PolicyConfig overrides of the "tiny" preset
     lr: float = 1e-3
+    expert_lead_s: float | None = None  # sim-demos --expert-lead (None: the experts' carrot is recorded)
 
 
 # The CPU model: the tiny preset with a wider U-Net, ~0.3 M parameters (~1.3 MB) per kind. Measured on one
@@ -80,8 +81,10 @@ class Stage:
 def plan(scale: Scale, work: Path, tasks: tuple[str, ...], seed: int, threads: int) -> list[Stage]:
     """The stages, in order, as `flow2one` command lines."""
     data = work / "data"
+    lead = [] if scale.expert_lead_s is None else ["--expert-lead", str(scale.expert_lead_s)]
     stages = [Stage(f"demos:{t}", ["sim-demos", "--task", t, "--episodes", str(scale.episodes), "--seed",
-                                   str(seed), "--out", str(data / t / "part0")], data / t / "DONE") for t in tasks]
+                                   str(seed), "--out", str(data / t / "part0"), *lead], data / t / "DONE")
+              for t in tasks]
     common = ["--batch-size", str(scale.batch_size), "--lr", str(scale.lr), "--seed", str(seed), "--threads",
               str(threads), "--stride", str(scale.stride)]
     merged = str(data / "all")
@@ -202,11 +205,14 @@ def ship(work: Path, dest: Path, scale_name: str, tasks: tuple[str, ...], timing
 
 
 def reproduce(scale_name: str, work: Path, ship_to: Path | None, tasks: tuple[str, ...] = MULTI_TASK, seed: int = 0,
-              threads: int = 2, force: bool = False, only: tuple[str, ...] = ()) -> dict[str, Any]:
+              threads: int = 2, force: bool = False, only: tuple[str, ...] = (),
+              expert_lead_s: float | None = None) -> dict[str, Any]:
     """Run the missing stages (all, or those named in `only`: demos, teacher, distill, student, l1flow,
-    regression), then ship. Two processes may share a WORK directory when their `only` sets are disjoint
+    regression), then ship. `expert_lead_s` overrides the scale's. Two processes may share a WORK directory when their `only` sets are disjoint
     (e.g. l1flow,regression beside teacher,distill,student once the demos exist)."""
     scale = SCALES[scale_name]
+    if expert_lead_s is not None:
+        scale = replace(scale, expert_lead_s=expert_lead_s)
     if force and work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
