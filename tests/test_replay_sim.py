@@ -20,6 +20,7 @@ import torch
 
 from flow2one import spec
 from flow2one.data.bags import read_messages, read_summary
+from flow2one.data.cdr import deserialize
 from flow2one.data.convert_bags import ConvertConfig, convert_directory
 from flow2one.data.episodes import read_episode
 from flow2one.paths import repo_root
@@ -163,3 +164,26 @@ def test_sim_teleop_record_convert_and_replay(tmp_path: Path, student_dir: Path,
     assert m["latency_ms"]["n"] > 0 and 0 < m["latency_ms"]["median"] < 5000
     stamps = [x.log_time_ns for x in read_messages(bag, [spec.COMMAND_TOPIC])]
     assert m["recorded_actions"] == len(stamps)
+
+
+def test_record_sim_bag_script_records_depth_the_sim_calibration_reads(tmp_path: Path, domain_id: int) -> None:
+    """scripts/record_sim_bag.py makes the replay-latency bag: both sim cameras' depth at calibration/sim.yaml's
+    size, with the robot state the wrist camera's cloud needs."""
+    import subprocess
+    import sys
+
+    from flow2one.perception.calibration import load_cameras
+
+    out = tmp_path / "bag"
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "record_sim_bag.py"), str(out), "--seconds", "2",
+                        "--domain-id", str(domain_id)], capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-2000:]
+    bag = next(out.glob("episode_*.mcap"))
+    topics = read_summary(bag).topics
+    for cam in load_cameras(CALIBRATION):
+        depth = spec.camera_topics(cam.name)["depth"]
+        assert topics[depth][1] >= 10, (depth, topics.get(depth))
+        first = next(read_messages(bag, [depth]))
+        img = deserialize(first.data, first.msgtype)
+        assert (img.height, img.width) == (cam.intrinsics.height, cam.intrinsics.width)
+    assert topics[spec.EE_POSE_TOPIC][1] >= 50
