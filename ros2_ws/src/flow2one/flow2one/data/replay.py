@@ -8,8 +8,7 @@ Metrics (all from chunks received while replaying):
 - mode switches: consecutive chunks whose time-overlapping steps differ by more than
   `switch_threshold_m` in mean position; a one-step policy that hops between modes shows up here.
 - latency: wall time from publishing the robot state a chunk is stamped with (the observation's state) to
-  receiving the chunk; it includes how long that state waited for the camera frame in the bag (up to one
-  state period).
+  receiving the chunk; it includes the gap between that state and the camera frame as the bag plays them.
 - frame -> chunk: wall time from publishing the last message of the camera frame a chunk was computed from
   (the policy's trace names it) to receiving the chunk: the graph's own time, the latency goal's figure.
 """
