@@ -34,7 +34,7 @@ def main(args: argparse.Namespace) -> int:
     if args.episodes < 1:
         raise SystemExit("--episodes must be >= 1")
     tasks = list(TASKS) if args.task == "all" else [args.task]
-    report = {t: generate(t, args.out / t, args.episodes, args.seed, args.images,
-                                expert_lead_s=args.expert_lead) for t in tasks}
+    report = {t: generate(t, args.out / t, args.episodes, args.seed, args.images, expert_lead_s=args.expert_lead)
+              for t in tasks}
     print(json.dumps(report, indent=1))
     return 0 if all(r["episodes"] == args.episodes for r in report.values()) else 1

@@ -63,4 +63,5 @@ def generate(task: str, out: Path, episodes: int, seed: int = 0, with_images: bo
             bar.close()
     return {"task": task, "dir": str(out), "episodes": written, "attempts": attempts,
             "expert_success_rate": written / max(attempts, 1), "mode_histogram": dict(modes),
-            "expert_lead_s": expert_lead_s, "sim_rtf_mean": float(np.mean(rtfs)) if rtfs else None, "wall_s": time.perf_counter() - wall0}
+            "expert_lead_s": expert_lead_s, "sim_rtf_mean": float(np.mean(rtfs)) if rtfs else None,
+            "wall_s": time.perf_counter() - wall0}

@@ -208,8 +208,8 @@ def reproduce(scale_name: str, work: Path, ship_to: Path | None, tasks: tuple[st
               threads: int = 2, force: bool = False, only: tuple[str, ...] = (),
               expert_lead_s: float | None = None) -> dict[str, Any]:
     """Run the missing stages (all, or those named in `only`: demos, teacher, distill, student, l1flow,
-    regression), then ship. `expert_lead_s` overrides the scale's. Two processes may share a WORK directory when their `only` sets are disjoint
-    (e.g. l1flow,regression beside teacher,distill,student once the demos exist)."""
+    regression), then ship; `expert_lead_s` overrides the scale's. Two processes may share a WORK directory when
+    their `only` sets are disjoint (e.g. l1flow,regression beside teacher,distill,student once the demos exist)."""
     scale = SCALES[scale_name]
     if expert_lead_s is not None:
         scale = replace(scale, expert_lead_s=expert_lead_s)
