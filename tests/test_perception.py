@@ -138,9 +138,10 @@ def test_distorted_rays_reproject_to_their_pixels():
 def test_voxels_are_centroids_and_both_hash_paths_agree():
     cams, depths = rig_depths()
     pipe = CloudPipeline(cams, *BOX, voxel_size=0.01)
+    dense = pipe.process(depths)  # leaves the cell table full of this cloud's entries
     pts = tuple(np.array(c, np.float32) for c in ([0.301, 0.309, 0.5], [0.001, 0.003, 0.0], [0.051, 0.059, 0.2]))
     np.testing.assert_allclose(pipe.voxelize(pts), [[0.305, 0.002, 0.055], [0.5, 0.0, 0.2]], atol=1e-6)
-    dense = pipe.process(depths)
+    np.testing.assert_array_equal(CloudPipeline(cams, *BOX, voxel_size=0.01).process(depths), dense)
     pipe.DENSE_CELLS = 0  # force the sort-based path
     np.testing.assert_array_equal(pipe.process(depths), dense)
 
