@@ -41,6 +41,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="play the recorded clouds instead of recomputing them (no pointcloud node)")
     p.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
                    help="override a parameter of the replay graph (repeatable)")
+    p.add_argument("--own-process", default="pointcloud", metavar="NODES",
+                   help="comma-separated nodes to start in a child process each, as launch starts every node "
+                        "(default: pointcloud, so cloud building does not hold the policy's GIL; '' runs the "
+                        "whole graph in this process)")
     p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: environment)")
     p.add_argument("--timeout", type=float, default=0.0, help="give up after this many seconds (0: automatic)")
     add_view_arguments(p)
@@ -58,15 +62,17 @@ def graph_cameras(overrides: dict) -> list[str]:
 
 def run_replay(bag: str, rate: float = 1.0, overrides: dict | None = None, republish_points: bool = False,
                metrics_file: str = "", domain_id: int | None = None, timeout: float = 0.0,
-               timeline: str = "auto", profile: str = "flow2one", view: dict | None = None) -> dict:
+               timeline: str = "auto", profile: str = "flow2one", view: dict | None = None,
+               own_process: tuple[str, ...] = ("pointcloud",)) -> dict:
     """Start the replay graph, wait for the bag to finish, return the metrics dict. A bag that cannot give
     a chunk (a missing topic, calibration cameras not in it) is refused before the graph starts. `view`: the
     view node's parameters as view.switch.with_view gives them (on the bag's clock, in this process), when it
-    should watch the replay."""
+    should watch the replay. `own_process`: nodes started in a child process each (replay stays here: the
+    metrics are read from it)."""
     from flow2one.data.profiles import load_profile
     from flow2one.data.replay import recorded_actions, replay_plan
     from flow2one.graph import graph
-    from flow2one.ros.runner import GraphRunner
+    from flow2one.ros.runner import split_graph
 
     summary = read_summary(bag)
     overrides = overrides or {}
@@ -87,7 +93,10 @@ def run_replay(bag: str, rate: float = 1.0, overrides: dict | None = None, repub
         merged["view"] = view
     duration = (summary.end_ns - summary.start_ns) / 1e9
     limit = timeout or (duration / rate + 60.0 if rate > 0 else 30.0 + 10.0 * duration)
-    with GraphRunner("replay", nodes=nodes, overrides=merged, domain_id=domain_id) as runner:
+    if "replay" in own_process:
+        raise ValueError("--own-process: the replay node runs in this process (its metrics are read here)")
+    own = [n for n in own_process if n in nodes]
+    with split_graph("replay", nodes, own, merged, domain_id=domain_id) as (runner, _):
         replay = runner.nodes["replay"]
         if not replay.done.wait(limit):
             raise TimeoutError(f"replay of {bag} did not finish within {limit:.0f} s ({no_chunk_cause(runner)})")
@@ -99,7 +108,7 @@ def run_replay(bag: str, rate: float = 1.0, overrides: dict | None = None, repub
 def no_chunk_cause(runner) -> str:
     """Why the graph predicted nothing, from its nodes' state: the first stage that produced nothing."""
     pc, policy = runner.nodes.get("pointcloud"), runner.nodes.get("policy")
-    if pc is not None and getattr(pc, "published", 1) == 0:
+    if pc is not None and getattr(pc, "published", 1) == 0:  # (a pointcloud node in a child: the policy says)
         return f"the pointcloud node built no cloud ({pc.diag.message if hasattr(pc, 'diag') else 'no depth'})"
     diag = getattr(policy, "diag", None)
     return f"the policy node: {getattr(diag, 'message', 'no chunk')}"
@@ -115,7 +124,8 @@ def main(args: argparse.Namespace) -> int:
         overrides.setdefault("policy", {})["model_dir"] = args.model_dir
     try:
         result = run_replay(args.bag, args.rate, overrides, args.republish_points, args.out, args.domain_id,
-                            args.timeout, args.timeline, args.profile, view)
+                            args.timeout, args.timeline, args.profile, view,
+                            tuple(n for n in args.own_process.split(",") if n))
     except (BagError, ValueError, TimeoutError) as exc:
         print(f"flow2one replay: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
