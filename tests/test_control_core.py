@@ -242,6 +242,8 @@ def test_executor_follows_stream_then_holds_then_stops():
 
 def test_a_new_chunk_retargets_franky_before_the_next_control_tick():
     ex, robot, clock = make_executor()  # 20 Hz command tick: a plain wait would act 50 ms after the last command
+    events = []
+    ex.on_command = events.append
     ex.submit_chunk(line_chunk(HOME, [0.0, 0.0, 0.0]), clock.ns(), 0.05, received_mono=clock.t)
     ex.tick(clock.t)  # anchors on the measured pose
     clock.t += 0.01
@@ -256,6 +258,12 @@ def test_a_new_chunk_retargets_franky_before_the_next_control_tick():
     clock.t += 0.016
     ex.tick(clock.t)  # 21 ms after the last command, 29 ms before the next control tick
     assert len([e for e in robot.log if e[0] == "command"]) == 2
+    # the trace's split of that wait: 14 ms of franky's spacing (19 ms after the last command), 2 ms more for
+    # the control thread; a chunk arriving after the spacing has run out waits for nothing but the thread
+    first, retarget = events[0], events[1]
+    assert retarget.first_of_chunk and retarget.chunk_received_ns == pytest.approx(first.t_ns + 5 * MS, abs=1e3)
+    assert retarget.retarget_allowed_ns == pytest.approx(first.t_ns + 19 * MS, abs=1e3)
+    assert retarget.t_ns == pytest.approx(first.t_ns + 21 * MS, abs=1e3)
     # then the command tick again: nothing new until 50 ms after the re-target
     clock.t += 0.03
     ex.tick(clock.t)
@@ -263,6 +271,10 @@ def test_a_new_chunk_retargets_franky_before_the_next_control_tick():
     clock.t += 0.02
     ex.tick(clock.t)
     assert len([e for e in robot.log if e[0] == "command"]) == 3
+    clock.t += 0.04  # 40 ms after the last command
+    ex.submit_chunk(line_chunk(HOME, [0.1, 0.0, 0.0]), clock.ns(), 0.05, received_mono=clock.t)
+    ex.tick(clock.t)
+    assert events[-1].first_of_chunk and events[-1].retarget_allowed_ns == events[-1].chunk_received_ns
     assert audit(robot.log, ex.limits) == []
 
 

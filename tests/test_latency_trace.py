@@ -71,8 +71,8 @@ def test_join_and_breakdown_put_each_nodes_stages_on_one_row(tmp_path: Path) -> 
     records = [{"frame": 10 * ms, "cloud_published": 13 * ms},
                {"frame": 10 * ms, "chunk": 9 * ms, "cloud_received": 14 * ms, "inference_start": 15 * ms,
                 "inference_end": 20 * ms, "chunk_published": 21 * ms},
-               {"chunk": 9 * ms, "chunk_received": 22 * ms, "control_turn": 23 * ms, "franky_call": 24 * ms,
-                "target_sent": 30 * ms},
+               {"chunk": 9 * ms, "chunk_received": 22 * ms, "retarget_allowed": 22 * ms, "control_turn": 23 * ms,
+                "franky_call": 24 * ms, "target_sent": 30 * ms},
                # a chunk the executor superseded before commanding it: policy stages only
                {"frame": 40 * ms, "chunk": 39 * ms, "cloud_received": 44 * ms, "inference_start": 45 * ms,
                 "inference_end": 50 * ms, "chunk_published": 51 * ms}]
@@ -83,6 +83,7 @@ def test_join_and_breakdown_put_each_nodes_stages_on_one_row(tmp_path: Path) -> 
     assert b["interval_ms"]["inference_end"]["p50"] == pytest.approx(5.0)
     assert b["interval_ms"]["target_sent"]["n"] == 1 and b["interval_ms"]["target_sent"]["p50"] == pytest.approx(6.0)
     assert b["interval_ms"]["control_turn"]["p50"] == pytest.approx(1.0)
+    assert b["interval_ms"]["retarget_allowed"]["p50"] == pytest.approx(0.0)
     assert b["since_frame_ms"]["target_sent"]["p50"] == pytest.approx(20.0)
     assert b["chunk_stamp_to_target_sent_ms"]["p50"] == pytest.approx(21.0)
     plot(rows, str(tmp_path / "latency.png"))

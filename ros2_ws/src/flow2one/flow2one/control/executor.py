@@ -36,6 +36,7 @@ from flow2one.control.safety import MeasuredPoseFault, RejectedTarget, SafeComma
 ANCHOR_PATIENCE_S = 0.25  # a measured pose outside the limits for this long -> FAULT
 HOME_TIMEOUT_S = 60.0  # a slowed franky-sim needs far longer than the robot's ~3 s
 RETARGET_MIN_S = 1.0 / 50.0  # a new chunk re-targets franky this soon after the last command (its safe maximum rate)
+RETARGET_SLACK_S = 1e-3  # a command may go this much before its period is up (the thread's wake-up jitter)
 
 
 class State(str, enum.Enum):
@@ -74,6 +75,10 @@ class CommandEvent:
     chunk_stamp_ns: int = 0  # the chunk's stamp and arrival (chunk clock), for the latency trace
     chunk_received_ns: int = 0
     franky_call_ns: int = 0  # chunk clock when franky's move() was called (t_ns: when the plan was sampled)
+    # chunk clock from which franky's re-target spacing let this command go: the chunk's arrival, or
+    # RETARGET_MIN_S after the previous command if that was later (so a trace can tell the safety rate's
+    # wait from the control thread's)
+    retarget_allowed_ns: int = 0
 
 
 class Executor:
@@ -291,7 +296,7 @@ class Executor:
                 what = "valid chunk" if no_chunk else "command sent (every target refused)"
                 self._stop(f"no {what} for {self.cfg.stop_after_s} s", State.STOPPED)
                 return
-        if now - self._last_cmd_mono < (RETARGET_MIN_S if self._fresh_chunk else self._period_cmd) - 1e-3:
+        if now - self._last_cmd_mono < (RETARGET_MIN_S if self._fresh_chunk else self._period_cmd) - RETARGET_SLACK_S:
             return
         t0 = self.monotonic()
         with self._lock:
@@ -346,6 +351,10 @@ class Executor:
         franky_call_ns = self.clock_ns()
         self.robot.send(cmd)
         sent = self.monotonic()
+        # measured on the monotonic clock that gates the command, placed on the chunk clock back from now_ns
+        # (clamped: the two clocks are read microseconds apart, and the trace's stages must stay ordered)
+        allowed = max(self._received_mono.get(plan.chunk_id, now), self._last_cmd_mono + RETARGET_MIN_S - RETARGET_SLACK_S)
+        allowed_ns = min(now_ns, max(plan.received_ns, now_ns - round((now - allowed) * 1e9)))
         self._last_cmd_mono = now
         first = plan.chunk_id not in self._commanded_ids
         latency = float("nan")
@@ -360,7 +369,7 @@ class Executor:
         if self.state != State.RUNNING:
             self._set(State.RUNNING, "streaming")
         self._notify(self.on_command, CommandEvent(cmd, now_ns, plan.chunk_id, first, latency, sent - t0,
-                                                   plan.stamp_ns, plan.received_ns, franky_call_ns))
+                                                   plan.stamp_ns, plan.received_ns, franky_call_ns, allowed_ns))
 
     def _implausible(self, st: RobotStateSample) -> str | None:
         """Why a measured state must not be used (None when it may): a robot command is only ever derived

@@ -98,7 +98,8 @@ class ExecutorNode(Node):
             return
         self._cmd_pub.publish(chunk_to_msg(e.command.action()[None], e.t_ns, spec.STEP_DT))
         if e.first_of_chunk:  # franky's move() has returned: the chunk acts on the robot from now
-            self.trace.emit(chunk=e.chunk_stamp_ns, chunk_received=e.chunk_received_ns, control_turn=e.t_ns,
+            self.trace.emit(chunk=e.chunk_stamp_ns, chunk_received=e.chunk_received_ns,
+                            retarget_allowed=e.retarget_allowed_ns, control_turn=e.t_ns,
                             franky_call=e.franky_call_ns, target_sent=self.trace.now_ns())
 
     def _log_event(self, event: str) -> None:

@@ -6,9 +6,10 @@ DiagnosticStatus (name flow2one/trace/<node>, one KeyValue per stage) and publis
   pointcloud  frame (the camera frame stamp = the cloud's header.stamp), cloud_published
   policy      frame, chunk (the chunk's header.stamp), cloud_received, inference_start, inference_end,
               chunk_published
-  executor    chunk, chunk_received, control_turn (the control thread samples the new plan), franky_call
-              (safety filter and joint guard passed), target_sent (franky's move() returned), for the first
-              franky target from that chunk
+  executor    chunk, chunk_received, retarget_allowed (franky's re-target spacing after the previous
+              command lets the next one go), control_turn (the control thread samples the new plan),
+              franky_call (safety filter and joint guard passed), target_sent (franky's move() returned), for
+              the first franky target from that chunk
 
 A collector joins the three on `frame` and `chunk`, so nothing but standard messages crosses the graph and
 `ros2 topic echo /flow2one/trace` reads it on the robot. Stages are ROS-clock times of one machine.
@@ -36,7 +37,8 @@ AFTER: dict[str, Any] = {"ros_executor": "single", "policy": {"schedule": "event
 
 KEYS = ("frame", "chunk")  # join keys: the frame stamp (cloud header) and the chunk stamp (chunk header)
 STAGES = ("frame", "cloud_published", "cloud_received", "inference_start", "inference_end", "chunk_published",
-          "chunk_received", "control_turn", "franky_call", "target_sent")  # in the order an observation passes them
+          "chunk_received", "retarget_allowed", "control_turn", "franky_call",
+          "target_sent")  # in the order an observation passes them
 # what each interval between consecutive stages is, for the breakdown
 INTERVALS = {
     "cloud_published": "perception (frame -> cloud published)",
@@ -45,7 +47,8 @@ INTERVALS = {
     "inference_end": "inference",
     "chunk_published": "candidate choice + publish",
     "chunk_received": "chunk transport",
-    "control_turn": "wait for the control thread (re-target gap)",
+    "retarget_allowed": "franky's re-target spacing (safety rate)",
+    "control_turn": "wait for the control thread",
     "franky_call": "safety filter + joint guard",
     "target_sent": "franky move() call",
 }
