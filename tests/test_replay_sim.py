@@ -168,10 +168,12 @@ def test_sim_teleop_record_convert_and_replay(tmp_path: Path, student_dir: Path,
 
 def test_record_sim_bag_script_records_depth_the_sim_calibration_reads(tmp_path: Path, domain_id: int) -> None:
     """scripts/record_sim_bag.py makes the replay-latency bag: both sim cameras' depth at calibration/sim.yaml's
-    size, with the robot state the wrist camera's cloud needs."""
+    size, with the robot state the wrist camera's cloud needs, logged in time for a replay on the receive
+    timeline (as `ros2 bag play` plays it) to find it."""
     import subprocess
     import sys
 
+    from flow2one.graph import load_params
     from flow2one.perception.calibration import load_cameras
 
     out = tmp_path / "bag"
@@ -187,3 +189,18 @@ def test_record_sim_bag_script_records_depth_the_sim_calibration_reads(tmp_path:
         img = deserialize(first.data, first.msgtype)
         assert (img.height, img.width) == (cam.intrinsics.height, cam.intrinsics.width)
     assert topics[spec.EE_POSE_TOPIC][1] >= 50
+    # Played on the receive timeline (as `ros2 bag play` plays it), each wrist image needs an EE pose within
+    # the pointcloud node's ee_pose_max_dt_s of its stamp, logged before it. A recorder that logged the state
+    # late (beside the other nodes in one process, and building its schemas in the first callback) gave that
+    # to 3 of 42 frames here (40 of 40 since).
+    def stamped(topic: str) -> list[tuple[int, int]]:  # (header stamp, log time) of each message
+        out = []
+        for m in read_messages(bag, [topic]):
+            stamp = deserialize(m.data, m.msgtype).header.stamp
+            out.append((stamp.sec * 10**9 + stamp.nanosec, m.log_time_ns))
+        return out
+
+    poses, images = stamped(spec.EE_POSE_TOPIC), stamped(spec.camera_topics("wrist")["depth"])
+    max_dt = round(load_params("replay")["pointcloud"]["ee_pose_max_dt_s"] * 1e9)
+    served = sum(any(abs(ps - s) <= max_dt and pt <= t for ps, pt in poses) for s, t in images)
+    assert served >= 0.9 * len(images), (served, len(images))

@@ -16,7 +16,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import String
 
 from flow2one import spec
-from flow2one.data.bags import qos_metadata
+from flow2one.data.bags import message_definition, qos_metadata, type_hash
 from flow2one.data.recording import EpisodeRecorder, RecorderConfig
 from flow2one.ros.diagnostics import ERROR, OK, Diagnostics
 from flow2one.ros.params import declare_params
@@ -100,6 +100,11 @@ class RecorderNode(Node):
             msgtype = types[topic][0]
             try:
                 cls = message_class(msgtype)
+                # the schema now, not in the first message's callback of an episode: building the type store
+                # there (0.13 s, more under load) held back every queued message, and the episode's first
+                # second of robot state was logged up to 0.8 s after its stamps
+                message_definition(msgtype)
+                type_hash(msgtype)
             except (ImportError, AttributeError, ValueError) as exc:
                 self.get_logger().error(f"cannot record {topic}: type {msgtype} not importable ({exc})")
                 self._subs[topic] = None
