@@ -41,10 +41,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="play the recorded clouds instead of recomputing them (no pointcloud node)")
     p.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
                    help="override a parameter of the replay graph (repeatable)")
-    p.add_argument("--own-process", default="pointcloud", metavar="NODES",
+    p.add_argument("--own-process", default="pointcloud,policy", metavar="NODES",
                    help="comma-separated nodes to start in a child process each, as launch starts every node "
-                        "(default: pointcloud, so cloud building does not hold the policy's GIL; '' runs the "
-                        "whole graph in this process)")
+                        "(default: pointcloud,policy, so neither cloud building nor the bag's playback holds the "
+                        "GIL an inference needs; '' runs the whole graph in this process)")
     p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: environment)")
     p.add_argument("--timeout", type=float, default=0.0, help="give up after this many seconds (0: automatic)")
     add_view_arguments(p)
@@ -63,7 +63,7 @@ def graph_cameras(overrides: dict) -> list[str]:
 def run_replay(bag: str, rate: float = 1.0, overrides: dict | None = None, republish_points: bool = False,
                metrics_file: str = "", domain_id: int | None = None, timeout: float = 0.0,
                timeline: str = "auto", profile: str = "flow2one", view: dict | None = None,
-               own_process: tuple[str, ...] = ("pointcloud",)) -> dict:
+               own_process: tuple[str, ...] = ("pointcloud", "policy")) -> dict:
     """Start the replay graph, wait for the bag to finish, return the metrics dict. A bag that cannot give
     a chunk (a missing topic, calibration cameras not in it) is refused before the graph starts. `view`: the
     view node's parameters as view.switch.with_view gives them (on the bag's clock, in this process), when it
@@ -106,12 +106,13 @@ def run_replay(bag: str, rate: float = 1.0, overrides: dict | None = None, repub
 
 
 def no_chunk_cause(runner) -> str:
-    """Why the graph predicted nothing, from its nodes' state: the first stage that produced nothing."""
-    pc, policy = runner.nodes.get("pointcloud"), runner.nodes.get("policy")
-    if pc is not None and getattr(pc, "published", 1) == 0:  # (a pointcloud node in a child: the policy says)
-        return f"the pointcloud node built no cloud ({pc.diag.message if hasattr(pc, 'diag') else 'no depth'})"
-    diag = getattr(policy, "diag", None)
-    return f"the policy node: {getattr(diag, 'message', 'no chunk')}"
+    """Why the graph predicted nothing, from its nodes' last /diagnostics: the pointcloud node's when it is
+    not publishing, else the policy's."""
+    status = runner.nodes["replay"].diagnostics
+    pc = status.get("pointcloud")
+    if pc is not None and pc != "publishing":
+        return f"the pointcloud node: {pc}"
+    return f"the policy node: {status.get('policy', 'no status received')}"
 
 
 def main(args: argparse.Namespace) -> int:

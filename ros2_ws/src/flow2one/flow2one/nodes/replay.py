@@ -123,11 +123,18 @@ class ReplayNode(Node):
         self.create_subscription(JointTrajectory, spec.CHUNK_TOPIC, self._on_chunk, CHUNK_QOS)
         # the policy's trace names the camera frame each chunk came from: the frame -> chunk latency
         self.create_subscription(DiagnosticArray, spec.TRACE_TOPIC, self._on_trace, 200)
+        # the graph's nodes run in other processes: their last status says why no chunk came (no_chunk_cause)
+        self.diagnostics: dict[str, str] = {}
+        self.create_subscription(DiagnosticArray, spec.DIAGNOSTICS_TOPIC, self._on_diagnostics, 10)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._play, name="replay", daemon=True)
         # started by the executor's first turn (steady clock: this node's own clock may be the /clock it sends)
         self._starter = self.create_timer(0.0, self._start_playing, clock=RosClock(clock_type=ClockType.STEADY_TIME))
         self.diag.set(OK, f"replaying {path.name}", messages=len(self.messages))
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for st in msg.status:
+            self.diagnostics[st.name.removeprefix("flow2one/")] = st.message
 
     def _start_playing(self) -> None:
         self._starter.cancel()
