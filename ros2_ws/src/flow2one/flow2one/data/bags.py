@@ -93,7 +93,6 @@ class BagSummary:
 
 
 @cache
-@cache
 def message_definition(msgtype: str) -> str:
     """ros2msg schema text (the type and its dependencies) as rosbag2 stores it."""
     from rosbags.typesys import Stores, get_typestore

@@ -100,9 +100,9 @@ class RecorderNode(Node):
             msgtype = types[topic][0]
             try:
                 cls = message_class(msgtype)
-                # the schema now, not in the first message's callback of an episode: building the type store
-                # there (0.13 s, more under load) held back every queued message, and the episode's first
-                # second of robot state was logged up to 0.8 s after its stamps
+                # the schema now (cached), not in the first message's callback of an episode: loading the type
+                # store there (0.13 s, more under load) held back every queued message, and the episode's
+                # first second of robot state was logged up to 0.8 s after its stamps
                 message_definition(msgtype)
                 type_hash(msgtype)
             except (ImportError, AttributeError, ValueError) as exc:

@@ -97,9 +97,9 @@ class CloudPipeline:
 
     # Voxel grids up to this many cells (32 MiB of int32) are hashed through a lookup table of one entry per
     # cell, kept between calls: O(points), with no cell-sized allocation per call. A bincount over every cell
-    # cost 2.9-10 ms for 30k points in the graphs' 488k-cell 1 cm grid, depending on what the allocator had
-    # at hand, against 1.5 ms (`flow2one bench perception_cloud`, deploy_box_*). Larger grids (tiny voxels
-    # in a big box) sort the keys (O(points log points)).
+    # cost 2.9-10 ms for the 30k points of a recorded sim frame in the graphs' 488k-cell 1 cm grid, depending
+    # on what the allocator had at hand, against 1.5 ms (`flow2one bench perception_cloud`, deploy_box_*,
+    # compares the table with sorting). Larger grids (tiny voxels in a big box) sort the keys.
     DENSE_CELLS = 1 << 23
 
     def __init__(self, cameras: list[CameraModel], workspace_min, workspace_max, voxel_size: float,
