@@ -68,6 +68,8 @@ CASES = {  # name: (argv with {d} for the inputs folder, expected exit code, wor
     "replay_truncated": (["replay", "{d}/cut.mcap"], 1, "recover-bag"),
     "replay_missing_cameras": (["replay", "{d}/bags/episode_00000.mcap", "--set",
                                 "pointcloud.calibration_file=calibration/lab_d435.yaml"], 1, "side"),
+    "replay_own_process_typo": (["replay", "{d}/bags/episode_00000.mcap", "--own-process", "pointclod"], 1,
+                                "pointclod"),
 }
 
 

@@ -36,14 +36,17 @@ def franky_sim() -> Iterator[FrankySimProcess]:
         yield sim
 
 
+def _connected(sim: FrankySimProcess) -> Iterator[FrankyRobot]:
+    r = FrankyRobot(sim.host, ExecutorConfig(robot_host=sim.host).limits(), log=[], realtime="ignore")
+    yield r
+    r.disconnect()
+
+
 @pytest.fixture(scope="module")
 def robot(franky_sim: FrankySimProcess) -> Iterator[FrankyRobot]:
     """One libfranka connection for the module, like a node's lifetime (franky-sim serves one client).
     The tests that may leave the arm anywhere (soak, adversarial) take `own_robot` instead."""
-    cfg = ExecutorConfig(robot_host=franky_sim.host)
-    r = FrankyRobot(franky_sim.host, cfg.limits(), log=[], realtime="ignore")
-    yield r
-    r.disconnect()
+    yield from _connected(franky_sim)
 
 
 @pytest.fixture
@@ -51,10 +54,7 @@ def own_robot() -> Iterator[FrankyRobot]:
     """A franky-sim of the test's own, for the tests that push the arm to its limits: a stalled sim motion or
     an arm left outside the box then fails that test only, not the next one."""
     with FrankySimProcess() as sim:
-        cfg = ExecutorConfig(robot_host=sim.host)
-        r = FrankyRobot(sim.host, cfg.limits(), log=[], realtime="ignore")
-        yield r
-        r.disconnect()
+        yield from _connected(sim)
 
 
 class Trace:

@@ -71,9 +71,14 @@ def run_replay(bag: str, rate: float = 1.0, overrides: dict | None = None, repub
     metrics are read from it)."""
     from flow2one.data.profiles import load_profile
     from flow2one.data.replay import recorded_actions, replay_plan
-    from flow2one.graph import graph
+    from flow2one.graph import OPTIONAL_NODES, graph
     from flow2one.ros.runner import split_graph
 
+    if "replay" in own_process:
+        raise ValueError("--own-process: the replay node runs in this process (its metrics are read here)")
+    unknown = sorted(set(own_process) - set(graph("replay").nodes) - set(OPTIONAL_NODES))
+    if unknown:
+        raise ValueError(f"--own-process: {', '.join(unknown)} not in the replay graph ({', '.join(graph('replay').nodes)})")
     summary = read_summary(bag)
     overrides = overrides or {}
     cams = [] if republish_points else graph_cameras(overrides)
@@ -93,9 +98,7 @@ def run_replay(bag: str, rate: float = 1.0, overrides: dict | None = None, repub
         merged["view"] = view
     duration = (summary.end_ns - summary.start_ns) / 1e9
     limit = timeout or (duration / rate + 60.0 if rate > 0 else 30.0 + 10.0 * duration)
-    if "replay" in own_process:
-        raise ValueError("--own-process: the replay node runs in this process (its metrics are read here)")
-    own = [n for n in own_process if n in nodes]
+    own = [n for n in own_process if n in nodes]  # (--republish-points: no pointcloud node to place)
     with split_graph("replay", nodes, own, merged, domain_id=domain_id) as (runner, _):
         replay = runner.nodes["replay"]
         if not replay.done.wait(limit):

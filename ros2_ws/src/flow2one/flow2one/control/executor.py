@@ -75,9 +75,9 @@ class CommandEvent:
     chunk_stamp_ns: int = 0  # the chunk's stamp and arrival (chunk clock), for the latency trace
     chunk_received_ns: int = 0
     franky_call_ns: int = 0  # chunk clock when franky's move() was called (t_ns: when the plan was sampled)
-    # chunk clock from which franky's re-target spacing let this command go: the chunk's arrival, or
-    # RETARGET_MIN_S after the previous command if that was later (so a trace can tell the safety rate's
-    # wait from the control thread's)
+    # first command of a chunk (else 0): chunk clock from which franky's re-target spacing let it go, the
+    # chunk's arrival or RETARGET_MIN_S after the previous command if that was later (so a trace can tell the
+    # safety rate's wait from the control thread's)
     retarget_allowed_ns: int = 0
 
 
@@ -351,13 +351,10 @@ class Executor:
         franky_call_ns = self.clock_ns()
         self.robot.send(cmd)
         sent = self.monotonic()
-        # measured on the monotonic clock that gates the command, placed on the chunk clock back from now_ns
-        # (clamped: the two clocks are read microseconds apart, and the trace's stages must stay ordered)
-        allowed = max(self._received_mono.get(plan.chunk_id, now), self._last_cmd_mono + RETARGET_MIN_S - RETARGET_SLACK_S)
-        allowed_ns = min(now_ns, max(plan.received_ns, now_ns - round((now - allowed) * 1e9)))
-        self._last_cmd_mono = now
+        previous_cmd, self._last_cmd_mono = self._last_cmd_mono, now
         first = plan.chunk_id not in self._commanded_ids
         latency = float("nan")
+        allowed_ns = 0
         if first:
             self._commanded_ids.add(plan.chunk_id)
             if len(self._commanded_ids) > 256:
@@ -366,6 +363,10 @@ class Executor:
             if received is not None:
                 latency = sent - received
                 self.latencies.append(latency)
+            # measured on the monotonic clock that gates the command, placed on the chunk clock back from now_ns
+            # (clamped: the two clocks are read microseconds apart, and the trace's stages must stay ordered)
+            allowed = max(now if received is None else received, previous_cmd + RETARGET_MIN_S - RETARGET_SLACK_S)
+            allowed_ns = min(now_ns, max(plan.received_ns, now_ns - round((now - allowed) * 1e9)))
         if self.state != State.RUNNING:
             self._set(State.RUNNING, "streaming")
         self._notify(self.on_command, CommandEvent(cmd, now_ns, plan.chunk_id, first, latency, sent - t0,

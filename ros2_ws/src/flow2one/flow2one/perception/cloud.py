@@ -71,8 +71,6 @@ class _Camera:
     def __init__(self, cam: CameraModel, stride: int, lo: np.ndarray, hi: np.ndarray) -> None:
         self.cam, self.stride = cam, stride
         rays = pixel_rays(cam.intrinsics, stride)
-        # optical-frame x, y of each ray (z = 1): the wrist camera's rays are turned into the base frame per call
-        self.rays_xy = [np.ascontiguousarray(rays[:, a], dtype=np.float32) for a in range(2)]
         if cam.mount == "base":
             R, t = cam.T_base_camera[:3, :3], cam.T_base_camera[:3, 3]
             rays_base = rays @ R.T
@@ -81,6 +79,8 @@ class _Camera:
             self.near, self.far = np.maximum(near, 1e-6).astype(np.float32), far.astype(np.float32)
             self.rays_base = [np.ascontiguousarray(rays_base[:, a], dtype=np.float32) for a in range(3)]
             self.t = t.astype(np.float32)
+        else:  # optical-frame x, y of each ray (z = 1), turned into the base frame per call
+            self.rays_xy = [np.ascontiguousarray(rays[:, a], dtype=np.float32) for a in range(2)]
 
 
 Points = tuple[np.ndarray, np.ndarray, np.ndarray]  # x, y, z float32 columns
