@@ -75,13 +75,26 @@ def main() -> int:
             print(f"record_sim_bag: the recorder still waits for {recorder.waiting_for}", file=sys.stderr)
             return 1
         still = [0.0] * 6
-        hold(still, [0, 1], 0.2)  # right button: start an episode (on release)
-        hold(still, [0, 0], 0.5)
+
+        def press(until, what: str) -> bool:
+            """Right button (acts on release) until the recorder shows it: with teleop in another process, a
+            press before the Joy and episode topics are matched is lost, and CI once saved no episode so."""
+            for _ in range(4):
+                hold(still, [0, 1], 0.2)
+                hold(still, [0, 0], 0.3)
+                if _wait(until, 3.0):
+                    return True
+            print(f"record_sim_bag: the recorder did not {what}", file=sys.stderr)
+            return False
+
+        if not _wait(lambda: joy.get_subscription_count() > 0, 30) or not press(
+                lambda: recorder.core.recording, "start an episode"):
+            return 1
         side = args.seconds / 4
         for ax in ([0.8, 0.0], [0.0, 0.8], [-0.8, 0.0], [0.0, -0.8]):
             hold([*ax, 0.0, 0.0, 0.0, 0.0], [0, 0], side)
-        hold(still, [0, 1], 0.2)  # stop: the episode is saved
-        hold(still, [0, 0], 0.3)
+        if not press(lambda: not recorder.core.recording, "stop the episode"):
+            return 1
         if not _wait(lambda: any(args.out.glob("episode_*.mcap")), 15):
             print("record_sim_bag: no episode was saved", file=sys.stderr)
             return 1
