@@ -7,6 +7,9 @@ record per step the measured proprio, the commanded target (the action) and the 
 camera; the 4,096-point clouds are computed after the episode with the same CloudPipeline, crop and
 voxel size as the sim graph's pointcloud node. Failed expert episodes are skipped (and counted); the
 next seed is tried until N successes or 2N attempts.
+
+With --dagger-policy a trained policy drives instead (the deployed loop, as sim-eval runs it) and the
+expert only labels the states it visits (DAgger); every episode is written, the policy's failures too.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import argparse
 import json
 from pathlib import Path
 
-from flow2one.sim.demos import generate
+from flow2one.sim.demos import generate, generate_dagger
 from flow2one.sim.tasks import TASKS
 
 
@@ -28,13 +31,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="record the measured TCP plus at most S seconds of the expert's speed toward its goal, "
                         "instead of its carrot (a label the observation determines; see results/replan/)")
     p.add_argument("--images", action="store_true", help="also store rgb + depth of every camera and step")
+    p.add_argument("--dagger-policy", type=Path, default=None, metavar="MODEL_DIR",
+                   help="DAgger: this exported policy drives (through the deployed loop), the expert labels its "
+                        "states; needs --expert-lead (a label that depends on the state alone)")
+    p.add_argument("--policy-rate-hz", type=float, default=10.0, help="with --dagger-policy: re-plans per sim s")
+    p.add_argument("--n-exec", type=int, default=32, help="with --dagger-policy: chunk steps executed at most")
+    p.add_argument("--candidates", type=int, default=4, help="with --dagger-policy: candidates per inference")
 
 
 def main(args: argparse.Namespace) -> int:
     if args.episodes < 1:
         raise SystemExit("--episodes must be >= 1")
     tasks = list(TASKS) if args.task == "all" else [args.task]
-    report = {t: generate(t, args.out / t, args.episodes, args.seed, args.images, expert_lead_s=args.expert_lead)
-              for t in tasks}
+    if args.dagger_policy is not None:
+        if args.expert_lead is None:
+            raise SystemExit("--dagger-policy needs --expert-lead: a carrot label depends on the expert's own "
+                             "path, which the policy's states do not have")
+        if args.images:
+            raise SystemExit("--images is not written with --dagger-policy")
+        if not (args.dagger_policy / "card.yaml").is_file():
+            raise SystemExit(f"--dagger-policy {args.dagger_policy}: no card.yaml (an exported model directory)")
+        report = {t: generate_dagger(t, args.out / t, args.episodes, args.dagger_policy, args.expert_lead,
+                                     args.seed, args.policy_rate_hz, args.n_exec, args.candidates) for t in tasks}
+    else:
+        report = {t: generate(t, args.out / t, args.episodes, args.seed, args.images, expert_lead_s=args.expert_lead)
+                  for t in tasks}
     print(json.dumps(report, indent=1))
     return 0 if all(r["episodes"] == args.episodes for r in report.values()) else 1

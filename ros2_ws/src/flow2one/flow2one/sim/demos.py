@@ -26,6 +26,70 @@ def to_episode(rec, result, cloud, camera_names: list[str], with_images: bool, e
                    action=np.stack(rec.action), points=points, **images)
 
 
+def relabel(task, rec, mode: int, lead_s: float, ahead: int = 4) -> tuple[np.ndarray, int]:
+    """The expert's label (lead_s: a function of the state, so the policy's states can be labelled after the
+    fact) for every state of `rec`, in `mode` when the task saw one, else in the mode whose labels point where
+    the arm went `ahead` steps later: a label that turns the policy to the other mode would teach it to switch.
+    -> (actions (T, 10), mode used)."""
+    from flow2one.sim.experts import make_expert
+
+    tcp = np.stack([p[:3] for p in rec.proprio])
+    later = tcp[np.minimum(np.arange(len(tcp)) + ahead, len(tcp) - 1)]
+    best: tuple[float, np.ndarray, int] | None = None
+    for m in [mode] if mode >= 0 else range(len(task.modes)):
+        expert = make_expert(task.name, mode=m, lead_s=lead_s)
+        expert.reset(task, rec.info[0], np.random.default_rng(0))
+        acts = np.stack([expert.act(p, i) for p, i in zip(rec.proprio, rec.info)]).astype(np.float32)
+        miss = float(np.linalg.norm(acts[:, :3] - later, axis=1).mean())
+        if best is None or miss < best[0]:
+            best = (miss, acts, m)
+    return best[1], best[2]
+
+
+def generate_dagger(task: str, out: Path, episodes: int, policy: Path, expert_lead_s: float, seed: int = 0,
+                    rate_hz: float = 10.0, n_exec: int = 32, candidates: int = 4, progress: bool = True) -> dict:
+    """DAgger data: `policy` drives the arm through the deployed loop (evaluation's PolicyController), and
+    every state it visits is written with the expert's label for that state. The states where the policy
+    goes wrong (an arm that creeps when it re-plans every 0.1 s) are the ones expert demos never visit.
+    Every episode is written, failures first of all; meta.success is the policy's outcome."""
+    from flow2one.data.episodes import write_episode
+    from flow2one.sim.cameras import make_cloud_pipeline
+    from flow2one.sim.evaluate import open_policy_step, policy_controller, sim_executor_config
+    from flow2one.sim.rig import SimRig
+    from flow2one.sim.rollout import Recording, run_episode_safe
+
+    out.mkdir(parents=True, exist_ok=True)
+    modes, wins = Counter(), 0
+    wall0 = time.perf_counter()
+    controller = policy_controller(open_policy_step(policy, "onnxruntime", candidates, seed=seed), n_exec,
+                                   rate_hz, 0.25)
+    with SimRig(task, cloud=True, executor=sim_executor_config()) as rig:
+        cameras = rig.world.cameras()
+        cloud = make_cloud_pipeline(cameras)
+        bar = tqdm(range(episodes), desc=f"dagger {task}", disable=not progress, file=sys.stderr)
+        try:
+            for i in bar:
+                rec = Recording()
+                result = run_episode_safe(rig, controller, seed + i, record=rec)
+                if not rec.t:  # the robot link was lost on every attempt: nothing visited, nothing to label
+                    continue
+                rec.action[:], mode = relabel(rig.world.task, rec, result.mode, expert_lead_s)
+                ep = to_episode(rec, result, cloud, [c.name for c in cameras], False,
+                                rig.world.task.event_time(rig.world.task.params))
+                ep.meta.source, ep.meta.mode = "sim-dagger", mode
+                ep.meta.note = f"policy={policy} rate_hz={rate_hz} policy_mode={result.mode_name}"
+                write_episode(out, i, ep)
+                wins += result.success
+                modes[rig.world.task.modes[mode]] += 1
+                bar.set_postfix(policy_success=f"{wins}/{i + 1}", rtf=f"{result.rtf:.2f}")
+        finally:
+            bar.close()
+            controller.close()
+    return {"task": task, "dir": str(out), "episodes": len(list(out.glob("episode_*.npz"))), "policy": str(policy),
+            "rate_hz": rate_hz, "policy_success_rate": wins / episodes, "label_modes": dict(modes),
+            "expert_lead_s": expert_lead_s, "wall_s": time.perf_counter() - wall0}
+
+
 def generate(task: str, out: Path, episodes: int, seed: int = 0, with_images: bool = False,
              progress: bool = True, expert_lead_s: float | None = None) -> dict:
     from flow2one.data.episodes import write_episode

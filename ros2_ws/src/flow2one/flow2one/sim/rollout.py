@@ -348,6 +348,7 @@ class Recording:
     T_base_ee: list[np.ndarray] = field(default_factory=list)
     depth: list[list[np.ndarray]] = field(default_factory=list)
     rgb: list[list[np.ndarray]] = field(default_factory=list)
+    info: list[dict] = field(default_factory=list)  # privileged object state: what an expert relabels from
 
     def clear(self) -> None:
         for f in fields(self):
@@ -389,6 +390,7 @@ def run_episode(world: SimWorld, robot: FrankyRobot, controller: Controller, see
             record.proprio.append(obs.proprio)
             record.action.append(np.asarray(action, dtype=np.float32))
             record.T_base_ee.append(obs.T_base_ee)
+            record.info.append(obs.info)  # a copy per step (Task.info)
             record.depth.append(depths)
             if record_rgb:
                 record.rgb.append(rgbs)
