@@ -242,7 +242,7 @@ def test_demo_recording_and_policy_rollout(tmp_path):
         cams = SimCameras(world.model, world.config.cameras)
         try:
             cameras = world.cameras()
-            cloud = make_cloud_pipeline(cameras)
+            cloud = make_cloud_pipeline(cameras).process
             rec = Recording()
             res = run_episode(world, arm, ExpertController(make_expert("track")), 21, cams=cams, record=rec,
                               record_rgb=True)
@@ -271,7 +271,7 @@ def test_demo_recording_and_policy_rollout(tmp_path):
                 cfg = ExecutorConfig(**{**SIM_EXECUTOR.__dict__, "n_exec": n_exec})
                 ctrl = PolicyController(PolicyStep(card, backend, candidates), cfg, rate_hz, max_age)
                 try:
-                    return ctrl, run_episode(world, arm, ctrl, seed, cams=cams, cloud=cloud.process, max_time=max_time)
+                    return ctrl, run_episode(world, arm, ctrl, seed, cams=cams, cloud=cloud, max_time=max_time)
                 finally:
                     ctrl.close()
 
@@ -308,7 +308,7 @@ def test_demo_recording_and_policy_rollout(tmp_path):
             model = step.backend
             step.backend = lambda feeds: seen.append(feeds) or model(feeds)
             ctrl = PolicyController(step, SIM_EXECUTOR)
-            r = run_episode(world, arm, ctrl, 23, cams=cams, cloud=cloud.process, max_time=1.0)
+            r = run_episode(world, arm, ctrl, 23, cams=cams, cloud=cloud, max_time=1.0)
             ctrl.close()
             assert r.steps >= 10 and len(ctrl.inference_s) >= 2
             # the history model gets the cloud 2 steps back: the first cloud until there is one that old

@@ -12,9 +12,10 @@ from tqdm import tqdm
 
 
 def to_episode(rec, result, cloud, camera_names: list[str], with_images: bool, event_t: float | None = None):
+    """`cloud(depths, T_base_ee) -> points`: the sim pointcloud node's pipeline (a SimRig's `cloud`)."""
     from flow2one.data.episodes import Episode, EpisodeMeta
 
-    points = np.stack([cloud.process(d, T) for d, T in zip(rec.depth, rec.T_base_ee)]).astype(np.float32)
+    points = np.stack([cloud(d, T) for d, T in zip(rec.depth, rec.T_base_ee)]).astype(np.float32)
     meta = EpisodeMeta(task=result.task, source="sim-expert", success=result.success, mode=result.mode,
                        seed=result.seed, camera_names=camera_names if with_images else [], event_t=event_t,
                        note=f"chosen_mode={result.chosen_mode} mode_name={result.mode_name}")
@@ -53,7 +54,6 @@ def generate_dagger(task: str, out: Path, episodes: int, policy: Path, expert_le
     goes wrong (an arm that creeps when it re-plans every 0.1 s) are the ones expert demos never visit.
     Every episode is written, failures first of all; meta.success is the policy's outcome."""
     from flow2one.data.episodes import write_episode
-    from flow2one.sim.cameras import make_cloud_pipeline
     from flow2one.sim.evaluate import open_policy_step, policy_controller, sim_executor_config
     from flow2one.sim.rig import SimRig
     from flow2one.sim.rollout import Recording, run_episode_safe
@@ -64,8 +64,7 @@ def generate_dagger(task: str, out: Path, episodes: int, policy: Path, expert_le
     controller = policy_controller(open_policy_step(policy, "onnxruntime", candidates, seed=seed), n_exec,
                                    rate_hz, 0.25)
     with SimRig(task, cloud=True, executor=sim_executor_config()) as rig:
-        cameras = rig.world.cameras()
-        cloud = make_cloud_pipeline(cameras)
+        names = [c.name for c in rig.world.cameras()]
         bar = tqdm(range(episodes), desc=f"dagger {task}", disable=not progress, file=sys.stderr)
         try:
             for i in bar:
@@ -74,8 +73,7 @@ def generate_dagger(task: str, out: Path, episodes: int, policy: Path, expert_le
                 if not rec.t:  # the robot link was lost on every attempt: nothing visited, nothing to label
                     continue
                 rec.action[:], mode = relabel(rig.world.task, rec, result.mode, expert_lead_s)
-                ep = to_episode(rec, result, cloud, [c.name for c in cameras], False,
-                                rig.world.task.event_time(rig.world.task.params))
+                ep = to_episode(rec, result, rig.cloud, names, False, rig.world.task.event_time(rig.world.task.params))
                 ep.meta.source, ep.meta.mode = "sim-dagger", mode
                 ep.meta.note = f"policy={policy} rate_hz={rate_hz} policy_mode={result.mode_name}"
                 write_episode(out, i, ep)
@@ -105,7 +103,7 @@ def generate(task: str, out: Path, episodes: int, seed: int = 0, with_images: bo
     # the demo's cloud is computed from its recorded depth; the robot has the sim graph's executor limits
     with SimRig(task, cloud=False, executor=sim_executor_config()) as rig:
         cameras = rig.world.cameras()
-        cloud = make_cloud_pipeline(cameras)
+        cloud = make_cloud_pipeline(cameras).process
         controller = ExpertController(make_expert(task, lead_s=expert_lead_s))
         bar = tqdm(total=episodes, desc=f"sim-demos {task}", disable=not progress, file=sys.stderr)
         try:
