@@ -93,6 +93,11 @@ class Player(Node):
         with self.lock:
             self.commands.append((c.stamp_ns, c.actions[0]))
 
+    def matched(self) -> bool:
+        """Every topic it plays has a subscriber and the chunk topic a publisher."""
+        return (all(p.get_subscription_count() > 0 for p in (self.points, self.pose, self.joints))
+                and self.count_publishers(spec.CHUNK_TOPIC) > 0)
+
     def play(self, cloud: np.ndarray, T: np.ndarray, width: float, stamp_ns: int) -> None:
         self.pose.publish(numpy_to_pose_stamped(T[:3, 3], matrix_to_quat(T[:3, :3]), stamp_ns, spec.BASE_FRAME))
         self.joints.publish(numpy_to_joint_state(("gripper_width",), np.array([width]), stamp_ns=stamp_ns))
@@ -158,6 +163,9 @@ def test_ros_graph_and_evaluation_loop_command_the_same(domain_id: int) -> None:
             runner.add_node(player)
             stamps: list[int] = []
             try:
+                # discovery first: an observation published before the policy node's subscriptions matched is
+                # lost (volatile QoS), and a loaded machine has taken seconds to match them
+                assert wait_for(lambda: player.matched(), timeout=30.0), "policy node never matched the player"
                 for i, (cloud, T, width) in enumerate(stream):
                     stamps.append(player.get_clock().now().nanoseconds)
                     player.play(cloud, T, width, stamps[-1])
