@@ -107,6 +107,31 @@ def test_cli_pipeline_and_resume(dataset, tmp_path, capsys) -> None:
     assert report["kind"] == "student" and report["windows"] == 3 and report["pos_err_best_of_n_m"] >= 0
 
 
+def test_warm_start_continues_the_checkpoint_in_its_own_units(dataset, tmp_path, capsys) -> None:
+    """A DAgger round fine-tunes: --warm-start keeps the checkpoint's normalisers (its weights only mean
+    something in their units) and starts from its weights, on data whose ranges differ."""
+    teacher, shifted = tmp_path / "teacher", tmp_path / "shifted"
+    assert cli.main(["train-teacher", "--data", str(dataset), "--out", str(teacher), "--steps", "2", *FAST]) == 0
+    rng = np.random.default_rng(1)
+    action = (0.5 + np.cumsum(rng.normal(0, 0.05, (12, 10)), 0)).astype(np.float32)  # other ranges
+    write_episode(shifted, 0, Episode(meta=EpisodeMeta(task="t", source="unit", success=True), t=np.arange(12) * 0.05,
+                                      proprio=action, action=action,
+                                      points=rng.uniform(0, 2, (12, 4096, 3)).astype(np.float32)))
+    base = load_policy(teacher)[0].state_dict()
+    for warm, out in ((["--warm-start", str(teacher)], "warm"), ([], "cold")):
+        assert cli.main(["train-teacher", "--data", str(shifted), "--out", str(tmp_path / out), "--steps", "1",
+                         "--lr", "1e-9", *warm, *FAST]) == 0
+    warm, cold = (load_policy(tmp_path / o)[0].state_dict() for o in ("warm", "cold"))
+    norms = [k for k in base if "norm" in k and not k.endswith("weight") and not k.endswith("bias")]
+    assert norms and all(torch.equal(warm[k], base[k]) for k in norms)
+    assert not all(torch.equal(cold[k], base[k]) for k in norms)  # a fresh model fits the new ranges
+    assert all(torch.allclose(warm[k].float(), base[k].float(), atol=1e-6) for k in base)
+    capsys.readouterr()
+    assert cli.main(["train-l1flow", "--data", str(shifted), "--out", str(tmp_path / "l1"), "--steps", "1",
+                     "--warm-start", str(teacher), *FAST]) == 1
+    assert "is a teacher checkpoint; this command trains a l1flow" in capsys.readouterr().err
+
+
 def test_distill_set_rejects_bad_input(tmp_path) -> None:
     with pytest.raises(ValueError, match="rows"):
         save_distill_set(tmp_path / "s.safetensors", {"cond": np.zeros((3, 2))}, np.zeros((4, 2, 32, 2)), {})

@@ -20,22 +20,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, kind: str) -> int:
     common.check_out(args)
     torch.set_num_threads(args.threads)
-    cfg0 = None
-    if args.config:
-        cfg0 = common.build_config(args, kind, {})
+    warm = common.warm_start(args, kind)
+    cfg0 = warm.cfg if warm else common.build_config(args, kind, {}) if args.config else None
     if cfg0:
         data = common.policy_windows(args.data, cfg0, args.stride)
     else:
         data = load_windows(args.data, stride=args.stride, modalities=common.modalities(args),
                             history_steps=args.history_steps, motion_steps=args.motion_steps)
     cfg = cfg0 or common.build_config(args, kind, data)
-    policy = build_policy(cfg)
-    policy.fit_normalizers(common.obs_of(data, cfg), torch.as_tensor(data["action"]))
+    policy = warm or build_policy(cfg)
+    if not warm:
+        policy.fit_normalizers(common.obs_of(data, cfg), torch.as_tensor(data["action"]))
     train_data = {**common.obs_of(data, cfg), "action": torch.as_tensor(data["action"])}
     print(f"{kind}: {len(data['action'])} windows from {args.data}, "
           f"{sum(p.numel() for p in policy.parameters()) / 1e6:.2f} M parameters")
     train_policy(policy, train_data, common.settings(args), out_dir=args.out, resume=args.resume,
                  log_dir=common.log_dir(args), progress=not args.no_progress,
-                 card={"data": str(args.data), "windows": len(data["action"])})
+                 card={"data": str(args.data), "windows": len(data["action"]),
+                       **({"warm_start": str(args.warm_start)} if warm else {})})
     print(f"saved {args.out}")
     return 0

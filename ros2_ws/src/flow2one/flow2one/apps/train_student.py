@@ -13,7 +13,7 @@ import torch
 
 from flow2one.data.distill_set import load_distill_set
 from flow2one.policy.checkpoint import load_policy
-from flow2one.policy.config import from_dict
+from flow2one.policy.config import from_dict, to_dict
 from flow2one.policy.factory import build_policy
 from flow2one.train import common
 from flow2one.train.loop import STATE_FILE, train_policy
@@ -33,10 +33,19 @@ def main(args: argparse.Namespace) -> int:
     obs, sets, meta = load_distill_set(args.data)
     if "teacher_config" not in meta:
         raise ValueError(f"{args.data}: metadata lacks the teacher config")
-    cfg = from_dict({**meta["teacher_config"], "kind": "student"})
-    cfg.student.n_hypotheses, cfg.student.k_teacher = args.hypotheses, sets.shape[1]
-    policy = build_policy(cfg)
-    policy.fit_normalizers(obs, sets.flatten(0, 1))
+    warm = common.warm_start(args, "student")
+    if warm:
+        if args.init_from:
+            raise ValueError("--warm-start and --init-from both set the starting weights; pass one")
+        if to_dict(warm.cfg)["encoder"] != meta["teacher_config"]["encoder"]:
+            raise ValueError(f"--warm-start {args.warm_start}: its encoder config differs from the set's teacher")
+        warm.cfg.student.n_hypotheses, warm.cfg.student.k_teacher = args.hypotheses, sets.shape[1]
+        policy = warm
+    else:
+        cfg = from_dict({**meta["teacher_config"], "kind": "student"})
+        cfg.student.n_hypotheses, cfg.student.k_teacher = args.hypotheses, sets.shape[1]
+        policy = build_policy(cfg)
+        policy.fit_normalizers(obs, sets.flatten(0, 1))
     if args.init_from and not (args.resume and (Path(args.out) / STATE_FILE).is_file()):  # a resume has its weights
         teacher, _ = load_policy(args.init_from)
         policy.init_from_teacher(teacher)
@@ -44,6 +53,7 @@ def main(args: argparse.Namespace) -> int:
     print(f"student: {len(sets)} observations x {sets.shape[1]} teacher trajectories, M={args.hypotheses}")
     train_policy(policy, {**obs, "teacher_set": sets}, common.settings(args), out_dir=args.out, resume=args.resume,
                  log_dir=common.log_dir(args), progress=not args.no_progress,
-                 card={"distill_set": str(args.data), "teacher": meta.get("teacher", "")})
+                 card={"distill_set": str(args.data), "teacher": meta.get("teacher", ""),
+                       **({"warm_start": str(args.warm_start)} if warm else {})})
     print(f"saved {args.out}")
     return 0

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 
 from flow2one.data.windows import load_windows
+from flow2one.policy.base import Policy
+from flow2one.policy.checkpoint import load_policy
 from flow2one.policy.config import PolicyConfig, from_dict, preset, to_dict
 from flow2one.train.loop import TrainSettings
 from flow2one.yamlio import load_yaml
@@ -26,6 +28,9 @@ def add_train_arguments(p: argparse.ArgumentParser, data_help: str) -> None:
     p.add_argument("--ckpt-every", type=int, default=1000, help="steps between checkpoints (resume points)")
     p.add_argument("--resume", action="store_true", help="continue from --out/train_state.pt")
     p.add_argument("--force", action="store_true", help="train from scratch into an existing --out, replacing its model")
+    p.add_argument("--warm-start", metavar="MODEL_DIR",
+                   help="continue training this checkpoint (same kind) on --data: its config, weights and normalisers "
+                        "are kept, so a DAgger round fine-tunes the model it corrects instead of retraining it")
     p.add_argument("--log-dir", help="TensorBoard folder (default: OUT/tb)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
@@ -58,6 +63,17 @@ def check_out(args: argparse.Namespace) -> None:
                               "--force to train a new one in its place")
     if args.steps < 1 or args.batch_size < 1 or not args.lr > 0:
         raise ValueError(f"--steps ({args.steps}), --batch-size ({args.batch_size}) and --lr ({args.lr}) must be > 0")
+
+
+def warm_start(args: argparse.Namespace, kind: str) -> Policy | None:
+    """The --warm-start model in training mode, or None. Its normalisers stay as trained: its weights only
+    make sense in their units. A resume has its own weights, so there --warm-start only sets the config."""
+    if not args.warm_start:
+        return None
+    policy, cfg = load_policy(args.warm_start)
+    if cfg.kind != kind:
+        raise ValueError(f"--warm-start {args.warm_start} is a {cfg.kind} checkpoint; this command trains a {kind}")
+    return policy.train()
 
 
 def settings(args: argparse.Namespace) -> TrainSettings:
