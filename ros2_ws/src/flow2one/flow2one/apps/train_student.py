@@ -34,17 +34,14 @@ def main(args: argparse.Namespace) -> int:
     if "teacher_config" not in meta:
         raise ValueError(f"{args.data}: metadata lacks the teacher config")
     warm = common.warm_start(args, "student")
-    if warm:
-        if args.init_from:
-            raise ValueError("--warm-start and --init-from both set the starting weights; pass one")
-        if to_dict(warm.cfg)["encoder"] != meta["teacher_config"]["encoder"]:
-            raise ValueError(f"--warm-start {args.warm_start}: its encoder config differs from the set's teacher")
-        warm.cfg.student.n_hypotheses, warm.cfg.student.k_teacher = args.hypotheses, sets.shape[1]
-        policy = warm
-    else:
-        cfg = from_dict({**meta["teacher_config"], "kind": "student"})
-        cfg.student.n_hypotheses, cfg.student.k_teacher = args.hypotheses, sets.shape[1]
-        policy = build_policy(cfg)
+    if warm and args.init_from:
+        raise ValueError("--warm-start and --init-from both set the starting weights; pass one")
+    if warm and to_dict(warm.cfg)["encoder"] != meta["teacher_config"]["encoder"]:
+        raise ValueError(f"--warm-start {args.warm_start}: its encoder config differs from the set's teacher")
+    cfg = warm.cfg if warm else from_dict({**meta["teacher_config"], "kind": "student"})
+    cfg.student.n_hypotheses, cfg.student.k_teacher = args.hypotheses, sets.shape[1]
+    policy = warm or build_policy(cfg)
+    if not warm:
         policy.fit_normalizers(obs, sets.flatten(0, 1))
     if args.init_from and not (args.resume and (Path(args.out) / STATE_FILE).is_file()):  # a resume has its weights
         teacher, _ = load_policy(args.init_from)
