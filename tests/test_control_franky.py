@@ -6,6 +6,7 @@ address of its own so parallel test runs do not meet. Figures are printed (run w
 
 from __future__ import annotations
 
+import collections
 import os
 import time
 from collections.abc import Iterator
@@ -86,11 +87,23 @@ class Trace:
 
 
 def make_executor(robot: FrankyRobot, **kw) -> tuple[Executor, Trace]:
+    wait_at_rest(robot)
     robot.log.clear()
     trace = Trace()
     cfg = ExecutorConfig(robot_host=robot.host, **kw)
     ex = Executor(cfg, robot, on_state=trace.on_state, on_event=trace.on_event, on_command=trace.on_command)
     return ex.start(), trace
+
+
+def wait_at_rest(robot: FrankyRobot, timeout: float = 10.0) -> None:
+    """Start from an arm at rest: the previous test's stop motion may still be braking on a slowed franky-sim."""
+    prev, end = robot.read_state().position, time.monotonic() + timeout
+    while time.monotonic() < end:
+        time.sleep(0.1)
+        now = robot.read_state().position
+        if np.linalg.norm(now - prev) < 1e-4:
+            return
+        prev = now
 
 
 def chunk_from(path, t0_ns: int, n: int = 32, dt: float = 0.05) -> np.ndarray:
@@ -155,17 +168,26 @@ def test_watchdog_holds_then_stops_within_configured_time(robot: FrankyRobot):
     stop_after = 0.6
     ex, trace = make_executor(robot, n_exec=4, stop_after_s=stop_after)
     try:
-        start = robot.read_state().position.copy()
-        goal = start + np.array([0.0, -0.03, 0.0])
-        last = 0.0
+        goal = robot.read_state().position + np.array([0.0, -0.03, 0.0])
+        last, tally = 0.0, collections.Counter()
         end = time.monotonic() + 30.0  # until the arm is there: franky-sim may run far slower than real time
         def settled() -> bool:  # the last 10 states within 0.5 mm of the goal
             recent = trace.states[-10:]
             return len(recent) == 10 and all(np.linalg.norm(p - goal) < 5e-4 for _, p, _ in recent)
 
         while time.monotonic() < end and not settled():
+            if ex.state == State.FAULT and tally["homes"] < 3:
+                # the approach is not under test: a starved franky-sim once swung the arm 8 cm off the command
+                # (the executor faulted, as it must); clear it as an operator would and approach again
+                assert clear_fault(ex, robot, tally), ex.status()
+                goal = robot.read_state().position + np.array([0.0, -0.03, 0.0])
+                end = time.monotonic() + 30.0
             stamp, last = time.time_ns(), time.monotonic()
-            ex.submit_chunk(chunk_from(lambda t: goal, stamp), stamp, 0.05, received_mono=last)
+            try:
+                ex.submit_chunk(chunk_from(lambda t: goal, stamp), stamp, 0.05, received_mono=last)
+            except ChunkRejected:
+                if ex.state != State.FAULT:
+                    raise
             time.sleep(0.04)
         time.sleep(stop_after + 1.2)
     finally:
@@ -196,7 +218,7 @@ def test_watchdog_holds_then_stops_within_configured_time(robot: FrankyRobot):
     print(f"\nwatchdog: hold {hold * 1e3:.0f} ms after the last chunk (n_exec=4 x 50 ms), stop {stop * 1e3:.0f} ms "
           f"(configured {stop_after * 1e3:.0f} ms); distance to the held target at the stop {at_stop * 1e3:.2f} mm, "
           f"after it <= {rest_dist * 1e3:.2f} mm; EE speed from 0.2 s after the stop <= {rest_speed * 1e3:.3f} mm/s; "
-          f"sim real-time factor {trace.real_time_factor():.2f}")
+          f"sim real-time factor {trace.real_time_factor():.2f}; approach faults cleared by homing: {tally['homes']}")
     assert np.linalg.norm(held - goal) < 1e-6  # nothing new was commanded while holding
     assert stop >= stop_after  # never before the configured time ...
     assert late_by(last + stop_after, t_stop) <= 2  # ... and at the first control tick after it
@@ -282,6 +304,25 @@ def turn_upright(robot: FrankyRobot, timeout: float = 60.0) -> bool:
     return False
 
 
+def clear_fault(ex: Executor, robot: FrankyRobot, tally: collections.Counter) -> bool:
+    """What an operator does on a FAULT: home; when homing is refused (the arm is out of the box or tilted
+    past the cone, e.g. after franky-sim's Cartesian control swung the arm on a starved machine), turn the
+    hand upright inside the box by hand first; home again when homing stalls (a planner error -110 can leave
+    franky-sim's home motion "in control" until the 60 s homing timeout). False when the arm did not get home."""
+    for _ in range(3):
+        tally["homes"] += 1
+        refused = ex.counters["homing_refused"]
+        ex.request_home()
+        wait_for(lambda: ex.state == State.HOMING or ex.counters["homing_refused"] > refused, 5.0)
+        if ex.counters["homing_refused"] > refused:
+            tally["refused"] += 1
+            turn_upright(robot)
+            continue
+        if wait_for(lambda: ex.state == State.IDLE, 90.0):
+            return True
+    return False
+
+
 def test_soak_a_policy_that_tries_to_leave_the_cone(own_robot: FrankyRobot):
     """Chunks at 10 Hz that demand orientations beyond max_rot_from_ref about switching axes and sweep the
     workspace: every command stays within the limits and the arm's joints within their hardware limits.
@@ -302,20 +343,13 @@ def test_soak_a_policy_that_tries_to_leave_the_cone(own_robot: FrankyRobot):
     ex.on_state = on_state
     rng = np.random.default_rng(5)
     start = robot.read_state().position.copy()
-    axis, end, homes, refused = np.array([1.0, 0.0, 0.0]), time.monotonic() + duration, 0, 0
+    axis, end, tally = np.array([1.0, 0.0, 0.0]), time.monotonic() + duration, collections.Counter()
     try:
         while time.monotonic() < end:
             if ex.state == State.FAULT:
                 assert "communication lost" not in ex.message, ex.message
-                homes += 1
-                ex.request_home()
-                wait_for(lambda: ex.state == State.HOMING or "homing refused" in ex.message, 5.0)
-                if "homing refused" in ex.message:  # as an operator would: turn the hand upright, then home
-                    refused += 1
-                    if not turn_upright(robot):
-                        break  # franky-sim stalled: what was sent so far is still checked below
-                    ex.request_home()
-                wait_for(lambda: ex.state not in (State.FAULT, State.HOMING), 90.0)
+                if not clear_fault(ex, robot, tally):
+                    break  # franky-sim stalled: what was sent so far is still checked below
             if rng.random() < 0.15:
                 axis = rng.normal(size=3) * [1, 1, 0.2]
             angle = rng.uniform(1.0, 2.5)  # desired orientations beyond the 1.2 rad cone
@@ -338,7 +372,8 @@ def test_soak_a_policy_that_tries_to_leave_the_cone(own_robot: FrankyRobot):
     print(f"\nsoak {duration:.0f} s: {len(commands)} commands, max commanded deviation "
           f"{max_deviation(records, ex.limits):.3f} rad, measured {measured_dev:.3f} rad, joints within "
           f"[{(q - np.asarray(hw['q_min'])).min():.3f}, {(np.asarray(hw['q_max']) - q).min():.3f}] rad of their limits, "
-          f"{homes} homings ({refused} refused: path out of the cone); sim real-time factor {trace.real_time_factor():.2f}; status {ex.status()}")
+          f"{tally['homes']} homings ({tally['refused']} refused: path out of the cone); "
+          f"sim real-time factor {trace.real_time_factor():.2f}; status {ex.status()}")
     assert check(records, ex.limits) == []
     assert len(commands) > 5 * duration
     assert max_deviation(records, ex.limits) > 0.9  # the policy did push toward the edge
@@ -351,20 +386,12 @@ def test_adversarial_stretch_against_franky_sim(own_robot: FrankyRobot):
     robot = own_robot
     ex, trace = make_executor(robot, stop_after_s=0.5)
     rng = np.random.default_rng(11)
-    accepted = homes = 0
+    accepted, tally = 0, collections.Counter()
     last_stamp = time.time_ns()
     try:
         for _ in range(200):
-            if ex.state == State.FAULT:
-                # as an operator would, home again when homing stalls (a planner error -110 can leave
-                # franky-sim's home motion "in control" until the 60 s homing timeout)
-                for _ in range(3):
-                    homes += 1
-                    ex.request_home()
-                    if wait_for(lambda: ex.state == State.IDLE, 90.0):
-                        break
-                else:
-                    break  # a very slow sim: stop here, what was sent is still audited below
+            if ex.state == State.FAULT and not clear_fault(ex, robot, tally):
+                break  # a very slow sim: stop here, what was sent is still audited below
             pose = ex.latest.position if ex.latest is not None else robot.read_state().position
             acts, stamp, dt = adversarial_chunk(rng, time.time_ns(), pose, last_stamp)
             try:
@@ -378,6 +405,7 @@ def test_adversarial_stretch_against_franky_sim(own_robot: FrankyRobot):
         ex.close()
     commands = [r for r in robot.log if r[0] == "command"]
     print(f"\nadversarial vs franky-sim: {accepted}/200 chunks accepted, {len(commands)} commands to franky, "
-          f"{homes} homings after FAULT; sim real-time factor {trace.real_time_factor():.2f}; status {ex.status()}")
+          f"{tally['homes']} homings after FAULT ({tally['refused']} refused); "
+          f"sim real-time factor {trace.real_time_factor():.2f}; status {ex.status()}")
     assert audit(robot.log, ex.limits) == []
     assert accepted > 30 and len(commands) > 30
