@@ -78,7 +78,6 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit(f"--tasks {args.tasks!r}: choose from {', '.join(TASKS)}")
     if args.episodes < 1:
         raise SystemExit("--episodes must be >= 1")
-    os.environ.setdefault("MUJOCO_GL", "egl")
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"flow2one demo: sim graph (sim cameras -> pointcloud -> policy [{model_dir.name}, {args.backend}] -> "
           f"executor -> franky -> franky-sim), {args.episodes} episode(s) of {', '.join(tasks)}; ROS domain "

@@ -27,7 +27,6 @@ def _round(view: dict | None, model: Path, task: str, episodes: int, episode_s: 
 
 
 def run(quick: bool = False) -> dict:
-    os.environ.setdefault("MUJOCO_GL", "egl")
     model = demo.REPO_ROOT / demo.DEFAULT_MODEL
     rounds, episodes, episode_s = (1, 1, 4.0) if quick else (2, 2, 8.0)
     domain_id = int(os.environ.get("ROS_DOMAIN_ID", "0"))

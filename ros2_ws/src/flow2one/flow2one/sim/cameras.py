@@ -76,7 +76,6 @@ class SimCameras:
     """Renders every camera from snapshots. Create and use it in ONE thread (it owns GL contexts)."""
 
     def __init__(self, model: mujoco.MjModel, specs: tuple[CameraSpec, ...], visual_meshes: bool = False) -> None:
-        os.environ.setdefault("MUJOCO_GL", "egl")
         # llvmpipe's own raster threads fight franky-sim's 1 kHz thread for the 2 cores (docs/ENVIRONMENT_FACTS.md)
         os.environ.setdefault("LP_NUM_THREADS", "1")
         self.model, self.specs = model, specs
