@@ -81,7 +81,7 @@ class Player(Node):
         self.lock = threading.Lock()
         self.chunks: list[tuple[int, object]] = []  # (receive time on the node clock, ns; Chunk)
         self.commands: list[tuple[int, np.ndarray]] = []  # (stamp ns, action)
-        self.create_subscription(JointTrajectory, spec.CHUNK_TOPIC, self._on_chunk, CHUNK_QOS)
+        self.chunk_sub = self.create_subscription(JointTrajectory, spec.CHUNK_TOPIC, self._on_chunk, CHUNK_QOS)
         self.create_subscription(JointTrajectory, spec.COMMAND_TOPIC, self._on_command, RECORD_QOS)
 
     def _on_chunk(self, msg: JointTrajectory) -> None:
@@ -93,10 +93,14 @@ class Player(Node):
         with self.lock:
             self.commands.append((c.stamp_ns, c.actions[0]))
 
-    def matched(self) -> bool:
-        """Every topic it plays has a subscriber and the chunk topic a publisher."""
+    def matched(self, policy: PolicyNode) -> bool:
+        """Both ends of every link to and from the policy node matched: the graph showing an endpoint is not
+        enough, a message written before its reader matched the writer is lost (volatile QoS)."""
+        played = [s for s in policy.subscriptions if s.topic_name.startswith(REPLAY)]
         return (all(p.get_subscription_count() > 0 for p in (self.points, self.pose, self.joints))
-                and self.count_publishers(spec.CHUNK_TOPIC) > 0)
+                and len(played) == 3 and all(s.get_publisher_count() > 0 for s in played)
+                and policy.chunk_pub.get_subscription_count() >= 2  # the executor node and this player
+                and self.chunk_sub.get_publisher_count() > 0)
 
     def play(self, cloud: np.ndarray, T: np.ndarray, width: float, stamp_ns: int) -> None:
         self.pose.publish(numpy_to_pose_stamped(T[:3, 3], matrix_to_quat(T[:3, :3]), stamp_ns, spec.BASE_FRAME))
@@ -165,7 +169,7 @@ def test_ros_graph_and_evaluation_loop_command_the_same(domain_id: int) -> None:
             try:
                 # discovery first: an observation published before the policy node's subscriptions matched is
                 # lost (volatile QoS), and a loaded machine has taken seconds to match them
-                assert wait_for(lambda: player.matched(), timeout=30.0), "policy node never matched the player"
+                assert wait_for(lambda: player.matched(policy), timeout=30.0), "policy node never matched the player"
                 for i, (cloud, T, width) in enumerate(stream):
                     stamps.append(player.get_clock().now().nanoseconds)
                     player.play(cloud, T, width, stamps[-1])
