@@ -102,9 +102,15 @@ class Player(Node):
                 and policy.chunk_pub.get_subscription_count() >= 2  # the executor node and this player
                 and self.chunk_sub.get_publisher_count() > 0)
 
-    def play(self, cloud: np.ndarray, T: np.ndarray, width: float, stamp_ns: int) -> None:
+    def play(self, cloud: np.ndarray, T: np.ndarray, width: float, stamp_ns: int, policy: PolicyNode) -> None:
+        """The state first, the cloud once the policy node holds that state: the cloud starts an inference with
+        the newest state the node has, and the node may take three messages that arrived together in any order
+        (the first observation, taken before any state, waited for the next cloud; a later one would run on
+        the previous state). The evaluation loop's `feed` has the same order."""
+        seen = policy.obs.version
         self.pose.publish(numpy_to_pose_stamped(T[:3, 3], matrix_to_quat(T[:3, :3]), stamp_ns, spec.BASE_FRAME))
         self.joints.publish(numpy_to_joint_state(("gripper_width",), np.array([width]), stamp_ns=stamp_ns))
+        assert wait_for(lambda: policy.obs.version >= seen + 2, timeout=20.0), "the policy node did not get the state"
         self.points.publish(xyz_to_pointcloud2(cloud, stamp_ns, spec.BASE_FRAME))
 
 
@@ -172,7 +178,7 @@ def test_ros_graph_and_evaluation_loop_command_the_same(domain_id: int) -> None:
                 assert wait_for(lambda: player.matched(policy), timeout=30.0), "policy node never matched the player"
                 for i, (cloud, T, width) in enumerate(stream):
                     stamps.append(player.get_clock().now().nanoseconds)
-                    player.play(cloud, T, width, stamps[-1])
+                    player.play(cloud, T, width, stamps[-1], policy)
                     assert wait_for(lambda n=i: len(player.chunks) > n, timeout=20.0), f"no chunk for observation {i}"
                 time.sleep(2.5)  # the last chunk executed to its end
                 executor = runner.nodes["executor"].control

@@ -41,7 +41,8 @@ HOME_TOL_RAD = 2e-3  # per joint: home reached
 def home(robot: FrankyRobot, q: tuple[float, ...] = HOME_Q, timeout: float = 60.0, attempts: int = 3) -> None:
     """Joint move to `q` with the gripper open: the start of every episode. Bounded waits throughout,
     because on an overloaded machine franky-sim can run at a fraction of real time; a libfranka error on
-    the way (a UDP read timing out on a starved machine) is recovered from and the move started again."""
+    the way (a UDP read timing out on a starved machine) is recovered from and the move started again, and so
+    is a move that stalls (franky-sim has left a home motion "in control" without moving after a planner error)."""
     for attempt in range(attempts):
         try:
             robot.stop(timeout)
@@ -56,10 +57,10 @@ def home(robot: FrankyRobot, q: tuple[float, ...] = HOME_Q, timeout: float = 60.
                     raise TimeoutError(f"arm did not reach home within {timeout} s (is franky-sim stepping?)")
                 time.sleep(0.01)
             break
-        except RobotError:
+        except (RobotError, TimeoutError):
             if attempt == attempts - 1:
                 raise
-            robot.recover()
+            robot.recover()  # the next attempt stops whatever motion is left first
             time.sleep(0.1)
     if not robot.wait_gripper(timeout):
         raise TimeoutError(f"gripper did not open within {timeout} s")
