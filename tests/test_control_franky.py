@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from flow2one.control import kinematics, so3
-from flow2one.control.config import ExecutorConfig
+from flow2one.control.config import HOME_JOINTS, ExecutorConfig
 from flow2one.control.executor import Executor, State
 from flow2one.control.franky_robot import FrankyRobot
 from flow2one.control.franky_sim import FrankySimProcess
@@ -276,20 +276,16 @@ def test_kinematics_match_frankys_robot_model(robot: FrankyRobot):
                                    atol=1e-6)
 
 
-def turn_upright(robot: FrankyRobot, timeout: float = 60.0) -> bool:
-    """What an operator does when homing is refused: turn the hand back to pointing down, where it is
-    (inside the box), slowly, outside the executor. False when franky-sim's motion stalled (a planner error
-    on a starved machine once left it running for the whole test timeout): the motion is stopped then."""
-    s = robot.read_state()
-    target = np.eye(4)
-    target[:3, :3] = np.diag([1.0, -1.0, -1.0])
-    target[:3, 3] = np.clip(s.position, np.array([0.3, -0.35, 0.15]), np.array([0.7, 0.35, 0.6]))
-    q = kinematics.ik(target, s.q)  # the joints that hold the hand upright there, near the present ones
+def guide_home(robot: FrankyRobot, timeout: float = 60.0) -> bool:
+    """What an operator does when homing is refused: bring the arm to the home joints by hand (guiding mode),
+    outside the executor. Turning the hand upright where it stood was not enough once franky-sim's Cartesian
+    control had swung the arm 15 cm off its command: the straight joint path home still left the box. False
+    when franky-sim's motion stalled (a planner error on a starved machine): the motion is stopped then."""
     with robot._lock:  # the executor's control thread reads the state meanwhile
         for _ in range(2):
             try:
-                robot.robot.move(franky.JointWaypointMotion([franky.JointWaypoint(list(q))], relative_dynamics_factor=0.2),
-                                 asynchronous=True)
+                robot.robot.move(franky.JointWaypointMotion([franky.JointWaypoint(list(HOME_JOINTS))],
+                                                            relative_dynamics_factor=0.2), asynchronous=True)
                 if robot.robot.join_motion(timeout):
                     return True
                 robot.robot.stop()
@@ -306,8 +302,8 @@ def turn_upright(robot: FrankyRobot, timeout: float = 60.0) -> bool:
 
 def clear_fault(ex: Executor, robot: FrankyRobot, tally: collections.Counter) -> bool:
     """What an operator does on a FAULT: home; when homing is refused (the arm is out of the box or tilted
-    past the cone, e.g. after franky-sim's Cartesian control swung the arm on a starved machine), turn the
-    hand upright inside the box by hand first; home again when homing stalls (a planner error -110 can leave
+    past the cone, e.g. after franky-sim's Cartesian control swung the arm), guide it home by hand first, then
+    let the executor home (it checks the pose it starts from); home again when homing stalls (a planner error -110 can leave
     franky-sim's home motion "in control" until the 60 s homing timeout). False when the arm did not get home."""
     for _ in range(3):
         tally["homes"] += 1
@@ -316,7 +312,7 @@ def clear_fault(ex: Executor, robot: FrankyRobot, tally: collections.Counter) ->
         wait_for(lambda: ex.state == State.HOMING or ex.counters["homing_refused"] > refused, 5.0)
         if ex.counters["homing_refused"] > refused:
             tally["refused"] += 1
-            turn_upright(robot)
+            guide_home(robot)
             continue
         if wait_for(lambda: ex.state == State.IDLE, 90.0):
             return True
@@ -372,7 +368,7 @@ def test_soak_a_policy_that_tries_to_leave_the_cone(own_robot: FrankyRobot):
     print(f"\nsoak {duration:.0f} s: {len(commands)} commands, max commanded deviation "
           f"{max_deviation(records, ex.limits):.3f} rad, measured {measured_dev:.3f} rad, joints within "
           f"[{(q - np.asarray(hw['q_min'])).min():.3f}, {(np.asarray(hw['q_max']) - q).min():.3f}] rad of their limits, "
-          f"{tally['homes']} homings ({tally['refused']} refused: path out of the cone); "
+          f"{tally['homes']} homings ({tally['refused']} refused, then guided home by hand); "
           f"sim real-time factor {trace.real_time_factor():.2f}; status {ex.status()}")
     assert check(records, ex.limits) == []
     assert len(commands) > 5 * duration
@@ -405,7 +401,7 @@ def test_adversarial_stretch_against_franky_sim(own_robot: FrankyRobot):
         ex.close()
     commands = [r for r in robot.log if r[0] == "command"]
     print(f"\nadversarial vs franky-sim: {accepted}/200 chunks accepted, {len(commands)} commands to franky, "
-          f"{tally['homes']} homings after FAULT ({tally['refused']} refused); "
+          f"{tally['homes']} homings after FAULT ({tally['refused']} refused, then guided home by hand); "
           f"sim real-time factor {trace.real_time_factor():.2f}; status {ex.status()}")
     assert audit(robot.log, ex.limits) == []
     assert accepted > 30 and len(commands) > 30
