@@ -93,7 +93,8 @@ def main(args: argparse.Namespace) -> int:
             budget = (args.max_wall - (time.monotonic() - t0)) / (len(tasks) - i)
             logs[task], infos[task] = run_task(task, model_dir, args.episodes, args.seed, args.backend,
                                                args.domain_id, budget, args.episode_s,
-                                               overrides={"policy": view.get("policy") or {}})
+                                               overrides={"policy": view.get("policy") or {}},
+                                               view=view.get("view") is not None)
     all_logs = [l for ls in logs.values() for l in ls]
     summary = {"model_dir": str(model_dir), "backend": args.backend, "wall_s": time.monotonic() - t0,
                "overall": aggregate(all_logs),

@@ -18,7 +18,7 @@ from flow2one.ros import graph_episodes as demo
 def _round(view: dict | None, model: Path, task: str, episodes: int, episode_s: float, domain_id: int) -> dict:
     with demo.view_process(view, domain_id):
         logs, _ = demo.run_task(task, model, episodes, 300_000, "onnxruntime", domain_id, 600.0, episode_s,
-                                overrides={"policy": {"markers_every": 1}} if view else None)
+                                overrides={"policy": {"markers_every": 1}} if view else None, view=view is not None)
     agg = demo.aggregate(logs)
     lat = agg.get("obs_to_command_ms", {})
     return {"policy_rate_hz": agg.get("policy_rate_hz"), "obs_to_command_ms_p50": lat.get("p50"),

@@ -223,9 +223,11 @@ def run_episode(runner, probe, task: str, seed: int, time_limit: float, wall_lim
 
 def run_task(task: str, model_dir: Path, episodes: int, seed: int, backend: str, domain_id: int,
              wall_budget: float, episode_s: float | None = None, max_restarts: int = 1,
-             overrides: dict[str, dict[str, Any]] | None = None) -> tuple[list[EpisodeLog], dict[str, Any]]:
+             overrides: dict[str, dict[str, Any]] | None = None,
+             view: bool = False) -> tuple[list[EpisodeLog], dict[str, Any]]:
     """The task's episodes in one graph; after a fault homing cannot clear (libfranka's link to a starved
-    franky-sim can time out on an overloaded machine) the graph is restarted, at most `max_restarts` times."""
+    franky-sim can time out on an overloaded machine) the graph is restarted, at most `max_restarts` times.
+    `view`: a view process (`view_process`) records the graph, and the first episode waits for it."""
     logs: list[EpisodeLog] = []
     info: dict[str, Any] = {"graph_starts": 0, "faults": []}
     t_start = time.monotonic()
@@ -234,7 +236,8 @@ def run_task(task: str, model_dir: Path, episodes: int, seed: int, backend: str,
         if left < 30.0:
             break
         info["graph_starts"] += 1
-        fault = run_graph(task, model_dir, episodes, seed, backend, domain_id, left, episode_s, logs, info, overrides)
+        fault = run_graph(task, model_dir, episodes, seed, backend, domain_id, left, episode_s, logs, info, overrides,
+                          view)
         if fault is None:
             break
         info["faults"].append(fault)
@@ -248,7 +251,7 @@ def run_task(task: str, model_dir: Path, episodes: int, seed: int, backend: str,
 
 def run_graph(task: str, model_dir: Path, episodes: int, seed: int, backend: str, domain_id: int,
               wall_budget: float, episode_s: float | None, logs: list[EpisodeLog], info: dict[str, Any],
-              extra: dict[str, dict[str, Any]] | None = None) -> str | None:
+              extra: dict[str, dict[str, Any]] | None = None, view: bool = False) -> str | None:
     """Start the sim graph and run episodes len(logs).. into `logs`; -> the fault that stopped it, or None.
     `extra` parameter overrides win over the demo's (`flow2one latency` sets the re-plan rate with them, the
     view its policy markers)."""
@@ -285,6 +288,9 @@ def run_graph(task: str, model_dir: Path, episodes: int, seed: int, backend: str
             # says its subscription has matched too (at 1.25 re-plans/s, a short episode has few to lose)
             wait(lambda: probe.chunks_seen > 0, 60.0,
                  "the first chunk at the demo's probe (sim cameras -> pointcloud -> policy -> probe)")
+            if view:  # a process of its own discovers the new graph later: it lost the first episode's chunks
+                wait(lambda: pol.chunk_pub.get_subscription_count() >= 3 and pol.marker_pub.get_subscription_count() > 0,
+                     30.0, "the view process to match the policy's chunks and markers (executor, probe and view)")
         except TimeoutError as exc:
             return str(exc)
         info.setdefault("startup_s", []).append(time.monotonic() - t_start)  # until chunks flow
