@@ -117,6 +117,24 @@ def test_publishes_chunks_from_a_replayed_observation(student_dir: Path, domain_
         assert float(d["inference_ms_p50"]) > 0 and int(d["chunks"]) >= 1 and float(d["rate_hz"]) >= 0
 
 
+def test_a_cloud_before_the_first_state_is_used_once_the_state_comes(student_dir: Path, domain_id: int) -> None:
+    # on the robot the first cloud can beat the first robot state; it must not wait for the next cloud
+    with run_policy(student_dir, domain_id, max_obs_age_s=5.0) as runner:
+        probe = Probe(runner.context)
+        runner.add_node(probe)
+        node = runner.nodes["policy"]
+        pubs = (probe.cloud_pub, probe.pose_pub, probe.joint_pub)
+        assert wait_for(lambda: all(p.get_subscription_count() >= 1 for p in pubs), timeout=10.0)
+        stamp = probe.now_ns()
+        probe.cloud_pub.publish(xyz_to_pointcloud2(probe.points, stamp, spec.BASE_FRAME))
+        # the inference thread took the cloud and found the state missing
+        assert wait_for(lambda: node.diag.message.startswith("waiting for ee pose"), timeout=10.0), node.diag.message
+        probe.pose_pub.publish(numpy_to_pose_stamped(probe.xyz, probe.quat, stamp, spec.BASE_FRAME))
+        probe.joint_pub.publish(numpy_to_joint_state(JOINTS, np.r_[np.zeros(7), probe.gripper], stamp_ns=stamp))
+        assert wait_for(lambda: bool(probe.chunks), timeout=5.0), f"no chunk without a second cloud: {node.diag.message}"
+        assert msg_to_chunk(probe.chunks[0][0]).stamp_ns == stamp
+
+
 def test_refuses_wrong_clouds(student_dir: Path, domain_id: int) -> None:
     with run_policy(student_dir, domain_id) as runner:
         probe = Probe(runner.context)

@@ -132,6 +132,9 @@ class PolicyNode(Node):
         self.marker_pub = self.create_publisher(MarkerArray, spec.PREDICTION_MARKERS_TOPIC, 1)
         self._started_ns = -(1 << 62)  # clock time at which the last published chunk's inference started
         self._wake = threading.Event()
+        # A frame the last inference attempt found waiting on another input (a cloud before the first state):
+        # that input's arrival wakes the thread, or the frame would wait for the next frame. Guarded by _lock.
+        self._held = False
         self._closing = threading.Event()
         self._worker: threading.Thread | None = None
         if self.p.schedule == "event":
@@ -153,11 +156,13 @@ class PolicyNode(Node):
     # --- inputs ------------------------------------------------------------------------------------------
 
     def _accept(self, what: str, fn, *args, frame: bool = False) -> None:
-        """Store one input; a frame input (the cloud, or images without one) wakes the inference thread."""
+        """Store one input; a frame input (the cloud, or images without one) wakes the inference thread, and so
+        does any input while a frame waits on a missing one."""
         try:
             with self._lock:
                 fn(*args)
-            if frame:
+                wake = frame or self._held
+            if wake:
                 self._wake.set()
         except ValueError as exc:  # InputRejected, or a malformed message from flow2one.ros.convert
             self.counts["rejected"] += 1
@@ -237,6 +242,7 @@ class PolicyNode(Node):
                 self._check_quiet(now_ns)
                 return
             obs, why = self.obs.assemble(now_ns, self.p.max_obs_age_s)
+            self._held = obs is None and bool(self.obs.missing())
             frame_ns, cloud_rx_ns = self._cloud_rx
         if obs is None:
             if why.startswith("stale"):
