@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import flow2one.bench
-from flow2one.bench import BENCHES, module_name
-from flow2one.bench.timing import Timing, time_calls
+from flow2one.bench import BENCHES, module_name, timing
+from flow2one.bench.timing import MachineShare, Timing, time_calls
 from flow2one.paths import repo_root
 
 REPO = repo_root()
@@ -40,6 +40,16 @@ def test_timing_helper_warms_up_and_takes_medians() -> None:
     assert len(calls) == 7 and t.n == 5 and t.cpu is not None
     fixed = Timing.of([0.001, 0.002, 0.010])
     assert fixed.ms_median == 2.0 and fixed.hz == 500.0 and fixed.ms(100) == 10.0
+
+
+def test_machine_share_counts_steal_of_all_cpu_time_once(monkeypatch) -> None:
+    from collections import namedtuple
+
+    Times = namedtuple("Times", "user system idle steal guest guest_nice")
+    seq = iter([Times(10, 5, 100, 0, 4, 0), Times(20, 5, 110, 20, 9, 0)])  # guest lies inside user: not added
+    monkeypatch.setattr(timing.psutil, "cpu_times", lambda: next(seq))
+    share = MachineShare().read()
+    assert share["cpu_steal_pct"] == 50.0 and share["load_avg_1min"] >= 0
 
 
 def test_ros_transport_quick_prints_json(tmp_path: Path) -> None:

@@ -38,8 +38,11 @@ def test_metrics_measure_distance_switches_and_latency() -> None:
         perfect.add_chunk(rec_t[k], 0.05, _actions(0.4 + 0.1 * t / NS), latency_s=0.01,
                           received_ns=(k + 4) * 1_000_000)
     perfect.add_chunk(rec_t[61], 0.05, rec[61:61 + spec.HORIZON], latency_s=None, received_ns=0)  # no trace for it
+    published[rec_t[0]] = 2_000_000  # the first state went out 2 ms after its frame: that observation waited on it
     r = perfect.result(published)
-    assert r["frame_to_chunk_ms"]["n"] == 15 and r["frame_to_chunk_ms"]["p99"] == pytest.approx(4.0)
+    assert r["frame_to_chunk_ms"]["n"] == 15 and r["frame_to_chunk_ms"]["max"] == pytest.approx(4.0)
+    obs = r["observation_to_chunk_ms"]
+    assert obs["n"] == 15 and obs["mean"] == pytest.approx((14 * 4.0 + 2.0) / 15) and obs["max"] == pytest.approx(4.0)
     assert r["chunks"] == r["chunks_compared"] == 16
     assert r["position_error_m"]["max"] < 1e-9 and r["rotation_error_rad"]["max"] < 1e-6
     assert r["mode_switches"]["count"] == 0 and r["latency_ms"]["median"] == pytest.approx(10.0)
@@ -93,6 +96,9 @@ def test_replay_cli_lockstep_writes_metrics_json(tmp_path: Path, student_dir: Pa
     assert 0 < m["latency_ms"]["median"] < 2000 and m["latency_ms"]["n"] >= 25
     # the policy's trace names each chunk's frame
     assert m["frame_to_chunk_ms"]["n"] >= 25 and 0 < m["frame_to_chunk_ms"]["median"] < 2000
+    obs = m["observation_to_chunk_ms"]  # from the later of frame and state: never longer than from the frame
+    assert obs["n"] == m["frame_to_chunk_ms"]["n"] and 0 < obs["median"] <= m["frame_to_chunk_ms"]["median"]
+    assert 0 <= m["machine"]["cpu_steal_pct"] <= 100  # what the host took during the replay
     assert set(m["mode_switches"]) == {"count", "pairs_compared", "threshold_m", "per_minute"}
 
 

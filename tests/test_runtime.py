@@ -326,6 +326,25 @@ def test_policy_step_scores_continuity_on_its_handoff_window(student_dir: Path) 
         PolicyStep(card, backend, n_candidates=2, handoff_window_s=-0.1)
 
 
+def test_policy_step_warm_up_runs_the_deployed_batch_and_leaves_the_step_as_it_was(student_dir: Path) -> None:
+    """The node warms its backend before the first observation; the noise stream and the executing chunk are
+    untouched, so chunk k is the same with or without a warm-up."""
+    card = load_card(student_dir)
+    ort = open_backend("onnxruntime", student_dir)
+    calls: list[dict] = []
+
+    def backend(inputs: dict) -> np.ndarray:
+        calls.append(inputs)
+        return ort(inputs)
+
+    warmed, cold = PolicyStep(card, backend, n_candidates=3, seed=5), PolicyStep(card, ort, n_candidates=3, seed=5)
+    assert warmed.warm_up(calls=2) > 0
+    assert len(calls) == 2 and all(c["noise"].shape == (1, 3, *card.inputs["noise"]) for c in calls)
+    assert set(calls[0]) == set(card.input_names()) and warmed.prev is None
+    obs = Observation({k: v for k, v in example_inputs(card, 1, 1, seed=9).items() if k != "noise"}, 0, 1, 0)
+    np.testing.assert_array_equal(warmed.infer(obs).actions, cold.infer(obs).actions)
+
+
 def test_resample_tail_interpolates() -> None:
     prev = np.arange(8, dtype=np.float32)[:, None].repeat(10, 1)
     vals, valid = resample_tail(prev, 0, 0.1, int(0.05e9), 0.1, 8)

@@ -77,10 +77,12 @@ def _probe_model(args: argparse.Namespace) -> Iterator[Path]:
 
 def run_once(args: argparse.Namespace, name: str) -> dict[str, Any]:
     """One run in this process: figures + breakdown, its PNG in args.out."""
+    from flow2one.bench.timing import MachineShare
     from flow2one.ros.trace import format_breakdown, plot
 
     sched = BEFORE if name == "before" else AFTER
     domain = args.domain_id if args.domain_id is not None else 120 + os.getpid() % 80
+    share = MachineShare()
     if args.graph == "listen":
         res, rows = trace_listen(args.seconds,
                                  domain if args.domain_id is not None else int(os.environ.get("ROS_DOMAIN_ID", "0")))
@@ -90,7 +92,7 @@ def run_once(args: argparse.Namespace, name: str) -> dict[str, Any]:
     else:
         with _probe_model(args) as model:
             res, rows = trace_probe(name, sched, model, args.seconds, domain, args.rate_hz, args.candidates)
-    res["load_avg_1min_at_end"] = round(os.getloadavg()[0], 2)
+    res["machine"] = share.read()  # steal and load over the run: the host's part in the tails
     if rows:
         png = args.out / f"latency_{args.graph}_{name}.png"
         plot(rows, str(png), f"{args.graph} graph, {name} scheduling")

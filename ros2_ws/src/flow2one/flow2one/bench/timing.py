@@ -4,11 +4,13 @@ still say what an idle core would do."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import psutil
 
 
 @dataclass(frozen=True)
@@ -60,3 +62,22 @@ def time_calls(fn: Callable[[], object], repeats: int, warmup: int = 1,
         wall.append(time.perf_counter() - t0)
         cpu.append(cpu_clock() - c0 if cpu_clock else 0.0)
     return Timing.of(wall, cpu if cpu_clock else None)
+
+
+class MachineShare:
+    """What the machine took from a measurement: CPU steal (a virtual machine's vCPUs waiting for the host) and
+    the load. On a shared VM latency tails follow steal more than our code, so latency figures carry the steal
+    share of their interval. CPU times at construction; `read()` reports the interval since."""
+
+    def __init__(self) -> None:
+        self._before = psutil.cpu_times()
+
+    def read(self) -> dict[str, float]:
+        """cpu_steal_pct: of all CPU time in the interval (0 on bare metal, or where the kernel counts no steal);
+        load_avg_1min: now."""
+        after = psutil.cpu_times()
+        # guest time is already inside user time on Linux: counted once
+        total = sum(a - b for f, a, b in zip(after._fields, after, self._before) if not f.startswith("guest"))
+        steal = getattr(after, "steal", 0.0) - getattr(self._before, "steal", 0.0)
+        return {"cpu_steal_pct": round(100.0 * steal / total, 1) if total > 0 else 0.0,
+                "load_avg_1min": round(os.getloadavg()[0], 2)}

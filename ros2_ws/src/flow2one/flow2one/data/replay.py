@@ -158,6 +158,11 @@ class OpenLoopMetrics:
                                                 for c in self.chunks}
         frame_lat = [(c.received_ns - sent[c.stamp_ns]) / 1e6 for c in self.chunks
                      if c.received_ns is not None and sent.get(c.stamp_ns) is not None]
+        # the observation is complete when its frame and the robot state the chunk is stamped with are both out:
+        # a frame that went out before that state (the first frame of a bag) waited on the state, not the graph
+        state_sent = published_ns or {}
+        obs_lat = [(c.received_ns - max(sent[c.stamp_ns], state_sent.get(c.stamp_ns, 0))) / 1e6 for c in self.chunks
+                   if c.received_ns is not None and sent.get(c.stamp_ns) is not None]
         span = (self.rec_stamps[-1] - self.rec_stamps[0]) / _NS
         return {
             "chunks": len(self.chunks),
@@ -173,4 +178,5 @@ class OpenLoopMetrics:
                               "per_minute": float(switches / span * 60.0) if span > 0 else 0.0},
             "latency_ms": _stats(lat),
             "frame_to_chunk_ms": _stats(frame_lat),
+            "observation_to_chunk_ms": _stats(obs_lat),
         }

@@ -106,6 +106,7 @@ class PolicyNode(Node):
         # the same step object the evaluations run (flow2one.runtime.policy_step)
         self.step = PolicyStep(self.card, backend, self.p.n_candidates, self.p.seed, self.p.base_frame,
                                self.p.handoff_window_s)
+        warm_ms = self.step.warm_up()  # before any subscription: the first chunk costs what the others do
         self.obs = self.step.assembler
         self._lock = threading.Lock()
         self._last_version = -1
@@ -149,7 +150,8 @@ class PolicyNode(Node):
                               callback_group=MutuallyExclusiveCallbackGroup())
         self.diag.set(OK, f"model '{self.card.name}' ({self.card.kind}) on {self.p.backend}/{self.p.device}; "
                           "waiting for observations")
-        self.get_logger().info(f"loaded '{self.card.name}' from {model_dir} on {self.p.backend}/{self.p.device}")
+        self.get_logger().info(f"loaded '{self.card.name}' from {model_dir} on {self.p.backend}/{self.p.device} "
+                               f"(warm inference {warm_ms:.1f} ms)")
         for note in getattr(self.step.backend, "notes", ()):  # TensorRT: precision used, engine-vs-ONNX Runtime parity
             self.get_logger().info(note)
 

@@ -33,6 +33,7 @@ from rosgraph_msgs.msg import Clock
 from trajectory_msgs.msg import JointTrajectory
 
 from flow2one import spec
+from flow2one.bench.timing import MachineShare
 from flow2one.data.bags import read_summary
 from flow2one.data.profiles import load_profile
 from flow2one.data.replay import OpenLoopMetrics, header_stamp, recorded_actions, replay_messages
@@ -190,6 +191,7 @@ class ReplayNode(Node):
     def _play(self) -> None:
         try:
             self._wait_for_graph()
+            share = MachineShare()
             t0_log, t0_wall = self.messages[0][0], time.monotonic_ns()
             n_triggers = len({m.topic for _, _, m in self.messages if self._is_trigger(m.topic)})
             state_topics = {spec.EE_POSE_TOPIC, spec.JOINT_STATES_TOPIC} & set(self._pubs)
@@ -221,7 +223,7 @@ class ReplayNode(Node):
                         t0_wall += time.monotonic_ns() - waited  # the timeline pauses while the graph works
                     del frames[stamp]
             time.sleep(0.2 if self.p.rate == 0 else 0.5)  # the last chunks still in flight
-            self._finish()
+            self._finish(share.read())
         except Exception as exc:  # report instead of dying silently in a thread
             self.diag.set(ERROR, f"replay failed: {exc}")
             self.get_logger().error(f"replay failed: {exc}")
@@ -251,12 +253,12 @@ class ReplayNode(Node):
             self._publish_clock(now_ns + int(lead * 1e9))
         self.timeouts += int(not done())
 
-    def _finish(self) -> None:
+    def _finish(self, machine: dict[str, float]) -> None:
         result = self.metrics.result(self._published_at)
         result.update({"bag": str(self.p.bag), "rate": self.p.rate, "timeline": self.timeline,
                        "lockstep_timeouts": self.timeouts,
                        "task": self.summary.episode.task if self.summary.episode else "",
-                       "messages_replayed": len(self.messages)})
+                       "messages_replayed": len(self.messages), "machine": machine})
         self.result = result
         if self.p.metrics_file:
             out = Path(self.p.metrics_file)

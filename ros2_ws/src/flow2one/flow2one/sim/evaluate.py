@@ -25,8 +25,10 @@ def open_policy_step(model_dir: str | Path, backend: str = "torch", candidates: 
     card = load_card(model_dir)
     engine = open_backend(backend, model_dir, threads=threads, max_batch=candidates, card=card,
                           sample_steps=sample_steps)
-    return PolicyStep(card, engine, n_candidates=candidates, seed=seed,
+    step = PolicyStep(card, engine, n_candidates=candidates, seed=seed,
                       handoff_window_s=graph_settings()["handoff_window_s"])
+    step.warm_up()  # as the policy node does
+    return step
 
 
 def sim_executor_config(**changes: Any):
