@@ -19,7 +19,7 @@ from flow2one.geometry import matrix_to_quat, rot6d_to_matrix
 from flow2one.runtime.backends import BackendUnavailable, open_backend
 from flow2one.runtime.card import CardError, ModelCard, load_card, save_card
 from flow2one.runtime.export import example_inputs, torch_reference
-from flow2one.runtime.handoff import resample_tail, select_candidate
+from flow2one.runtime.handoff import agrees_with_plan, resample_tail, select_candidate
 from flow2one.runtime.observation import InputRejected, Observation, ObservationAssembler
 from flow2one.runtime.policy_step import PolicyStep
 from flow2one.runtime.tensorrt_engine import PARITY_TOL, engine_path, profile_shapes
@@ -324,6 +324,36 @@ def test_policy_step_scores_continuity_on_its_handoff_window(student_dir: Path) 
     assert chosen == [0, 1]
     with pytest.raises(ValueError, match="handoff_window_s"):
         PolicyStep(card, backend, n_candidates=2, handoff_window_s=-0.1)
+
+
+def test_a_chunk_that_restates_the_plan_keeps_it_and_one_that_departs_replaces_it(student_dir: Path) -> None:
+    h, dt = spec.HORIZON, spec.STEP_DT
+    plan = np.zeros((h, 10), np.float32)
+    plan[:, 0] = 0.3 * np.arange(h) * dt  # 0.3 m/s along x
+    later = int(4 * dt * 1e9)  # re-planned 4 steps into the plan
+    restated = np.zeros_like(plan)
+    restated[:, 0] = 0.3 * (np.arange(h) + 4) * dt + 0.01  # the same path, 1 cm off
+    assert agrees_with_plan(restated, later, dt, plan, 0, dt, within_m=0.02)
+    assert not agrees_with_plan(restated, later, dt, plan, 0, dt, within_m=0.005)  # the limit counts
+    departs = restated.copy()
+    departs[:, 1] = 0.05  # 5 cm to the side: the scene changed
+    assert not agrees_with_plan(departs, later, dt, plan, 0, dt, within_m=0.02)
+    assert not agrees_with_plan(restated, later, dt, plan, 0, dt, within_m=0.0)  # off
+    assert not agrees_with_plan(restated, later, dt, None, 0, dt, within_m=0.02)  # nothing executing
+    # the plan covers less than half of the new chunk: replaced however well they agree
+    late = int((h // 2 + 1) * dt * 1e9)
+    tail = np.zeros_like(plan)
+    tail[:, 0] = 0.3 * (np.arange(h) + h // 2 + 1) * dt
+    assert not agrees_with_plan(tail, late, dt, plan, 0, dt, within_m=1.0)
+    # the step marks it; with keeping off the same chunk is marked for sending
+    card = replace(load_card(student_dir), dt=dt)
+    obs = Observation({}, later, 1, later)
+    for within, keeps in ((0.02, True), (0.0, False)):
+        step = PolicyStep(card, lambda inputs: restated[None, None], keep_plan_within_m=within)
+        step.prev = (plan, 0, dt)
+        assert step.infer(obs).keeps_plan is keeps
+    with pytest.raises(ValueError, match="keep_plan_within_m"):
+        PolicyStep(card, lambda inputs: restated[None, None], keep_plan_within_m=-1.0)
 
 
 def test_policy_step_warm_up_runs_the_deployed_batch_and_leaves_the_step_as_it_was(student_dir: Path) -> None:

@@ -66,6 +66,7 @@ class PolicyParams:
     max_obs_age_s: float = 0.25  # publish nothing when any part of the observation is older
     n_candidates: int = 1  # M samples per tick; the one continuing the current chunk is published
     handoff_window_s: float = 0.0  # score continuity on this much of the executing plan (0: all of the overlap)
+    keep_plan_within_m: float = 0.0  # a chunk within this mean distance of the executing plan is not sent (0: off)
     new_observations_only: bool = True  # skip ticks on which no input changed
     seed: int = 0
     base_frame: str = spec.BASE_FRAME
@@ -81,8 +82,9 @@ class PolicyParams:
             raise ValueError(f"backend {self.backend!r} is not one of {BACKENDS}")
         if not self.rate_hz > 0 or not self.max_obs_age_s > 0:
             raise ValueError(f"rate_hz ({self.rate_hz}) and max_obs_age_s ({self.max_obs_age_s}) must be positive")
-        if self.n_candidates < 1 or self.markers_every < 0 or not self.handoff_window_s >= 0:
-            raise ValueError("n_candidates must be >= 1, markers_every and handoff_window_s >= 0")
+        if (self.n_candidates < 1 or self.markers_every < 0 or not self.handoff_window_s >= 0
+                or not self.keep_plan_within_m >= 0):
+            raise ValueError("n_candidates must be >= 1, markers_every, handoff_window_s and keep_plan_within_m >= 0")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule {self.schedule!r} is not one of {SCHEDULES}")
 
@@ -105,14 +107,14 @@ class PolicyNode(Node):
                                fp16=self.p.fp16, max_batch=self.p.n_candidates, card=self.card)
         # the same step object the evaluations run (flow2one.runtime.policy_step)
         self.step = PolicyStep(self.card, backend, self.p.n_candidates, self.p.seed, self.p.base_frame,
-                               self.p.handoff_window_s)
+                               self.p.handoff_window_s, self.p.keep_plan_within_m)
         warm_ms = self.step.warm_up()  # before any subscription: the first chunk costs what the others do
         self.obs = self.step.assembler
         self._lock = threading.Lock()
         self._last_version = -1
         self._infer_ms: deque[float] = deque(maxlen=500)
         self._publish_times: deque[float] = deque(maxlen=250)
-        self.counts = {"chunks": 0, "stale": 0, "rejected": 0}
+        self.counts = {"chunks": 0, "stale": 0, "rejected": 0, "kept_plan": 0}
         self.last_rejection = ""
         self.trace = TracePublisher(self)
         self._cloud_rx: tuple[int, int] = (0, 0)  # (stamp, received) of the newest cloud, for the trace
@@ -262,6 +264,9 @@ class PolicyNode(Node):
             self._stale(f"observation {age_ns * 1e-6:.0f} ms old after inference (max {max_age_ns * 1e-6:.0f} ms)")
             return
         self._started_ns = now_ns  # the rate cap spaces published chunks; a discarded inference does not count
+        if chunk.keeps_plan:  # the executor goes on with the plan this chunk agrees with
+            self.counts["kept_plan"] += 1
+            return
         msg = chunk_to_msg(chunk.actions, chunk.stamp_ns, chunk.dt, self.p.base_frame)
         published = self.trace.now_ns()  # before publish(): the executor may take the chunk before it returns
         self.chunk_pub.publish(msg)
@@ -282,7 +287,8 @@ class PolicyNode(Node):
         age_ms = (self.get_clock().now().nanoseconds - stamp_ns) * 1e-6
         self.diag.set(OK, "publishing chunks", chunks=self.counts["chunks"], rate_hz=float(rate),
                       inference_ms_p50=float(np.percentile(lat, 50)), inference_ms_p99=float(np.percentile(lat, 99)),
-                      obs_age_ms=float(age_ms), stale_skips=self.counts["stale"], rejected=self.counts["rejected"])
+                      obs_age_ms=float(age_ms), stale_skips=self.counts["stale"], rejected=self.counts["rejected"],
+                      kept_plan=self.counts["kept_plan"])
 
     def _markers(self, candidates: np.ndarray, best: int, stamp_ns: int) -> MarkerArray:
         """One LINE_STRIP of end-effector positions per candidate; the published one green and thicker."""

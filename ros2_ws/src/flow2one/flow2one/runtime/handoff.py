@@ -66,3 +66,18 @@ def select_candidate(candidates: np.ndarray, stamp_ns: int, dt: float, prev: np.
     diff = candidates[:, valid] - target[valid][None]
     costs = (weights * diff * diff).sum(-1).mean(-1).astype(np.float32)
     return int(np.argmin(costs)), costs
+
+
+def agrees_with_plan(chunk: np.ndarray, stamp_ns: int, dt: float, prev: np.ndarray | None, prev_stamp_ns: int,
+                     prev_dt: float, within_m: float) -> bool:
+    """Whether `chunk` only restates the executing plan `prev`: the plan covers at least half of the chunk's
+    steps, and over that overlap the chunk's positions stay within `within_m` of it on average. Such a chunk
+    need not replace the plan. Re-planned many times a second, a one-step policy that replaces its plan each
+    time executes only first steps, predicted for an arm at rest, and creeps (results/replan/README.md); kept
+    plans execute whole, while a chunk that departs from the plan (the scene changed) still replaces it."""
+    if prev is None or not within_m > 0:
+        return False
+    target, valid = resample_tail(np.asarray(prev, np.float32), prev_stamp_ns, prev_dt, stamp_ns, dt, len(chunk))
+    if 2 * int(valid.sum()) < len(chunk):
+        return False
+    return float(np.linalg.norm(chunk[valid, :3] - target[valid, :3], axis=1).mean()) < within_m

@@ -17,7 +17,7 @@ import numpy as np
 from flow2one import spec
 from flow2one.runtime.backends import Backend
 from flow2one.runtime.card import ModelCard, example_inputs
-from flow2one.runtime.handoff import select_candidate
+from flow2one.runtime.handoff import agrees_with_plan, select_candidate
 from flow2one.runtime.observation import Observation, ObservationAssembler
 
 
@@ -32,6 +32,7 @@ class Chunk:
     best: int  # index of `actions` in `candidates`
     inference_s: float  # wall time of the backend call
     obs_stamp_ns: int  # the oldest input's stamp: freshness is judged on it
+    keeps_plan: bool = False  # it agrees with the executing plan (keep_plan_within_m): not sent, not committed
 
 
 class PolicyStep:
@@ -39,13 +40,17 @@ class PolicyStep:
     a chunk as the one being executed, which the next step's candidate choice continues."""
 
     def __init__(self, card: ModelCard, backend: Backend, n_candidates: int = 1, seed: int = 0,
-                 base_frame: str = spec.BASE_FRAME, handoff_window_s: float = 0.0) -> None:
+                 base_frame: str = spec.BASE_FRAME, handoff_window_s: float = 0.0,
+                 keep_plan_within_m: float = 0.0) -> None:
         if n_candidates < 1:
             raise ValueError(f"n_candidates must be >= 1, got {n_candidates}")
         if not handoff_window_s >= 0:
             raise ValueError(f"handoff_window_s must be >= 0 (0 = the whole overlap), got {handoff_window_s}")
+        if not keep_plan_within_m >= 0:
+            raise ValueError(f"keep_plan_within_m must be >= 0 (0 = every chunk replaces the plan), "
+                             f"got {keep_plan_within_m}")
         self.card, self.backend, self.n_candidates = card, backend, n_candidates
-        self.handoff_window_s = handoff_window_s
+        self.handoff_window_s, self.keep_plan_within_m = handoff_window_s, keep_plan_within_m
         self.assembler = ObservationAssembler(card, base_frame)
         self._rng = np.random.default_rng(seed)
         self.prev: tuple[np.ndarray, int, float] | None = None  # last committed chunk, stamp, dt
@@ -60,7 +65,10 @@ class PolicyStep:
         # stamped with its start, the robot state's time: the executor skips what has passed by then
         best, _ = select_candidate(candidates, obs.origin_ns, self.card.dt, prev, prev_stamp, prev_dt,
                                    window_s=self.handoff_window_s)
-        return Chunk(candidates[best], obs.origin_ns, self.card.dt, candidates, best, inference_s, obs.stamp_ns)
+        keeps = agrees_with_plan(candidates[best], obs.origin_ns, self.card.dt, prev, prev_stamp, prev_dt,
+                                 self.keep_plan_within_m)
+        return Chunk(candidates[best], obs.origin_ns, self.card.dt, candidates, best, inference_s, obs.stamp_ns,
+                     keeps)
 
     def warm_up(self, calls: int = 2) -> float:
         """Backend calls on example inputs of the deployed batch, so that the first observation does not pay for

@@ -25,8 +25,9 @@ def open_policy_step(model_dir: str | Path, backend: str = "torch", candidates: 
     card = load_card(model_dir)
     engine = open_backend(backend, model_dir, threads=threads, max_batch=candidates, card=card,
                           sample_steps=sample_steps)
-    step = PolicyStep(card, engine, n_candidates=candidates, seed=seed,
-                      handoff_window_s=graph_settings()["handoff_window_s"])
+    settings = graph_settings()
+    step = PolicyStep(card, engine, n_candidates=candidates, seed=seed, handoff_window_s=settings["handoff_window_s"],
+                      keep_plan_within_m=settings["keep_plan_within_m"])
     step.warm_up()  # as the policy node does
     return step
 
@@ -124,7 +125,8 @@ def evaluate(task: str, policy: str = "expert", episodes: int = 50, seed: int = 
     extra = {"policy": policy, "seed0": seed, "wall_s": time.perf_counter() - wall0}
     if is_policy and controller.inference_s:
         extra["inference_ms_median"] = 1e3 * float(np.median(controller.inference_s))
-        extra.update(chunks_rejected=controller.rejected, chunks_stale=controller.stale)
+        extra.update(chunks_rejected=controller.rejected, chunks_stale=controller.stale,
+                     chunks_kept_plan=controller.kept_plan)
     summary = summarize(task, results, extra)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -145,13 +147,13 @@ FLAGGED = {"policy": {"rate_hz": "--policy-rate-hz", "n_candidates": "--candidat
 
 def evaluated_params() -> dict[str, set[str]]:
     """The sim-graph parameters an evaluation reads besides its flags: every executor setting (the executor
-    core runs as configured) and the policy step's hand-off window. Others (the sim world's, the pointcloud
+    core runs as configured) and the policy step's hand-off window and plan keeping. Others (the sim world's, the pointcloud
     node's) have their own forms here; a --set of one would change nothing and is refused."""
     from dataclasses import fields
 
     from flow2one.control.config import ExecutorConfig
 
-    return {"policy": {"handoff_window_s"}, "executor": {f.name for f in fields(ExecutorConfig)}}
+    return {"policy": {"handoff_window_s", "keep_plan_within_m"}, "executor": {f.name for f in fields(ExecutorConfig)}}
 
 
 def apply_overrides(items: list[str]) -> None:
@@ -195,4 +197,5 @@ def graph_settings() -> dict[str, Any]:
     return {"n_exec": int(p["executor"]["n_exec"]), "rate_hz": float(p["policy"]["rate_hz"]),
             "candidates": int(p["policy"]["n_candidates"]), "max_obs_age_s": float(p["policy"]["max_obs_age_s"]),
             "backend": str(p["policy"]["backend"]),
-            "handoff_window_s": float(p["policy"].get("handoff_window_s", 0.0))}
+            "handoff_window_s": float(p["policy"].get("handoff_window_s", 0.0)),
+            "keep_plan_within_m": float(p["policy"].get("keep_plan_within_m", 0.0))}

@@ -200,7 +200,7 @@ class PolicyController(Controller):
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="policy")
         self._job: Future | None = None
         self.inference_s: list[float] = []
-        self.rejected = self.stale = self.robot_errors = 0
+        self.rejected = self.stale = self.robot_errors = self.kept_plan = 0
         self.executor: Executor | None = None
         self.taken: tuple[np.ndarray, np.ndarray] | None = None  # (candidates (M, H, 10), chosen) for a view
 
@@ -255,6 +255,9 @@ class PolicyController(Controller):
             self.stale += 1
             return
         self._started = started
+        if chunk.keeps_plan:  # as the node: not sent, the executor goes on with the plan
+            self.kept_plan += 1
+            return
         self.step.commit(chunk)
         self.taken = (chunk.candidates, chunk.actions)
         try:

@@ -54,13 +54,15 @@ class Cell:
     replans_per_sim_s: float | None = None
     chunks_rejected: int = 0
     chunks_stale: int | None = None  # None: a file from before stale chunks were counted
+    chunks_kept_plan: int | None = None  # inferences that kept the executing plan; None: a file from before
     per_episode: list[EpisodeResult] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["per_episode"] = [e.to_dict() for e in self.per_episode]
-        if self.chunks_stale is None:
-            del out["chunks_stale"]
+        for key in ("chunks_stale", "chunks_kept_plan"):
+            if out[key] is None:
+                del out[key]
         return out
 
     @classmethod

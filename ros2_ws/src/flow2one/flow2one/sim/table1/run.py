@@ -79,7 +79,7 @@ def evaluate_task(cfg: Table1Config, task: str) -> tuple[dict[str, Cell], dict[s
             cell = cell_from_episodes(results, groups)
             cell.inference_ms_in_loop_median = 1e3 * float(np.median(ctrl.inference_s))
             cell.replans_per_sim_s = len(ctrl.inference_s) / max(sum(r.duration for r in results), 1e-9)
-            cell.chunks_rejected, cell.chunks_stale = ctrl.rejected, ctrl.stale
+            cell.chunks_rejected, cell.chunks_stale, cell.chunks_kept_plan = ctrl.rejected, ctrl.stale, ctrl.kept_plan
             cells[row.key] = cell
             strips.mkdir(parents=True, exist_ok=True)
             tag = "_".join(f"{k}{v}" for k, v in row.sample_kw.items())

@@ -42,8 +42,9 @@ def pool(a: Cell, b: Cell, groups: list[int]) -> Cell:
         va, vb = getattr(a, key), getattr(b, key)
         setattr(cell, key, None if va is None or vb is None else float(np.dot(w, [va, vb]) / w.sum()))
     cell.chunks_rejected = a.chunks_rejected + b.chunks_rejected
-    if a.chunks_stale is not None and b.chunks_stale is not None:
-        cell.chunks_stale = a.chunks_stale + b.chunks_stale
+    for key in ("chunks_stale", "chunks_kept_plan"):
+        va, vb = getattr(a, key), getattr(b, key)
+        setattr(cell, key, None if va is None or vb is None else va + vb)
     return cell
 
 
