@@ -191,6 +191,25 @@ def test_rate_hz_caps_how_often_it_replans(student_dir: Path, domain_id: int) ->
         assert np.diff(times).min() > 0.35  # 0.5 s apart, less delivery jitter
 
 
+def test_chunks_that_restate_the_plan_are_not_sent(student_dir: Path, domain_id: int) -> None:
+    # every chunk "agrees" within 10 m: the plan is replaced only when it covers less than half a chunk
+    with run_policy(student_dir, domain_id, rate_hz=50.0, keep_plan_within_m=10.0) as runner:
+        probe = Probe(runner.context)
+        runner.add_node(probe)
+        node = runner.nodes["policy"]
+        assert wait_for(lambda: (probe.play(probe.now_ns()), bool(probe.chunks))[1], timeout=20.0, period=0.05)
+        end = time.monotonic() + 2.0
+        while time.monotonic() < end:  # 20 fresh observations a second
+            probe.play(probe.now_ns())
+            time.sleep(0.05)
+        time.sleep(0.3)
+        with probe.lock:
+            stamps = np.array([msg_to_chunk(m).stamp_ns for m, _ in probe.chunks])
+        span_ns = spec.HORIZON * spec.STEP_DT * 1e9
+        assert node.counts["kept_plan"] >= 10 and 2 <= len(stamps) <= 8, (node.counts, len(stamps))
+        assert np.diff(stamps).min() >= 0.5 * span_ns - 2 * spec.STEP_DT * 1e9  # sent when half the plan is left
+
+
 def test_a_discarded_inference_does_not_hold_back_the_next_chunk(student_dir: Path, domain_id: int) -> None:
     with run_policy(student_dir, domain_id, rate_hz=0.5, max_obs_age_s=0.25) as runner:
         node = runner.nodes["policy"]
