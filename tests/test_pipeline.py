@@ -148,6 +148,7 @@ def test_table1_closed_loop_report(reproduced) -> None:
     one = report.cells["reach_around"][STUDENT]
     assert pooled.seed_groups == [0, 1, 5, 6] and pooled.episodes == 4 == len(pooled.per_episode)
     assert pooled.successes == 2 * one.successes and pooled.success_per_seed == 2 * one.success_per_seed
+    assert (pooled.chunks_stale, pooled.chunks_kept_plan) == (2 * one.chunks_stale, 2 * one.chunks_kept_plan)
     assert pooled.success_mean == pytest.approx(one.success_mean)
     assert "4 seed group(s)" in (out / "pooled" / "table1.md").read_text()
     (out / "e.json").write_text(json.dumps({**second, "policy_rate_hz": 2.5}))  # re-planned at another rate
