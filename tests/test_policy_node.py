@@ -208,6 +208,7 @@ def test_chunks_that_restate_the_plan_are_not_sent(student_dir: Path, domain_id:
         span_ns = spec.HORIZON * spec.STEP_DT * 1e9
         assert node.counts["kept_plan"] >= 10 and 2 <= len(stamps) <= 8, (node.counts, len(stamps))
         assert np.diff(stamps).min() >= 0.5 * span_ns - 2 * spec.STEP_DT * 1e9  # sent when half the plan is left
+        assert wait_for(lambda: int(probe.diag_values().get("kept_plan", "0")) >= 10, timeout=5.0)  # diagnostics say so
 
 
 def test_a_discarded_inference_does_not_hold_back_the_next_chunk(student_dir: Path, domain_id: int) -> None:

@@ -266,6 +266,7 @@ class PolicyNode(Node):
         self._started_ns = now_ns  # the rate cap spaces published chunks; a discarded inference does not count
         if chunk.keeps_plan:  # the executor goes on with the plan this chunk agrees with
             self.counts["kept_plan"] += 1
+            self._report(obs.stamp_ns)
             return
         msg = chunk_to_msg(chunk.actions, chunk.stamp_ns, chunk.dt, self.p.base_frame)
         published = self.trace.now_ns()  # before publish(): the executor may take the chunk before it returns
