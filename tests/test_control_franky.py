@@ -303,8 +303,9 @@ def guide_home(robot: FrankyRobot, timeout: float = 60.0) -> bool:
 def clear_fault(ex: Executor, robot: FrankyRobot, tally: collections.Counter) -> bool:
     """What an operator does on a FAULT: home; when homing is refused (the arm is out of the box or tilted
     past the cone, e.g. after franky-sim's Cartesian control swung the arm), guide it home by hand first, then
-    let the executor home (it checks the pose it starts from); home again when homing stalls (a planner error -110 can leave
-    franky-sim's home motion "in control" until the 60 s homing timeout). False when the arm did not get home."""
+    let the executor home (it checks the pose it starts from); home again when homing stalls (a planner error
+    -110 can leave franky-sim's home motion "in control" until the 60 s homing timeout). False when the arm
+    did not get home."""
     for _ in range(3):
         tally["homes"] += 1
         refused = ex.counters["homing_refused"]

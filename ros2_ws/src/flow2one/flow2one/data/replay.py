@@ -154,15 +154,14 @@ class OpenLoopMetrics:
             overlaps += 1
             switches += int(np.linalg.norm(pa - pb, axis=1).mean() > self.switch_threshold_m)
         lat = [c.latency_s * 1e3 for c in self.chunks if c.latency_s is not None]
-        sent = {} if published_ns is None else {c.stamp_ns: published_ns.get(self.frames.get(c.stamp_ns, -1))
-                                                for c in self.chunks}
-        frame_lat = [(c.received_ns - sent[c.stamp_ns]) / 1e6 for c in self.chunks
-                     if c.received_ns is not None and sent.get(c.stamp_ns) is not None]
-        # the observation is complete when its frame and the robot state the chunk is stamped with are both out:
-        # a frame that went out before that state (the first frame of a bag) waited on the state, not the graph
-        state_sent = published_ns or {}
-        obs_lat = [(c.received_ns - max(sent[c.stamp_ns], state_sent.get(c.stamp_ns, 0))) / 1e6 for c in self.chunks
-                   if c.received_ns is not None and sent.get(c.stamp_ns) is not None]
+        published_ns = published_ns or {}
+        # (received, its frame sent, the robot state it is stamped with sent) of each chunk whose frame is known
+        timed = [(c.received_ns, published_ns[f], published_ns.get(c.stamp_ns, 0)) for c in self.chunks
+                 if c.received_ns is not None and (f := self.frames.get(c.stamp_ns)) in published_ns]
+        frame_lat = [(rx - frame) / 1e6 for rx, frame, _ in timed]
+        # the observation is complete when its frame and that state are both out: a frame that went out before
+        # the state (the first frame of a bag) waited on the state, not the graph
+        obs_lat = [(rx - max(frame, state)) / 1e6 for rx, frame, state in timed]
         span = (self.rec_stamps[-1] - self.rec_stamps[0]) / _NS
         return {
             "chunks": len(self.chunks),
