@@ -65,13 +65,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 @contextlib.contextmanager
 def _probe_model(args: argparse.Namespace) -> Iterator[Path]:
-    """--model-dir, else a small random student in a temporary directory (an export takes a while)."""
+    """--model-dir, else a small random student in a temporary folder under --out (an export takes a while;
+    the child runs' recorded commands then name it as a path of the output, not of this machine's /tmp)."""
     if args.model_dir:
         yield Path(args.model_dir)
         return
     from flow2one.bench.policy_graph_latency import small_student
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(prefix="probe_student_", dir=args.out) as tmp:
         yield small_student(Path(tmp))
 
 
