@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from flow2one.control import kinematics, so3
 from flow2one.control.config import HOME_JOINTS, ExecutorConfig
-from flow2one.control.executor import Executor, State
+from flow2one.control.executor import RETARGET_MIN_S, RETARGET_SLACK_S, Executor, State
 from flow2one.control.franky_robot import RobotStateSample
 from flow2one.control.limits import SafetyLimits
 from flow2one.control.plan import ChunkRejected, Scheduler, align_chunk, pick_consistent
@@ -55,10 +55,11 @@ class KinematicRobot:
         self.width = 0.08
         self.log: list = []
         self.stops = 0
+        self.real_time_factor = 1.0  # the robot's clock over the wall clock (franky-sim < 1 on a busy machine)
 
     def read_state(self) -> RobotStateSample:
         return RobotStateSample(self.clock(), self.q.copy(), np.zeros(7), np.zeros(7), self.pose.copy(), self.width,
-                                "Move", self.clock() / 1e9)
+                                "Move", self.clock() / 1e9 * self.real_time_factor)
 
     def record(self, kind, cmd: SafeCommand) -> None:
         self.log.append((kind, cmd.t, cmd.position.copy(), cmd.rotation.copy(), cmd.gripper))
@@ -275,6 +276,25 @@ def test_a_new_chunk_retargets_franky_before_the_next_control_tick():
     ex.submit_chunk(line_chunk(HOME, [0.1, 0.0, 0.0]), clock.ns(), 0.05, received_mono=clock.t)
     ex.tick(clock.t)
     assert events[-1].first_of_chunk and events[-1].retarget_allowed_ns == events[-1].chunk_received_ns
+    assert audit(robot.log, ex.limits) == []
+
+
+@pytest.mark.parametrize("real_time_factor", [1.0, 0.3])
+def test_franky_is_retargeted_no_faster_than_its_safe_rate_in_its_own_time(real_time_factor):
+    """A robot clock slowed to 0.3 of the wall clock (franky-sim on a busy machine) still gets its targets at
+    least RETARGET_MIN_S of its own time apart; a robot on the wall clock gets them at the full rate."""
+    ex, robot, clock = make_executor(command_rate_hz=50.0)
+    robot.real_time_factor = real_time_factor
+    robot_times = []
+    ex.on_command = lambda c: robot_times.append(ex.latest.robot_time_s)
+    for k in range(400):  # 2 s: a fresh chunk every 10 ms, control ticks every 5 ms
+        if k % 2 == 0:
+            ex.submit_chunk(line_chunk(HOME, [0.02, 0.0, 0.0]), clock.ns(), 0.05, received_mono=clock.t)
+        ex.tick(clock.t)
+        clock.t += 0.005
+    gaps = np.diff(robot_times)
+    assert gaps.min() >= RETARGET_MIN_S - RETARGET_SLACK_S
+    assert len(robot_times) >= 0.9 * 2.0 * real_time_factor / RETARGET_MIN_S
     assert audit(robot.log, ex.limits) == []
 
 

@@ -119,6 +119,7 @@ class Executor:
         self._anchor_fail_since: float | None = None
         self._home_started = 0.0
         self._last_cmd_mono = -np.inf
+        self._last_cmd_robot_s = -np.inf  # the robot's clock at the last command
         self._last_chunk_mono: float | None = None
         self._fresh_chunk = False  # a chunk accepted since the last command: re-target without waiting a period
         self._received_mono: dict[int, float] = {}
@@ -298,6 +299,11 @@ class Executor:
                 return
         if now - self._last_cmd_mono < (RETARGET_MIN_S if self._fresh_chunk else self._period_cmd) - RETARGET_SLACK_S:
             return
+        # franky's safe re-target rate is a rate in the robot's time. A franky-sim slowed to 0.2-0.4 of real time
+        # would get wall-clock-paced targets at 2-5 times it, and its planner then swings the arm centimetres off
+        # the command (docs/ENVIRONMENT_FACTS.md). On a robot its clock is the wall clock and this never waits.
+        if 0.0 <= st.robot_time_s - self._last_cmd_robot_s < RETARGET_MIN_S - RETARGET_SLACK_S:
+            return
         t0 = self.monotonic()
         with self._lock:
             now_ns = self.clock_ns()
@@ -352,6 +358,7 @@ class Executor:
         self.robot.send(cmd)
         sent = self.monotonic()
         previous_cmd, self._last_cmd_mono = self._last_cmd_mono, now
+        self._last_cmd_robot_s = st.robot_time_s
         first = plan.chunk_id not in self._commanded_ids
         latency = float("nan")
         allowed_ns = 0

@@ -2,9 +2,10 @@
 
 Arm targets go out as asynchronous absolute CartesianMotions that keep holding their target
 (return_when_finished=False): each new one pre-empts the previous and franky's Ruckig re-plans from the
-current motion state, so re-targeting at the chunk-step rate (10-50 Hz, docs/ENVIRONMENT_FACTS.md) is smooth, and
-"hold" simply means sending nothing new. Ruckig's own Cartesian limits are set from the same
-SafetyLimits at connect, so the arm's motion between targets is bounded as well as the targets.
+current motion state, so re-targeting at the chunk-step rate (10-50 Hz, docs/ENVIRONMENT_FACTS.md) is smooth,
+and "hold" simply means sending nothing new (a target franky already holds is therefore not sent again).
+Ruckig's own Cartesian limits are set from the same SafetyLimits at connect, so the arm's motion between
+targets is bounded as well as the targets.
 Errors of asynchronous motions surface at poll/join; every franky exception becomes a RobotError that
 says whether libfranka's automatic recovery may clear it.
 """
@@ -25,6 +26,7 @@ from flow2one.control.safety import SafeCommand
 from flow2one.geometry import matrix_to_quat, matrix_to_rot6d, quat_to_matrix
 
 JOINT_NAMES: tuple[str, ...] = tuple(f"panda_joint{i}" for i in range(1, 8))
+HELD_TOLERANCE = 1e-6  # a target this close (m; rotation-matrix entries) to the one franky holds is not re-sent
 
 # Exceptions franky raises that are not subclasses of franky.Exception.
 _FRANKY_ERRORS = (franky.Exception, franky.GripperException, franky.InvalidMotionTypeException,
@@ -108,6 +110,7 @@ class FrankyRobot:
         self.gripper: franky.Gripper | None = None
         self._connect()
         self._motion_kind: str | None = None  # "cartesian" | "joint" | None: what is running
+        self._held: tuple[np.ndarray, np.ndarray] | None = None  # the Cartesian target franky holds (with "cartesian")
         self._stopping = False
         self._gripper_future = None
         self._gripper_closed: bool | None = None
@@ -182,12 +185,21 @@ class FrankyRobot:
             with self._lock:
                 if self._motion_kind == "joint":
                     raise RobotError("a joint motion (homing) is running; stop it first", "command")
-                self.robot.move(motion, asynchronous=True)
-                self._motion_kind = "cartesian"
+                if not (self._motion_kind == "cartesian" and self._holds(cmd)):
+                    self.robot.move(motion, asynchronous=True)
+                    self._motion_kind = "cartesian"
+                    self._held = (cmd.position.copy(), cmd.rotation.copy())
         except _FRANKY_ERRORS as exc:
             self._motion_kind = None
             raise _wrap(exc, "sending a Cartesian target") from exc
         self.set_gripper(cmd.gripper)
+
+    def _holds(self, cmd: SafeCommand) -> bool:
+        """Whether the running motion already holds `cmd`'s pose. franky's planner fails (Ruckig -111) now and
+        then on a re-target less than ~1e-8 from where the arm rests (docs/ENVIRONMENT_FACTS.md), which a held
+        target is; 1e-6 (m, rotation-matrix entries) is far below any motion and far above rounding."""
+        return (self._held is not None and float(np.abs(self._held[0] - cmd.position).max()) <= HELD_TOLERANCE
+                and float(np.abs(self._held[1] - cmd.rotation).max()) <= HELD_TOLERANCE)
 
     def poll(self) -> bool:
         """Raise the error of a failed asynchronous motion; True while a motion runs."""
