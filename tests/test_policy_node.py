@@ -180,15 +180,20 @@ def test_rate_hz_caps_how_often_it_replans(student_dir: Path, domain_id: int) ->
     with run_policy(student_dir, domain_id, rate_hz=2.0) as runner:  # sim.yaml re-plans at 1.25 Hz
         probe = Probe(runner.context)
         runner.add_node(probe)
-        end = time.monotonic() + 3.0
-        while time.monotonic() < end:  # fresh observations at 20 Hz: each poll could start an inference
+        begin = time.monotonic()
+        while time.monotonic() < begin + 3.0:  # fresh observations at 20 Hz: each poll could start an inference
             probe.play(probe.now_ns())
             time.sleep(0.05)
         time.sleep(0.3)
         with probe.lock:
             times = np.array([t for _, t in probe.chunks])
-        assert 3 <= len(times) <= 7, len(times)  # ~2 per second after discovery, not one per observation
-        assert np.diff(times).min() > 0.35  # 0.5 s apart, less delivery jitter
+        span = time.monotonic() - begin
+        # inferences start at most 2 a second (after discovery), not once per observation; the count is bounded by
+        # the window, not by 3 s: a loaded box stretches the loop, and received chunks lag their inference's start
+        assert 3 <= len(times) <= int(span * 2.0) + 1, (len(times), span)
+        # paced 0.5 s apart as received: an inference or delivery delayed by load shortens the gap after it (seen:
+        # 0.22 s after a chunk that arrived 0.28 s late), so the median is what the cap sets
+        assert np.median(np.diff(times)) > 0.45, np.diff(times)
 
 
 def test_chunks_that_restate_the_plan_are_not_sent(student_dir: Path, domain_id: int) -> None:

@@ -121,6 +121,52 @@ def test_expert_lead_labels_depend_only_on_what_the_observation_shows():
         make_expert("track", lead_s=0.0)
 
 
+def test_dart_sends_a_smooth_offset_and_records_the_clean_target():
+    """DART demos: the arm is sent the expert's target plus a smooth random offset of the configured std, and
+    the recorded label is the expert's own target, untouched; the offset is the episode rng's, so a seed
+    reproduces its demo. Without noise the expert's target is what is sent."""
+    from types import SimpleNamespace
+
+    class Straight:  # an expert moving along x at 10 cm/s
+        def reset(self, task, info, rng) -> int:
+            self.k = 0
+            return 0
+
+        def act(self, proprio, info) -> np.ndarray:
+            self.k += 1
+            return np.r_[0.4 + 0.005 * self.k, 0.0, 0.2, 1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.08]
+
+    class Arm:  # records what franky would be sent
+        def __init__(self) -> None:
+            self.sent = []
+
+        def send(self, cmd) -> None:
+            self.sent.append(np.r_[cmd.position, cmd.rotation[:, 0], cmd.rotation[:, 1], cmd.gripper])
+
+    world = SimpleNamespace(task=None, info=dict)
+    obs = SimpleNamespace(proprio=np.zeros(10), info={}, sim_t=0.0)
+
+    def drive(noise: float, seed: int, steps: int = 4000) -> tuple[np.ndarray, np.ndarray]:
+        arm, ctl = Arm(), ExpertController(Straight(), dart_noise_m=noise)
+        ctl.reset(world, arm, np.random.default_rng(seed))
+        labels = np.stack([ctl.act(obs) for _ in range(steps)])
+        return labels, np.stack(arm.sent)
+
+    clean, sent = drive(0.0, 1)
+    np.testing.assert_array_equal(sent, clean)
+    labels, sent = drive(0.02, 1)
+    np.testing.assert_array_equal(labels, clean)  # the label is the expert's target
+    off = sent[:, :3] - labels[:, :3]
+    np.testing.assert_array_equal(sent[:, 3:], labels[:, 3:])  # rotation and gripper as the expert sent them
+    assert np.all(np.abs(off[200:].std(axis=0) - 0.02) < 0.006)  # the configured std per axis
+    step = np.abs(np.diff(off, axis=0))  # smooth: per-step changes ~0.02 * sqrt(2 * 0.05 / 0.5), not ~0.02
+    assert np.median(step) < 0.01 and np.abs(np.corrcoef(off[:-1, 0], off[1:, 0])[0, 1] - np.exp(-0.1)) < 0.05
+    np.testing.assert_array_equal(drive(0.02, 1)[1], sent)  # the seed reproduces the demo
+    assert np.abs(drive(0.02, 2)[1] - sent).max() > 0.01
+    with pytest.raises(ValueError, match="dart_noise_m"):
+        ExpertController(Straight(), dart_noise_m=-0.01)
+
+
 def test_randomisation_is_seeded_and_modes_are_balanced():
     for name in TASKS:
         task = make_task(name)

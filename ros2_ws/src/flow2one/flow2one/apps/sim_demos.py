@@ -30,6 +30,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--expert-lead", type=float, default=None, metavar="S",
                    help="record the measured TCP plus at most S seconds of the expert's speed toward its goal, "
                         "instead of its carrot (a label the observation determines; see results/replan/)")
+    p.add_argument("--dart-noise", type=float, default=0.0, metavar="M",
+                   help="DART: push the sent position off the expert's by a smooth random offset of M m (std per "
+                        "axis, 0.5 s correlation) and record the expert's clean target, so the demos show the way "
+                        "back from states off its path (default 0: none)")
     p.add_argument("--images", action="store_true", help="also store rgb + depth of every camera and step")
     p.add_argument("--dagger-policy", type=Path, default=None, metavar="MODEL_DIR",
                    help="DAgger: this exported policy drives (through the deployed loop), the expert labels its "
@@ -42,8 +46,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     if args.episodes < 1:
         raise SystemExit("--episodes must be >= 1")
+    if not args.dart_noise >= 0.0:
+        raise SystemExit(f"--dart-noise must be >= 0 m, got {args.dart_noise}")
     tasks = list(TASKS) if args.task == "all" else [args.task]
     if args.dagger_policy is not None:
+        if args.dart_noise:
+            raise SystemExit("--dart-noise perturbs the expert's driving; with --dagger-policy the policy drives")
         if args.expert_lead is None:
             raise SystemExit("--dagger-policy needs --expert-lead: a carrot label depends on the expert's own "
                              "path, which the policy's states do not have")
@@ -54,7 +62,7 @@ def main(args: argparse.Namespace) -> int:
         report = {t: generate_dagger(t, args.out / t, args.episodes, args.dagger_policy, args.expert_lead,
                                      args.seed, args.policy_rate_hz, args.n_exec, args.candidates) for t in tasks}
     else:
-        report = {t: generate(t, args.out / t, args.episodes, args.seed, args.images, expert_lead_s=args.expert_lead)
-                  for t in tasks}
+        report = {t: generate(t, args.out / t, args.episodes, args.seed, args.images, expert_lead_s=args.expert_lead,
+                              dart_noise_m=args.dart_noise) for t in tasks}
     print(json.dumps(report, indent=1))
     return 0 if all(r["episodes"] == args.episodes for r in report.values()) else 1

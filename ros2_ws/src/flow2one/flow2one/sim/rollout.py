@@ -160,17 +160,34 @@ def send_target(robot: FrankyRobot, action: np.ndarray, t: float) -> int:
 
 
 class ExpertController(Controller):
-    def __init__(self, expert: Expert) -> None:
+    """The scripted expert drives the arm. With `dart_noise_m` > 0 (DART, Laskey et al. 2017) the position it
+    sends is pushed off by a smooth random offset (an Ornstein-Uhlenbeck process of that stationary std per
+    axis and `dart_tau_s` correlation time) while the clean expert target is returned as the label: the demos
+    then hold states off the expert's path, each labelled with the way back. White noise per step would be
+    smoothed away by franky's planner before the arm ever left the path."""
+
+    def __init__(self, expert: Expert, dart_noise_m: float = 0.0, dart_tau_s: float = 0.5) -> None:
+        if not (dart_noise_m >= 0.0 and dart_tau_s > 0.0):
+            raise ValueError(f"dart_noise_m must be >= 0 and dart_tau_s > 0, got {dart_noise_m}, {dart_tau_s}")
         self.expert = expert
         self.robot_errors = 0
+        self.dart_noise_m = dart_noise_m
+        self._decay = float(np.exp(-STEP_DT / dart_tau_s))
+        self._offset = np.zeros(3)
 
     def reset(self, world: SimWorld, robot: FrankyRobot, rng: np.random.Generator) -> int:
-        self.robot = robot
+        self.robot, self._rng, self._offset = robot, rng, np.zeros(3)
         return self.expert.reset(world.task, world.info(), rng)
 
     def act(self, obs: Observer) -> np.ndarray:
         action = np.asarray(self.expert.act(obs.proprio, obs.info), dtype=np.float64)
-        self.robot_errors += send_target(self.robot, action, obs.sim_t)
+        sent = action
+        if self.dart_noise_m > 0.0:
+            kick = self.dart_noise_m * np.sqrt(1.0 - self._decay ** 2)
+            self._offset = self._decay * self._offset + self._rng.normal(0.0, kick, 3)
+            sent = action.copy()
+            sent[:3] += self._offset
+        self.robot_errors += send_target(self.robot, sent, obs.sim_t)
         return action
 
 
