@@ -10,6 +10,8 @@ next seed is tried until N successes or 2N attempts.
 
 With --dagger-policy a trained policy drives instead (the deployed loop, as sim-eval runs it) and the
 expert only labels the states it visits (DAgger); every episode is written, the policy's failures too.
+With --dart-noise the expert drives, pushed off its path by a smooth random offset, and its clean target is
+recorded (DART): states off the expert's path, each labelled with the way back.
 """
 
 from __future__ import annotations
