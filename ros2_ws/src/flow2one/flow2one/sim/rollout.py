@@ -173,6 +173,7 @@ class ExpertController(Controller):
         self.robot_errors = 0
         self.dart_noise_m = dart_noise_m
         self._decay = float(np.exp(-STEP_DT / dart_tau_s))
+        self._kick = dart_noise_m * float(np.sqrt(1.0 - self._decay ** 2))  # keeps the offset's std at dart_noise_m
         self._offset = np.zeros(3)
 
     def reset(self, world: SimWorld, robot: FrankyRobot, rng: np.random.Generator) -> int:
@@ -183,8 +184,7 @@ class ExpertController(Controller):
         action = np.asarray(self.expert.act(obs.proprio, obs.info), dtype=np.float64)
         sent = action
         if self.dart_noise_m > 0.0:
-            kick = self.dart_noise_m * np.sqrt(1.0 - self._decay ** 2)
-            self._offset = self._decay * self._offset + self._rng.normal(0.0, kick, 3)
+            self._offset = self._decay * self._offset + self._rng.normal(0.0, self._kick, 3)
             sent = action.copy()
             sent[:3] += self._offset
         self.robot_errors += send_target(self.robot, sent, obs.sim_t)
