@@ -104,6 +104,48 @@ def test_motion_noise_is_for_training_only() -> None:
         preset("tiny", "student", motion_noise=0.5)  # noise on a motion input the model does not have
 
 
+def test_pose_noise_moves_only_the_position_input_and_only_while_training() -> None:
+    """Pose noise blurs the EE position input while training (the encoding then ignores a position shift
+    no better than noise would) and never reaches an evaluated model; rotation and gripper stay exact."""
+    noisy = _fitted("student", pose_noise=0.5)
+    obs = _obs(noisy.cfg, 4, seed=2)
+    noisy.encoder.train()
+    assert not torch.equal(noisy.encoder(obs), noisy.encoder(obs))
+    torch.manual_seed(0)
+    a = noisy.encoder(obs)
+    torch.manual_seed(0)
+    rot = dict(obs, proprio=obs["proprio"] + torch.tensor([0.0] * 3 + [0.1] * 7))
+    assert not torch.allclose(a, noisy.encoder(rot))  # the rest of proprio is not replaced by noise
+    noisy.encoder.eval()
+    clean = build_policy(preset("tiny", "student"))
+    clean.load_state_dict(noisy.state_dict())
+    assert torch.equal(noisy.encoder(obs), clean.encoder.eval()(obs))
+    for bad in ({"pose_noise": -0.1}, {"pose_noise": float("inf")}, {"pose_noise": 0.1, "use_proprio": False},
+                {"pose_noise_radius": -1.0}):
+        with pytest.raises(ValueError, match="pose_noise"):
+            preset("tiny", "student", **bad)
+
+
+@pytest.mark.parametrize("radius", [0.0, 0.1])
+def test_pose_noise_moves_the_hand_in_the_cloud_with_the_pose(radius: float) -> None:
+    """With a radius, the hand's points (near the TCP in x-y, from the fingertips up) move exactly as the EE
+    position input does, in both clouds; the puck under the fingers and the rest of the scene stay put."""
+    enc = _fitted("student", history_steps=2, pose_noise=0.05, pose_noise_radius=radius).encoder.train()
+    proprio = torch.tensor([[0.5, 0.0, 0.1] + [0.3] * 7] * 2)
+    hand = torch.tensor([[0.52, 0.0, 0.15], [0.5, 0.03, 0.09]])  # a hand point and a fingertip
+    scene = torch.tensor([[0.5, 0.0, 0.02], [0.8, 0.3, 0.15], [0.0, 0.0, 0.0]])  # puck below, far, table
+    cloud = torch.cat([hand, scene]).expand(2, -1, -1)
+    obs = {"points": cloud, "points_prev": cloud + 0.001, "proprio": proprio}
+    moved = enc._move_arm(obs)
+    shift = moved["proprio"][:, :3] - proprio[:, :3]
+    assert (shift.abs() > 0).all() and torch.equal(moved["proprio"][:, 3:], proprio[:, 3:])
+    for k in ("points", "points_prev"):
+        want = obs[k].clone()
+        if radius:
+            want[:, :2] += shift[:, None]
+        assert torch.allclose(moved[k], want, atol=1e-6)
+
+
 def test_bad_observation_raises_clear_errors() -> None:
     p = _fitted("student")
     with pytest.raises(ValueError, match="lacks 'proprio'"):

@@ -105,6 +105,7 @@ def test_cli_pipeline_and_resume(dataset, tmp_path, capsys) -> None:
                      "--n-samples", "4", "--threads", "1"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["kind"] == "student" and report["windows"] == 3 and report["pos_err_best_of_n_m"] >= 0
+    assert np.isfinite(report["pose_gain"])
 
 
 def test_warm_start_continues_the_checkpoint_in_its_own_units(dataset, tmp_path, capsys) -> None:
@@ -130,6 +131,52 @@ def test_warm_start_continues_the_checkpoint_in_its_own_units(dataset, tmp_path,
     assert cli.main(["train-l1flow", "--data", str(shifted), "--out", str(tmp_path / "l1"), "--steps", "1",
                      "--warm-start", str(teacher), *FAST]) == 1
     assert "is a teacher checkpoint; this command trains a l1flow" in capsys.readouterr().err
+
+
+def test_pose_noise_is_set_on_a_warm_start_and_checked(dataset, tmp_path, capsys) -> None:
+    """--pose-noise is training-only, so it may change on a warm start: the teacher's and the student's saved
+    configs carry it, the student's warm start from a noise-free student accepts the noisy teacher's set, and a
+    bad value is one clear error."""
+    t0, t1, dset = tmp_path / "t0", tmp_path / "t1", tmp_path / "set.safetensors"
+    assert cli.main(["train-teacher", "--data", str(dataset), "--out", str(t0), "--steps", "1", *FAST]) == 0
+    assert cli.main(["train-teacher", "--data", str(dataset), "--out", str(t1), "--steps", "1", "--warm-start",
+                     str(t0), "--pose-noise", "0.03", *FAST]) == 0
+    assert load_policy(t0)[1].encoder.pose_noise == 0 and load_policy(t1)[1].encoder.pose_noise == 0.03
+    s0 = tmp_path / "s0"
+    for teacher, out, warm in ((t1, s0, []), (t0, tmp_path / "s1", ["--warm-start", str(s0), "--pose-noise", "0.01"])):
+        assert cli.main(["distill", "--teacher", str(teacher), "--data", str(dataset), "--out", str(dset), "--k", "2",
+                         "--steps", "2", "--max-obs", "4", "--threads", "1", "--no-progress"]) == 0
+        assert cli.main(["train-student", "--data", str(dset), "--out", str(out), "--steps", "1", "--hypotheses",
+                         "2", "--batch-size", "2", "--threads", "1", "--no-progress", *warm]) == 0
+    assert load_policy(s0)[1].encoder.pose_noise == 0.03  # a new student takes its teacher's
+    assert load_policy(tmp_path / "s1")[1].encoder.pose_noise == 0.01
+    capsys.readouterr()
+    assert cli.main(["train-teacher", "--data", str(dataset), "--out", str(tmp_path / "bad"), "--steps", "1",
+                     "--pose-noise", "-1", *FAST]) == 1
+    err = capsys.readouterr().err
+    assert "pose_noise -1.0 must be finite and >= 0" in err and "Traceback" not in err
+
+
+def test_pose_gain_tells_a_copying_policy_from_one_that_reads_the_scene() -> None:
+    """pose_gain is 1 for a policy whose chunk sits on the arm's own position, 0 for one placed by the cloud,
+    and 0.5 halfway, whatever the noise draws."""
+    from flow2one.train.evaluate import pose_gain
+
+    class Stand:
+        def __init__(self, w: float) -> None:
+            self.w = w
+
+        def sample(self, obs, n, generator=None):
+            noise = torch.randn(len(obs["proprio"]), n, 32, 10, generator=generator) * 0.01
+            xyz = self.w * torch.as_tensor(obs["proprio"][:, :3]) + (1 - self.w) * torch.as_tensor(
+                obs["points"].mean(1))
+            return noise + torch.cat([xyz, torch.zeros(len(xyz), 7)], 1)[:, None, None]
+
+    rng = np.random.default_rng(0)
+    obs = {"points": rng.uniform(0, 1, (20, 64, 3)).astype(np.float32),
+           "proprio": rng.uniform(0, 1, (20, 10)).astype(np.float32)}
+    for w in (1.0, 0.0, 0.5):
+        assert pose_gain(Stand(w), obs, 3, seed=1) == pytest.approx(w, abs=1e-4)
 
 
 def test_distill_set_rejects_bad_input(tmp_path) -> None:

@@ -13,7 +13,7 @@ import torch
 
 from flow2one.data.distill_set import load_distill_set
 from flow2one.policy.checkpoint import load_policy
-from flow2one.policy.config import from_dict, to_dict
+from flow2one.policy.config import from_dict
 from flow2one.policy.factory import build_policy
 from flow2one.train import common
 from flow2one.train.loop import STATE_FILE, train_policy
@@ -36,10 +36,11 @@ def main(args: argparse.Namespace) -> int:
     warm = common.warm_start(args, "student")
     if warm and args.init_from:
         raise ValueError("--warm-start and --init-from both set the starting weights; pass one")
-    if warm and to_dict(warm.cfg)["encoder"] != meta["teacher_config"]["encoder"]:
+    if warm and not common.same_encoder(warm.cfg, meta["teacher_config"]):
         raise ValueError(f"--warm-start {args.warm_start}: its encoder config differs from the set's teacher")
     cfg = warm.cfg if warm else from_dict({**meta["teacher_config"], "kind": "student"})
     cfg.student.n_hypotheses, cfg.student.k_teacher = args.hypotheses, sets.shape[1]
+    common.set_pose_noise(cfg, args)
     policy = warm or build_policy(cfg)
     if not warm:
         policy.fit_normalizers(obs, sets.flatten(0, 1))

@@ -48,6 +48,13 @@ class EncoderConfig:
     # Training only: std of Gaussian noise added to the normalised motion part, so that the motion input
     # cannot stand in for the observation (a policy that sees its motion learns to continue it).
     motion_noise: float = 0.0
+    # Training only: std (m) of Gaussian noise added to the EE position in proprio, labels untouched. In
+    # demos the TCP sits on the expert's target, so a policy can copy its own pose instead of finding the
+    # target in the cloud; in its own states it then holds whatever offset it has (results/replan, "copycat").
+    pose_noise: float = 0.0
+    # With pose_noise: the cloud's points within this x-y radius (m) of the TCP, from the fingertips up (the
+    # hand), move with the noisy position; 0 = the proprio input alone moves.
+    pose_noise_radius: float = 0.0
     # Base-frame height (m) at or below which cloud points are left out of the PointNet's max-pool: the
     # table top (+ a margin). The table is ~94% of a sim cloud, and with it in the pool a small PointNet
     # could not place the 2 cm reach_around ball (results/README.md). None = every point counts.
@@ -69,6 +76,10 @@ class EncoderConfig:
             raise ValueError(f"history_steps {self.history_steps} must be >= 0, and > 0 only with use_points")
         if self.motion_noise < 0 or (self.motion_noise and not self.motion_steps):
             raise ValueError(f"motion_noise {self.motion_noise} must be >= 0, and > 0 only with motion_steps")
+        if not (self.pose_noise >= 0 and math.isfinite(self.pose_noise)) or (self.pose_noise and not self.use_proprio):
+            raise ValueError(f"pose_noise {self.pose_noise} must be finite and >= 0, and > 0 only with use_proprio")
+        if not (self.pose_noise_radius >= 0 and math.isfinite(self.pose_noise_radius)):
+            raise ValueError(f"pose_noise_radius {self.pose_noise_radius} must be finite and >= 0")
         if self.motion_steps < 0 or (self.motion_steps and not self.use_proprio):
             raise ValueError(f"motion_steps {self.motion_steps} must be >= 0, and > 0 only with use_proprio")
         if self.kind == "observation":  # the proprio width follows from motion_steps

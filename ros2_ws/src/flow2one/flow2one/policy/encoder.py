@@ -17,6 +17,8 @@ from flow2one.policy.config import EncoderConfig
 from flow2one.policy.resnet import ResNet18
 from flow2one.spec import PROPRIO_DIM
 
+FINGERTIP_MARGIN = 0.015  # m below the TCP still counted as hand: closed fingertips reach about 1 cm past it
+
 
 class PointNet(nn.Module):
     """Shared per-point MLP (LayerNorm, as in PointFlowMatch) and a max-pool: order-invariant (B, N, 3) -> (B, out)."""
@@ -120,8 +122,27 @@ class ObservationEncoder(nn.Module):
         keep = None if self.cfg.points_floor_z is None else points[..., 2:3] > self.cfg.points_floor_z
         return self.pointnet(self.point_norm.normalize(points), keep)
 
+    def _move_arm(self, obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Training only: the arm displaced by Gaussian noise, the scene and the labels kept. The EE position
+        input moves, and with `pose_noise_radius` so do the cloud's points that are the hand (within the radius
+        of the TCP in x-y, from just below the fingertips up), else the cloud would still show where the arm is."""
+        c = self.cfg
+        proprio = obs["proprio"].float()
+        shift = c.pose_noise * torch.randn_like(proprio[:, :3])
+        moved = dict(obs, proprio=torch.cat([proprio[:, :3] + shift, proprio[:, 3:]], dim=-1))
+        if c.pose_noise_radius > 0:
+            tcp = proprio[:, None, :3]
+            for k in ("points", "points_prev"):
+                if k in obs:
+                    d = obs[k].float() - tcp
+                    hand = (d[..., :2].norm(dim=-1) < c.pose_noise_radius) & (d[..., 2] > -FINGERTIP_MARGIN)
+                    moved[k] = obs[k].float() + hand[..., None] * shift[:, None]
+        return moved
+
     def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         c, feats = self.cfg, []
+        if self.training and c.pose_noise > 0:
+            obs = self._move_arm(obs)
         if c.use_points:
             now = self._points(obs["points"])
             feats.append(now)

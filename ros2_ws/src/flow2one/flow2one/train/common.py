@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,13 @@ def add_train_arguments(p: argparse.ArgumentParser, data_help: str) -> None:
     p.add_argument("--log-dir", help="TensorBoard folder (default: OUT/tb)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--pose-noise", type=float, metavar="M",
+                   help="training only: the arm displaced by noise of this std (m) with the scene and labels kept, "
+                        "so the policy finds its target in the cloud instead of copying its own pose (default: the "
+                        "model's setting: 0, or the --warm-start's or the distillation set's teacher's)")
+    p.add_argument("--pose-noise-radius", type=float, metavar="R",
+                   help="with --pose-noise: the cloud's points within R m of the TCP (x-y, from the fingertips up: "
+                        "the hand) move with it; 0 = only the EE position input moves (default: the model's)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -74,6 +82,27 @@ def warm_start(args: argparse.Namespace, kind: str) -> Policy | None:
     if cfg.kind != kind:
         raise ValueError(f"--warm-start {args.warm_start} is a {cfg.kind} checkpoint; this command trains a {kind}")
     return policy.train()
+
+
+def set_pose_noise(cfg: PolicyConfig, args: argparse.Namespace) -> None:
+    """--pose-noise / --pose-noise-radius onto the model's config: training-only settings, so they may change
+    on a warm start. Checked as the config checks them."""
+    change = {k: v for k, v in (("pose_noise", args.pose_noise), ("pose_noise_radius", args.pose_noise_radius))
+              if v is not None}
+    checked = dataclasses.replace(cfg.encoder, **change)
+    for k in change:
+        setattr(cfg.encoder, k, getattr(checked, k))
+
+
+TRAINING_ONLY = ("motion_noise", "pose_noise", "pose_noise_radius")
+
+
+def same_encoder(a: PolicyConfig, b: dict[str, Any]) -> bool:
+    """Whether config `a`'s encoder is config dict `b`'s, up to training-only settings."""
+    ea, eb = dict(to_dict(a)["encoder"]), dict(b["encoder"])
+    for k in TRAINING_ONLY:
+        ea.pop(k, None), eb.pop(k, None)
+    return ea == eb
 
 
 def settings(args: argparse.Namespace) -> TrainSettings:
