@@ -104,18 +104,13 @@ def test_motion_noise_is_for_training_only() -> None:
         preset("tiny", "student", motion_noise=0.5)  # noise on a motion input the model does not have
 
 
-def test_pose_noise_moves_only_the_position_input_and_only_while_training() -> None:
-    """Pose noise blurs the EE position input while training (the encoding then ignores a position shift
-    no better than noise would) and never reaches an evaluated model; rotation and gripper stay exact."""
+def test_pose_noise_is_for_training_only() -> None:
+    """The arm displacement changes the encoding call after call while training and never reaches an
+    evaluated (or exported) model; bad settings are refused by name."""
     noisy = _fitted("student", pose_noise=0.5)
     obs = _obs(noisy.cfg, 4, seed=2)
     noisy.encoder.train()
     assert not torch.equal(noisy.encoder(obs), noisy.encoder(obs))
-    torch.manual_seed(0)
-    a = noisy.encoder(obs)
-    torch.manual_seed(0)
-    rot = dict(obs, proprio=obs["proprio"] + torch.tensor([0.0] * 3 + [0.1] * 7))
-    assert not torch.allclose(a, noisy.encoder(rot))  # the rest of proprio is not replaced by noise
     noisy.encoder.eval()
     clean = build_policy(preset("tiny", "student"))
     clean.load_state_dict(noisy.state_dict())
@@ -128,8 +123,9 @@ def test_pose_noise_moves_only_the_position_input_and_only_while_training() -> N
 
 @pytest.mark.parametrize("radius", [0.0, 0.1])
 def test_pose_noise_moves_the_hand_in_the_cloud_with_the_pose(radius: float) -> None:
-    """With a radius, the hand's points (near the TCP in x-y, from the fingertips up) move exactly as the EE
-    position input does, in both clouds; the puck under the fingers and the rest of the scene stay put."""
+    """Only the EE position moves (rotation and gripper exact); with a radius, the hand's points (near the TCP
+    in x-y, from the fingertips up) move with it in both clouds, and the puck under the fingers and the rest of
+    the scene stay put."""
     enc = _fitted("student", history_steps=2, pose_noise=0.05, pose_noise_radius=radius).encoder.train()
     proprio = torch.tensor([[0.5, 0.0, 0.1] + [0.3] * 7] * 2)
     hand = torch.tensor([[0.52, 0.0, 0.15], [0.5, 0.03, 0.09]])  # a hand point and a fingertip

@@ -1,8 +1,9 @@
 """Offline evaluation of a checkpoint on held-out episodes: trajectory errors of sampled chunks against the
 demonstrated chunks (best-of-N and mean over N samples, position in metres, gripper in metres) and the
-batch-1 CPU latency. Also `pose_gain`: how far the chunk's first 0.4 s moves per metre the EE position input
-moves (0: placed from the scene; near 1: the policy copies its own pose, a demo shortcut that holds offsets in
-closed loop; train with --pose-noise against it). Prints JSON. Closed-loop success in the simulator is measured by the sim tools.
+batch-1 CPU latency, as JSON. Also `pose_gain`: how far the chunk's first 0.4 s moves per metre the EE
+position input moves (0: placed from the scene; near 1: the policy copies its own pose, a demo shortcut that
+holds offsets in closed loop; train with --pose-noise against it). Closed-loop success in the simulator is
+measured by the sim tools.
 """
 
 from __future__ import annotations
