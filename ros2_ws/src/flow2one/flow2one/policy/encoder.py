@@ -134,9 +134,10 @@ class ObservationEncoder(nn.Module):
             tcp = proprio[:, None, :3]
             for k in ("points", "points_prev"):
                 if k in obs:
-                    d = obs[k].float() - tcp
+                    points = obs[k].float()
+                    d = points - tcp
                     hand = (d[..., :2].norm(dim=-1) < c.pose_noise_radius) & (d[..., 2] > -FINGERTIP_MARGIN)
-                    moved[k] = obs[k].float() + hand[..., None] * shift[:, None]
+                    moved[k] = points + hand[..., None] * shift[:, None]
         return moved
 
     def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
