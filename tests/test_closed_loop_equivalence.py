@@ -242,8 +242,9 @@ def test_ros_graph_and_evaluation_loop_command_the_same(domain_id: int) -> None:
                 ex.step(now["t"])
         assert ex.counters["chunks_accepted"] == ros_accepted
 
-        # the same franky targets at the same times
-        assert len(eval_cmds) == len(ros_cmds) >= 40, (len(eval_cmds), len(ros_cmds))
+        # the same franky targets at the same times, at least five per chunk: 81 came on an idle machine,
+        # 36 came when the node's control thread was starved (load 4.5), and each one is compared
+        assert len(eval_cmds) == len(ros_cmds) >= 5 * N_OBS, (len(eval_cmds), len(ros_cmds))
         ros_a = np.stack([a for _, a in ros_cmds])
         ev_a = np.stack([a for _, a in eval_cmds])
         assert len(ticks) == len(ros_cmds)

@@ -30,6 +30,7 @@ from flow2one.sim.rollout import (
 from flow2one.sim.tasks import CUBE_HALF, TASKS, PickPlace, PopUp, TaskStatus, make_task
 from flow2one.sim.world import SimWorld, WorldConfig
 from flow2one.spec import ACTION_DIM, HORIZON, N_POINTS
+from tests.helpers import wait_for
 
 
 @contextlib.contextmanager
@@ -277,6 +278,38 @@ def test_calibration_file_matches_scene_and_clouds_land_on_objects():
                 assert top.sum() >= 3, f"camera {cam.name}: no points on the top face at {centre}"
         with pytest.raises(ValueError, match="finite"):
             send_target(arm, np.full(ACTION_DIM, np.nan), 0.0)
+
+
+def test_sim_cameras_draw_their_first_frame_before_franky_sim_serves():
+    """The first render of a process holds the GIL in stretches of up to 0.25 s (SimCameras.warm_up): the sim
+    world node draws it before franky-sim serves, where it cannot stall a running motion past libfranka's
+    1 s UDP timeout; frames reach the sink only after start(), and a camera that cannot draw fails the start
+    with its reason instead of a world serving blind."""
+    from types import SimpleNamespace
+
+    from flow2one.sim.cameras import RenderLoop
+    from flow2one.sim.scene import CameraSpec
+
+    frames, serving_when_drawn = [], []
+    world = SimWorld(WorldConfig(task="reach_around"))
+    loop = RenderLoop(world, 10.0, lambda snap, rgbs, depths: frames.append((snap.time, depths[0])))
+
+    def before_serving() -> None:
+        loop.prepare()
+        serving_when_drawn.append(world.running)
+
+    with world.start(before_serving=before_serving):
+        assert serving_when_drawn == [False] and world.running and frames == []
+        loop.start()
+        try:
+            assert wait_for(lambda: len(frames) >= 3, 30), f"{len(frames)} frames in 30 s"
+        finally:
+            loop.stop()
+        assert frames[-1][0] > frames[0][0] and all((depth > 0).any() for _, depth in frames)
+        blind = SimpleNamespace(model=world.model, config=SimpleNamespace(
+            cameras=(CameraSpec("no_such_camera", (1.0, 0.0, 0.5), (0.5, 0.0, 0.0)),)))
+        with pytest.raises(RuntimeError, match="no_such_camera"):
+            RenderLoop(blind, 10.0, lambda *a: None).prepare()
 
 
 def test_demo_recording_and_policy_rollout(tmp_path):

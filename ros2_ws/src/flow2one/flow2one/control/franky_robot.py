@@ -27,6 +27,9 @@ from flow2one.geometry import matrix_to_quat, matrix_to_rot6d, quat_to_matrix
 
 JOINT_NAMES: tuple[str, ...] = tuple(f"panda_joint{i}" for i in range(1, 8))
 HELD_TOLERANCE = 1e-6  # a target this close (m; rotation-matrix entries) to the one franky holds is not re-sent
+# a commanded motion slower than this (m/s and rad/s for the EE, rad/s per joint) is at rest for stop(): the
+# velocity Ruckig's stop motion would start from, so there is nothing to decelerate and libfranka's stop ends it
+REST_EE_SPEED, REST_EE_ANGULAR_SPEED, REST_DQ = 0.001, 0.01, 0.01
 
 # Exceptions franky raises that are not subclasses of franky.Exception.
 _FRANKY_ERRORS = (franky.Exception, franky.GripperException, franky.InvalidMotionTypeException,
@@ -217,13 +220,19 @@ class FrankyRobot:
             raise _wrap(exc, "asynchronous motion failed") from exc
 
     def stop(self, timeout: float = 1.0) -> None:
-        """Decelerate to rest with Ruckig (stop motion of the running kind), hard stop if that stalls."""
+        """Decelerate to rest with Ruckig (stop motion of the running kind), hard stop if that stalls. An arm
+        already at rest gets libfranka's stop only: Ruckig's stop from rest fails now and then with -111, as a
+        re-sent held target does (docs/ENVIRONMENT_FACTS.md), and there is nothing to decelerate."""
         with self._lock:
             kind = self._motion_kind
             if kind is None and not self.robot.is_in_control:
                 return
             self._stopping = True
             try:
+                if self._at_rest(kind):
+                    self.robot.stop()
+                    self.robot.join_motion(timeout)
+                    return
                 stop = franky.JointStopMotion() if kind == "joint" else franky.CartesianStopMotion()
                 self.robot.move(stop, asynchronous=True)
                 if not self.robot.join_motion(timeout):
@@ -235,6 +244,16 @@ class FrankyRobot:
             finally:
                 self._stopping = False
                 self._motion_kind = None
+
+    def _at_rest(self, kind: str | None) -> bool:
+        """Whether the running motion commands no velocity (the commanded, not the measured state: a stop
+        motion plans from it, and franky-sim reports up to 0.1 rad/s in a joint of an arm that holds still)."""
+        s = self.robot.state
+        joints = float(np.abs(np.asarray(s.dq_d)).max()) < REST_DQ
+        twist = s.O_dP_EE_c
+        ee = (float(np.linalg.norm(twist.linear)) < REST_EE_SPEED
+              and float(np.linalg.norm(twist.angular)) < REST_EE_ANGULAR_SPEED)
+        return joints if kind == "joint" else ee if kind == "cartesian" else joints and ee
 
     def recover(self) -> bool:
         """libfranka's automatic error recovery (clears reflexes); False when it cannot."""

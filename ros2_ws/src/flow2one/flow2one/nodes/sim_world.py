@@ -61,11 +61,14 @@ class SimWorldNode(Node):
         super().__init__(node_name, **kwargs)
         self.p = declare_params(self, self.PARAMS)
         self.diag = Diagnostics(self, hardware_id="franky-sim")
+        from flow2one.sim.cameras import RenderLoop, intrinsics
         from flow2one.sim.scene import default_cameras
         from flow2one.sim.world import SimWorld, WorldConfig
 
         self.world = SimWorld(WorldConfig(task=self.p.task, cameras=default_cameras(self.p.width, self.p.height),
-                                          realtime=self.p.realtime, host=self.p.host)).start()
+                                          realtime=self.p.realtime, host=self.p.host))
+        self.cameras = RenderLoop(self.world, self.p.camera_rate_hz, self._publish_frames, rgb=self.p.publish_color)
+        self.world.start(before_serving=self.cameras.prepare)
         self._pubs = {}
         for cam in self.world.config.cameras:
             t = spec.camera_topics(cam.name)
@@ -76,12 +79,9 @@ class SimWorldNode(Node):
         self._status_pub = self.create_publisher(String, spec.SIM_STATUS_TOPIC, LATCHED_QOS)
         self.create_subscription(Int64, spec.SIM_RESET_TOPIC, self._on_reset, 10)
         self.world.reset(self.p.seed)
-        from flow2one.sim.cameras import RenderLoop, intrinsics
-
         self._intr = {c.name: intrinsics(c) for c in self.world.config.cameras}
         self._rate = (time.monotonic(), self.world.sim_time, 0)  # for RTF / fps in diagnostics
-        self.cameras = RenderLoop(self.world, self.p.camera_rate_hz, self._publish_frames,
-                                  rgb=self.p.publish_color).start()
+        self.cameras.start()
         self.create_timer(1.0 / self.p.status_rate_hz, self._publish_status)
         self.create_timer(1.0, self._update_diagnostics)
         self.get_logger().info(f"franky-sim serving the FR3 on {self.world.hostname}; task {self.p.task}")

@@ -112,7 +112,19 @@ class SimCameras:
     def render(self, snap: Snapshot, rgb: bool = True, depth: bool = True
                ) -> tuple[list[np.ndarray | None], list[np.ndarray | None]]:
         """Per camera: rgb (h, w, 3) uint8 and depth (h, w) float32 metres (0 = no return)."""
-        d = self.load(snap)
+        return self._draw(self.load(snap), rgb, depth)
+
+    def warm_up(self, rgb: bool = True) -> None:
+        """Create the GL contexts and draw once, from the model's initial state. The first render takes ~1.4 s
+        on llvmpipe and holds the GIL for up to 0.25 s at a time on an idle machine: in the process of a serving
+        franky-sim that stalls its 1 kHz loop towards libfranka's 1 s UDP timeout, which faults a running
+        motion. Called before franky-sim serves, it costs no control cycle."""
+        mujoco.mj_kinematics(self.model, self._data)
+        mujoco.mj_camlight(self.model, self._data)
+        self._draw(self._data, rgb, True)
+
+    def _draw(self, d: mujoco.MjData, rgb: bool, depth: bool
+              ) -> tuple[list[np.ndarray | None], list[np.ndarray | None]]:
         rgbs: list[np.ndarray | None] = []
         depths: list[np.ndarray | None] = []
         for spec in self.specs:
@@ -149,16 +161,33 @@ class RenderLoop:
         self.frames = 0
         self.error = ""
         self._stop = threading.Event()
+        self._ready = threading.Event()  # GL contexts made and one frame drawn (or failed)
+        self._go = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sim-cameras", daemon=True)
 
-    def start(self) -> RenderLoop:
+    def prepare(self, timeout: float = 120.0) -> RenderLoop:
+        """Warm the renderers up in the loop's thread (SimCameras.warm_up) and hold until start(): for
+        SimWorld.start(before_serving=...), so that the first render never stalls a serving franky-sim."""
         self._thread.start()
+        if not self._ready.wait(timeout):
+            raise TimeoutError(f"the sim cameras did not draw a first frame within {timeout:.0f} s")
+        if self.error:
+            raise RuntimeError(f"the sim cameras failed: {self.error}")
+        return self
+
+    def start(self) -> RenderLoop:
+        if self._thread.ident is None:  # not prepared: warm up and run at once
+            self._thread.start()
+        self._go.set()
         return self
 
     def _run(self) -> None:
         cams = SimCameras(self.world.model, self.world.config.cameras)
-        next_t = time.monotonic()
         try:
+            cams.warm_up(rgb=self.rgb)
+            self._ready.set()
+            self._go.wait()
+            next_t = time.monotonic()
             while not self._stop.is_set():
                 snap = self.world.snapshot()
                 rgbs, depths = cams.render(snap, rgb=self.rgb, depth=True)
@@ -170,10 +199,12 @@ class RenderLoop:
             if not self._stop.is_set():
                 self.error = f"{type(exc).__name__}: {exc}"
         finally:
+            self._ready.set()  # a failed warm-up ends prepare()'s wait with the error
             cams.close()
 
     def stop(self) -> None:
         self._stop.set()
+        self._go.set()
         if self._thread.is_alive():
             self._thread.join(5.0)
 

@@ -35,14 +35,22 @@ class SimRig:
         from flow2one.sim.cameras import SimCameras, make_cloud_pipeline
         from flow2one.sim.world import SimWorld, WorldConfig
 
-        self.world = SimWorld(WorldConfig(task=self.task)).start()
+        world = SimWorld(WorldConfig(task=self.task))
+        self.cams = None
+
+        def warm_cameras() -> None:  # before franky-sim serves (SimCameras.warm_up)
+            self.cams = SimCameras(world.model, world.config.cameras)
+            self.cams.warm_up()
+
+        self.world = world.start(before_serving=warm_cameras if self._want_cams else None)
         self.troubled = False
         try:
             self.connect_robot()
         except BaseException:
+            if self.cams is not None:
+                self.cams.close()
             self.world.close()
             raise
-        self.cams = SimCameras(self.world.model, self.world.config.cameras) if self._want_cams else None
         self.cloud = make_cloud_pipeline(self.world.cameras()).process if self._want_cloud else None
 
     def connect_robot(self) -> None:

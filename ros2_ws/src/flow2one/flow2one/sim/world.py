@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,7 +64,9 @@ class SimWorld:
         self.hostname: str = ""
 
     # --- lifecycle ---------------------------------------------------------------------------------
-    def start(self) -> SimWorld:
+    def start(self, before_serving: Callable[[], object] | None = None) -> SimWorld:
+        """Build and serve the world; `before_serving` runs once the model is compiled and before franky-sim
+        serves (warming the cameras up there keeps their first render from stalling a running motion)."""
         from franky_sim import SimulationServer
         from franky_sim.mujoco_simulator import MujocoSimulator
 
@@ -81,6 +84,8 @@ class SimWorld:
             self._server.init()  # compiles the model and binds 127.x:1337/1338
             self.task.bind(self.model)
             self.hostname = robot.hostname
+            if before_serving is not None:
+                before_serving()
             self._server.run_async(realtime=self.config.realtime)
         except BaseException:
             self.close()
