@@ -279,6 +279,41 @@ def test_a_new_chunk_retargets_franky_before_the_next_control_tick():
     assert audit(robot.log, ex.limits) == []
 
 
+def test_a_chunk_held_back_by_a_slow_robot_clock_goes_when_that_gap_closes_not_at_the_next_tick():
+    """franky-sim below real time: franky's re-target gap, counted on the robot's own clock, outlasts the wall
+    clock's. The control thread looks again when that gap can first have closed (the robot's clock runs no faster
+    than the wall clock), not at its next tick (8 ms of the sim graph's 28 ms to a franky command at p50, before):
+    the re-target goes out within a few wake-ups of the robot's gap, and the trace counts the wait as franky's
+    spacing, not as the thread's."""
+    ex, robot, clock = make_executor()
+    robot.real_time_factor = 0.8
+    events = []
+    ex.on_command = events.append
+    ex.submit_chunk(line_chunk(HOME, [0.0, 0.0, 0.0]), clock.ns(), 0.05, received_mono=clock.t)
+    ex.tick(clock.t)  # anchors on the measured pose
+    clock.t += 0.01
+    ex.tick(clock.t)  # the first command
+    robot_first = ex.latest.robot_time_s
+    clock.t += 0.005
+    ex.submit_chunk(line_chunk(HOME, [0.05, 0.0, 0.0]), clock.ns(), 0.05, received_mono=clock.t)
+    next_tick, wakes = clock.t + 1.0, 0  # a tick far off: only the wake-up rule can send the re-target
+    while len(events) == 1 and wakes < 10:
+        ex.tick(clock.t)
+        at = ex.next_wake(next_tick, clock.t)
+        assert at > clock.t  # never a busy loop
+        clock.t, wakes = at, wakes + 1
+    assert len(events) == 2 and wakes <= 6, (len(events), wakes)
+    retarget = events[1]
+    assert ex.latest.robot_time_s - robot_first >= RETARGET_MIN_S - RETARGET_SLACK_S  # the robot's gap held
+    # wall: the gap at 0.8 of real time is 25 ms; the wake-ups close in on it from below
+    assert retarget.t_ns - events[0].t_ns <= (RETARGET_MIN_S / 0.8 + 0.002) * 1e9
+    # franky's spacing ended when the robot's clock passed its gap (19 ms of it at 0.8: 23.75 ms of wall time);
+    # the thread's share is what its last wake-up overshot, not a tick
+    assert retarget.retarget_allowed_ns == pytest.approx(events[0].t_ns + 23.75 * MS, abs=1e4)
+    assert retarget.t_ns - retarget.retarget_allowed_ns <= 0.002 * 1e9
+    assert audit(robot.log, ex.limits) == []
+
+
 @pytest.mark.parametrize("real_time_factor", [1.0, 0.3])
 def test_franky_is_retargeted_no_faster_than_its_safe_rate_in_its_own_time(real_time_factor):
     """A robot clock slowed to 0.3 of the wall clock (franky-sim on a busy machine) still gets its targets at

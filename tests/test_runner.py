@@ -231,6 +231,19 @@ def test_flow2one_run_own_process_refuses_nodes_it_does_not_run() -> None:
         run_cmd.main(p.parse_args(["sim", "--own-process", "camera"]))
     with pytest.raises(SystemExit, match="leave at least one node in this process"):
         run_cmd.main(p.parse_args(["sim", "--nodes", "pointcloud", "--own-process", "pointcloud"]))
+    with pytest.raises(SystemExit, match="not nodes of this run"):
+        run_cmd.main(p.parse_args(["sim", "--own-process", "pointcloud+camera"]))
+    with pytest.raises(SystemExit, match="leave at least one node in this process"):
+        run_cmd.main(p.parse_args(["sim", "--nodes", "pointcloud,policy", "--own-process", "pointcloud+policy"]))
+
+
+def test_own_process_entries_name_one_child_each() -> None:
+    """"a+b" shares one child (as a component container holds two nodes), "a" has its own; empty entries
+    (a trailing comma, a stray "+") name nothing."""
+    from flow2one.ros.runner import process_groups
+
+    assert process_groups(["pointcloud+policy", "view", "", "+", "sim_world+"]) == [
+        ["pointcloud", "policy"], ["view"], ["sim_world"]]
 
 
 def test_node_console_script_main_takes_ros_args_and_stops_on_sigterm(domain_id: int, probe: Probe) -> None:

@@ -298,8 +298,11 @@ def test_sim_cameras_draw_their_first_frame_before_franky_sim_serves():
         loop.prepare()
         serving_when_drawn.append(world.running)
 
-    with world.start(before_serving=before_serving):
+    world.start(before_serving=before_serving)  # (not `with`: its __enter__ starts a world of its own)
+    try:
         assert serving_when_drawn == [False] and world.running and frames == []
+        with pytest.raises(RuntimeError, match="started already"):
+            world.start()
         loop.start()
         try:
             assert wait_for(lambda: len(frames) >= 3, 30), f"{len(frames)} frames in 30 s"
@@ -310,6 +313,8 @@ def test_sim_cameras_draw_their_first_frame_before_franky_sim_serves():
             cameras=(CameraSpec("no_such_camera", (1.0, 0.0, 0.5), (0.5, 0.0, 0.0)),)))
         with pytest.raises(RuntimeError, match="no_such_camera"):
             RenderLoop(blind, 10.0, lambda *a: None).prepare()
+    finally:
+        world.close()
 
 
 def test_demo_recording_and_policy_rollout(tmp_path):

@@ -44,7 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--own-process", default="pointcloud,policy", metavar="NODES",
                    help="comma-separated nodes to start in a child process each, as launch starts every node "
                         "(default: pointcloud,policy, so neither cloud building nor the bag's playback holds the "
-                        "GIL an inference needs; '' runs the whole graph in this process)")
+                        "GIL an inference needs; 'pointcloud+policy' puts both in one child; '' runs the whole "
+                        "graph in this process)")
     p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: environment)")
     p.add_argument("--timeout", type=float, default=0.0, help="give up after this many seconds (0: automatic)")
     add_view_arguments(p)
@@ -67,16 +68,17 @@ def run_replay(bag: str, rate: float = 1.0, overrides: dict | None = None, repub
     """Start the replay graph, wait for the bag to finish, return the metrics dict. A bag that cannot give
     a chunk (a missing topic, calibration cameras not in it) is refused before the graph starts. `view`: the
     view node's parameters as view.switch.with_view gives them (on the bag's clock, in this process), when it
-    should watch the replay. `own_process`: nodes started in a child process each (replay stays here: the
-    metrics are read from it)."""
+    should watch the replay. `own_process`: nodes started in a child process each, "a+b" two in one (replay
+    stays here: the metrics are read from it)."""
     from flow2one.data.profiles import load_profile
     from flow2one.data.replay import recorded_actions, replay_plan
     from flow2one.graph import OPTIONAL_NODES, graph
-    from flow2one.ros.runner import split_graph
+    from flow2one.ros.runner import process_groups, split_graph
 
-    if "replay" in own_process:
+    placed = {n for g in process_groups(own_process) for n in g}
+    if "replay" in placed:
         raise ValueError("--own-process: the replay node runs in this process (its metrics are read here)")
-    unknown = sorted(set(own_process) - set(graph("replay").nodes) - set(OPTIONAL_NODES))
+    unknown = sorted(placed - set(graph("replay").nodes) - set(OPTIONAL_NODES))
     if unknown:
         raise ValueError(f"--own-process: {', '.join(unknown)} not in the replay graph ({', '.join(graph('replay').nodes)})")
     summary = read_summary(bag)
@@ -98,7 +100,8 @@ def run_replay(bag: str, rate: float = 1.0, overrides: dict | None = None, repub
         merged["view"] = view
     duration = (summary.end_ns - summary.start_ns) / 1e9
     limit = timeout or (duration / rate + 60.0 if rate > 0 else 30.0 + 10.0 * duration)
-    own = [n for n in own_process if n in nodes]  # (--republish-points: no pointcloud node to place)
+    # (--republish-points: no pointcloud node to place)
+    own = ["+".join(n for n in g if n in nodes) for g in process_groups(own_process)]
     with split_graph("replay", nodes, own, merged, domain_id=domain_id) as (runner, _):
         replay = runner.nodes["replay"]
         if not replay.done.wait(limit):

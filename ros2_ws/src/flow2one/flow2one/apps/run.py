@@ -26,22 +26,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="override one parameter; VALUE is parsed as YAML (repeatable)")
     p.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: environment)")
     p.add_argument("--own-process", default="", metavar="NODES",
-                   help="comma-separated nodes to start in a child process each (the rest share this one). In "
-                        "the sim graph give sim_world and pointcloud their own: sharing one GIL starves "
-                        "franky-sim's 1 kHz loop and ages the clouds past the policy's max_obs_age_s")
+                   help="comma-separated nodes to start in a child process each (the rest share this one; "
+                        "'a+b' puts two in one child). In the sim graph give sim_world and pointcloud their own: "
+                        "sharing one GIL starves franky-sim's 1 kHz loop and ages the clouds past the policy's "
+                        "max_obs_age_s")
     add_view_arguments(p)
 
 
 def main(args: argparse.Namespace) -> int:
-    from flow2one.ros.runner import split_graph
+    from flow2one.ros.runner import process_groups, split_graph
 
     nodes = args.nodes.split(",") if args.nodes else list(graph(args.graph).nodes)
     nodes, overrides = with_view(args, nodes, parse_overrides(args.set), "view" in args.own_process.split(","),
                                  args.graph)
     own = [n for n in args.own_process.split(",") if n]
-    if set(own) - set(nodes):
+    placed = {n for g in process_groups(own) for n in g}
+    if placed - set(nodes):
         raise SystemExit(f"--own-process {args.own_process!r}: not nodes of this run ({', '.join(nodes)})")
-    if own and len(own) == len(nodes):
+    if placed and placed >= set(nodes):
         raise SystemExit("--own-process: leave at least one node in this process")
     stopped = threading.Event()
 
@@ -53,13 +55,13 @@ def main(args: argparse.Namespace) -> int:
     with split_graph(args.graph, nodes, own, overrides, args.params_file,
                      args.domain_id) as (runner, children):
         print(f"running graph '{args.graph}': {', '.join(runner.nodes)}"
-              + "".join(f", {c.nodes[0]} (pid {c.proc.pid})" for c in children) + " (Ctrl-C stops)", flush=True)
+              + "".join(f", {'+'.join(c.nodes)} (pid {c.proc.pid})" for c in children) + " (Ctrl-C stops)", flush=True)
         for c in children:
             announce(c.output)
         while runner.running and not stopped.wait(0.2):
             dead = [c for c in children if not c.alive]
             if dead:
-                print(f"node {dead[0].nodes[0]} exited with {dead[0].proc.returncode}; stopping the graph:\n"
+                print(f"node {'+'.join(dead[0].nodes)} exited with {dead[0].proc.returncode}; stopping the graph:\n"
                       + "\n".join(dead[0].output), flush=True)
                 return 1
     return 0

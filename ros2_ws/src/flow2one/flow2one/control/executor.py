@@ -120,6 +120,11 @@ class Executor:
         self._home_started = 0.0
         self._last_cmd_mono = -np.inf
         self._last_cmd_robot_s = -np.inf  # the robot's clock at the last command
+        # the last tick that found the robot's own re-target gap still open (its time, the gap then), and the
+        # earliest wall time the gap can close (the robot's clock runs no faster than the wall clock; slower in
+        # franky-sim on a busy machine)
+        self._robot_gap_open: tuple[float, float] = (-np.inf, 0.0)
+        self._robot_gap_closes_at = -np.inf
         self._last_chunk_mono: float | None = None
         self._fresh_chunk = False  # a chunk accepted since the last command: re-target without waiting a period
         self._received_mono: dict[int, float] = {}
@@ -205,15 +210,21 @@ class Executor:
         period = 1.0 / self.cfg.state_rate_hz
         next_tick = self.monotonic()
         while not self._closing:
-            wake_at, retarget_at = next_tick, self._last_cmd_mono + RETARGET_MIN_S
-            if self._fresh_chunk and retarget_at > self.monotonic():  # a new chunk waits for franky's re-target
-                wake_at = min(wake_at, retarget_at)  # gap only, not for the next tick
-            self._wake.wait(max(0.0, wake_at - self.monotonic()))
+            self._wake.wait(max(0.0, self.next_wake(next_tick, self.monotonic()) - self.monotonic()))
             self._wake.clear()
             now = self.monotonic()
             if now >= next_tick:
                 next_tick = max(next_tick + period, now - period)
             self.step(now)
+
+    def next_wake(self, next_tick: float, now: float) -> float:
+        """When the control thread looks again: its next tick, or sooner the moment franky may first take a
+        waiting chunk (its re-target gap on the wall clock, and on the robot's own clock when that runs slow), so
+        that a new chunk waits for franky's gap only, never for a tick."""
+        if not self._fresh_chunk:
+            return next_tick
+        retarget_at = max(self._last_cmd_mono + RETARGET_MIN_S, self._robot_gap_closes_at)
+        return min(next_tick, retarget_at) if retarget_at > now else next_tick
 
     def step(self, now: float) -> None:
         """tick(now) with the control thread's error handling (what the thread runs each period)."""
@@ -302,7 +313,9 @@ class Executor:
         # franky's safe re-target rate is a rate in the robot's time. A franky-sim slowed to 0.2-0.4 of real time
         # would get wall-clock-paced targets at 2-5 times it, and its planner then swings the arm centimetres off
         # the command (docs/ENVIRONMENT_FACTS.md). On a robot its clock is the wall clock and this never waits.
-        if 0.0 <= st.robot_time_s - self._last_cmd_robot_s < RETARGET_MIN_S - RETARGET_SLACK_S:
+        robot_gap = st.robot_time_s - self._last_cmd_robot_s
+        if 0.0 <= robot_gap < RETARGET_MIN_S - RETARGET_SLACK_S:
+            self._robot_gap_open, self._robot_gap_closes_at = (now, robot_gap), now + (RETARGET_MIN_S - robot_gap)
             return
         t0 = self.monotonic()
         with self._lock:
@@ -372,12 +385,22 @@ class Executor:
                 self.latencies.append(latency)
             # measured on the monotonic clock that gates the command, placed on the chunk clock back from now_ns
             # (clamped: the two clocks are read microseconds apart, and the trace's stages must stay ordered)
-            allowed = max(now if received is None else received, previous_cmd + RETARGET_MIN_S - RETARGET_SLACK_S)
+            allowed = max(now if received is None else received, previous_cmd + RETARGET_MIN_S - RETARGET_SLACK_S,
+                          self._robot_gap_closed(now, robot_gap, previous_cmd))
             allowed_ns = min(now_ns, max(plan.received_ns, now_ns - round((now - allowed) * 1e9)))
         if self.state != State.RUNNING:
             self._set(State.RUNNING, "streaming")
         self._notify(self.on_command, CommandEvent(cmd, now_ns, plan.chunk_id, first, latency, sent - t0,
                                                    plan.stamp_ns, plan.received_ns, franky_call_ns, allowed_ns))
+
+    def _robot_gap_closed(self, now: float, gap_now: float, previous_cmd: float) -> float:
+        """When the robot's own re-target gap closed, on the monotonic clock: between the last tick that found it
+        open and now, where the robot's clock crossed it (linear between the two readings); -inf if no tick
+        found it open since the previous command."""
+        t0, g0 = self._robot_gap_open
+        if t0 <= previous_cmd or gap_now <= g0:
+            return -np.inf
+        return t0 + (now - t0) * (RETARGET_MIN_S - RETARGET_SLACK_S - g0) / (gap_now - g0)
 
     def _implausible(self, st: RobotStateSample) -> str | None:
         """Why a measured state must not be used (None when it may): a robot command is only ever derived

@@ -195,20 +195,28 @@ class GraphRunner:
         self.stop()
 
 
+def process_groups(own: Iterable[str]) -> list[list[str]]:
+    """`--own-process` entries -> the node names of each child process: "a" alone, "a+b" together."""
+    return [[n for n in entry.split("+") if n] for entry in own if entry.strip("+")]
+
+
 @contextlib.contextmanager
 def split_graph(graph_name: str, nodes: Iterable[str], own: Iterable[str],
                 overrides: Mapping[str, Mapping[str, Any]] | None = None, params_files: Iterable[str | Path] = (),
                 domain_id: int | None = None) -> Iterator[tuple[GraphRunner, list[NodeProcess]]]:
-    """`nodes` of a graph, the `own` ones in a child process each (as launch starts every node), the rest in
-    a GraphRunner here. The runner is built first, so an unreadable params file or an override for a node
-    not in the run fails before any child starts, and so does a parameter that no node declares or of the
-    wrong type (check_params); the children start in order (the sim world before an executor that connects to it)."""
-    nodes, own, overrides, params_files = list(nodes), list(own), dict(overrides or {}), list(params_files)
+    """`nodes` of a graph, the `own` ones in child processes (each entry one process: "a" alone, "a+b"
+    together, as a component container would hold them), the rest in a GraphRunner here. The runner is built
+    first, so an unreadable params file or an override for a node not in the run fails before any child
+    starts, and so does a parameter that no node declares or of the wrong type (check_params); the children
+    start in order (the sim world before an executor that connects to it)."""
+    nodes, overrides, params_files = list(nodes), dict(overrides or {}), list(params_files)
+    groups = process_groups(own)
+    placed = {n for g in groups for n in g}
     check_params(graph_name, nodes, overrides, params_files)
-    runner = GraphRunner(graph_name, nodes=[n for n in nodes if n not in own], params_files=params_files,
-                         overrides={n: v for n, v in overrides.items() if n not in own}, domain_id=domain_id)
-    children = [NodeProcess(graph_name, [n], {n: overrides[n]} if n in overrides else None, domain_id,
-                            params_files=params_files) for n in own]
+    runner = GraphRunner(graph_name, nodes=[n for n in nodes if n not in placed], params_files=params_files,
+                         overrides={n: v for n, v in overrides.items() if n not in placed}, domain_id=domain_id)
+    children = [NodeProcess(graph_name, g, {n: overrides[n] for n in g if n in overrides} or None, domain_id,
+                            params_files=params_files) for g in groups]
     with contextlib.ExitStack() as stack:
         for child in children:
             stack.enter_context(child)

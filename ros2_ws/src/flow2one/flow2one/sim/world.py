@@ -70,6 +70,8 @@ class SimWorld:
         from franky_sim import SimulationServer
         from franky_sim.mujoco_simulator import MujocoSimulator
 
+        if self._sim is not None:  # a second server would leave the first one's thread stepping until exit
+            raise RuntimeError("SimWorld is started already (`with SimWorld(...)` starts it)")
         self._sim = MujocoSimulator(enable_visualization=False)
         self._sim.init()
         try:
