@@ -298,7 +298,7 @@ def test_sim_cameras_draw_their_first_frame_before_franky_sim_serves():
         loop.prepare()
         serving_when_drawn.append(world.running)
 
-    world.start(before_serving=before_serving)  # (not `with`: its __enter__ starts a world of its own)
+    world.start(before_serving=before_serving)  # (not `with`: its __enter__ would start it a second time)
     try:
         assert serving_when_drawn == [False] and world.running and frames == []
         with pytest.raises(RuntimeError, match="started already"):
