@@ -241,14 +241,22 @@ def test_executor_follows_stream_then_holds_then_stops():
     assert audit(robot.log, ex.limits) == []
 
 
-def test_a_new_chunk_retargets_franky_before_the_next_control_tick():
-    ex, robot, clock = make_executor()  # 20 Hz command tick: a plain wait would act 50 ms after the last command
+def streaming(real_time_factor: float = 1.0):
+    """An executor (20 Hz command tick) that has anchored on a first chunk and sent its first command 10 ms
+    later; -> (executor, robot, clock, the CommandEvents so far)."""
+    ex, robot, clock = make_executor()
+    robot.real_time_factor = real_time_factor
     events = []
     ex.on_command = events.append
     ex.submit_chunk(line_chunk(HOME, [0.0, 0.0, 0.0]), clock.ns(), 0.05, received_mono=clock.t)
     ex.tick(clock.t)  # anchors on the measured pose
     clock.t += 0.01
     ex.tick(clock.t)  # the first command
+    return ex, robot, clock, events
+
+
+def test_a_new_chunk_retargets_franky_before_the_next_control_tick():
+    ex, robot, clock, events = streaming()  # 20 Hz command tick: a plain wait would act 50 ms after the last command
     sent = [e for e in robot.log if e[0] == "command"]
     assert len(sent) == 1
     # a chunk 5 ms after that command: not before franky's safe re-target gap (20 ms), then at once
@@ -285,14 +293,7 @@ def test_a_chunk_held_back_by_a_slow_robot_clock_goes_when_that_gap_closes_not_a
     than the wall clock), not at its next tick (8 ms of the sim graph's 28 ms to a franky command at p50, before):
     the re-target goes out within a few wake-ups of the robot's gap, and the trace counts the wait as franky's
     spacing, not as the thread's."""
-    ex, robot, clock = make_executor()
-    robot.real_time_factor = 0.8
-    events = []
-    ex.on_command = events.append
-    ex.submit_chunk(line_chunk(HOME, [0.0, 0.0, 0.0]), clock.ns(), 0.05, received_mono=clock.t)
-    ex.tick(clock.t)  # anchors on the measured pose
-    clock.t += 0.01
-    ex.tick(clock.t)  # the first command
+    ex, robot, clock, events = streaming(real_time_factor=0.8)
     robot_first = ex.latest.robot_time_s
     clock.t += 0.005
     ex.submit_chunk(line_chunk(HOME, [0.05, 0.0, 0.0]), clock.ns(), 0.05, received_mono=clock.t)
