@@ -112,19 +112,7 @@ class SimCameras:
     def render(self, snap: Snapshot, rgb: bool = True, depth: bool = True
                ) -> tuple[list[np.ndarray | None], list[np.ndarray | None]]:
         """Per camera: rgb (h, w, 3) uint8 and depth (h, w) float32 metres (0 = no return)."""
-        return self._draw(self.load(snap), rgb, depth)
-
-    def warm_up(self, rgb: bool = True) -> None:
-        """Create the GL contexts and draw once, from the model's initial state. The first render takes ~1.4 s
-        on llvmpipe and holds the GIL for up to 0.25 s at a time on an idle machine: in the process of a serving
-        franky-sim that stalls its 1 kHz loop towards libfranka's 1 s UDP timeout, which faults a running
-        motion. Called before franky-sim serves, it costs no control cycle."""
-        mujoco.mj_kinematics(self.model, self._data)
-        mujoco.mj_camlight(self.model, self._data)
-        self._draw(self._data, rgb, True)
-
-    def _draw(self, d: mujoco.MjData, rgb: bool, depth: bool
-              ) -> tuple[list[np.ndarray | None], list[np.ndarray | None]]:
+        d = self.load(snap)
         rgbs: list[np.ndarray | None] = []
         depths: list[np.ndarray | None] = []
         for spec in self.specs:
@@ -143,6 +131,13 @@ class SimCameras:
             else:
                 depths.append(None)
         return rgbs, depths
+
+    def warm_up(self, rgb: bool = True) -> None:
+        """Create the GL contexts and draw once, from the model's initial state. The first render takes ~1.4 s
+        on llvmpipe and holds the GIL for up to 0.25 s at a time on an idle machine: in the process of a serving
+        franky-sim that stalls its 1 kHz loop towards libfranka's 1 s UDP timeout, which faults a running
+        motion. Called before franky-sim serves, it costs no control cycle."""
+        self.render(Snapshot.take(mujoco.MjData(self.model), 0), rgb=rgb)
 
     def close(self) -> None:
         for r in [*self._renderers.values(), *self._depth_renderers.values()]:
