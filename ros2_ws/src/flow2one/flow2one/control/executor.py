@@ -120,11 +120,8 @@ class Executor:
         self._home_started = 0.0
         self._last_cmd_mono = -np.inf
         self._last_cmd_robot_s = -np.inf  # the robot's clock at the last command
-        # the last tick that found the robot's own re-target gap still open (its time, the gap then), and the
-        # earliest wall time the gap can close (the robot's clock runs no faster than the wall clock; slower in
-        # franky-sim on a busy machine)
+        # the last tick that found the robot's own re-target gap still open: its time and the gap then
         self._robot_gap_open: tuple[float, float] = (-np.inf, 0.0)
-        self._robot_gap_closes_at = -np.inf
         self._last_chunk_mono: float | None = None
         self._fresh_chunk = False  # a chunk accepted since the last command: re-target without waiting a period
         self._received_mono: dict[int, float] = {}
@@ -223,7 +220,10 @@ class Executor:
         that a new chunk waits for franky's gap only, never for a tick."""
         if not self._fresh_chunk:
             return next_tick
-        retarget_at = max(self._last_cmd_mono + RETARGET_MIN_S, self._robot_gap_closes_at)
+        # the robot's clock runs no faster than the wall clock (slower in franky-sim on a busy machine): its gap
+        # can close no sooner than the rest of it in wall seconds after the tick that found it open
+        t_open, gap = self._robot_gap_open
+        retarget_at = max(self._last_cmd_mono + RETARGET_MIN_S, t_open + RETARGET_MIN_S - gap)
         return min(next_tick, retarget_at) if retarget_at > now else next_tick
 
     def step(self, now: float) -> None:
@@ -315,7 +315,7 @@ class Executor:
         # the command (docs/ENVIRONMENT_FACTS.md). On a robot its clock is the wall clock and this never waits.
         robot_gap = st.robot_time_s - self._last_cmd_robot_s
         if 0.0 <= robot_gap < RETARGET_MIN_S - RETARGET_SLACK_S:
-            self._robot_gap_open, self._robot_gap_closes_at = (now, robot_gap), now + (RETARGET_MIN_S - robot_gap)
+            self._robot_gap_open = (now, robot_gap)
             return
         t0 = self.monotonic()
         with self._lock:
