@@ -73,9 +73,9 @@ def run_replay(bag: str, rate: float = 1.0, overrides: dict | None = None, repub
     from flow2one.data.profiles import load_profile
     from flow2one.data.replay import recorded_actions, replay_plan
     from flow2one.graph import OPTIONAL_NODES, graph
-    from flow2one.ros.runner import process_groups, split_graph
+    from flow2one.ros.runner import placed_nodes, process_groups, split_graph
 
-    placed = {n for g in process_groups(own_process) for n in g}
+    placed = placed_nodes(own_process)
     if "replay" in placed:
         raise ValueError("--own-process: the replay node runs in this process (its metrics are read here)")
     unknown = sorted(placed - set(graph("replay").nodes) - set(OPTIONAL_NODES))

@@ -34,10 +34,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from flow2one.ros.runner import process_groups, split_graph
+    from flow2one.ros.runner import placed_nodes, split_graph
 
     own = [n for n in args.own_process.split(",") if n]
-    placed = {n for g in process_groups(own) for n in g}
+    placed = placed_nodes(own)
     nodes = args.nodes.split(",") if args.nodes else list(graph(args.graph).nodes)
     nodes, overrides = with_view(args, nodes, parse_overrides(args.set), "view" in placed, args.graph)
     if placed - set(nodes):

@@ -200,6 +200,11 @@ def process_groups(own: Iterable[str]) -> list[list[str]]:
     return [[n for n in entry.split("+") if n] for entry in own if entry.strip("+")]
 
 
+def placed_nodes(own: Iterable[str]) -> set[str]:
+    """Every node `--own-process` entries put in a child process."""
+    return {n for group in process_groups(own) for n in group}
+
+
 @contextlib.contextmanager
 def split_graph(graph_name: str, nodes: Iterable[str], own: Iterable[str],
                 overrides: Mapping[str, Mapping[str, Any]] | None = None, params_files: Iterable[str | Path] = (),
