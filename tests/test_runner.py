@@ -53,9 +53,15 @@ class Probe:
 
         client = self.node.create_client(GetParameters, f"/{node}/get_parameters")
         assert self.spin_until(client.service_is_ready, timeout=20.0), f"/{node}/get_parameters never appeared"
-        future = client.call_async(GetParameters.Request(names=[name]))
-        assert self.spin_until(future.done, timeout=10.0)
-        return parameter_value_to_python(future.result().values[0])
+        # A ready service can still drop the reply: Fast DDS matches the request and reply topics
+        # separately, and a reply written before the reply reader is matched is lost (ros2/rmw_fastrtps#392,
+        # #842). `ros2 param get` has the same race; the remedy there and here is to ask again.
+        for _ in range(10):
+            future = client.call_async(GetParameters.Request(names=[name]))
+            if self.spin_until(future.done, timeout=2.0):
+                return parameter_value_to_python(future.result().values[0])
+            client.remove_pending_request(future)
+        raise AssertionError(f"/{node}/get_parameters never answered in 10 requests")
 
     def close(self) -> None:
         import rclpy
