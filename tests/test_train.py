@@ -135,8 +135,8 @@ def test_warm_start_continues_the_checkpoint_in_its_own_units(dataset, tmp_path,
 
 def test_pose_noise_is_set_on_a_warm_start_and_checked(dataset, tmp_path, capsys) -> None:
     """--pose-noise is training-only, so it may change on a warm start: the teacher's and the student's saved
-    configs carry it, the student's warm start from a noise-free student accepts the noisy teacher's set, and a
-    bad value is one clear error."""
+    configs carry it, the student's warm start from a noise-free student accepts the noisy teacher's set, a
+    student initialised from a teacher may use noise of its own, and a bad value is one clear error."""
     t0, t1, dset = tmp_path / "t0", tmp_path / "t1", tmp_path / "set.safetensors"
     assert cli.main(["train-teacher", "--data", str(dataset), "--out", str(t0), "--steps", "1", *FAST]) == 0
     assert cli.main(["train-teacher", "--data", str(dataset), "--out", str(t1), "--steps", "1", "--warm-start",
@@ -150,6 +150,13 @@ def test_pose_noise_is_set_on_a_warm_start_and_checked(dataset, tmp_path, capsys
                          "2", "--batch-size", "2", "--threads", "1", "--no-progress", *warm]) == 0
     assert load_policy(s0)[1].encoder.pose_noise == 0.03  # a new student takes its teacher's
     assert load_policy(tmp_path / "s1")[1].encoder.pose_noise == 0.01
+    # The recipe's --init-from with noise of the student's own: the teacher's differs (0.03), the set's
+    # teacher's differs (t0: none), and still the networks match.
+    assert cli.main(["train-student", "--data", str(dset), "--out", str(tmp_path / "s2"), "--steps", "1",
+                     "--hypotheses", "2", "--batch-size", "2", "--threads", "1", "--no-progress", "--init-from",
+                     str(t1), "--pose-noise", "0.02", "--pose-noise-radius", "0.1"]) == 0
+    assert (load_policy(tmp_path / "s2")[1].encoder.pose_noise, load_policy(tmp_path / "s2")[1].encoder.pose_noise_radius
+            ) == (0.02, 0.1)
     capsys.readouterr()
     assert cli.main(["train-teacher", "--data", str(dataset), "--out", str(tmp_path / "bad"), "--steps", "1",
                      "--pose-noise", "-1", *FAST]) == 1

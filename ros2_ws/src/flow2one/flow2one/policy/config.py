@@ -8,8 +8,8 @@ size (dual ResNet-18 RGB/depth, cross-attention, gated fusion, PointNet, proprio
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
-from typing import Any
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
+from typing import Any, ClassVar
 
 from flow2one.spec import ACTION_DIM, ACTION_LOSS_WEIGHTS, HORIZON, PROPRIO_DIM
 
@@ -59,6 +59,14 @@ class EncoderConfig:
     # table top (+ a margin). The table is ~94% of a sim cloud, and with it in the pool a small PointNet
     # could not place the 2 cm reach_around ball (results/README.md). None = every point counts.
     points_floor_z: float | None = None
+    # Settings that shape the training data, not the module: a warm start or a teacher initialisation may
+    # change them.
+    TRAINING_ONLY: ClassVar[tuple[str, ...]] = ("motion_noise", "pose_noise", "pose_noise_radius")
+
+    def same_network(self, other: EncoderConfig) -> bool:
+        """Whether both build the same module with the same inputs (the training-only settings aside)."""
+        clean = dict.fromkeys(self.TRAINING_ONLY, 0.0)
+        return replace(self, **clean) == replace(other, **clean)
 
     def __post_init__(self) -> None:
         self.image_size = tuple(self.image_size)

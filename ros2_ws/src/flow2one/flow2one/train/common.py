@@ -13,7 +13,7 @@ import torch
 from flow2one.data.windows import load_windows
 from flow2one.policy.base import Policy
 from flow2one.policy.checkpoint import load_policy
-from flow2one.policy.config import PolicyConfig, from_dict, preset, to_dict
+from flow2one.policy.config import EncoderConfig, PolicyConfig, from_dict, preset, to_dict
 from flow2one.train.loop import TrainSettings
 from flow2one.yamlio import load_yaml
 
@@ -94,15 +94,9 @@ def set_pose_noise(cfg: PolicyConfig, args: argparse.Namespace) -> None:
         setattr(cfg.encoder, k, getattr(checked, k))
 
 
-TRAINING_ONLY = ("motion_noise", "pose_noise", "pose_noise_radius")
-
-
 def same_encoder(a: PolicyConfig, b: dict[str, Any]) -> bool:
     """Whether config `a`'s encoder is config dict `b`'s, up to training-only settings."""
-    ea, eb = dict(to_dict(a)["encoder"]), dict(b["encoder"])
-    for k in TRAINING_ONLY:
-        ea.pop(k, None), eb.pop(k, None)
-    return ea == eb
+    return a.encoder.same_network(EncoderConfig(**b["encoder"]))
 
 
 def settings(args: argparse.Namespace) -> TrainSettings:
