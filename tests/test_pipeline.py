@@ -17,6 +17,7 @@ import torch
 from flow2one.apps import reproduce as reproduce_cmd
 from flow2one.apps import sim_eval, table1
 from flow2one.paths import repo_root
+from flow2one.sim.evaluate import open_policy_step
 from flow2one.sim.table1 import report as t1report
 from flow2one.sim.table1.config import ROWS, STUDENT, TEACHER, Table1Config
 from flow2one.sim.table1.results import Cell, Table1Report, load
@@ -89,6 +90,18 @@ def test_cpu_model_fits_the_size_budget() -> None:
         cfg = pipeline.model_config(pipeline.SCALES["small"], "teacher")
         policy = build_policy(from_dict({**cfg, "kind": kind}))
         assert 4 * sum(p.numel() for p in policy.parameters()) < pipeline.MAX_MODEL_BYTES / 2
+
+
+def test_table1_rows_run_the_passes_they_name(reproduced) -> None:
+    """Each row's policy step (as Table I opens it) runs as many network passes per chunk as the row says:
+    counted, since timing three calls of a toy model cannot tell 8 passes from 1 on a loaded machine."""
+    root, _ = reproduced
+    for row in (replace(ROWS[0], sample_kw={"steps": 8}, passes="8"), *ROWS[1:]):
+        step = open_policy_step(root / "models" / row.model, "torch", 2, sample_steps=row.sample_kw.get("steps"))
+        calls: list[int] = []
+        step.backend.module.policy.net.register_forward_hook(lambda *_: calls.append(1))
+        step.warm_up(calls=1)
+        assert len(calls) == int(row.passes), row.label
 
 
 def test_table1_closed_loop_report(reproduced) -> None:
