@@ -155,8 +155,8 @@ def test_pose_noise_is_set_on_a_warm_start_and_checked(dataset, tmp_path, capsys
     assert cli.main(["train-student", "--data", str(dset), "--out", str(tmp_path / "s2"), "--steps", "1",
                      "--hypotheses", "2", "--batch-size", "2", "--threads", "1", "--no-progress", "--init-from",
                      str(t1), "--pose-noise", "0.02", "--pose-noise-radius", "0.1"]) == 0
-    assert (load_policy(tmp_path / "s2")[1].encoder.pose_noise, load_policy(tmp_path / "s2")[1].encoder.pose_noise_radius
-            ) == (0.02, 0.1)
+    s2 = load_policy(tmp_path / "s2")[1].encoder
+    assert (s2.pose_noise, s2.pose_noise_radius) == (0.02, 0.1)
     capsys.readouterr()
     assert cli.main(["train-teacher", "--data", str(dataset), "--out", str(tmp_path / "bad"), "--steps", "1",
                      "--pose-noise", "-1", *FAST]) == 1

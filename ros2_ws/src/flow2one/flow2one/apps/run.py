@@ -36,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from flow2one.ros.runner import placed_nodes, split_graph
 
-    own = [n for n in args.own_process.split(",") if n]
+    own = args.own_process.split(",")  # empty entries name nothing (process_groups)
     placed = placed_nodes(own)
     nodes = args.nodes.split(",") if args.nodes else list(graph(args.graph).nodes)
     nodes, overrides = with_view(args, nodes, parse_overrides(args.set), "view" in placed, args.graph)

@@ -214,9 +214,8 @@ def split_graph(graph_name: str, nodes: Iterable[str], own: Iterable[str],
     first, so an unreadable params file or an override for a node not in the run fails before any child
     starts, and so does a parameter that no node declares or of the wrong type (check_params); the children
     start in order (the sim world before an executor that connects to it)."""
-    nodes, overrides, params_files = list(nodes), dict(overrides or {}), list(params_files)
-    groups = process_groups(own)
-    placed = {n for g in groups for n in g}
+    nodes, own, overrides, params_files = list(nodes), list(own), dict(overrides or {}), list(params_files)
+    groups, placed = process_groups(own), placed_nodes(own)
     check_params(graph_name, nodes, overrides, params_files)
     runner = GraphRunner(graph_name, nodes=[n for n in nodes if n not in placed], params_files=params_files,
                          overrides={n: v for n, v in overrides.items() if n not in placed}, domain_id=domain_id)
