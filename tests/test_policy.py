@@ -88,6 +88,43 @@ def test_points_at_or_below_the_floor_do_not_reach_the_encoding() -> None:
         preset("tiny", "student", points_floor_z=float("nan"))
 
 
+def test_the_self_filter_leaves_the_hand_and_the_arm_above_the_ceiling_out() -> None:
+    """With points_hand_radius and points_ceiling_z the encoding does not see the hand (near the TCP in x-y,
+    from the fingertips up) or anything at or above the ceiling, in either cloud, and still sees the scene;
+    under training displacement the mask stays on the real hand, so the displaced pose cannot be read off
+    the cloud. The weights are the unmasked model's (a teacher initialises such a student)."""
+    masked = _fitted("student", history_steps=2, points_hand_radius=0.1, points_ceiling_z=0.3)
+    plain = build_policy(preset("tiny", "student", history_steps=2))
+    plain.load_state_dict(masked.state_dict())
+    plain.eval()
+    assert masked.cfg.encoder.same_weights(plain.cfg.encoder)
+    proprio = torch.tensor([[0.5, 0.0, 0.1] + [0.3] * 7] * 2)
+    scene = torch.tensor([[0.5, 0.0, 0.07], [0.8, 0.3, 0.15], [0.2, -0.3, 0.05]])  # under the fingers, far, far
+    cloud = torch.cat([scene.repeat(20, 1), torch.tensor([[0.52, 0.0, 0.15]])]).expand(2, -1, -1).clone()
+    obs = {"points": cloud, "points_prev": cloud + 0.001, "proprio": proprio}
+    moved = {k: v.clone() for k, v in obs.items()}
+    for k in ("points", "points_prev"):
+        moved[k][:, -1] = torch.tensor([0.55, 0.04, 0.12])  # the hand elsewhere, still within the radius
+        moved[k][:, :2] = torch.tensor([[0.6, 0.2, 0.35], [0.1, 0.1, 0.5]])  # arm points above the ceiling
+    scene_moved = {k: v.clone() for k, v in obs.items()}
+    scene_moved["points"][:, 2] += 0.02
+    with torch.no_grad():
+        assert torch.equal(masked.encoder(obs), masked.encoder(moved))
+        assert not torch.allclose(masked.encoder(obs), masked.encoder(scene_moved))
+        assert not torch.allclose(plain.encoder(obs), plain.encoder(moved))
+        masked.encoder.train()
+        masked.cfg.encoder.pose_noise = 0.3  # beyond the radius: a mask that followed it would show the hand
+        torch.manual_seed(0)
+        a = masked.encoder(obs)
+        torch.manual_seed(0)
+        assert torch.equal(a, masked.encoder(moved))  # same displacement draws: the mask never moved with it
+    for bad in ({"points_hand_radius": -0.1}, {"points_hand_radius": 0.1, "use_proprio": False}):
+        with pytest.raises(ValueError, match="points_hand_radius"):
+            preset("tiny", "student", **bad)
+    with pytest.raises(ValueError, match="points_ceiling_z"):
+        preset("tiny", "student", points_ceiling_z=float("inf"))
+
+
 def test_motion_noise_is_for_training_only() -> None:
     """The noise on the motion input blurs it while training and never reaches an evaluated (or exported)
     model: in eval mode the encoding is the noise-free one, call after call."""
@@ -313,12 +350,13 @@ def test_config_validation_and_round_trip() -> None:
         from_dict({**to_dict(cfg), "horizon": 30})
 
 
-@pytest.mark.parametrize("floor", [None, 0.3])
-def test_student_export_runs_in_onnxruntime(tmp_path, floor: float | None) -> None:
+@pytest.mark.parametrize("masks", [{}, {"points_floor_z": 0.3},
+                                   {"points_floor_z": 0.3, "points_hand_radius": 0.2, "points_ceiling_z": 0.8}])
+def test_student_export_runs_in_onnxruntime(tmp_path, masks: dict) -> None:
     """export_forward is traceable at opset 17 and the ONNX graph matches torch (the runtime's contract),
-    also with the encoder's floor mask."""
+    also with the encoder's floor mask and self-filter."""
     ort = pytest.importorskip("onnxruntime")
-    p = _fitted("student", points_floor_z=floor)
+    p = _fitted("student", **masks)
     obs = _obs(p.cfg, 2)
     noise = torch.randn(2, H, A)
 

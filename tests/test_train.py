@@ -133,10 +133,11 @@ def test_warm_start_continues_the_checkpoint_in_its_own_units(dataset, tmp_path,
     assert "is a teacher checkpoint; this command trains a l1flow" in capsys.readouterr().err
 
 
-def test_pose_noise_is_set_on_a_warm_start_and_checked(dataset, tmp_path, capsys) -> None:
+def test_pose_noise_and_self_filter_are_set_on_a_warm_start_and_checked(dataset, tmp_path, capsys) -> None:
     """--pose-noise is training-only, so it may change on a warm start: the teacher's and the student's saved
     configs carry it, the student's warm start from a noise-free student accepts the noisy teacher's set, a
-    student initialised from a teacher may use noise of its own, and a bad value is one clear error."""
+    student initialised from a teacher may use noise and a self-filter of its own, and a bad value is one
+    clear error."""
     t0, t1, dset = tmp_path / "t0", tmp_path / "t1", tmp_path / "set.safetensors"
     assert cli.main(["train-teacher", "--data", str(dataset), "--out", str(t0), "--steps", "1", *FAST]) == 0
     assert cli.main(["train-teacher", "--data", str(dataset), "--out", str(t1), "--steps", "1", "--warm-start",
@@ -150,18 +151,25 @@ def test_pose_noise_is_set_on_a_warm_start_and_checked(dataset, tmp_path, capsys
                          "2", "--batch-size", "2", "--threads", "1", "--no-progress", *warm]) == 0
     assert load_policy(s0)[1].encoder.pose_noise == 0.03  # a new student takes its teacher's
     assert load_policy(tmp_path / "s1")[1].encoder.pose_noise == 0.01
-    # The recipe's --init-from with noise of the student's own: the teacher's differs (0.03), the set's
-    # teacher's differs (t0: none), and still the networks match.
-    assert cli.main(["train-student", "--data", str(dset), "--out", str(tmp_path / "s2"), "--steps", "1",
-                     "--hypotheses", "2", "--batch-size", "2", "--threads", "1", "--no-progress", "--init-from",
-                     str(t1), "--pose-noise", "0.02", "--pose-noise-radius", "0.1"]) == 0
-    s2 = load_policy(tmp_path / "s2")[1].encoder
-    assert (s2.pose_noise, s2.pose_noise_radius) == (0.02, 0.1)
+    # The recipe's --init-from with noise and a self-filter of the student's own: the teacher's noise differs
+    # (0.03), the set's teacher's differs (t0: none), neither teacher masks its cloud, and still the weights fit;
+    # a warm start of that student on the same set keeps its filter.
+    student = ["train-student", "--data", str(dset), "--steps", "1", "--hypotheses", "2", "--batch-size", "2",
+               "--threads", "1", "--no-progress"]
+    assert cli.main([*student, "--out", str(tmp_path / "s2"), "--init-from", str(t1), "--pose-noise", "0.02",
+                     "--pose-noise-radius", "0.1", "--hand-mask", "0.1", "--ceiling-z", "0.3"]) == 0
+    assert cli.main([*student, "--out", str(tmp_path / "s3"), "--warm-start", str(tmp_path / "s2")]) == 0
+    for s in ("s2", "s3"):
+        enc = load_policy(tmp_path / s)[1].encoder
+        assert (enc.pose_noise, enc.pose_noise_radius, enc.points_hand_radius, enc.points_ceiling_z) == (
+            0.02, 0.1, 0.1, 0.3)
     capsys.readouterr()
-    assert cli.main(["train-teacher", "--data", str(dataset), "--out", str(tmp_path / "bad"), "--steps", "1",
-                     "--pose-noise", "-1", *FAST]) == 1
-    err = capsys.readouterr().err
-    assert "pose_noise -1.0 must be finite and >= 0" in err and "Traceback" not in err
+    for bad, msg in ((["--pose-noise", "-1"], "pose_noise -1.0 must be finite and >= 0"),
+                     (["--hand-mask", "-1"], "points_hand_radius -1.0 must be finite and >= 0")):
+        assert cli.main(["train-teacher", "--data", str(dataset), "--out", str(tmp_path / "bad"), "--steps", "1",
+                         *bad, *FAST]) == 1
+        err = capsys.readouterr().err
+        assert msg in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
 def test_pose_gain_tells_a_copying_policy_from_one_that_reads_the_scene() -> None:

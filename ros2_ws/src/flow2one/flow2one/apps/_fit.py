@@ -28,7 +28,7 @@ def run(args: argparse.Namespace, kind: str) -> int:
         data = load_windows(args.data, stride=args.stride, modalities=common.modalities(args),
                             history_steps=args.history_steps, motion_steps=args.motion_steps)
     cfg = cfg0 or common.build_config(args, kind, data)
-    common.set_pose_noise(cfg, args)
+    common.set_encoder_options(cfg, args)
     policy = warm or build_policy(cfg)
     if not warm:
         policy.fit_normalizers(common.obs_of(data, cfg), torch.as_tensor(data["action"]))

@@ -40,7 +40,7 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(f"--warm-start {args.warm_start}: its encoder config differs from the set's teacher")
     cfg = warm.cfg if warm else from_dict({**meta["teacher_config"], "kind": "student"})
     cfg.student.n_hypotheses, cfg.student.k_teacher = args.hypotheses, sets.shape[1]
-    common.set_pose_noise(cfg, args)
+    common.set_encoder_options(cfg, args)
     policy = warm or build_policy(cfg)
     if not warm:
         policy.fit_normalizers(obs, sets.flatten(0, 1))

@@ -59,13 +59,22 @@ class EncoderConfig:
     # table top (+ a margin). The table is ~94% of a sim cloud, and with it in the pool a small PointNet
     # could not place the 2 cm reach_around ball (results/README.md). None = every point counts.
     points_floor_z: float | None = None
-    # Settings that shape the training data, not the module: a warm start or a teacher initialisation may
-    # change them.
+    # A self-filter from the EE pose alone: the cloud's points within this x-y radius (m) of the TCP, from the
+    # fingertips up (the hand and what it holds), and those at or above points_ceiling_z (the arm above the
+    # objects) are left out of the max-pool as well. A cloud that shows the arm lets the policy copy its own
+    # pose (results/replan, "copycat"); pose_noise then cannot hide it. 0 / None = kept.
+    points_hand_radius: float = 0.0
+    points_ceiling_z: float | None = None
+    # Settings that shape the training data, not the module's weights: a warm start or a teacher
+    # initialisation may change them.
     TRAINING_ONLY: ClassVar[tuple[str, ...]] = ("motion_noise", "pose_noise", "pose_noise_radius")
+    # Which points the PointNet pools: the same weights fit either way, so these may change there too.
+    POOL_MASKS: ClassVar[tuple[str, ...]] = ("points_floor_z", "points_hand_radius", "points_ceiling_z")
 
-    def same_network(self, other: EncoderConfig) -> bool:
-        """Whether both build the same module with the same inputs (the training-only settings aside)."""
-        clean = dict.fromkeys(self.TRAINING_ONLY, 0.0)
+    def same_weights(self, other: EncoderConfig) -> bool:
+        """Whether both build modules with the same weights (training-only settings and pool masks aside)."""
+        unset = {f.name: f.default for f in fields(self)}
+        clean = {k: unset[k] for k in self.TRAINING_ONLY + self.POOL_MASKS}
         return replace(self, **clean) == replace(other, **clean)
 
     def __post_init__(self) -> None:
@@ -92,8 +101,13 @@ class EncoderConfig:
             raise ValueError(f"motion_steps {self.motion_steps} must be >= 0, and > 0 only with use_proprio")
         if self.kind == "observation":  # the proprio width follows from motion_steps
             self.proprio_in = PROPRIO_DIM * (2 if self.motion_steps else 1)
-        if self.points_floor_z is not None and not math.isfinite(self.points_floor_z):
-            raise ValueError(f"points_floor_z must be finite or None, got {self.points_floor_z}")
+        for name in ("points_floor_z", "points_ceiling_z"):
+            if getattr(self, name) is not None and not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be finite or None, got {getattr(self, name)}")
+        if not (self.points_hand_radius >= 0 and math.isfinite(self.points_hand_radius)) or (
+                self.points_hand_radius and not (self.use_points and self.use_proprio)):
+            raise ValueError(f"points_hand_radius {self.points_hand_radius} must be finite and >= 0, and > 0 only "
+                             "with use_points and use_proprio (the TCP comes from proprio)")
         if min(self.embed_dim, self.n_views, self.resnet_width) <= 0:
             raise ValueError("embed_dim, n_views and resnet_width must be positive")
 

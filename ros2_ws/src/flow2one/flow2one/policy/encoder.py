@@ -20,6 +20,12 @@ from flow2one.spec import PROPRIO_DIM
 FINGERTIP_MARGIN = 0.015  # m below the TCP still counted as hand: closed fingertips reach about 1 cm past it
 
 
+def _hand(points: torch.Tensor, tcp: torch.Tensor, radius: float) -> torch.Tensor:
+    """(B, N) bool: the points within `radius` (x-y) of each TCP (B, 3), from just below the fingertips up."""
+    d = points - tcp[:, None]
+    return (d[..., :2].norm(dim=-1) < radius) & (d[..., 2] > -FINGERTIP_MARGIN)
+
+
 class PointNet(nn.Module):
     """Shared per-point MLP (LayerNorm, as in PointFlowMatch) and a max-pool: order-invariant (B, N, 3) -> (B, out)."""
 
@@ -117,9 +123,17 @@ class ObservationEncoder(nn.Module):
                 raise ValueError(f"observation {name!r} batch {shape[0]} differs from the others' {b}")
             b = shape[0]
 
-    def _points(self, points: torch.Tensor) -> torch.Tensor:
-        points = points.float()
-        keep = None if self.cfg.points_floor_z is None else points[..., 2:3] > self.cfg.points_floor_z
+    def _points(self, points: torch.Tensor, tcp: torch.Tensor | None) -> torch.Tensor:
+        """tcp (B, 3): the EE position the hand mask is centred on; None: no hand mask."""
+        c, points = self.cfg, points.float()
+        z = points[..., 2:3]
+        masks = [m for m in (None if c.points_floor_z is None else z > c.points_floor_z,
+                             None if c.points_ceiling_z is None else z < c.points_ceiling_z,
+                             None if tcp is None else ~_hand(points, tcp, c.points_hand_radius)[..., None])
+                 if m is not None]
+        keep = masks[0] if masks else None
+        for m in masks[1:]:
+            keep = keep & m
         return self.pointnet(self.point_norm.normalize(points), keep)
 
     def _move_arm(self, obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -131,24 +145,24 @@ class ObservationEncoder(nn.Module):
         shift = c.pose_noise * torch.randn_like(proprio[:, :3])
         moved = dict(obs, proprio=torch.cat([proprio[:, :3] + shift, proprio[:, 3:]], dim=-1))
         if c.pose_noise_radius > 0:
-            tcp = proprio[:, None, :3]
             for k in ("points", "points_prev"):
                 if k in obs:
                     points = obs[k].float()
-                    d = points - tcp
-                    hand = (d[..., :2].norm(dim=-1) < c.pose_noise_radius) & (d[..., 2] > -FINGERTIP_MARGIN)
-                    moved[k] = points + hand[..., None] * shift[:, None]
+                    moved[k] = points + _hand(points, proprio[:, :3], c.pose_noise_radius)[..., None] * shift[:, None]
         return moved
 
     def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         c, feats = self.cfg, []
+        # The hand mask sits where the hand is (the TCP before any training displacement), as it does on the
+        # robot; points_prev is masked around the current TCP too (no older one is input).
+        tcp = obs["proprio"][:, :3].float() if c.use_points and c.points_hand_radius > 0 else None
         if self.training and c.pose_noise > 0:
             obs = self._move_arm(obs)
         if c.use_points:
-            now = self._points(obs["points"])
+            now = self._points(obs["points"], tcp)
             feats.append(now)
             if c.history_steps:  # the change of the cloud's features: motion, in the same shared PointNet
-                feats.append(now - self._points(obs["points_prev"]))
+                feats.append(now - self._points(obs["points_prev"], tcp))
         if c.use_proprio:
             proprio = self.proprio_norm.normalize(obs["proprio"].float())
             if self.training and c.motion_noise > 0:

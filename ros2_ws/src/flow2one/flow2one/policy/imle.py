@@ -37,7 +37,7 @@ class IMLEStudent(Policy):
         weight and normaliser copied, the t = 0 time embedding folded into each FiLM bias, since the student
         has no time input. The IMLE loss then only has to spread that prediction over the teacher's modes,
         instead of learning perception from scratch (a few epochs on a CPU, not the paper's 1,500)."""
-        if not teacher.cfg.encoder.same_network(self.cfg.encoder) or teacher.cfg.unet != self.cfg.unet:
+        if not teacher.cfg.encoder.same_weights(self.cfg.encoder) or teacher.cfg.unet != self.cfg.unet:
             raise ValueError("the teacher's encoder/U-Net config differs from the student's: cannot initialise")
         src = teacher.state_dict()
         t_feat = torch.nn.functional.silu(teacher.net.time_mlp(torch.zeros(1)))[0]  # FiLM's SiLU(cond) time part

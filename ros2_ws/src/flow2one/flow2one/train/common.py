@@ -42,6 +42,13 @@ def add_train_arguments(p: argparse.ArgumentParser, data_help: str) -> None:
     p.add_argument("--pose-noise-radius", type=float, metavar="R",
                    help="with --pose-noise: the cloud's points within R m of the TCP (x-y, from the fingertips up: "
                         "the hand) move with it; 0 = only the EE position input moves (default: the model's)")
+    p.add_argument("--hand-mask", type=float, metavar="R",
+                   help="self-filter, in training and at inference: the cloud's points within R m (x-y) of the TCP, "
+                        "from the fingertips up (the hand and what it holds), are left out of the PointNet's pool "
+                        "(default: the model's setting: 0 = kept, or the --warm-start's or the set's teacher's)")
+    p.add_argument("--ceiling-z", type=float, metavar="Z",
+                   help="self-filter: points at or above this base-frame height (m; the arm above the objects) are "
+                        "left out of the pool too (default: the model's setting)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -84,10 +91,12 @@ def warm_start(args: argparse.Namespace, kind: str) -> Policy | None:
     return policy.train()
 
 
-def set_pose_noise(cfg: PolicyConfig, args: argparse.Namespace) -> None:
-    """--pose-noise / --pose-noise-radius onto the model's config: training-only settings, so they may change
-    on a warm start. Checked as the config checks them."""
-    change = {k: v for k, v in (("pose_noise", args.pose_noise), ("pose_noise_radius", args.pose_noise_radius))
+def set_encoder_options(cfg: PolicyConfig, args: argparse.Namespace) -> None:
+    """--pose-noise / --pose-noise-radius (training only) and --hand-mask / --ceiling-z (which points are
+    pooled) onto the model's config: none changes a weight, so they may change on a warm start or a teacher
+    initialisation. Checked as the config checks them."""
+    change = {k: v for k, v in (("pose_noise", args.pose_noise), ("pose_noise_radius", args.pose_noise_radius),
+                                ("points_hand_radius", args.hand_mask), ("points_ceiling_z", args.ceiling_z))
               if v is not None}
     checked = dataclasses.replace(cfg.encoder, **change)
     for k in change:
@@ -95,8 +104,8 @@ def set_pose_noise(cfg: PolicyConfig, args: argparse.Namespace) -> None:
 
 
 def same_encoder(a: PolicyConfig, b: dict[str, Any]) -> bool:
-    """Whether config `a`'s encoder is config dict `b`'s, up to training-only settings."""
-    return a.encoder.same_network(EncoderConfig(**b["encoder"]))
+    """Whether config `a`'s encoder has config dict `b`'s weights (its own training settings and masks aside)."""
+    return a.encoder.same_weights(EncoderConfig(**b["encoder"]))
 
 
 def settings(args: argparse.Namespace) -> TrainSettings:
