@@ -249,6 +249,27 @@ def test_dynamic_goal_needs_a_significant_difference() -> None:
     assert "reach_around: student 42% vs teacher 19% (goal >= 95% of teacher): met" in lines
 
 
+def test_reaction_is_reported_for_tasks_with_an_event() -> None:
+    """Table I gives, per policy, the median reaction over the episodes that reacted (pop_up's event), in a
+    section of its own with a column only for tasks that have an event."""
+    from flow2one.sim.rollout import EpisodeResult
+    from flow2one.sim.table1.statistics import cell_from_episodes
+
+    eps = [EpisodeResult(task="pop_up", seed=i, success=False, failed=False, time_to_success=None, mode=-1,
+                         mode_name="", chosen_mode=-1, steps=1, duration=1.0, wall_s=1.0, rtf=1.0, planner_errors=0,
+                         reaction_s=r) for i, r in enumerate([0.3, 0.5, None, 0.1])]
+    cell = cell_from_episodes(eps, [0])
+    assert (cell.reacted, cell.reaction_s_median) == (3, 0.3)
+    rep = load(RESULTS / "table1_shared_loop" / "table1.json")
+    rep.tasks = ["track", "pop_up"]
+    rep.cells = {"track": {k: _cell(7, 4) for k in rep.cells[next(iter(rep.cells))]},
+                 "pop_up": {k: cell for k in rep.cells[next(iter(rep.cells))]}}
+    md = t1report.markdown(rep)
+    section = md.split("## Reaction")[1].split("##")[0]
+    assert "| policy | pop_up |" in section and "track" not in section
+    assert all(f"| {p.label} | 0.30 s (3/4) |" in section for p in rep.policies)
+
+
 def test_set_overrides_reach_the_evaluation(monkeypatch: pytest.MonkeyPatch) -> None:
     """`--set` of sim-eval/table1: the sim graph's parameters as the evaluation (and its spawned processes,
     through the environment) read them; parameters with a flag of their own are refused."""

@@ -93,6 +93,12 @@ def test_expert_succeeds_and_wrong_behaviour_fails(task, seed, wrong, wrong_time
             assert bad.failed and "collision" in bad.reason
         if task == "pop_up":  # 1 s late: the pucks are gone before the gripper is down on one
             assert bad.failed and "sank" in bad.reason
+            # Reaction: the expert sends the arm toward a puck within a few control steps of the pop, the
+            # expert acting on 1 s old state not before that second has passed.
+            assert ok.reaction_s is not None and 0 <= ok.reaction_s < 0.2, ok
+            assert bad.reaction_s is None or bad.reaction_s >= 1.0, bad
+        else:
+            assert ok.reaction_s is None and bad.reaction_s is None  # no event, no reaction
 
 
 def test_expert_lead_labels_depend_only_on_what_the_observation_shows():
@@ -207,6 +213,22 @@ def test_pop_up_camping_where_a_puck_pops_does_not_count():
     came_down = judge([0.05] * 10 + [0.12] * 5 + [0.05] * 45)
     assert came_down.success and came_down.mode == 0
     assert judge([0.05] * 200).failed  # still there when the pucks sink
+
+
+def test_pop_up_reaction_is_a_command_toward_a_risen_puck():
+    """A command heads for a puck when its target is REACT_M nearer one (x-y) than the TCP, and only while
+    the pucks are up: a wandering or sideways target, or a dive toward where a puck will rise, is not one."""
+    task = make_task("pop_up")
+    pucks = np.array([[0.5, 0.15, 0.01], [0.5, -0.15, 0.01]])
+    info = {"up": np.array(True), "pucks": pucks, "tcp": np.array([0.45, 0.0, 0.2])}
+    way = (pucks[0] - info["tcp"]) * [1, 1, 0] / np.linalg.norm((pucks[0] - info["tcp"])[:2])
+    toward = info["tcp"] + 1.05 * PopUp.REACT_M * way
+    assert task.heads_for_goal(info, toward)
+    assert task.heads_for_goal(info, np.array([0.45, -0.03, 0.15]))  # the other puck
+    assert not task.heads_for_goal(info, info["tcp"] + 0.9 * PopUp.REACT_M * way)  # too little
+    assert not task.heads_for_goal(info, np.array([0.40, 0.0, 0.1]))  # away from both
+    assert not task.heads_for_goal({**info, "up": np.array(False)}, toward)
+    assert not make_task("track").heads_for_goal(info, toward)
 
 
 def test_pop_up_pucks_are_seen_only_while_they_are_up():

@@ -324,6 +324,9 @@ class EpisodeResult:
     rtf: float  # sim time / wall time over the episode
     planner_errors: int
     reason: str = ""
+    # Tasks with an event (pop_up): sim s from the event to the first command that heads for the goal it
+    # revealed (Task.heads_for_goal); None: no such command, or no event.
+    reaction_s: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -389,7 +392,7 @@ def run_episode(world: SimWorld, robot: FrankyRobot, controller: Controller, see
     if frames is not None:
         frames.clear()
     home(robot)
-    world.reset(seed)
+    event = world.task.event_time(world.reset(seed))
     rng = np.random.default_rng([seed, 7])  # the mode draw, independent of the object randomisation
     chosen = controller.reset(world, robot, rng)
     obs = Observer(world, robot, cams, cloud)
@@ -398,6 +401,7 @@ def run_episode(world: SimWorld, robot: FrankyRobot, controller: Controller, see
     t0 = world.sim_time
     n_steps, post = int(np.ceil(limit / STEP_DT)), round(POST_SUCCESS_S / STEP_DT)
     done_at: int | None = None
+    reaction: float | None = None
     k = 0
     for k in range(n_steps):
         if world.sim_time - t0 >= limit + STEP_DT and done_at is None:  # a slow policy gets no extra sim time
@@ -419,6 +423,8 @@ def run_episode(world: SimWorld, robot: FrankyRobot, controller: Controller, see
             frames.append(obs.images(rgb=True)[0][0])
         if view is not None:
             view(obs, controller, action)
+        if reaction is None and event is not None and world.task.heads_for_goal(obs.info, np.asarray(action)[:3]):
+            reaction = obs.t - event
         st = world.status()
         if done_at is None and (st.success or st.failed):
             done_at = k
@@ -430,7 +436,7 @@ def run_episode(world: SimWorld, robot: FrankyRobot, controller: Controller, see
                          failed=st.failed, time_to_success=st.success_time, mode=st.mode, mode_name=st.mode_name,
                          chosen_mode=chosen, steps=k + 1, duration=world.sim_time - t0, wall_s=wall,
                          rtf=(world.sim_time - t0) / max(wall, 1e-9), planner_errors=_errors(controller) - errors0,
-                         reason=st.reason or ("" if st.success else "time limit"))
+                         reason=st.reason or ("" if st.success else "time limit"), reaction_s=reaction)
 
 
 def _errors(controller: Controller) -> int:

@@ -109,6 +109,11 @@ class Task(ABC):
         """Episode time of an event nothing before it predicts (recorded with demos), or None."""
         return None
 
+    def heads_for_goal(self, info: dict[str, np.ndarray], target: np.ndarray) -> bool:
+        """Whether a commanded target position (base frame) heads for a goal the event revealed: the first
+        such command after the event times a policy's reaction. Tasks without an event never say so."""
+        return False
+
     def update(self, model: mujoco.MjModel, data: mujoco.MjData) -> None:
         """Advance moving objects, then judge success/mode (sim thread)."""
         t = float(data.time) - self._t0
@@ -379,6 +384,9 @@ class PopUp(Task):
     HOLD = 0.3
     XY_TOL = 0.035
     Z_MAX = 0.09
+    # A command heads for a puck when its target is this much nearer one than the TCP: beyond the few mm a
+    # waiting arm's targets wander, well short of the expert's lead (its carrot is 5-10 cm ahead in a dive).
+    REACT_M = 0.02
     READY = (0.45, 0.0, 0.2)  # where the scripted expert waits for the pop
     UP_Z, HIDDEN_Z = 0.01, -0.03  # puck centre (1 cm half height) up on the table / under its top at z = 0
     time_limit = POP_S[1] + UP_S + 0.2
@@ -402,6 +410,14 @@ class PopUp(Task):
 
     def event_time(self, params: dict) -> float | None:
         return params["t_pop"]
+
+    def heads_for_goal(self, info: dict[str, np.ndarray], target: np.ndarray) -> bool:
+        """The target is REACT_M nearer a risen puck (x-y) than the TCP is: the arm is sent toward it."""
+        if not info["up"]:
+            return False
+        pucks = info["pucks"][:, :2]
+        gain = np.linalg.norm(pucks - info["tcp"][:2], axis=1) - np.linalg.norm(pucks - target[:2], axis=1)
+        return bool(gain.max() >= self.REACT_M)
 
     def up(self, t: float) -> bool:
         t_pop = self.params.get("t_pop", np.inf)

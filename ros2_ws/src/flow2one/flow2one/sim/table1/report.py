@@ -56,6 +56,18 @@ def markdown(report: Table1Report) -> str:
     for p in report.policies:
         fails = [", ".join(f"{k}: {v}" for k, v in report.cells[t][p.key].failures.items()) or "-" for t in tasks]
         lines.append(f"| {p.label} | " + " | ".join(fails) + " |")
+    from flow2one.sim.tasks import TASKS, Task  # mujoco: loaded only when a report is written
+
+    eventful = [t for t in tasks if TASKS[t].event_time is not Task.event_time]
+    if eventful:
+        lines += ["", "## Reaction: from the event to the first command heading for what it revealed",
+                  "", "(median sim s; episodes with such a command)", "",
+                  "| policy | " + " | ".join(eventful) + " |", "|---|" + "---|" * len(eventful)]
+        for p in report.policies:
+            cells = [report.cells[t][p.key] for t in eventful]
+            lines.append(f"| {p.label} | " + " | ".join(
+                f"{c.reaction_s_median:.2f} s ({c.reacted}/{c.episodes})" if c.reacted else f"- (0/{c.episodes})"
+                for c in cells) + " |")
     lines += ["", "## Against the paper's claims", ""] + [f"- {c}" for c in report.checks]
     lines += ["", "Plots: `table1_modes.png` (mode histograms), `table1_success_vs_hz.png`. "
               "Raw numbers: `table1.json`.",

@@ -55,6 +55,8 @@ class Cell:
     chunks_rejected: int = 0
     chunks_stale: int | None = None  # None: a file from before stale chunks were counted
     chunks_kept_plan: int | None = None  # inferences that kept the executing plan; None: a file from before
+    reacted: int = 0  # episodes with a command heading for the goal an event revealed (pop_up)
+    reaction_s_median: float | None = None  # from the event to that command, over those episodes
     per_episode: list[EpisodeResult] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
