@@ -373,17 +373,23 @@ def test_demo_recording_and_policy_rollout(tmp_path):
             save_policy(tmp_path / "plain", build_policy(preset("tiny", kind="student")))
             card = load_card(tmp_path / "plain")
 
-            def run(backend, rate_hz=None, n_exec=8, max_age=0.25, seed=22, max_time=1.5, candidates=1):
+            def run(backend, rate_hz=None, n_exec=8, max_age=0.25, seed=22, max_time=1.5, candidates=1, view=None):
                 cfg = ExecutorConfig(**{**SIM_EXECUTOR.__dict__, "n_exec": n_exec})
                 ctrl = PolicyController(PolicyStep(card, backend, candidates), cfg, rate_hz, max_age)
                 try:
-                    return ctrl, run_episode(world, arm, ctrl, seed, cams=cams, cloud=cloud, max_time=max_time)
+                    return ctrl, run_episode(world, arm, ctrl, seed, cams=cams, cloud=cloud, max_time=max_time,
+                                             view=view)
                 finally:
                     ctrl.close()
 
             sink = SinkBackend(card, dz=-0.05)
-            ctrl, r = run(sink, candidates=2)
+            acts: list = []
+            ctrl, r = run(sink, candidates=2, view=lambda obs, c, action: acts.append(action))
             assert not r.success
+            # act returns what the executor sent this step (what a task's reaction is judged on), else None
+            sent = [a for a in acts if a is not None]
+            assert len(sent) == ctrl.executor.counters["commands"] and len(sent) < len(acts)
+            np.testing.assert_array_equal(sent[-1], ctrl.executor.filter.last.action())
             assert sink.seen[0] == {"points": (1, N_POINTS, 3), "proprio": (1, 10), "noise": (1, 2, HORIZON, 10)}
             assert len(sink.seen) >= 3 and ctrl.executor.counters["commands"] >= 20
             assert arm.read_state().position[2] < 0.487 - 0.1  # from home, each chunk executed: the arm kept descending

@@ -285,8 +285,9 @@ class PolicyController(Controller):
     def _infer(self, observation, started: float) -> tuple[Chunk, float]:
         return self.step.infer(observation), started
 
-    def act(self, obs: Observer) -> None:
+    def act(self, obs: Observer) -> np.ndarray | None:
         self._now = obs.sim_t
+        sent = self.executor.counters["commands"]
         start = self._job is None and obs.sim_t - self._started >= self.period_s - 1e-9
         self.feed(obs, with_points=start or self.step.card.history_steps > 0)
         if self._job is not None and self._job.done() and (
@@ -306,6 +307,8 @@ class PolicyController(Controller):
         if self.executor.state is State.FAULT and self.executor.counters["robot_errors"]:
             # the robot link broke (a starved machine, not the policy): the episode again on a new world
             raise RobotError(f"executor fault: {self.executor.message}", "communication")
+        last = self.executor.filter.last
+        return last.action() if last is not None and self.executor.counters["commands"] > sent else None
 
 
 @dataclass
@@ -423,7 +426,8 @@ def run_episode(world: SimWorld, robot: FrankyRobot, controller: Controller, see
             frames.append(obs.images(rgb=True)[0][0])
         if view is not None:
             view(obs, controller, action)
-        if reaction is None and event is not None and world.task.heads_for_goal(obs.info, np.asarray(action)[:3]):
+        if reaction is None and event is not None and action is not None and world.task.heads_for_goal(
+                obs.info, action[:3]):
             reaction = obs.t - event
         st = world.status()
         if done_at is None and (st.success or st.failed):
