@@ -8,6 +8,8 @@ concatenated and projected (Eq. 7). Each modality is switchable for ablations an
 
 from __future__ import annotations
 
+from functools import reduce
+
 import torch
 from torch import nn
 
@@ -131,9 +133,7 @@ class ObservationEncoder(nn.Module):
                              None if c.points_ceiling_z is None else z < c.points_ceiling_z,
                              None if tcp is None else ~_hand(points, tcp, c.points_hand_radius)[..., None])
                  if m is not None]
-        keep = masks[0] if masks else None
-        for m in masks[1:]:
-            keep = keep & m
+        keep = reduce(torch.logical_and, masks) if masks else None
         return self.pointnet(self.point_norm.normalize(points), keep)
 
     def _move_arm(self, obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -155,7 +155,7 @@ class ObservationEncoder(nn.Module):
         c, feats = self.cfg, []
         # The hand mask sits where the hand is (the TCP before any training displacement), as it does on the
         # robot; points_prev is masked around the current TCP too (no older one is input).
-        tcp = obs["proprio"][:, :3].float() if c.use_points and c.points_hand_radius > 0 else None
+        tcp = obs["proprio"][:, :3].float() if c.points_hand_radius > 0 else None  # > 0 only with use_points
         if self.training and c.pose_noise > 0:
             obs = self._move_arm(obs)
         if c.use_points:
