@@ -55,6 +55,9 @@ def test_reproduce_ships_every_kind_with_a_card(reproduced) -> None:
         assert (d / "model.onnx").is_file() == (kind != "teacher")
         policy, cfg = load_policy(d)
         assert cfg.encoder.history_steps == pipeline.HISTORY_STEPS  # every shipped kind sees the cloud history
+        # the student alone is displaced and filters itself out of its cloud, as the scale says
+        filtered = {k: getattr(cfg.encoder, k) for k in pipeline.STUDENT_SELF_FILTER}
+        assert (filtered == pipeline.STUDENT_SELF_FILTER) == (kind == "student")
         obs = {"points": torch.rand(1, 4096, 3), "points_prev": torch.rand(1, 4096, 3), "proprio": torch.rand(1, 10)}
         out = policy.sample(obs, n_samples=2)
         assert out.shape == (1, 2, 32, 10) and torch.isfinite(out).all()

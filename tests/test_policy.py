@@ -125,6 +125,31 @@ def test_the_self_filter_leaves_the_hand_and_the_arm_above_the_ceiling_out() -> 
         preset("tiny", "student", points_ceiling_z=float("inf"))
 
 
+def test_a_hand_mask_from_above_the_grasp_keeps_what_the_fingers_hold() -> None:
+    """points_hand_from moves the hand mask's lower edge: from 3 cm above the TCP, a held cube's top (2 cm
+    above it) is seen and the hand body (5 cm above) is not; the default edge, just below the fingertips,
+    hides both."""
+    keep = _fitted("student", points_hand_radius=0.1, points_hand_from=0.03)
+    hide = build_policy(preset("tiny", "student", points_hand_radius=0.1))
+    hide.load_state_dict(keep.state_dict())
+    hide.eval()
+    proprio = torch.tensor([[0.5, 0.0, 0.1] + [0.3] * 7])
+    cloud = torch.tensor([[0.8, 0.3, 0.05]] * 20 + [[0.51, 0.0, 0.12], [0.52, 0.01, 0.15]])[None]
+    obs = {"points": cloud, "proprio": proprio}
+
+    def moved(row: int) -> dict[str, torch.Tensor]:
+        out = {k: v.clone() for k, v in obs.items()}
+        out["points"][0, row] += torch.tensor([0.02, 0.02, 0.005])  # still in the same band above the TCP
+        return out
+
+    with torch.no_grad():
+        assert not torch.allclose(keep.encoder(obs), keep.encoder(moved(-2)))  # the held cube
+        assert torch.equal(keep.encoder(obs), keep.encoder(moved(-1)))  # the hand body
+        assert torch.equal(hide.encoder(obs), hide.encoder(moved(-2)))
+    with pytest.raises(ValueError, match="points_hand_from"):
+        preset("tiny", "student", points_hand_radius=0.1, points_hand_from=float("nan"))
+
+
 def test_motion_noise_is_for_training_only() -> None:
     """The noise on the motion input blurs it while training and never reaches an evaluated (or exported)
     model: in eval mode the encoding is the noise-free one, call after call."""
@@ -351,7 +376,8 @@ def test_config_validation_and_round_trip() -> None:
 
 
 @pytest.mark.parametrize("masks", [{}, {"points_floor_z": 0.3},
-                                   {"points_floor_z": 0.3, "points_hand_radius": 0.2, "points_ceiling_z": 0.8}])
+                                   {"points_floor_z": 0.3, "points_hand_radius": 0.2, "points_ceiling_z": 0.8,
+                                    "points_hand_from": 0.03}])
 def test_student_export_runs_in_onnxruntime(tmp_path, masks: dict) -> None:
     """export_forward is traceable at opset 17 and the ONNX graph matches torch (the runtime's contract),
     also with the encoder's floor mask and self-filter."""

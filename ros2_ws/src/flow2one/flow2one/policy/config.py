@@ -13,6 +13,8 @@ from typing import Any, ClassVar
 
 from flow2one.spec import ACTION_DIM, ACTION_LOSS_WEIGHTS, HORIZON, PROPRIO_DIM
 
+FINGERTIP_MARGIN = 0.015  # m below the TCP still counted as hand: closed fingertips reach about 1 cm past it
+
 POLICY_KINDS = ("teacher", "student", "l1flow", "regression")
 ENCODER_KINDS = ("observation", "vector")
 
@@ -65,11 +67,16 @@ class EncoderConfig:
     # pose (results/replan, "copycat"); pose_noise then cannot hide it. 0 / None = kept.
     points_hand_radius: float = 0.0
     points_ceiling_z: float | None = None
+    # Height (m) relative to the TCP from which the hand mask counts points. Just below the fingertips by
+    # default; above the grasp (e.g. 0.03: a held 4 cm cube's top is 2.5 cm above the TCP) it keeps what the
+    # fingers close on, and the fingertips, in view while the hand body above them stays out.
+    points_hand_from: float = -FINGERTIP_MARGIN
     # Settings that shape the training data, not the module's weights: a warm start or a teacher
     # initialisation may change them.
     TRAINING_ONLY: ClassVar[tuple[str, ...]] = ("motion_noise", "pose_noise", "pose_noise_radius")
     # Which points the PointNet pools: the same weights fit either way, so these may change there too.
-    POOL_MASKS: ClassVar[tuple[str, ...]] = ("points_floor_z", "points_hand_radius", "points_ceiling_z")
+    POOL_MASKS: ClassVar[tuple[str, ...]] = ("points_floor_z", "points_hand_radius", "points_ceiling_z",
+                                             "points_hand_from")
 
     def same_weights(self, other: EncoderConfig) -> bool:
         """Whether both build modules with the same weights (training-only settings and pool masks aside)."""
@@ -101,7 +108,7 @@ class EncoderConfig:
             raise ValueError(f"motion_steps {self.motion_steps} must be >= 0, and > 0 only with use_proprio")
         if self.kind == "observation":  # the proprio width follows from motion_steps
             self.proprio_in = PROPRIO_DIM * (2 if self.motion_steps else 1)
-        for name in ("points_floor_z", "points_ceiling_z"):
+        for name in ("points_floor_z", "points_ceiling_z", "points_hand_from"):
             if getattr(self, name) is not None and not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name} must be finite or None, got {getattr(self, name)}")
         if not (self.points_hand_radius >= 0 and math.isfinite(self.points_hand_radius)) or (

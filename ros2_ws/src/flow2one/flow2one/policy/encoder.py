@@ -15,17 +15,16 @@ from torch import nn
 
 from flow2one.data.normalize import PointNormalizer, RangeNormalizer, StandardNormalizer
 from flow2one.policy.attention import BiCrossAttention, GatedFusion
-from flow2one.policy.config import EncoderConfig
+from flow2one.policy.config import FINGERTIP_MARGIN, EncoderConfig
 from flow2one.policy.resnet import ResNet18
 from flow2one.spec import PROPRIO_DIM
 
-FINGERTIP_MARGIN = 0.015  # m below the TCP still counted as hand: closed fingertips reach about 1 cm past it
 
-
-def _hand(points: torch.Tensor, tcp: torch.Tensor, radius: float) -> torch.Tensor:
-    """(B, N) bool: the points within `radius` (x-y) of each TCP (B, 3), from just below the fingertips up."""
+def _hand(points: torch.Tensor, tcp: torch.Tensor, radius: float, above: float = -FINGERTIP_MARGIN) -> torch.Tensor:
+    """(B, N) bool: the points within `radius` (x-y) of each TCP (B, 3), from `above` m over it up (by default
+    from just below the fingertips)."""
     d = points - tcp[:, None]
-    return (d[..., :2].norm(dim=-1) < radius) & (d[..., 2] > -FINGERTIP_MARGIN)
+    return (d[..., :2].norm(dim=-1) < radius) & (d[..., 2] > above)
 
 
 class PointNet(nn.Module):
@@ -131,7 +130,8 @@ class ObservationEncoder(nn.Module):
         z = points[..., 2:3]
         masks = [m for m in (None if c.points_floor_z is None else z > c.points_floor_z,
                              None if c.points_ceiling_z is None else z < c.points_ceiling_z,
-                             None if tcp is None else ~_hand(points, tcp, c.points_hand_radius)[..., None])
+                             None if tcp is None else ~_hand(points, tcp, c.points_hand_radius,
+                                                             c.points_hand_from)[..., None])
                  if m is not None]
         keep = reduce(torch.logical_and, masks) if masks else None
         return self.pointnet(self.point_norm.normalize(points), keep)

@@ -285,7 +285,7 @@ def run_graph(task: str, model_dir: Path, episodes: int, seed: int, backend: str
         runner.nodes["latency_trace"] = collector
         pol, control = runner.nodes["policy"], runner.nodes["executor"].control
         try:  # other processes: discovery and the first frames take a moment. The probe's own first chunk
-            # says its subscription has matched too (at 1.25 re-plans/s, a short episode has few to lose)
+            # says its subscription has matched too (a chunk published before that would be missing from its count)
             wait(lambda: probe.chunks_seen > 0, 60.0,
                  "the first chunk at the demo's probe (sim cameras -> pointcloud -> policy -> probe)")
             if view:  # a process of its own discovers the new graph later: it lost the first episode's chunks

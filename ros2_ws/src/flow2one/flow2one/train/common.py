@@ -49,6 +49,10 @@ def add_train_arguments(p: argparse.ArgumentParser, data_help: str) -> None:
     p.add_argument("--ceiling-z", type=float, metavar="Z",
                    help="self-filter: points at or above this base-frame height (m; the arm above the objects) are "
                         "left out of the pool too (default: the model's setting)")
+    p.add_argument("--hand-mask-from", type=float, metavar="H",
+                   help="self-filter: the hand mask counts points from H m above the TCP up; above the grasp "
+                        "(0.03 for the sim's 4 cm cubes) it keeps a held object in view (default: the model's "
+                        "setting: -0.015, just below the fingertips)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -91,13 +95,23 @@ def warm_start(args: argparse.Namespace, kind: str) -> Policy | None:
     return policy.train()
 
 
+# The encoder settings a trainer's flags may change on any start (none changes a weight): flag -> config field.
+ENCODER_OPTIONS = {"pose_noise": "pose_noise", "pose_noise_radius": "pose_noise_radius",
+                   "hand_mask": "points_hand_radius", "ceiling_z": "points_ceiling_z",
+                   "hand_mask_from": "points_hand_from"}
+
+
+def encoder_flags(encoder: dict[str, float]) -> list[str]:
+    """The trainer flags that set these ENCODER_OPTIONS fields (a recipe's command line)."""
+    flag = {v: k for k, v in ENCODER_OPTIONS.items()}
+    return [a for k, v in encoder.items() for a in (f"--{flag[k].replace('_', '-')}", str(v))]
+
+
 def set_encoder_options(cfg: PolicyConfig, args: argparse.Namespace) -> None:
-    """--pose-noise / --pose-noise-radius (training only) and --hand-mask / --ceiling-z (which points are
-    pooled) onto the model's config: none changes a weight, so they may change on a warm start or a teacher
+    """--pose-noise / --pose-noise-radius (training only) and --hand-mask / --ceiling-z / --hand-mask-from (which
+    points are pooled) onto the model's config: none changes a weight, so they may change on a warm start or a teacher
     initialisation. Checked as the config checks them."""
-    change = {k: v for k, v in (("pose_noise", args.pose_noise), ("pose_noise_radius", args.pose_noise_radius),
-                                ("points_hand_radius", args.hand_mask), ("points_ceiling_z", args.ceiling_z))
-              if v is not None}
+    change = {field: getattr(args, arg) for arg, field in ENCODER_OPTIONS.items() if getattr(args, arg) is not None}
     checked = dataclasses.replace(cfg.encoder, **change)
     for k in change:
         setattr(cfg.encoder, k, getattr(checked, k))

@@ -36,6 +36,9 @@ class Scale:
     model: dict[str, Any] = field(default_factory=dict)  # PolicyConfig overrides of the "tiny" preset
     lr: float = 1e-3
     expert_lead_s: float | None = None  # sim-demos --expert-lead (None: the experts' carrot is recorded)
+    # EncoderConfig settings the student stage sets (train.common.ENCODER_OPTIONS); none changes a weight, so
+    # the student still starts from the teacher's one-step prediction.
+    student_encoder: dict[str, float] = field(default_factory=dict)
 
 
 # The CPU model: the tiny preset with a wider U-Net, ~0.3 M parameters (~1.3 MB) per kind. Measured on one
@@ -47,17 +50,24 @@ class Scale:
 # the lowest things on it (the pick_place pad, the track pucks) reach 0.01 and 0.02 m.
 HISTORY_STEPS = 4
 FLOOR_Z = 0.005
+# The student is displaced from its first step (the arm's position input moved by 3 cm noise, scene and labels
+# kept) and filters itself out of its cloud (the hand, within 0.1 m of the TCP in x-y from the fingertips up,
+# and everything at or above 16 cm): a student that sees its own arm copies its pose, and re-planning several
+# times a second it then holds still instead of going to the objects (results/replan/).
+STUDENT_SELF_FILTER = {"pose_noise": 0.03, "points_hand_radius": 0.1, "points_ceiling_z": 0.16}
 CPU_MODEL = {"encoder": {"embed_dim": 64, "pointnet_dims": [16, 32], "point_dim": 32, "proprio_dim": 32,
                          "history_steps": HISTORY_STEPS, "points_floor_z": FLOOR_Z},
              "unet": {"down_dims": [32, 64], "n_groups": 8, "time_embed_dim": 32}}
 SCALES: dict[str, Scale] = {
     "quick": Scale(episodes=1, teacher_steps=20, student_steps=10, baseline_steps=10, batch_size=8, stride=8,
                    distill_obs=16, hypotheses=4,
-                   model={"encoder": {"history_steps": HISTORY_STEPS, "points_floor_z": FLOOR_Z}}),
+                   model={"encoder": {"history_steps": HISTORY_STEPS, "points_floor_z": FLOOR_Z}},
+                   student_encoder=STUDENT_SELF_FILTER),
     "small": Scale(episodes=80, teacher_steps=10000, student_steps=8000, baseline_steps=8000, batch_size=16,
-                   stride=2, distill_obs=0, hypotheses=16, model=CPU_MODEL),
+                   stride=2, distill_obs=0, hypotheses=16, model=CPU_MODEL, student_encoder=STUDENT_SELF_FILTER),
     "full": Scale(episodes=100, teacher_steps=20000, student_steps=20000, baseline_steps=20000, batch_size=64,
-                  stride=4, distill_obs=0, hypotheses=16, model=CPU_MODEL, lr=1e-4),
+                  stride=4, distill_obs=0, hypotheses=16, model=CPU_MODEL, lr=1e-4,
+                  student_encoder=STUDENT_SELF_FILTER),
 }
 
 
@@ -80,6 +90,8 @@ class Stage:
 
 def plan(scale: Scale, work: Path, tasks: tuple[str, ...], seed: int, threads: int) -> list[Stage]:
     """The stages, in order, as `flow2one` command lines."""
+    from flow2one.train.common import encoder_flags
+
     data = work / "data"
     lead = [] if scale.expert_lead_s is None else ["--expert-lead", str(scale.expert_lead_s)]
     stages = [Stage(f"demos:{t}", ["sim-demos", "--task", t, "--episodes", str(scale.episodes), "--seed",
@@ -104,7 +116,8 @@ def plan(scale: Scale, work: Path, tasks: tuple[str, ...], seed: int, threads: i
         "--steps", str(scale.student_steps),
         "--hypotheses", str(scale.hypotheses), "--batch-size", str(max(scale.batch_size // 2, 1)), "--lr",
         str(scale.lr), "--seed", str(seed), "--threads", str(threads), "--ckpt-every",
-        str(max(scale.student_steps // 4, 1)), "--resume"], work / "student" / "model.safetensors"))
+        str(max(scale.student_steps // 4, 1)), "--resume", *encoder_flags(scale.student_encoder)],
+        work / "student" / "model.safetensors"))
     return stages
 
 
