@@ -281,12 +281,13 @@ def test_reaction_is_reported_for_tasks_with_an_event() -> None:
 def test_set_overrides_reach_the_evaluation(monkeypatch: pytest.MonkeyPatch) -> None:
     """`--set` of sim-eval/table1: the sim graph's parameters as the evaluation (and its spawned processes,
     through the environment) read them; parameters with a flag of their own are refused."""
+    from flow2one.graph import load_params
     from flow2one.sim.evaluate import SET_ENV, apply_overrides, graph_settings, sim_executor_config
 
     monkeypatch.setenv(SET_ENV, "[]")  # restored after the test, whatever apply_overrides sets
-    assert graph_settings()["handoff_window_s"] == 0.0
-    apply_overrides(["policy.handoff_window_s=0.3", "executor.blend_s=0.2"])
-    assert graph_settings()["handoff_window_s"] == 0.3 and sim_executor_config().blend_s == 0.2
+    assert graph_settings()["handoff_window_s"] == load_params("sim")["policy"]["handoff_window_s"] != 0.45
+    apply_overrides(["policy.handoff_window_s=0.45", "executor.blend_s=0.2"])
+    assert graph_settings()["handoff_window_s"] == 0.45 and sim_executor_config().blend_s == 0.2
     with pytest.raises(SystemExit, match="--policy-rate-hz"):
         apply_overrides(["policy.rate_hz=10"])
     with pytest.raises(ValueError, match="no node 'planner'"):
