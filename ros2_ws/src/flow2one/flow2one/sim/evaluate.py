@@ -50,9 +50,11 @@ def policy_controller(step, n_exec: int, rate_hz: float | None, max_obs_age_s: f
 
 
 def summarize(task: str, results: list, extra: dict | None = None) -> dict:
+    from flow2one.sim.rollout import reaction_median
+
     ok = [r for r in results if r.success]
     tts = [r.time_to_success for r in ok if r.time_to_success is not None]
-    reactions = [r.reaction_s for r in results if r.reaction_s is not None]
+    reacted, reaction = reaction_median(results)
     modes = Counter(r.mode_name or "none" for r in results)
     return {
         "task": task,
@@ -61,7 +63,7 @@ def summarize(task: str, results: list, extra: dict | None = None) -> dict:
         "successes": len(ok),
         "time_to_success_s": {"mean": float(np.mean(tts)) if tts else None,
                               "median": float(np.median(tts)) if tts else None},
-        "reaction_s": {"median": float(np.median(reactions)) if reactions else None, "episodes": len(reactions)},
+        "reaction_s": {"median": reaction, "episodes": reacted},
         "mode_histogram": dict(sorted(modes.items())),
         "mode_histogram_success": dict(sorted(Counter(r.mode_name or "none" for r in ok).items())),
         "failures": dict(Counter(r.reason for r in results if not r.success)),

@@ -343,6 +343,13 @@ class EpisodeResult:
                    rtf=st.t / max(wall_s, 1e-9), planner_errors=0, reason=reason)
 
 
+def reaction_median(results: list[EpisodeResult]) -> tuple[int, float | None]:
+    """How many episodes reacted to their event, and the median reaction over them (None: none did): the one
+    reading of `reaction_s` that sim-eval's summary and Table I's cells share."""
+    reactions = [r.reaction_s for r in results if r.reaction_s is not None]
+    return len(reactions), float(np.median(reactions)) if reactions else None
+
+
 def run_episode_safe(rig: SimRig, controller: Controller, seed: int, attempts: int = 3, **kw) -> EpisodeResult:
     """run_episode on a SimRig for long unattended runs: a libfranka failure or a timeout (a lost link on
     a starved machine) gets a new sim world and the episode again, up to `attempts` times; after that it

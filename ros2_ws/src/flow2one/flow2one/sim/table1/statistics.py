@@ -8,7 +8,7 @@ from collections import Counter
 
 import numpy as np
 
-from flow2one.sim.rollout import EpisodeResult
+from flow2one.sim.rollout import EpisodeResult, reaction_median
 from flow2one.sim.table1.results import Cell
 
 Z_ONE_SIDED_5PCT = 1.64
@@ -21,7 +21,7 @@ def cell_from_episodes(results: list[EpisodeResult], groups: list[int]) -> Cell:
     rates = [float(g.mean()) for g in per_group if len(g)]
     ok = [r for r in results if r.success]
     tts = [r.time_to_success for r in ok if r.time_to_success is not None]
-    reactions = [r.reaction_s for r in results if r.reaction_s is not None]
+    reacted, reaction = reaction_median(results)
     return Cell(
         success_mean=float(np.mean(rates)), success_std=float(np.std(rates)), success_per_seed=rates,
         episodes=len(results), successes=len(ok),
@@ -31,8 +31,7 @@ def cell_from_episodes(results: list[EpisodeResult], groups: list[int]) -> Cell:
         time_to_success_s=float(np.mean(tts)) if tts else None,
         sim_rtf_mean=float(np.mean([r.rtf for r in results])),
         planner_errors=int(sum(r.planner_errors for r in results)),
-        seed_groups=list(groups), per_episode=list(results), reacted=len(reactions),
-        reaction_s_median=float(np.median(reactions)) if reactions else None)
+        seed_groups=list(groups), per_episode=list(results), reacted=reacted, reaction_s_median=reaction)
 
 
 def pool(a: Cell, b: Cell, groups: list[int]) -> Cell:
