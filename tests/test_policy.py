@@ -150,6 +150,39 @@ def test_a_hand_mask_from_above_the_grasp_keeps_what_the_fingers_hold() -> None:
         preset("tiny", "student", points_hand_radius=0.1, points_hand_from=float("nan"))
 
 
+def test_scene_shift_translates_a_training_sample_as_one_rigid_scene() -> None:
+    """scene_shift moves each sample's cloud, previous cloud, EE position and labels by one x-y offset within
+    the half-range (samples differ), leaves heights, rotation and gripper alone, and never acts in eval mode."""
+    p = _fitted("student", history_steps=2, scene_shift=0.05).train()
+    b = 64
+    batch = {**_obs(p.cfg, b), "teacher_set": torch.rand(b, 3, H, A)}
+    out = p.scene_shifted(batch, "teacher_set")
+    offset = out["proprio"][:, :2] - batch["proprio"][:, :2]
+    assert offset.abs().max() <= 0.05 + 1e-6 and offset.std(0).min() > 0.01
+    for k in ("points", "points_prev", "teacher_set"):
+        d = out[k] - batch[k]
+        assert torch.allclose(d[..., :2], offset.view(b, *[1] * (d.ndim - 2), 2).expand_as(d[..., :2]), atol=1e-6)
+        assert torch.equal(d[..., 2:], torch.zeros_like(d[..., 2:]))
+    assert torch.equal(out["proprio"][:, 2:], batch["proprio"][:, 2:])
+    assert p.eval().scene_shifted(batch, "teacher_set") is batch
+    with pytest.raises(ValueError, match="scene_shift"):
+        preset("tiny", "student", scene_shift=-0.01)
+
+
+@pytest.mark.parametrize("kind", POLICY_KINDS)
+def test_every_kind_trains_on_shifted_scenes(kind: str) -> None:
+    """Each kind's loss sees the shifted labels: moved 50 m, far outside the normalisers' range, they cost
+    over ten times as much as the same batch unshifted."""
+    target = "teacher_set" if kind == "student" else "action"
+    labels = torch.randn(4, *((2,) if kind == "student" else ()), H, A) * 0.2 + 0.5
+    costs = []
+    for shift in (0.0, 50.0):
+        p = _fitted(kind, scene_shift=shift).train()
+        torch.manual_seed(0)
+        costs.append(float(p.loss({**_obs(p.cfg, 4, seed=3), target: labels})[0]))
+    assert costs[1] > 10 * costs[0]
+
+
 def test_motion_noise_is_for_training_only() -> None:
     """The noise on the motion input blurs it while training and never reaches an evaluated (or exported)
     model: in eval mode the encoding is the noise-free one, call after call."""

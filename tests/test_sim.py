@@ -339,6 +339,20 @@ def test_sim_cameras_draw_their_first_frame_before_franky_sim_serves():
         world.close()
 
 
+def test_a_wall_clock_world_keeps_the_wall_clocks_pace():
+    """The sim graph's world (wall_clock) steps to deadlines: its sim time advances `realtime` seconds per wall
+    second, as the executor and policy nodes' time does. franky-sim's own pacing (1 ms minus the step, slept
+    after each step) lost the sleeps' overshoot: 0.78 in the sim graph. Idle, this machine steps the world
+    several times faster than real time, so a shortfall here is the pacing's, not the machine's."""
+    for rate in (1.0, 0.5):
+        with SimWorld(WorldConfig(task="reach_around", realtime=rate, wall_clock=True)) as world:
+            time.sleep(0.3)
+            t0, s0 = time.perf_counter(), world.sim_time
+            time.sleep(2.0)
+            pace = (world.sim_time - s0) / (time.perf_counter() - t0)
+        assert 0.93 * rate <= pace <= 1.03 * rate, f"realtime {rate}: sim ran at {pace:.3f} x wall clock"
+
+
 def test_demo_recording_and_policy_rollout(tmp_path):
     """A recorded expert episode becomes a valid dataset episode; a chunk policy runs closed loop."""
     from flow2one.data.episodes import list_episodes, read_episode, write_episode

@@ -158,15 +158,16 @@ def test_pose_noise_and_self_filter_are_set_on_a_warm_start_and_checked(dataset,
                "--threads", "1", "--no-progress"]
     assert cli.main([*student, "--out", str(tmp_path / "s2"), "--init-from", str(t1), "--pose-noise", "0.02",
                      "--pose-noise-radius", "0.1", "--hand-mask", "0.1", "--ceiling-z", "0.3",
-                     "--hand-mask-from", "0.03"]) == 0
+                     "--hand-mask-from", "0.03", "--scene-shift", "0.02"]) == 0
     assert cli.main([*student, "--out", str(tmp_path / "s3"), "--warm-start", str(tmp_path / "s2")]) == 0
     for s in ("s2", "s3"):
         enc = load_policy(tmp_path / s)[1].encoder
         assert (enc.pose_noise, enc.pose_noise_radius, enc.points_hand_radius, enc.points_ceiling_z,
-                enc.points_hand_from) == (0.02, 0.1, 0.1, 0.3, 0.03)
+                enc.points_hand_from, enc.scene_shift) == (0.02, 0.1, 0.1, 0.3, 0.03, 0.02)
     capsys.readouterr()
     for bad, msg in ((["--pose-noise", "-1"], "pose_noise -1.0 must be finite and >= 0"),
-                     (["--hand-mask", "-1"], "points_hand_radius -1.0 must be finite and >= 0")):
+                     (["--hand-mask", "-1"], "points_hand_radius -1.0 must be finite and >= 0"),
+                     (["--scene-shift", "nan"], "scene_shift nan must be finite and >= 0")):
         assert cli.main(["train-teacher", "--data", str(dataset), "--out", str(tmp_path / "bad"), "--steps", "1",
                          *bad, *FAST]) == 1
         err = capsys.readouterr().err

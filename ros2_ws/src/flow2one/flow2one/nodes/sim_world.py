@@ -38,7 +38,7 @@ class SimWorldParams:
     publish_color: bool = True
     depth_encoding: str = "16UC1"  # 16UC1 millimetres (the D400 default) | 32FC1 metres
     status_rate_hz: float = 5.0
-    realtime: float = 1.0  # franky-sim pacing (1.0 = wall-clock 1 kHz)
+    realtime: float = 1.0  # sim seconds per wall-clock second, held to the wall clock (the other nodes' time)
     host: str = "127.0.0.1"  # where the executor's robot_host must point; "" = first free 127.x.y.z
 
     def __post_init__(self) -> None:
@@ -66,7 +66,7 @@ class SimWorldNode(Node):
         from flow2one.sim.world import SimWorld, WorldConfig
 
         self.world = SimWorld(WorldConfig(task=self.p.task, cameras=default_cameras(self.p.width, self.p.height),
-                                          realtime=self.p.realtime, host=self.p.host))
+                                          realtime=self.p.realtime, wall_clock=True, host=self.p.host))
         self.cameras = RenderLoop(self.world, self.p.camera_rate_hz, self._publish_frames, rgb=self.p.publish_color)
         self.world.start(before_serving=self.cameras.prepare)
         self._pubs = {}

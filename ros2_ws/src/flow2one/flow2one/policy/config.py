@@ -57,6 +57,14 @@ class EncoderConfig:
     # With pose_noise: the cloud's points within this x-y radius (m) of the TCP, from the fingertips up (the
     # hand), move with the noisy position; 0 = the proprio input alone moves.
     pose_noise_radius: float = 0.0
+    # Training only: half-range (m) of a uniform random x-y translation of the whole sample: cloud, EE position
+    # and labels alike (table-top physics does not change under it). 80 demos show a cube in 80 places, and a
+    # small PointNet then learns where cubes usually are: the student aims its grasp there, not at the cube
+    # (results/replan, eleventh stop). Shifted samples put the objects anywhere in reach, so only the cloud
+    # says where the target is; measured there, it did not help (the arm moves with the scene, and the pose
+    # input explains the shift as well). Every sim task's target is in the cloud (the pick_place pad too); a
+    # target fixed in the base frame would be blurred by this.
+    scene_shift: float = 0.0
     # Base-frame height (m) at or below which cloud points are left out of the PointNet's max-pool: the
     # table top (+ a margin). The table is ~94% of a sim cloud, and with it in the pool a small PointNet
     # could not place the 2 cm reach_around ball (results/README.md). None = every point counts.
@@ -73,7 +81,7 @@ class EncoderConfig:
     points_hand_from: float = -FINGERTIP_MARGIN
     # Settings that shape the training data, not the module's weights: a warm start or a teacher
     # initialisation may change them.
-    TRAINING_ONLY: ClassVar[tuple[str, ...]] = ("motion_noise", "pose_noise", "pose_noise_radius")
+    TRAINING_ONLY: ClassVar[tuple[str, ...]] = ("motion_noise", "pose_noise", "pose_noise_radius", "scene_shift")
     # Which points the PointNet pools: the same weights fit either way, so these may change there too.
     POOL_MASKS: ClassVar[tuple[str, ...]] = ("points_floor_z", "points_hand_radius", "points_ceiling_z",
                                              "points_hand_from")
@@ -104,6 +112,10 @@ class EncoderConfig:
             raise ValueError(f"pose_noise {self.pose_noise} must be finite and >= 0, and > 0 only with use_proprio")
         if not (self.pose_noise_radius >= 0 and math.isfinite(self.pose_noise_radius)):
             raise ValueError(f"pose_noise_radius {self.pose_noise_radius} must be finite and >= 0")
+        if not (self.scene_shift >= 0 and math.isfinite(self.scene_shift)) or (
+                self.scene_shift and not (self.use_points or self.use_proprio)):
+            raise ValueError(f"scene_shift {self.scene_shift} must be finite and >= 0, and > 0 only with points or "
+                             "proprio (what it translates)")
         if self.motion_steps < 0 or (self.motion_steps and not self.use_proprio):
             raise ValueError(f"motion_steps {self.motion_steps} must be >= 0, and > 0 only with use_proprio")
         if self.kind == "observation":  # the proprio width follows from motion_steps

@@ -42,6 +42,10 @@ def add_train_arguments(p: argparse.ArgumentParser, data_help: str) -> None:
     p.add_argument("--pose-noise-radius", type=float, metavar="R",
                    help="with --pose-noise: the cloud's points within R m of the TCP (x-y, from the fingertips up: "
                         "the hand) move with it; 0 = only the EE position input moves (default: the model's)")
+    p.add_argument("--scene-shift", type=float, metavar="M",
+                   help="training only: each sample's whole scene (cloud, EE position, labels) translated in x-y by "
+                        "up to M m, so the policy finds its target in the cloud instead of where targets usually "
+                        "are (default: the model's setting: 0, or the --warm-start's or the set's teacher's)")
     p.add_argument("--hand-mask", type=float, metavar="R",
                    help="self-filter, in training and at inference: the cloud's points within R m (x-y) of the TCP, "
                         "from the fingertips up (the hand and what it holds), are left out of the PointNet's pool "
@@ -96,7 +100,7 @@ def warm_start(args: argparse.Namespace, kind: str) -> Policy | None:
 
 
 # The encoder settings a trainer's flags may change on any start (none changes a weight): flag -> config field.
-ENCODER_OPTIONS = {"pose_noise": "pose_noise", "pose_noise_radius": "pose_noise_radius",
+ENCODER_OPTIONS = {"pose_noise": "pose_noise", "pose_noise_radius": "pose_noise_radius", "scene_shift": "scene_shift",
                    "hand_mask": "points_hand_radius", "ceiling_z": "points_ceiling_z",
                    "hand_mask_from": "points_hand_from"}
 
@@ -108,7 +112,7 @@ def encoder_flags(encoder: dict[str, float]) -> list[str]:
 
 
 def set_encoder_options(cfg: PolicyConfig, args: argparse.Namespace) -> None:
-    """--pose-noise / --pose-noise-radius (training only) and --hand-mask / --ceiling-z / --hand-mask-from (which
+    """--pose-noise / --pose-noise-radius / --scene-shift (training only) and --hand-mask / --ceiling-z / --hand-mask-from (which
     points are pooled) onto the model's config: none changes a weight, so they may change on a warm start or a teacher
     initialisation. Checked as the config checks them."""
     change = {field: getattr(args, arg) for arg, field in ENCODER_OPTIONS.items() if getattr(args, arg) is not None}
