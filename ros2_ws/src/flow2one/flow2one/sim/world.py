@@ -108,9 +108,9 @@ class SimWorld:
 
     def _serve_on_wall_clock(self) -> None:
         """franky-sim's loop sleeps 1 ms minus each step's time after it, and the sleep's overshoot adds up:
-        the sim ran at 0.78 of real time in the sim graph (results/replan/README.md, "The ROS graph over the
-        held-out groups"), while the executor and policy nodes keep wall time, so every plan ran 1.3 times
-        faster than the arm could follow. Stepping to deadlines on the wall clock holds the average rate;
+        the sim ran at 0.78 of real time in the sim graph (results/replan/README.md, eleventh stop), while
+        the executor and policy nodes keep wall time, so every plan ran 1.3 times faster than the arm could
+        follow. Stepping to deadlines on the wall clock holds the average rate;
         a sim that falls more than MAX_BEHIND_S behind (a starved machine) drops the debt rather than
         racing to repay it."""
         server, period = self._server, 0.001 / self.config.realtime

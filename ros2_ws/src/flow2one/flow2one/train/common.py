@@ -45,7 +45,8 @@ def add_train_arguments(p: argparse.ArgumentParser, data_help: str) -> None:
     p.add_argument("--scene-shift", type=float, metavar="M",
                    help="training only: each sample's whole scene (cloud, EE position, labels) translated in x-y by "
                         "up to M m, so the policy finds its target in the cloud instead of where targets usually "
-                        "are (default: the model's setting: 0, or the --warm-start's or the set's teacher's)")
+                        "are; no gain on sim pick_place, results/replan (default: the model's setting: 0, or the "
+                        "--warm-start's or the set's teacher's)")
     p.add_argument("--hand-mask", type=float, metavar="R",
                    help="self-filter, in training and at inference: the cloud's points within R m (x-y) of the TCP, "
                         "from the fingertips up (the hand and what it holds), are left out of the PointNet's pool "
@@ -112,9 +113,9 @@ def encoder_flags(encoder: dict[str, float]) -> list[str]:
 
 
 def set_encoder_options(cfg: PolicyConfig, args: argparse.Namespace) -> None:
-    """--pose-noise / --pose-noise-radius / --scene-shift (training only) and --hand-mask / --ceiling-z / --hand-mask-from (which
-    points are pooled) onto the model's config: none changes a weight, so they may change on a warm start or a teacher
-    initialisation. Checked as the config checks them."""
+    """--pose-noise / --pose-noise-radius / --scene-shift (training only) and --hand-mask / --ceiling-z /
+    --hand-mask-from (which points are pooled) onto the model's config: none changes a weight, so they may change
+    on a warm start or a teacher initialisation. Checked as the config checks them."""
     change = {field: getattr(args, arg) for arg, field in ENCODER_OPTIONS.items() if getattr(args, arg) is not None}
     checked = dataclasses.replace(cfg.encoder, **change)
     for k in change:
