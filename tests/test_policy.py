@@ -156,7 +156,7 @@ def test_scene_shift_translates_a_training_sample_as_one_rigid_scene() -> None:
     p = _fitted("student", history_steps=2, scene_shift=0.05).train()
     b = 64
     batch = {**_obs(p.cfg, b), "teacher_set": torch.rand(b, 3, H, A)}
-    out = p.scene_shifted(batch, "teacher_set")
+    out = p.scene_shifted(batch)
     offset = out["proprio"][:, :2] - batch["proprio"][:, :2]
     assert offset.abs().max() <= 0.05 + 1e-6 and offset.std(0).min() > 0.01
     for k in ("points", "points_prev", "teacher_set"):
@@ -164,22 +164,24 @@ def test_scene_shift_translates_a_training_sample_as_one_rigid_scene() -> None:
         assert torch.allclose(d[..., :2], offset.view(b, *[1] * (d.ndim - 2), 2).expand_as(d[..., :2]), atol=1e-6)
         assert torch.equal(d[..., 2:], torch.zeros_like(d[..., 2:]))
     assert torch.equal(out["proprio"][:, 2:], batch["proprio"][:, 2:])
-    assert p.eval().scene_shifted(batch, "teacher_set") is batch
+    assert p.eval().scene_shifted(batch) is batch
     with pytest.raises(ValueError, match="scene_shift"):
         preset("tiny", "student", scene_shift=-0.01)
 
 
 @pytest.mark.parametrize("kind", POLICY_KINDS)
 def test_every_kind_trains_on_shifted_scenes(kind: str) -> None:
-    """Each kind's loss sees the shifted labels: moved 50 m, far outside the normalisers' range, they cost
+    """The training step shifts every kind's labels: moved 50 m, far outside the normalisers' range, they cost
     over ten times as much as the same batch unshifted."""
+    from flow2one.train.loop import _LossModule
+
     target = "teacher_set" if kind == "student" else "action"
     labels = torch.randn(4, *((2,) if kind == "student" else ()), H, A) * 0.2 + 0.5
     costs = []
     for shift in (0.0, 50.0):
         p = _fitted(kind, scene_shift=shift).train()
         torch.manual_seed(0)
-        costs.append(float(p.loss({**_obs(p.cfg, 4, seed=3), target: labels})[0]))
+        costs.append(float(_LossModule(p)({**_obs(p.cfg, 4, seed=3), target: labels})[0]))
     assert costs[1] > 10 * costs[0]
 
 

@@ -52,21 +52,22 @@ class Policy(nn.Module):
         self.encoder.check(out)
         return out
 
-    def scene_shifted(self, batch: dict[str, torch.Tensor], target: str) -> dict[str, torch.Tensor]:
+    def scene_shifted(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The training batch with each sample's scene translated in x-y (encoder.scene_shift): its cloud(s), EE
-        position and `target` labels (robot units, x-y first) by the same offset. Unchanged in eval mode."""
+        position and labels (`action` or `teacher_set`, robot units, x-y first) by the same offset. The training
+        step applies it before any kind's loss; unchanged in eval mode."""
         s = self.cfg.encoder.scene_shift
         if not (self.training and s > 0):
             return batch
-        labels = torch.as_tensor(batch[target], device=self.loss_w.device)
-        offset = (torch.rand(len(labels), 2, device=labels.device) * 2 - 1) * s
+        moving = [k for k in ("points", "points_prev", "proprio", "action", "teacher_set") if k in batch]
+        dev = self.loss_w.device
+        offset = (torch.rand(len(batch[moving[0]]), 2, device=dev) * 2 - 1) * s
 
         def moved(v: torch.Tensor) -> torch.Tensor:
-            v = torch.as_tensor(v, device=labels.device).float()
+            v = torch.as_tensor(v, device=dev).float()
             return torch.cat([v[..., :2] + offset.view(-1, *[1] * (v.ndim - 2), 2), v[..., 2:]], dim=-1)
 
-        return {**batch, target: moved(labels),
-                **{k: moved(batch[k]) for k in ("points", "points_prev", "proprio") if k in batch}}
+        return {**batch, **{k: moved(batch[k]) for k in moving}}
 
     def fit_normalizers(self, obs: dict[str, torch.Tensor], actions: torch.Tensor) -> None:
         """Set every normaliser from training data (robot units) before training."""

@@ -54,7 +54,6 @@ class CFMTeacher(Policy):
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         f = self.cfg.flow
-        batch = self.scene_shifted(batch, "action")
         x1 = self.action_norm.normalize(batch["action"])
         x0 = torch.randn_like(x1)
         t = logit_normal_t(len(x1), f.t_logit_mean, f.t_logit_std, x1.device)

@@ -19,7 +19,6 @@ class IMLEStudent(Policy):
     time_conditioned = False
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        batch = self.scene_shifted(batch, "teacher_set")
         target = self.action_norm.normalize(batch["teacher_set"])  # (B, K, H, A)
         b, m = target.shape[0], self.cfg.student.n_hypotheses
         emb = self.encoder(self.prepare_obs(batch)).repeat_interleave(m, dim=0)

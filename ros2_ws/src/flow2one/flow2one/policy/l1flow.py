@@ -15,7 +15,6 @@ from flow2one.policy.base import Policy
 
 class L1Flow(Policy):
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        batch = self.scene_shifted(batch, "action")
         x1 = self.action_norm.normalize(batch["action"])
         x0 = torch.randn_like(x1)
         t = torch.rand(len(x1), device=x1.device)

@@ -18,7 +18,6 @@ class RegressionPolicy(Policy):
     time_conditioned = False
 
     def loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        batch = self.scene_shifted(batch, "action")
         x1 = self.action_norm.normalize(batch["action"])
         pred = self.net(torch.randn_like(x1), self.encoder(self.prepare_obs(batch)))
         loss = self._weighted((pred - x1) ** 2)

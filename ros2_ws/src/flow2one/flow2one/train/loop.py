@@ -43,14 +43,15 @@ class TrainSettings:
 
 
 class _LossModule(nn.Module):
-    """Lets DDP wrap `policy.loss` (DDP only synchronises through a module's forward)."""
+    """One training step's loss: the batch as training sees it (Policy.scene_shifted), then `policy.loss`. A
+    module so that DDP can wrap it (DDP only synchronises through a module's forward)."""
 
     def __init__(self, policy: Policy) -> None:
         super().__init__()
         self.policy = policy
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        return self.policy.loss(batch)
+        return self.policy.loss(self.policy.scene_shifted(batch))
 
 
 def distributed_setup() -> tuple[int, int, torch.device]:
