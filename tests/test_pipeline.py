@@ -17,7 +17,7 @@ import torch
 from flow2one.apps import reproduce as reproduce_cmd
 from flow2one.apps import sim_eval, table1
 from flow2one.paths import repo_root
-from flow2one.sim.evaluate import open_policy_step
+from flow2one.sim.evaluate import GRAPH_CAMERA_LAG_STEPS, open_policy_step
 from flow2one.sim.table1 import report as t1report
 from flow2one.sim.table1.config import ROWS, STUDENT, TEACHER, Table1Config
 from flow2one.sim.table1.results import Cell, Table1Report, load
@@ -117,7 +117,7 @@ def test_table1_closed_loop_report(reproduced) -> None:
     rows = (teacher, *ROWS[1:3])  # teacher 8, teacher 1-step, student
     # 2 candidates per re-plan: the rollout keeps the one continuing the executing chunk (policy node rule)
     cfg = Table1Config(models=root / "models", out=out, tasks=("reach_around",), rows=rows, seeds=2, episodes=1,
-                       hz_repeats=3, max_time=1.5, command="test", candidates=2)
+                       hz_repeats=3, max_time=1.5, command="test", candidates=2, camera_lag_steps=1)
     report = run_table1(cfg)
     for row in rows:
         r = report.cells["reach_around"][row.key]
@@ -137,6 +137,7 @@ def test_table1_closed_loop_report(reproduced) -> None:
     assert (out / "table1_modes.png").stat().st_size > 0 and (out / "table1_success_vs_hz.png").stat().st_size > 0
     full = json.loads((out / "table1.json").read_text())
     assert full["seeds"] == 2 and full["candidates"] == 2 and full["format"] == 2
+    assert full["camera_lag_steps"] == 1 and "1 control step(s) after the robot state" in md
     assert load(out / "table1.json").to_json() == full  # the JSON form is the whole report
 
     # cells (task x row) evaluated in separate runs combine into one table; runs evaluated differently, or
@@ -175,6 +176,11 @@ def test_table1_closed_loop_report(reproduced) -> None:
     (out / "g.json").write_text(json.dumps({**second, "overrides": ["policy.handoff_window_s=0.3"]}))  # --set
     with pytest.raises(ValueError, match="overrides"):
         t1report.combine([out / "a.json", out / "g.json"], out / "bad")
+    lagless = {k: v for k, v in second.items() if k != "camera_lag_steps"}  # a file from before the lag
+    (out / "h.json").write_text(json.dumps(lagless))
+    assert load(out / "h.json").settings.camera_lag_steps == 0
+    with pytest.raises(ValueError, match="camera_lag_steps"):
+        t1report.combine([out / "a.json", out / "h.json"], out / "bad")
     with pytest.raises(ValueError, match="reach_around / .* is also in an earlier file"):
         t1report.combine([out / "a.json", out / "b.json", out / "b.json"], out / "bad")
 
@@ -227,6 +233,7 @@ def test_evaluations_default_to_the_sim_graphs_rate_and_horizon(tmp_path) -> Non
         module.add_arguments(p)
         args = p.parse_args([])
         assert args.n_exec == params["executor"]["n_exec"] and args.policy_rate_hz == params["policy"]["rate_hz"]
+        assert args.camera_lag_steps == GRAPH_CAMERA_LAG_STEPS  # the graph's camera data is as late
     p = argparse.ArgumentParser()
     table1.add_arguments(p)
     assert p.parse_args([]).candidates == params["policy"]["n_candidates"]
@@ -235,6 +242,8 @@ def test_evaluations_default_to_the_sim_graphs_rate_and_horizon(tmp_path) -> Non
         sim_eval.rate_or_none(-1.0)
     with pytest.raises(SystemExit, match="n-exec must be >= 1"):
         table1.main(p.parse_args(["--models", str(tmp_path), "--n-exec", "0"]))
+    with pytest.raises(SystemExit, match="camera-lag-steps >= 0"):
+        table1.main(p.parse_args(["--models", str(tmp_path), "--camera-lag-steps", "-1"]))
 
 
 def _cell(k: int, n: int = 36) -> Cell:
@@ -288,6 +297,9 @@ def test_set_overrides_reach_the_evaluation(monkeypatch: pytest.MonkeyPatch) -> 
     assert graph_settings()["handoff_window_s"] == load_params("sim")["policy"]["handoff_window_s"] != 0.45
     apply_overrides(["policy.handoff_window_s=0.45", "executor.blend_s=0.2"])
     assert graph_settings()["handoff_window_s"] == 0.45 and sim_executor_config().blend_s == 0.2
+    assert graph_settings()["state_at_cloud"] is load_params("sim")["policy"]["state_at_cloud"]
+    apply_overrides([f"policy.state_at_cloud={not load_params('sim')['policy']['state_at_cloud']}"])
+    assert graph_settings()["state_at_cloud"] is not load_params("sim")["policy"]["state_at_cloud"]
     with pytest.raises(SystemExit, match="--policy-rate-hz"):
         apply_overrides(["policy.rate_hz=10"])
     with pytest.raises(ValueError, match="no node 'planner'"):

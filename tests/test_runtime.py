@@ -454,6 +454,18 @@ def _moving_episode(tmp_path: Path) -> Path:
     return write_episode(tmp_path, 0, ep)
 
 
+def _feed_state(asm: ObservationAssembler, p: np.ndarray, stamp: int) -> None:
+    quat = matrix_to_quat(rot6d_to_matrix(p[3:9]))
+    asm.set_pose(p[:3], quat, stamp, spec.BASE_FRAME)
+    asm.set_gripper(("gripper_width",), p[9:10], stamp)
+
+
+def _states_at_100hz(ep) -> tuple[np.ndarray, np.ndarray]:
+    """(times, proprio) of an episode's robot state as the node gets it: 100 Hz, interpolated here."""
+    fine = np.arange(0, ep.t[-1] + 1e-9, 0.01)
+    return fine, np.stack([np.interp(fine, ep.t, ep.proprio[:, k]) for k in range(spec.PROPRIO_DIM)], 1)
+
+
 def test_motion_input_is_the_same_in_training_windows_and_at_run_time(
         tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
     """One recorded episode, two ways: its training windows, and its stream fed to the ObservationAssembler
@@ -468,30 +480,64 @@ def test_motion_input_is_the_same_in_training_windows_and_at_run_time(
     assert windows.shape == (len(ep), 2 * spec.PROPRIO_DIM)
     np.testing.assert_array_equal(windows[:4, spec.PROPRIO_DIM:][0], 0)  # at rest at the start
 
-    def feed(asm: ObservationAssembler, p: np.ndarray, stamp: int) -> None:
-        quat = matrix_to_quat(rot6d_to_matrix(p[3:9]))
-        asm.set_pose(p[:3], quat, stamp, spec.BASE_FRAME)
-        asm.set_gripper(("gripper_width",), p[9:10], stamp)
-
     asm = ObservationAssembler(card, spec.BASE_FRAME)  # the evaluation loop's feed: one sample per step
     for i, ti in enumerate(ep.t):
         stamp = round(ti * 1e9)
         asm.set_points(ep.points[i], stamp, spec.BASE_FRAME)
-        feed(asm, ep.proprio[i], stamp)
+        _feed_state(asm, ep.proprio[i], stamp)
         obs, why = asm.assemble(stamp, 0.1)
         assert why == ""
         np.testing.assert_allclose(obs.inputs["proprio"][0], windows[i], atol=1e-6)
 
-    asm = ObservationAssembler(card, spec.BASE_FRAME)  # the node's: state at 100 Hz, interpolated here
-    fine = np.arange(0, ep.t[-1] + 1e-9, 0.01)
-    states = np.stack([np.interp(fine, ep.t, ep.proprio[:, k]) for k in range(spec.PROPRIO_DIM)], 1)
+    asm = ObservationAssembler(card, spec.BASE_FRAME)  # the node's: state at 100 Hz
+    fine, states = _states_at_100hz(ep)
     for j, tj in enumerate(fine):
-        feed(asm, states[j], round(tj * 1e9))
+        _feed_state(asm, states[j], round(tj * 1e9))
         i = int(round(tj / spec.STEP_DT))
         if abs(tj - ep.t[i]) < 1e-9 and i >= 4:
             asm.set_points(ep.points[i], round(tj * 1e9), spec.BASE_FRAME)
             obs, _ = asm.assemble(round(tj * 1e9), 0.1)
             np.testing.assert_allclose(obs.inputs["proprio"][0], windows[i], atol=1e-5)
+
+
+def test_state_at_cloud_gives_a_late_cloud_the_state_of_its_instant(
+        tmp_path_factory: pytest.TempPathFactory, tmp_path: Path) -> None:
+    """On the robot a cloud reaches the policy after newer robot states (perception, the inference slot).
+    With state_at_cloud the model gets the proprio and motion of the cloud's instant, which is what that
+    cloud's training window holds, and the chunk starts at that instant; without it, the newest state."""
+    from flow2one.data.episodes import read_episode
+    from flow2one.data.windows import episode_windows
+
+    card = load_card(exported_student(tmp_path_factory, motion_steps=4))
+    ep = read_episode(_moving_episode(tmp_path))
+    windows = episode_windows(ep, modalities=("points", "proprio"), motion_steps=4)["proprio"]
+    fine, states = _states_at_100hz(ep)
+    late = 6  # state samples (10 ms each) newer than the cloud when it arrives
+    for at_cloud in (True, False):
+        asm = ObservationAssembler(card, spec.BASE_FRAME, state_at_cloud=at_cloud)
+        checked = 0
+        for j in range(len(fine)):
+            _feed_state(asm, states[j], round(fine[j] * 1e9))
+            if j < late or (j - late) % 5 or (j - late) // 5 < 4:
+                continue
+            i, cloud_ns = (j - late) // 5, round(fine[j - late] * 1e9)  # episode step i's cloud arrives now
+            asm.set_points(ep.points[i], cloud_ns, spec.BASE_FRAME)
+            obs, why = asm.assemble(round(fine[j] * 1e9), 0.1)
+            assert why == "" and obs.stamp_ns == cloud_ns
+            proprio = obs.inputs["proprio"][0]
+            if at_cloud:
+                assert obs.origin_ns == cloud_ns
+                np.testing.assert_allclose(proprio, windows[i], atol=1e-5)
+            else:
+                assert obs.origin_ns == round(fine[j] * 1e9)
+                np.testing.assert_allclose(proprio[:spec.PROPRIO_DIM], states[j], atol=1e-5)
+                assert not np.allclose(proprio, windows[i], atol=1e-4)  # the arm moved since the cloud
+            checked += 1
+        assert checked >= 25
+    asm = ObservationAssembler(load_card(exported_student(tmp_path_factory)), spec.BASE_FRAME, state_at_cloud=True)
+    _feed_state(asm, states[0], 10**9)
+    asm.set_points(ep.points[0], 10**9 - 400_000_000, spec.BASE_FRAME)  # the state is fresh, the cloud is not
+    assert asm.assemble(10**9, 0.25)[1].startswith("stale observation: points is 400 ms old")
 
 
 def test_observation_assembler_images(student_dir: Path) -> None:

@@ -29,7 +29,7 @@ from flow2one.sim.rollout import (
 )
 from flow2one.sim.tasks import CUBE_HALF, TASKS, PickPlace, PopUp, TaskStatus, make_task
 from flow2one.sim.world import SimWorld, WorldConfig
-from flow2one.spec import ACTION_DIM, HORIZON, N_POINTS
+from flow2one.spec import ACTION_DIM, HORIZON, N_POINTS, STEP_DT
 from tests.helpers import wait_for
 
 
@@ -426,6 +426,32 @@ def test_demo_recording_and_policy_rollout(tmp_path):
             ctrl, r = run(SinkBackend(card, dz=-1.0), max_time=2.0)
             assert ctrl.executor.counters["commands_clamped"] > 0
             assert arm.read_state().position[2] > SIM_EXECUTOR.workspace_min[2] - 0.01
+
+            # the graph's camera lag: each inference gets the cloud of the control step before its robot state,
+            # and with state_at_cloud the state of that cloud's instant, the chunk starting there
+            for at_cloud in (False, True):
+                clouds, poses, seen = {}, {}, []
+                step = PolicyStep(card, SinkBackend(card, dz=-0.05), state_at_cloud=at_cloud)
+                infer = step.infer
+                step.infer = lambda o, infer=infer: seen.append(o) or infer(o)
+                ctrl = PolicyController(step, SIM_EXECUTOR, camera_lag_steps=1)
+
+                def log(obs, c, action):
+                    clouds[obs.stamp_ns], poses[obs.stamp_ns] = obs.points(), obs.T_base_ee[:3, 3].copy()
+
+                run_episode(world, arm, ctrl, 24, cams=cams, cloud=cloud, max_time=1.5, view=log)
+                ctrl.close()
+                assert len(seen) >= 4 and seen[0].stamp_ns == seen[0].origin_ns  # no older cloud yet at the start
+                step_ns, moved = round(STEP_DT * 1e9), 0
+                for o in seen[1:]:
+                    cloud_ns = min(clouds, key=lambda t: abs(t - o.stamp_ns))
+                    after_ns = min(clouds, key=lambda t: abs(t - cloud_ns - step_ns))  # the next step's stamp
+                    assert o.stamp_ns == cloud_ns and np.array_equal(o.inputs["points"][0], clouds[cloud_ns])
+                    state_ns = cloud_ns if at_cloud else after_ns
+                    assert o.origin_ns == state_ns and abs(after_ns - cloud_ns - step_ns) <= 1
+                    np.testing.assert_allclose(o.inputs["proprio"][0, :3], poses[state_ns], atol=1e-6)
+                    moved += np.linalg.norm(poses[after_ns] - poses[cloud_ns]) > 1e-4
+                assert moved >= 2  # the arm moved between the cloud and the newest state: the pairing is tested
 
             # a checkpoint directory (what `flow2one sim-eval --policy DIR` loads) runs in the same loop
             save_policy(tmp_path / "ckpt", build_policy(preset("tiny", kind="student", history_steps=2)))

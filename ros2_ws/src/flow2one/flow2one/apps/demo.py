@@ -6,7 +6,8 @@ Runtime) -> executor -> franky -> franky-sim, for a few episodes of each sim tas
 homes the arm (/flow2one/executor/home), randomises the scene (/flow2one/sim/reset) and reads success from
 /flow2one/sim/task_status; it listens to the chunk and command topics to measure what a user cares about:
 success, policy rate (chunks/s received) and observation -> command latency (chunk stamp = the observation's
-robot-state time -> first franky command after the chunk arrived), with the per-stage breakdown of
+robot-state time, the cloud's own instant with policy.state_at_cloud -> first franky command after the chunk
+arrived), with the per-stage breakdown of
 /flow2one/trace (flow2one/ros/trace.py). Writes OUT/summary.json, OUT/strip.png (front camera, one row per
 task), OUT/trajectories.png (predicted chunks and the executed end-effector path), OUT/latency.png and
 OUT/demo.rrd (the Rerun recording of every episode: `flow2one view OUT/demo.rrd`; --view watches it live).

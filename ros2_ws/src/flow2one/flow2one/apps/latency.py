@@ -47,7 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("graph", nargs="?", default="sim", choices=("sim", "probe", "listen"), help="graph to trace (default sim)")
     p.add_argument("--seconds", type=float, default=20.0, help="measured time per run (sim: sim seconds per "
                    "episode; default 20)")
-    p.add_argument("--rate-hz", type=float, default=None, help="policy re-plan cap (default: sim 30, above its 15 Hz "
+    p.add_argument("--rate-hz", type=float, default=None, help="policy re-plan cap (default: sim 30, above its 20 Hz "
                    "cameras, so every cloud is used; probe 125)")
     p.add_argument("--candidates", type=int, default=None, help="policy n_candidates (default: the graph's config; "
                    "probe 4)")

@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from flow2one.sim.evaluate import apply_overrides, evaluate, graph_settings
+from flow2one.sim.evaluate import GRAPH_CAMERA_LAG_STEPS, apply_overrides, evaluate, graph_settings
 from flow2one.sim.tasks import TASKS
 from flow2one.view.switch import add_view_arguments, view_params
 
@@ -36,6 +36,11 @@ def add_rate_arguments(p: argparse.ArgumentParser) -> dict[str, Any]:
     p.add_argument("--max-obs-age-s", type=float, default=s["max_obs_age_s"], help="a chunk whose inference "
                    "took longer (wall time) is discarded, as the policy node discards it (the node's "
                    f"max_obs_age_s; default {s['max_obs_age_s']:g}, the sim graph's)")
+    p.add_argument("--camera-lag-steps", type=int, default=GRAPH_CAMERA_LAG_STEPS, help="hand the policy each "
+                   "control step's cloud and images this many steps (0.05 s each) after that step's robot state, "
+                   "as a camera path that slow would (default "
+                   f"{GRAPH_CAMERA_LAG_STEPS}: the sim graph's frames are ~20 ms old when an inference starts; "
+                   "on the robot, round `flow2one latency`'s frame -> inference start to steps)")
     p.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
                    help="override another parameter of the sim graph's policy or executor node, e.g. "
                         "executor.blend_s=0.2 or policy.handoff_window_s=0.3 (VALUE parsed as YAML; repeatable)")
@@ -67,8 +72,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.episodes < 1 or args.n_exec < 1:
-        raise SystemExit("--episodes and --n-exec must be >= 1")
+    if args.episodes < 1 or args.n_exec < 1 or args.camera_lag_steps < 0:
+        raise SystemExit("--episodes and --n-exec must be >= 1, --camera-lag-steps >= 0")
     apply_overrides(args.set)
     tasks = list(TASKS) if args.task == "all" else [args.task]
     rate_hz = rate_or_none(args.policy_rate_hz)
@@ -80,7 +85,8 @@ def main(args: argparse.Namespace) -> int:
         view = SimLoopView(ViewLog(**view_params(args)))
     summaries = {t: evaluate(t, args.policy, args.episodes, args.seed, args.strips, args.strip_every,
                              args.n_exec, args.delay, args.out, rate_hz=rate_hz, backend=args.backend,
-                             candidates=args.candidates, max_obs_age_s=args.max_obs_age_s, view=view) for t in tasks}
+                             candidates=args.candidates, max_obs_age_s=args.max_obs_age_s, view=view,
+                             camera_lag_steps=args.camera_lag_steps) for t in tasks}
     if view is not None:
         view.log.close()
     args.out.mkdir(parents=True, exist_ok=True)

@@ -84,18 +84,21 @@ def main(args: argparse.Namespace) -> int:
         rows = [ROWS[int(i)] for i in args.rows.split(",")] if args.rows else list(ROWS)
     except (ValueError, IndexError):
         raise SystemExit(f"--rows {args.rows!r}: comma list of numbers 0-{len(ROWS) - 1}") from None
-    if min(args.seeds, args.episodes, args.candidates, args.n_exec) < 1 or args.first_seed_group < 0:
-        raise SystemExit("--seeds, --episodes, --candidates and --n-exec must be >= 1, --first-seed-group >= 0")
+    if (min(args.seeds, args.episodes, args.candidates, args.n_exec) < 1 or args.first_seed_group < 0
+            or args.camera_lag_steps < 0):
+        raise SystemExit("--seeds, --episodes, --candidates and --n-exec must be >= 1, --first-seed-group and "
+                         "--camera-lag-steps >= 0")
     rate_hz = rate_or_none(args.policy_rate_hz)
     apply_overrides(args.set)
     given = sys.argv[2:] if sys.argv[1:2] == ["table1"] else []
     settings = {"--n-exec": args.n_exec, "--policy-rate-hz": args.policy_rate_hz, "--candidates": args.candidates,
-                "--max-obs-age-s": args.max_obs_age_s}
+                "--max-obs-age-s": args.max_obs_age_s, "--camera-lag-steps": args.camera_lag_steps}
     # the settings spelled out, so the recorded command still means the same once sim.yaml's defaults change
     command = " ".join(["flow2one table1", *given, *(f"{k} {v:g}" for k, v in settings.items() if k not in given)])
     cfg = Table1Config(models=args.models, out=args.out, tasks=tuple(tasks), rows=tuple(rows), seeds=args.seeds,
                        episodes=args.episodes, first_group=args.first_seed_group, n_exec=args.n_exec,
                        candidates=args.candidates, rate_hz=rate_hz, max_obs_age_s=args.max_obs_age_s,
+                       camera_lag_steps=args.camera_lag_steps,
                        hz_repeats=args.hz_repeats, max_time=args.max_time, threads=args.threads, jobs=args.jobs,
                        merge_with=args.merge_with, command=command, overrides=tuple(args.set))
     try:

@@ -1,7 +1,8 @@
 """Policy node: the freshest observation -> a 32-step action chunk, at most rate_hz times a second (125).
 
 Event-driven: a new cloud (images, for a model without points) wakes an inference thread of the node's own,
-which runs the model on the freshest complete observation once the rate cap allows. The ROS callbacks only
+which runs the model on it at once, or skips it when the rate cap (counted on frame stamps) says it came too
+soon after the last chunk's frame. The ROS callbacks only
 store messages, so no callback of this or another node of the process (an in-process graph has one thread
 dispatching them all) waits behind an inference, and no poll period is added to a cloud's wait
 (docs/decisions.md, "Latency"). schedule "poll" keeps the old timer-driven inference, for comparison.
@@ -53,6 +54,12 @@ from flow2one.runtime.policy_step import PolicyStep
 
 POLL_HZ = 30.0  # schedule "poll": how often a node with a lower rate_hz looks for a fresh observation
 SCHEDULES = ("event", "poll")
+# The event schedule infers on a frame as it arrives, or skips it: a frame stamped less than this share of
+# 1/rate_hz after the last chunk's frame is skipped, never waited for. Waiting out the cap on the clock (as
+# before) made every inferred cloud older by up to a frame period, and the delay ratcheted: the demo's clouds
+# waited 32 ms (p50) for the inference slot, 55 ms old when inference started. The share absorbs frame-stamp
+# jitter: at 20 fps and 10/s, a frame 97 ms after the last one is the one to take, not the one after it.
+FRAME_GAP_SHARE = 0.9
 
 
 @dataclass(frozen=True)
@@ -62,11 +69,13 @@ class PolicyParams:
     device: str = "cpu"  # cpu | cuda
     threads: int = 1  # CPU threads of the backend
     fp16: bool = True  # GPU backends only
-    rate_hz: float = spec.POLICY_RATE_HZ  # inferences started per second at most (a re-plan rate, not a timer)
+    rate_hz: float = spec.POLICY_RATE_HZ  # inferences started per second at most (a re-plan rate, not a timer); the
+    #                                      event schedule counts it on frame stamps: FRAME_GAP_SHARE
     max_obs_age_s: float = 0.25  # publish nothing when any part of the observation is older
     n_candidates: int = 1  # M samples per tick; the one continuing the current chunk is published
     handoff_window_s: float = 0.0  # score continuity on this much of the executing plan (0: all of the overlap)
     keep_plan_within_m: float = 0.0  # a chunk within this mean distance of the executing plan is not sent (0: off)
+    state_at_cloud: bool = False  # pair the cloud with the robot state of its instant, not the newest state
     new_observations_only: bool = True  # skip ticks on which no input changed
     seed: int = 0
     base_frame: str = spec.BASE_FRAME
@@ -107,7 +116,7 @@ class PolicyNode(Node):
                                fp16=self.p.fp16, max_batch=self.p.n_candidates, card=self.card)
         # the same step object the evaluations run (flow2one.runtime.policy_step)
         self.step = PolicyStep(self.card, backend, self.p.n_candidates, self.p.seed, self.p.base_frame,
-                               self.p.handoff_window_s, self.p.keep_plan_within_m)
+                               self.p.handoff_window_s, self.p.keep_plan_within_m, self.p.state_at_cloud)
         warm_ms = self.step.warm_up()  # before any subscription: the first chunk costs what the others do
         self.obs = self.step.assembler
         self._lock = threading.Lock()
@@ -134,6 +143,8 @@ class PolicyNode(Node):
         self.chunk_pub = self.create_publisher(JointTrajectory, spec.CHUNK_TOPIC, CHUNK_QOS)
         self.marker_pub = self.create_publisher(MarkerArray, spec.PREDICTION_MARKERS_TOPIC, 1)
         self._started_ns = -(1 << 62)  # clock time at which the last published chunk's inference started
+        self._started_frame_ns = -(1 << 62)  # that chunk's observation stamp (its frame's)
+        self._on_frames = self.p.schedule == "event" and self.p.new_observations_only  # the cap on frame stamps
         self._wake = threading.Event()
         # A frame the last inference attempt found waiting on another input (a cloud before the first state):
         # that input's arrival wakes the thread, or the frame would wait for the next frame. Guarded by _lock.
@@ -215,12 +226,13 @@ class PolicyNode(Node):
             self._stale(f"no new observation for {(now_ns - prev[1]) * 1e-6:.0f} ms")
 
     def _run(self) -> None:
-        """Inference thread: wait for a new frame (or, without new_observations_only, the rate cap), then
-        infer once the cap allows. A stale or incomplete observation waits for the next frame."""
+        """Inference thread: wait for a new frame and infer on it at once, or skip it if the cap says so
+        (FRAME_GAP_SHARE); without new_observations_only, wait for the rate cap and infer on what is newest.
+        A stale or incomplete observation waits for the next frame."""
         timeout_s = self.p.max_obs_age_s if self.p.new_observations_only else 1.0 / self.p.rate_hz
         while not self._closing.is_set():
             frame = self._wake.wait(timeout_s)
-            wait_ns = self._started_ns + self._min_gap_ns - self.get_clock().now().nanoseconds
+            wait_ns = 0 if self._on_frames else self._started_ns + self._min_gap_ns - self.get_clock().now().nanoseconds
             while wait_ns > 0 and not self._closing.wait(wait_ns * 1e-9 + 1e-4):  # the rate cap: the
                 wait_ns = self._started_ns + self._min_gap_ns - self.get_clock().now().nanoseconds  # freshest after it
             self._wake.clear()  # frames that came during the wait are in this inference
@@ -238,7 +250,7 @@ class PolicyNode(Node):
 
     def _tick(self) -> None:
         now_ns = self.get_clock().now().nanoseconds
-        if now_ns - self._started_ns < self._min_gap_ns:
+        if not self._on_frames and now_ns - self._started_ns < self._min_gap_ns:
             return
         max_age_ns = self.p.max_obs_age_s * 1e9
         with self._lock:
@@ -254,6 +266,9 @@ class PolicyNode(Node):
             else:
                 self.diag.set(WARN, why)
             return
+        frame_ns = frame_ns or obs.stamp_ns  # the cloud's stamp; a model without points: its oldest image's
+        if self._on_frames and 0 <= frame_ns - self._started_frame_ns < FRAME_GAP_SHARE * self._min_gap_ns:
+            return  # too soon after the last chunk's frame: skipped (earlier: time went back, a bag restarted)
         self._last_version = obs.version
         infer_start = self.trace.now_ns()
         chunk = self.step.infer(obs)
@@ -263,7 +278,8 @@ class PolicyNode(Node):
         if age_ns > max_age_ns:  # inference itself outlasted the observation: the next poll tries again
             self._stale(f"observation {age_ns * 1e-6:.0f} ms old after inference (max {max_age_ns * 1e-6:.0f} ms)")
             return
-        self._started_ns = now_ns  # the rate cap spaces published chunks; a discarded inference does not count
+        # the rate cap spaces published chunks; a discarded inference does not count
+        self._started_ns, self._started_frame_ns = now_ns, frame_ns
         if chunk.keeps_plan:  # the executor goes on with the plan this chunk agrees with
             self.counts["kept_plan"] += 1
             self._report(obs.stamp_ns)
@@ -271,7 +287,7 @@ class PolicyNode(Node):
         msg = chunk_to_msg(chunk.actions, chunk.stamp_ns, chunk.dt, self.p.base_frame)
         published = self.trace.now_ns()  # before publish(): the executor may take the chunk before it returns
         self.chunk_pub.publish(msg)
-        self.trace.emit(frame=frame_ns or obs.stamp_ns, chunk=chunk.stamp_ns, cloud_received=cloud_rx_ns or now_ns,
+        self.trace.emit(frame=frame_ns, chunk=chunk.stamp_ns, cloud_received=cloud_rx_ns or now_ns,
                         inference_start=infer_start, inference_end=infer_end, chunk_published=published)
         self.step.commit(chunk)
         self.counts["chunks"] += 1

@@ -20,7 +20,7 @@ REPO_ROOT = data_root()
 DEFAULT_MODEL = "models/sim_student"
 STRIP_EVERY_S = 1.0  # sim seconds between strip frames
 STRIP_FRAMES = 8
-DEMO_IMAGE_HZ = 5.0  # camera frames per second in demo.rrd: enough to follow an episode, a third of the sim's 15
+DEMO_IMAGE_HZ = 5.0  # camera frames per second in demo.rrd: enough to follow an episode, a quarter of the sim's 20
 MAKE_HINT = ("make one with `make models` (the shipped pipeline, see README) or, for a quick untrained-quality "
              "model that only proves the graph runs, `flow2one reproduce --scale quick --ship models`")
 

@@ -8,6 +8,13 @@ a cloud history (card.history_steps) also gets `points_prev`: the kept cloud sta
 history_steps * dt before the newest (the oldest kept one until that much history exists, as training
 repeats an episode's first cloud). A model with motion (card.motion_steps) gets proprio followed by its
 change since motion_steps * dt before, from the kept poses and gripper widths the same way.
+
+`state_at_cloud` pairs the cloud with the robot state of the cloud's own instant (the kept pose and width
+stamped nearest to it) instead of the newest state, as a message_filters time synchroniser would. Training
+windows pair each cloud with the proprio of its instant, while a cloud reaches the policy after newer states
+(perception; on the robot the camera's own latency too), so a newest-state pairing shows the model its arm
+where its cloud does not yet show it. The chunk then starts at the cloud's instant, and the executor drops
+the steps that have passed.
 """
 
 from __future__ import annotations
@@ -31,12 +38,13 @@ class Observation:
     inputs: dict[str, np.ndarray]  # batch-1 model inputs without noise
     stamp_ns: int  # the oldest part's stamp: freshness is judged on it
     version: int  # increases with every accepted sample
-    origin_ns: int  # when the predicted chunk starts: the robot state's stamp (training windows start at
-    #                 the proprio sample, with camera data from at or before it); the oldest part without one
+    origin_ns: int  # when the predicted chunk starts: the stamp of the robot state it was given (training
+    #                 windows start at the proprio sample, with camera data from at or before it); the oldest
+    #                 part without one
 
 
 class History:
-    """Samples of one stream kept for `span_ns`: the one stamped nearest to span_ns before the newest."""
+    """Samples of one stream kept for `span_ns` back from the newest (and the one just before that)."""
 
     def __init__(self, span_ns: int) -> None:
         self.span_ns = span_ns
@@ -50,20 +58,33 @@ class History:
         while len(self._kept) > 1 and self._kept[1][1] <= target:
             self._kept.popleft()  # the next one is at least as near to every later target
 
+    def nearest(self, stamp_ns: int) -> tuple[Any, int]:
+        """(value, stamp) of the kept sample stamped nearest to `stamp_ns` (the older one on a tie)."""
+        best = self._kept[-1]
+        for p in reversed(self._kept):  # stamps ascend: the distance falls, then rises; targets lie near the end
+            if abs(p[1] - stamp_ns) > abs(best[1] - stamp_ns):
+                break
+            best = p
+        return best
+
     def before(self) -> Any:
         """The kept sample nearest to span_ns before the newest (the oldest until there is that much)."""
-        target = self._kept[-1][1] - self.span_ns
-        return min(self._kept, key=lambda p: abs(p[1] - target))[0]
+        return self.nearest(self._kept[-1][1] - self.span_ns)[0]
+
+
+STATE_KEPT_S = 1.0  # robot state kept for state_at_cloud: a cloud older than this is stale anyway
 
 
 class ObservationAssembler:
-    def __init__(self, card: ModelCard, base_frame: str) -> None:
+    def __init__(self, card: ModelCard, base_frame: str, state_at_cloud: bool = False) -> None:
         self.card, self.base_frame = card, base_frame
+        self.state_at_cloud = state_at_cloud and "points" in card.inputs
         self.version = 0
         self._points: tuple[np.ndarray, int] | None = None
         self._clouds = History(int(round(card.history_steps * card.dt * 1e9))) if card.history_steps else None
-        motion_ns = int(round(card.motion_steps * card.dt * 1e9))
-        self._poses, self._widths = (History(motion_ns), History(motion_ns)) if card.motion_steps else (None, None)
+        self._motion_ns = int(round(card.motion_steps * card.dt * 1e9))
+        kept_ns = self._motion_ns + (int(STATE_KEPT_S * 1e9) if self.state_at_cloud else 0)
+        self._poses, self._widths = (History(kept_ns), History(kept_ns)) if kept_ns else (None, None)
         self._pose: tuple[np.ndarray, int] | None = None  # (9,) xyz + rot6d
         self._gripper: tuple[float, int] | None = None
         self._images: dict[tuple[str, int], tuple[np.ndarray, int]] = {}
@@ -127,12 +148,20 @@ class ObservationAssembler:
                 if (k, i) not in self._images]
         return out
 
+    def _state(self) -> tuple[np.ndarray, int, float, int]:
+        """(pose, its stamp, gripper width, its stamp) the observation pairs with its cloud."""
+        if not self.state_at_cloud:
+            return *self._pose, *self._gripper
+        return *self._poses.nearest(self._points[1]), *self._widths.nearest(self._points[1])
+
     def assemble(self, now_ns: int, max_age_s: float) -> tuple[Observation | None, str]:
         """(observation, "") when complete and fresh, else (None, why not)."""
         missing = self.missing()
         if missing:
             return None, f"waiting for {', '.join(missing)}"
         stamps = {n: v[1] for n, v in self._parts().items()}
+        if "proprio" in self.card.inputs:
+            pose, stamps["ee pose"], width, stamps["gripper"] = self._state()
         stamps |= {f"{k} {self.card.cameras[i]}": s for (k, i), (_, s) in self._images.items()}
         oldest = min(stamps, key=stamps.get)
         age = (now_ns - stamps[oldest]) * 1e-9
@@ -144,11 +173,13 @@ class ObservationAssembler:
             if self._clouds is not None:
                 inputs["points_prev"] = self._clouds.before()[None]
         if "proprio" in self.card.inputs:
-            proprio = np.append(self._pose[0], np.float32(self._gripper[0]))
-            if self._poses is not None:
-                proprio = np.concatenate([proprio, proprio - np.append(self._poses.before(), self._widths.before())])
+            proprio = np.append(pose, np.float32(width))
+            if self._motion_ns:
+                proprio = np.concatenate([proprio, proprio - np.append(
+                    self._poses.nearest(stamps["ee pose"] - self._motion_ns)[0],
+                    self._widths.nearest(stamps["gripper"] - self._motion_ns)[0])])
             inputs["proprio"] = proprio[None].astype(np.float32)
         for kind in self.card.image_inputs:
             inputs[kind] = np.stack([self._images[(kind, i)][0] for i in range(len(self.card.cameras))])[None]
-        origin = max(self._pose[1], self._gripper[1]) if "proprio" in self.card.inputs else stamps[oldest]
+        origin = max(stamps["ee pose"], stamps["gripper"]) if "proprio" in self.card.inputs else stamps[oldest]
         return Observation(inputs, stamps[oldest], self.version, origin), ""

@@ -41,7 +41,7 @@ class PolicyStep:
 
     def __init__(self, card: ModelCard, backend: Backend, n_candidates: int = 1, seed: int = 0,
                  base_frame: str = spec.BASE_FRAME, handoff_window_s: float = 0.0,
-                 keep_plan_within_m: float = 0.0) -> None:
+                 keep_plan_within_m: float = 0.0, state_at_cloud: bool = False) -> None:
         if n_candidates < 1:
             raise ValueError(f"n_candidates must be >= 1, got {n_candidates}")
         if not handoff_window_s >= 0:
@@ -51,7 +51,7 @@ class PolicyStep:
                              f"got {keep_plan_within_m}")
         self.card, self.backend, self.n_candidates = card, backend, n_candidates
         self.handoff_window_s, self.keep_plan_within_m = handoff_window_s, keep_plan_within_m
-        self.assembler = ObservationAssembler(card, base_frame)
+        self.assembler = ObservationAssembler(card, base_frame, state_at_cloud)
         self._rng = np.random.default_rng(seed)
         self.prev: tuple[np.ndarray, int, float] | None = None  # last committed chunk, stamp, dt
 
@@ -62,7 +62,7 @@ class PolicyStep:
         candidates = self.backend({**obs.inputs, "noise": noise})[0]
         inference_s = time.perf_counter() - t0
         prev, prev_stamp, prev_dt = self.prev if self.prev else (None, 0, self.card.dt)
-        # stamped with its start, the robot state's time: the executor skips what has passed by then
+        # stamped with its start, the given robot state's time: the executor skips what has passed by then
         best, _ = select_candidate(candidates, obs.origin_ns, self.card.dt, prev, prev_stamp, prev_dt,
                                    window_s=self.handoff_window_s)
         keeps = agrees_with_plan(candidates[best], obs.origin_ns, self.card.dt, prev, prev_stamp, prev_dt,
@@ -86,7 +86,8 @@ class PolicyStep:
     def reset(self) -> None:
         """A new episode: forget the executing chunk and every kept input (the noise stream goes on)."""
         self.prev = None
-        self.assembler = ObservationAssembler(self.card, self.assembler.base_frame)
+        a = self.assembler
+        self.assembler = ObservationAssembler(self.card, a.base_frame, a.state_at_cloud)
 
     def close(self) -> None:
         self.backend.close()

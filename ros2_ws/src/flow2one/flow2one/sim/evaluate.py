@@ -27,7 +27,7 @@ def open_policy_step(model_dir: str | Path, backend: str = "torch", candidates: 
                           sample_steps=sample_steps)
     settings = graph_settings()
     step = PolicyStep(card, engine, n_candidates=candidates, seed=seed, handoff_window_s=settings["handoff_window_s"],
-                      keep_plan_within_m=settings["keep_plan_within_m"])
+                      keep_plan_within_m=settings["keep_plan_within_m"], state_at_cloud=settings["state_at_cloud"])
     step.warm_up()  # as the policy node does
     return step
 
@@ -42,11 +42,20 @@ def sim_executor_config(**changes: Any):
     return replace(ExecutorConfig(**p), **changes)
 
 
-def policy_controller(step, n_exec: int, rate_hz: float | None, max_obs_age_s: float):
-    """PolicyController: `step` -> the sim graph's executor (with `n_exec`) on the sim clock."""
+# Control steps (STEP_DT) the sim graph's camera data trails its newest robot state when an inference starts,
+# rounded: the frame is ~20 ms old then (p50; 28 ms p99: perception, transport; `make demo`'s latency lines).
+# It was 55 ms (p50) while the policy node waited out its rate cap on the clock, and one step then.
+GRAPH_CAMERA_LAG_STEPS = 0
+
+
+def policy_controller(step, n_exec: int, rate_hz: float | None, max_obs_age_s: float,
+                      camera_lag_steps: int = GRAPH_CAMERA_LAG_STEPS):
+    """PolicyController: `step` -> the sim graph's executor (with `n_exec`) on the sim clock, its camera data
+    as late as the graph's."""
     from flow2one.sim.rollout import PolicyController
 
-    return PolicyController(step, sim_executor_config(n_exec=n_exec), rate_hz=rate_hz, max_obs_age_s=max_obs_age_s)
+    return PolicyController(step, sim_executor_config(n_exec=n_exec), rate_hz=rate_hz, max_obs_age_s=max_obs_age_s,
+                            camera_lag_steps=camera_lag_steps)
 
 
 def summarize(task: str, results: list, extra: dict | None = None) -> dict:
@@ -92,7 +101,8 @@ def save_strip(path: Path, rows: list[list[np.ndarray]]) -> None:
 def evaluate(task: str, policy: str = "expert", episodes: int = 50, seed: int = 0, strips: int = 3,
              strip_every: int = 10, n_exec: int = 8, delay: float = 0.0, out: Path | None = None,
              progress: bool = True, rate_hz: float | None = None, backend: str = "onnxruntime",
-             candidates: int = 1, max_obs_age_s: float = 0.25, view=None) -> dict:
+             candidates: int = 1, max_obs_age_s: float = 0.25, view=None,
+             camera_lag_steps: int = GRAPH_CAMERA_LAG_STEPS) -> dict:
     from flow2one.sim.experts import make_expert
     from flow2one.sim.rig import SimRig
     from flow2one.sim.rollout import ExpertController, run_episode_safe
@@ -101,8 +111,8 @@ def evaluate(task: str, policy: str = "expert", episodes: int = 50, seed: int = 
     if is_policy and not Path(policy).is_dir():
         raise ValueError(f"policy {policy!r} is neither 'expert' nor a model directory")
     results, rows = [], []
-    controller = (policy_controller(open_policy_step(policy, backend, candidates), n_exec, rate_hz, max_obs_age_s)
-                  if is_policy else ExpertController(make_expert(task, delay=delay)))
+    controller = (policy_controller(open_policy_step(policy, backend, candidates), n_exec, rate_hz, max_obs_age_s,
+                                    camera_lag_steps) if is_policy else ExpertController(make_expert(task, delay=delay)))
     wall0 = time.perf_counter()
     log = None
     if out is not None:
@@ -151,13 +161,14 @@ FLAGGED = {"policy": {"rate_hz": "--policy-rate-hz", "n_candidates": "--candidat
 
 def evaluated_params() -> dict[str, set[str]]:
     """The sim-graph parameters an evaluation reads besides its flags: every executor setting (the executor
-    core runs as configured) and the policy step's hand-off window and plan keeping. Others (the sim world's,
+    core runs as configured) and the policy step's hand-off window, plan keeping and state pairing. Others (the sim world's,
     the pointcloud node's) have their own forms here; a --set of one would change nothing and is refused."""
     from dataclasses import fields
 
     from flow2one.control.config import ExecutorConfig
 
-    return {"policy": {"handoff_window_s", "keep_plan_within_m"}, "executor": {f.name for f in fields(ExecutorConfig)}}
+    return {"policy": {"handoff_window_s", "keep_plan_within_m", "state_at_cloud"},
+            "executor": {f.name for f in fields(ExecutorConfig)}}
 
 
 def apply_overrides(items: list[str]) -> None:
@@ -202,4 +213,5 @@ def graph_settings() -> dict[str, Any]:
             "candidates": int(p["policy"]["n_candidates"]), "max_obs_age_s": float(p["policy"]["max_obs_age_s"]),
             "backend": str(p["policy"]["backend"]),
             "handoff_window_s": float(p["policy"].get("handoff_window_s", 0.0)),
-            "keep_plan_within_m": float(p["policy"].get("keep_plan_within_m", 0.0))}
+            "keep_plan_within_m": float(p["policy"].get("keep_plan_within_m", 0.0)),
+            "state_at_cloud": bool(p["policy"].get("state_at_cloud", False))}

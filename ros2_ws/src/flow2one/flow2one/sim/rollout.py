@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
@@ -202,18 +203,26 @@ class PolicyController(Controller):
     0.3-0.9 here, and the sim would otherwise see a 0.3 s inference as a 0.1 s one); a chunk whose
     inference outlasted `max_obs_age_s` is discarded as the node discards it. The executor ticks at its
     command rate (one tick per control step): the node's ticks in between only read and publish state.
+
+    `camera_lag_steps` hands the step each control step's camera data (cloud, images) that many steps after
+    its robot state, as a slow camera path does: a cloud 50 ms older than the robot state cost the shipped
+    student 7 of 24 pick_place episodes (results/replan/, twelfth stop).
     """
 
     def __init__(self, step: PolicyStep, executor: ExecutorConfig, rate_hz: float | None = None,
-                 max_obs_age_s: float = 0.25) -> None:
+                 max_obs_age_s: float = 0.25, camera_lag_steps: int = 0) -> None:
         if rate_hz is not None and not rate_hz > 0:
             raise ValueError(f"rate_hz must be positive (or None = unlimited), got {rate_hz}")
+        if camera_lag_steps < 0:
+            raise ValueError(f"camera_lag_steps must be >= 0, got {camera_lag_steps}")
         if abs(executor.command_rate_hz * STEP_DT - 1.0) > 1e-6:
             raise ValueError(f"the sim loop steps every {STEP_DT} s; executor command_rate_hz must be "
                              f"{1 / STEP_DT:g}, got {executor.command_rate_hz}")
         self.step, self.cfg = step, executor
         self.period_s = 0.0 if rate_hz is None else 1.0 / rate_hz
-        self.max_obs_age_s = max_obs_age_s
+        self.max_obs_age_s, self.camera_lag_steps = max_obs_age_s, camera_lag_steps
+        # (stamp, cloud, images) of the last camera_lag_steps + 1 control steps: the oldest is handed on
+        self._camera: deque[tuple[int, np.ndarray | None, dict]] = deque(maxlen=camera_lag_steps + 1)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="policy")
         self._job: Future | None = None
         self.inference_s: list[float] = []
@@ -228,6 +237,7 @@ class PolicyController(Controller):
         if self.executor is not None:
             self.robot_errors += self.executor.counters["robot_errors"]
         self.step.reset()
+        self._camera.clear()
         self._now = world.sim_time
         self.executor = Executor(self.cfg, robot, clock_ns=lambda: round(self._now * 1e9),
                                  monotonic=lambda: self._now)
@@ -244,13 +254,27 @@ class PolicyController(Controller):
 
     def feed(self, obs: Observer, with_points: bool) -> None:
         """Hand this step's inputs to the step's assembler, stamped with the step's sim time (the sim's
-        topics carry the same data: executor state, the cloud of the cameras, the images)."""
-        a, card, stamp, frame = self.step.assembler, self.step.card, obs.stamp_ns, self.step.assembler.base_frame
+        topics carry the same data: executor state, the cloud of the cameras, the images); camera data
+        camera_lag_steps steps late."""
+        a, stamp, frame = self.step.assembler, obs.stamp_ns, self.step.assembler.base_frame
         a.set_pose(obs.T_base_ee[:3, 3], matrix_to_quat(obs.T_base_ee[:3, :3]), stamp, frame)
         a.set_gripper(("gripper_width",), np.array([obs.state.gripper_width]), stamp)
-        if with_points and "points" in card.inputs:
-            a.set_points(obs.points(), stamp, frame)
-        if with_points and card.image_inputs:
+        if (with_points or self.camera_lag_steps) and not (self._camera and self._camera[-1][0] == stamp):
+            self._camera.append((stamp, *self._camera_data(obs)))  # every step when lagged: a late one is exact
+        if not with_points:
+            return
+        stamp, points, images = self._camera[0]
+        if points is not None:
+            a.set_points(points, stamp, frame)
+        for (kind, cam), img in images.items():
+            a.set_image(kind, cam, img, stamp)
+
+    def _camera_data(self, obs: Observer) -> tuple[np.ndarray | None, dict[tuple[str, str], np.ndarray]]:
+        """(cloud, {(kind, camera): image at the model's size}) of this step, for the model's inputs."""
+        card = self.step.card
+        points = obs.points() if "points" in card.inputs else None
+        images = {}
+        if card.image_inputs:
             rgbs, depths = obs.images(rgb="rgb" in card.image_inputs)
             names = [c.name for c in obs.cams.specs]
             for kind, views in (("rgb", rgbs), ("depth", depths)):
@@ -261,7 +285,8 @@ class PolicyController(Controller):
                     img = views[names.index(cam)]
                     if img.shape[:2] != (h, w):  # the model's image size (nearest: depth stays metric)
                         img = cv2.resize(img, (w, h), interpolation=cv2.INTER_NEAREST)
-                    a.set_image(kind, cam, img, stamp)
+                    images[(kind, cam)] = img
+        return points, images
 
     def _take(self) -> None:
         """Publish the finished chunk (the node's rules) and hand it to the executor."""

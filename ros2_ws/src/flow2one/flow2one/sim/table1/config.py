@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flow2one.sim.evaluate import GRAPH_CAMERA_LAG_STEPS
+
 EVAL_SEED0 = 100_000  # sim-demos uses seeds from 0: evaluation episodes never repeat a training scene
 
 
@@ -45,6 +47,7 @@ class Settings:
     policy_rate_hz: float | None = None  # None: re-plan as soon as the last chunk is out
     max_obs_age_s: float | None = None  # None: a file from before the setting was recorded
     overrides: tuple[str, ...] = ()  # --set NODE.PARAM=VALUE of the sim graph's parameters, sorted
+    camera_lag_steps: int = 0  # control steps the camera data trails the robot state (files before it: 0)
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,7 @@ class Table1Config:
     candidates: int = 1
     rate_hz: float | None = None
     max_obs_age_s: float = 0.25
+    camera_lag_steps: int = GRAPH_CAMERA_LAG_STEPS
     hz_repeats: int = 20  # calls timed for the inference rate
     max_time: float | None = None  # sim seconds per episode at most (None: the task's limit)
     threads: int = 1  # torch threads inside the rollout
@@ -77,4 +81,4 @@ class Table1Config:
     @property
     def settings(self) -> Settings:
         return Settings(self.episodes, self.n_exec, self.candidates, self.rate_hz, self.max_obs_age_s,
-                        tuple(sorted(self.overrides)))
+                        tuple(sorted(self.overrides)), self.camera_lag_steps)

@@ -33,6 +33,8 @@ def markdown(report: Table1Report) -> str:
              + (f"Inference starts at most {s.policy_rate_hz:g} times per sim second. "
                 if s.policy_rate_hz else "Each policy re-plans as soon as its last chunk is out. ")
              + f"Executor: at most {s.n_exec} steps of a chunk."
+             + (f" Camera data reaches the policy {s.camera_lag_steps} control step(s) after the robot state of "
+                "its instant." if s.camera_lag_steps else "")
              + (f" Sim graph parameters changed: {', '.join(s.overrides)}." if s.overrides else ""), "",
              "| policy | passes | " + " | ".join(f"{t} success" for t in tasks)
              + " | inference ms | Hz | speed-up vs teacher | re-plans/s in loop |",
@@ -165,7 +167,8 @@ def merge(report: Table1Report, other_path: Path) -> Table1Report:
     (`--first-seed-group`), an error otherwise. A policy's inference figure is the first file's that has it."""
     other = load(other_path)
     mine, theirs = report.settings, other.settings
-    for key in ("episodes_per_seed", "n_exec", "candidates", "policy_rate_hz", "max_obs_age_s", "overrides"):
+    for key in ("episodes_per_seed", "n_exec", "candidates", "policy_rate_hz", "max_obs_age_s", "overrides",
+                "camera_lag_steps"):
         if getattr(theirs, key) != getattr(mine, key):
             raise ValueError(f"{other_path}: {key} {getattr(theirs, key)!r} differs from {getattr(mine, key)!r}: "
                              f"the rows would not be comparable")

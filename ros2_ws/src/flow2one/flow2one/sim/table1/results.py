@@ -134,7 +134,8 @@ class Table1Report:
         cells = {t: {keys.get(label, row_key(label)): Cell.from_json(c, groups) for label, c in res.items()}
                  for t, res in d["results"].items()}
         settings = Settings(d["episodes_per_seed"], d["n_exec"], d.get("candidates", 1),  # older: the default 1
-                            d.get("policy_rate_hz"), d.get("max_obs_age_s"), tuple(d.get("overrides", ())))
+                            d.get("policy_rate_hz"), d.get("max_obs_age_s"), tuple(d.get("overrides", ())),
+                            d.get("camera_lag_steps", 0))
         return cls(created_utc=d.get("created_utc", ""), command=d.get("command", ""), models=d.get("models", ""),
                    settings=settings, seeds=d["seeds"], first_seed_group=d.get("first_seed_group", 0),
                    tasks=[t for t in d["tasks"] if t in cells],  # a partial run: the tasks it finished

@@ -53,7 +53,7 @@ def evaluate_task(cfg: Table1Config, task: str) -> tuple[dict[str, Cell], dict[s
         for row in cfg.rows:
             step = open_policy_step(cfg.models / row.model, "torch", cfg.candidates,
                                     sample_steps=row.sample_kw.get("steps"), threads=cfg.threads)
-            ctrl = policy_controller(step, cfg.n_exec, cfg.rate_hz, cfg.max_obs_age_s)
+            ctrl = policy_controller(step, cfg.n_exec, cfg.rate_hz, cfg.max_obs_age_s, cfg.camera_lag_steps)
             ctrl.reset(rig.world, rig.robot, np.random.default_rng(0))
             ctrl.feed(probe, with_points=True)  # a recorded sim observation, for the inference rate
             obs, _ = step.assembler.assemble(probe.stamp_ns, np.inf)
