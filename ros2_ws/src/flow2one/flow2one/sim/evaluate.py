@@ -161,8 +161,9 @@ FLAGGED = {"policy": {"rate_hz": "--policy-rate-hz", "n_candidates": "--candidat
 
 def evaluated_params() -> dict[str, set[str]]:
     """The sim-graph parameters an evaluation reads besides its flags: every executor setting (the executor
-    core runs as configured) and the policy step's hand-off window, plan keeping and state pairing. Others (the sim world's,
-    the pointcloud node's) have their own forms here; a --set of one would change nothing and is refused."""
+    core runs as configured) and the policy step's hand-off window, plan keeping and state pairing. Others
+    (the sim world's, the pointcloud node's) have their own forms here; a --set of one would change nothing
+    and is refused."""
     from dataclasses import fields
 
     from flow2one.control.config import ExecutorConfig
