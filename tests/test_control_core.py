@@ -21,6 +21,7 @@ from flow2one.control.limits import SafetyLimits
 from flow2one.control.plan import ChunkRejected, Scheduler, align_chunk, pick_consistent
 from flow2one.control.safety import RejectedTarget, SafeCommand, SafetyFilter, audit
 from flow2one.geometry import matrix_to_rot6d
+from flow2one.spec import GRIPPER_OPEN
 
 DOWN = np.diag([1.0, -1.0, -1.0])  # EE pointing down
 HOME = np.array([0.45, 0.0, 0.4])
@@ -80,6 +81,12 @@ class KinematicRobot:
 
     def start_home(self, joints, speed_factor) -> None:
         pass
+
+    def set_gripper(self, width: float) -> None:
+        self.width = width
+
+    def wait_gripper(self, timeout: float) -> bool:
+        return True
 
     def close(self) -> None:
         pass
@@ -353,6 +360,44 @@ def test_executor_estop_rejects_chunks_until_released():
         ex.tick(clock.t)
         clock.t += 0.05
     assert ex.state == State.RUNNING
+
+
+@pytest.mark.parametrize("hold", [False, True])
+def test_homing_opens_the_hand_and_refuses_plans_of_the_scene_before(hold):
+    ex, robot, clock = make_executor(hold_after_home=hold)
+    ex.monotonic = lambda: clock.t  # the homing timeout on the test's clock
+    robot.poll = lambda: False  # the home motion ends at once
+    grasping = [True]
+    robot.wait_gripper = lambda timeout: not grasping[0]
+    robot.width = 0.0  # the last episode ended with the hand closed, its grasp still running
+    ex.request_home()
+    ex.tick(clock.t)
+    assert ex.state == State.HOMING
+    clock.t += 0.01
+    ex.tick(clock.t)
+    assert ex.state == State.HOMING and robot.width == 0.0  # the running grasp finishes first
+    grasping[0] = False
+    clock.t += 0.01
+    homed_ns = clock.ns()
+    ex.tick(clock.t)
+    assert ex.state == State.IDLE and robot.width == GRIPPER_OPEN  # an episode starts with the hand open
+    clock.t += 0.05
+    if not hold:
+        with pytest.raises(ChunkRejected, match="before the arm was homed"):  # it saw the arm before homing
+            ex.submit_chunk(line_chunk(HOME, [0.05, 0, 0]), homed_ns - 5 * MS, 0.05)
+    else:  # the scene is being set up: nothing is taken until the episode starts
+        with pytest.raises(ChunkRejected, match="waiting for an episode start"):
+            ex.submit_chunk(line_chunk(HOME, [0.05, 0, 0]), clock.ns(), 0.05)
+        clock.t += 0.05
+        start_ns = clock.ns()
+        ex.start_episode()
+        with pytest.raises(ChunkRejected, match="episode started"):  # the scene as it was before the start
+            ex.submit_chunk(line_chunk(HOME, [0.05, 0, 0]), start_ns - 5 * MS, 0.05)
+    ex.submit_chunk(line_chunk(HOME, [0.05, 0, 0]), clock.ns(), 0.05, received_mono=clock.t)
+    for _ in range(2):  # anchor, then the first command
+        ex.tick(clock.t)
+        clock.t += 0.05
+    assert ex.state == State.RUNNING and ex.counters["commands"] >= 1
 
 
 def adversarial_chunk(rng: np.random.Generator, now_ns: int, pose: np.ndarray, last_stamp: int):

@@ -14,7 +14,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Bool, Empty
+from std_msgs.msg import Bool, Empty, String
 from trajectory_msgs.msg import JointTrajectory
 
 from flow2one import spec
@@ -39,6 +39,7 @@ class Probe(Node):
         self.chunks = self.create_publisher(JointTrajectory, spec.CHUNK_TOPIC, CHUNK_QOS)
         self.estop = self.create_publisher(Bool, spec.ESTOP_TOPIC, 10)
         self.home = self.create_publisher(Empty, HOME_TOPIC, 10)
+        self.episode = self.create_publisher(String, spec.EPISODE_TOPIC, 10)
         self.joints: list[JointState] = []
         self.poses: list[tuple[float, np.ndarray, np.ndarray]] = []
         self.commands: list[tuple[float, JointTrajectory]] = []
@@ -76,13 +77,13 @@ class Probe(Node):
 
 
 def stream_to(probe: Probe, goal: np.ndarray, seconds: float, rate_hz: float = 25.0, points: int = 32,
-              until_within: float | None = None, until=lambda: True) -> bool:
+              until_within: float | None = None, until=lambda: True, gripper: float = 0.08) -> bool:
     """Publish chunks holding `goal` for `seconds` (or until the EE is within `until_within` of it and
     `until()` holds: franky-sim runs slower than real time on a busy machine). Returns whether the goal
     was reached."""
     end = time.monotonic() + seconds
     while time.monotonic() < end:
-        probe.send(np.repeat(goal[None], points, 0))
+        probe.send(np.repeat(goal[None], points, 0), gripper=gripper)
         time.sleep(1.0 / rate_hz)
         if until_within is not None and np.linalg.norm(probe.position() - goal) < until_within and until():
             return True
@@ -142,12 +143,30 @@ def test_state_chunks_commands_estop_and_home(graph):
     probe.estop.publish(Bool(data=False))
     assert wait_for(lambda: node.control.state.value == "idle", 3.0)
 
-    # home: joint motion to the home configuration, then idle
+    # an episode that ends with the hand closed (a grasp on nothing)
+    def width() -> float:
+        return float(joint_state_to_numpy(probe.joints[-1])[1][7])
+
+    assert stream_to(probe, goal2, 20.0, rate_hz=10.0, until_within=0.01, until=lambda: width() < 0.01,
+                     gripper=0.0), width()
+    # home: joint motion to the home configuration with the hand opened, then idle
     probe.home.publish(Empty())
     assert wait_for(lambda: node.control.state.value == "homing", 3.0)
     assert wait_for(lambda: node.control.state.value == "idle", 40.0), node.control.message
     _, q, _, _ = joint_state_to_numpy(probe.joints[-1])
     np.testing.assert_allclose(q[:7], HOME_JOINTS, atol=0.02)
+    assert wait_for(lambda: width() > 0.075, 2.0), width()
+    # the sim graph holds after homing (hold_after_home): no chunk moves the arm until an episode start
+    assert node.control.message == "homed: waiting for an episode start"
+    n_cmd, held = node.control.counters["commands"], probe.position().copy()
+    stream_to(probe, held + [0.0, 0.03, 0.0], 0.6)
+    assert node.control.counters["commands"] == n_cmd and np.linalg.norm(probe.position() - held) < 0.001
+    before_start = probe.get_clock().now().nanoseconds
+    probe.episode.publish(String(data="start"))
+    assert stream_to(probe, held + [0.0, 0.03, 0.0], 20.0, until_within=0.002), probe.position() - held
+    stale = node.control.counters["rejected_stale"]
+    probe.send(np.repeat(held[None], 32, 0), stamp_ns=before_start)  # a plan of the scene before the start
+    assert wait_for(lambda: node.control.counters["rejected_stale"] == stale + 1, 5.0), node.control.counters
     status = node.control.status()
     print(f"\nexecutor node: {len(probe.commands)} commands; chunk received -> franky command latency median "
           f"{status['latency_median_ms']:.2f} ms, p95 {status['latency_p95_ms']:.2f} ms (25 Hz chunks); {status}")

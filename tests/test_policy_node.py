@@ -12,6 +12,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 from sensor_msgs.msg import JointState, PointCloud2
+from std_msgs.msg import String
 from trajectory_msgs.msg import JointTrajectory
 from visualization_msgs.msg import MarkerArray
 
@@ -272,6 +273,32 @@ def test_a_discarded_inference_does_not_hold_back_the_next_chunk(student_dir: Pa
             node.step.backend = model  # the node closes it
         # the stale result was dropped and the next poll re-planned at once, not a whole 2 s period later
         assert len(calls) >= 2 and node.counts["stale"] >= 1 and node.counts["chunks"] == 1
+
+
+def test_an_episode_start_forgets_the_last_episode(student_dir: Path, domain_id: int) -> None:
+    # as the evaluations reset their step between episodes: the hand-off's reference chunk and the kept inputs go,
+    # and a frame observed before the start (the scene before it was reset) is not inferred on
+    with run_policy(student_dir, domain_id, max_obs_age_s=5.0) as runner:
+        probe = Probe(runner.context)
+        runner.add_node(probe)
+        node = runner.nodes["policy"]
+        episode = probe.create_publisher(String, spec.EPISODE_TOPIC, 10)
+        old = probe.now_ns()
+        assert wait_for(lambda: (probe.play(old), bool(probe.chunks))[1], timeout=20.0, period=0.1)
+        assert node.step.prev is not None
+        assert wait_for(lambda: episode.get_subscription_count() >= 1, timeout=10.0)
+        episode.publish(String(data="start"))
+        assert wait_for(lambda: node.step.prev is None, timeout=5.0), "the episode start did not reset the step"
+        assert node.obs is node.step.assembler and node.obs.missing()  # nothing of the last episode kept
+        n = node.counts["chunks"]
+        for _ in range(5):  # frames stamped before the start, arriving after it
+            probe.play(old + 10**6)
+            time.sleep(0.1)
+        assert node.counts["chunks"] == n
+        new = probe.now_ns()
+        assert wait_for(lambda: (probe.play(new), node.counts["chunks"] > n)[1], timeout=10.0, period=0.1)
+        with probe.lock:
+            assert msg_to_chunk(probe.chunks[-1][0]).stamp_ns == new
 
 
 def test_card_mismatch_fails_at_start(student_dir: Path, domain_id: int) -> None:

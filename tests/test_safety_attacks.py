@@ -94,6 +94,12 @@ class AttackRobot:
         self.q = np.asarray(joints, dtype=np.float64)
         self.pose = kinematics.fk(self.q)
 
+    def set_gripper(self, width: float) -> None:
+        self.width = width
+
+    def wait_gripper(self, timeout: float) -> bool:
+        return True
+
     def close(self) -> None:
         pass
 

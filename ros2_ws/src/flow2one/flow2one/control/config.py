@@ -36,6 +36,12 @@ class ExecutorConfig:
     jerk_factor: float = 0.5  # fraction of franky's max Cartesian jerk
     home_joints: tuple[float, ...] = HOME_JOINTS
     home_speed_factor: float = 0.2
+    # Homing is the start of an episode: the arm at home_joints and the hand open (GRIPPER_OPEN), as every
+    # evaluation episode starts. A hand left closed told the next pick_place episode it held a cube.
+    home_opens_gripper: bool = True
+    # After homing, take no chunk until an episode start (EPISODE_TOPIC "start", Executor.start_episode): the
+    # policy would otherwise drive the arm through a scene an operator is still setting up.
+    hold_after_home: bool = False
     gripper_speed: float = 0.05  # m/s
     gripper_force: float = 30.0  # N
     gripper_close_below: float = 0.04  # m: commanded widths below this grasp, above move

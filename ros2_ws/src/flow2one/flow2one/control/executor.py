@@ -7,7 +7,9 @@ control thread talks to the robot, so franky never sees concurrent calls from us
 States: IDLE (no motion) -> RUNNING (streaming targets) -> HOLDING (plan used up: nothing new is sent,
 franky holds the last target) -> STOPPED (no valid chunk, or no command sent, for stop_after_s: stop
 motion, plan dropped). A new valid chunk restarts from IDLE/HOLDING/STOPPED (re-anchoring the safety
-filter on the measured pose after a stop). ESTOP, HOMING and FAULT reject chunks.
+filter on the measured pose after a stop). ESTOP, HOMING and FAULT reject chunks. Homing also opens the hand
+(home_opens_gripper) and ends when arm and hand are done; a chunk observed before it ended is refused (it saw
+an arm elsewhere), and with hold_after_home none is taken until `start_episode()` (the scene may be reset).
 E-stop latches on any True (chunks are refused at once, the next tick stops the arm) and is released only
 by `reset_estop()` or a False that arrives after the stop was carried out (a True -> False cycle).
 FAULT (an implausible measured state, a measured pose the command cannot follow, a robot error without
@@ -32,6 +34,7 @@ from flow2one.control.config import ExecutorConfig
 from flow2one.control.franky_robot import RobotError, RobotStateSample
 from flow2one.control.plan import ChunkRejected, Plan, Scheduler
 from flow2one.control.safety import MeasuredPoseFault, RejectedTarget, SafeCommand, SafetyFilter
+from flow2one.spec import GRIPPER_OPEN
 
 ANCHOR_PATIENCE_S = 0.25  # a measured pose outside the limits for this long -> FAULT
 HOME_TIMEOUT_S = 60.0  # a slowed franky-sim needs far longer than the robot's ~3 s
@@ -59,6 +62,8 @@ class RobotLike(Protocol):
     def stop(self, timeout: float = 1.0) -> None: ...
     def recover(self) -> bool: ...
     def start_home(self, joints: tuple[float, ...], speed_factor: float) -> None: ...
+    def set_gripper(self, width: float) -> None: ...
+    def wait_gripper(self, timeout: float) -> bool: ...
     def close(self) -> None: ...
 
 
@@ -118,6 +123,9 @@ class Executor:
         self._anchored = False
         self._anchor_fail_since: float | None = None
         self._home_started = 0.0
+        self._home_gripper = False  # homing still has to open the hand
+        self._held = False  # homed with hold_after_home: no chunk until start_episode()
+        self._accept_after_ns = -(1 << 62)  # chunks observed before this (homed, episode start) are refused
         self._last_cmd_mono = -np.inf
         self._last_cmd_robot_s = -np.inf  # the robot's clock at the last command
         # the last tick that found the robot's own re-target gap still open: its time and the gap then
@@ -142,8 +150,10 @@ class Executor:
             try:
                 if self._estop_latched:
                     raise ChunkRejected("e-stop is latched", "state")
-                if self.state in (State.ESTOP, State.HOMING, State.FAULT):
+                if self.state in (State.ESTOP, State.HOMING, State.FAULT) or self._held:
                     raise ChunkRejected(f"executor is in state {self.state.value}: {self.message}", "state")
+                if stamp_ns < self._accept_after_ns:
+                    raise ChunkRejected("observed before the arm was homed or the episode started", "stale")
                 plan = self.scheduler.submit(actions, stamp_ns, dt_s, self.clock_ns())
             except ChunkRejected as exc:
                 self.counters["chunks_rejected"] += 1
@@ -175,6 +185,15 @@ class Executor:
     @property
     def estop_latched(self) -> bool:
         return self._estop_latched
+
+    def start_episode(self) -> None:
+        """An episode starts now (the scene is set): a hold after homing ends, and chunks observed before now
+        (of the scene as it was) are refused."""
+        with self._lock:
+            self._held = False
+            self._accept_after_ns = self.clock_ns()
+        self._notify(self.on_event, "episode start")
+        self._wake.set()
 
     def request_home(self) -> None:
         with self._lock:
@@ -284,10 +303,16 @@ class Executor:
             self._start_home()
             return
         if self.state == State.HOMING:
-            if not self.robot.poll():
+            if self._home_gripper and self.robot.wait_gripper(0.0):  # a grasp still closing finishes first
+                self.robot.set_gripper(GRIPPER_OPEN)
+                self._home_gripper = False
+            if not self.robot.poll() and not self._home_gripper and self.robot.wait_gripper(0.0):
                 self._anchored = False
                 self._fault_reason = None
-                self._set(State.IDLE, "homed")
+                with self._lock:
+                    self._accept_after_ns = self.clock_ns()
+                    self._held = self.cfg.hold_after_home
+                self._set(State.IDLE, "homed: waiting for an episode start" if self._held else "homed")
             elif now - self._home_started > HOME_TIMEOUT_S:
                 self._fault(f"homing did not finish within {HOME_TIMEOUT_S} s")
             return
@@ -455,6 +480,7 @@ class Executor:
                                    f"(guiding mode), then home again")
             return
         self.robot.start_home(tuple(self.cfg.home_joints), self.cfg.home_speed_factor)
+        self._home_gripper = self.cfg.home_opens_gripper
         self._home_started = self.monotonic()
         self._set(State.HOMING, "moving to the home joint configuration")
 

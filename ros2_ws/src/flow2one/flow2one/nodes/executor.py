@@ -13,7 +13,7 @@ import numpy as np
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Bool, Empty
+from std_msgs.msg import Bool, Empty, String
 from trajectory_msgs.msg import JointTrajectory
 
 from flow2one import spec
@@ -56,6 +56,9 @@ class ExecutorNode(Node):
         self.create_subscription(Bool, spec.ESTOP_TOPIC, self._on_estop, 10)
         self.create_subscription(Empty, ESTOP_RESET_TOPIC, self._on_estop_reset, 10)
         self.create_subscription(Empty, HOME_TOPIC, lambda _: self.control.request_home(), 10)
+        # "start" (the operator's, the teleop node's or the demo's) ends a hold after homing (hold_after_home)
+        self.create_subscription(String, spec.EPISODE_TOPIC,
+                                 lambda m: self.control.start_episode() if m.data == "start" else None, 10)
         self.create_timer(1.0, self._update_diagnostics)
         self._closed = False
         self.control.start()

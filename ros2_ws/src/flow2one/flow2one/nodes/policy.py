@@ -12,6 +12,7 @@ the model card asks for them, camera images; publishes the chunk (JointTrajector
 observation time, points i*dt apart), the predicted candidate trajectories as RViz/Foxglove markers
 and latency/rate diagnostics. The model card is checked against this node's parameters at start-up;
 messages that do not fit the model are refused with an error; stale observations publish nothing.
+An episode start ("start" on EPISODE_TOPIC) clears the kept inputs and the hand-off's reference chunk.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.duration import Duration
 from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState, PointCloud2
-from std_msgs.msg import ColorRGBA
+from std_msgs.msg import ColorRGBA, String
 from trajectory_msgs.msg import JointTrajectory
 from visualization_msgs.msg import Marker, MarkerArray
 
@@ -128,6 +129,7 @@ class PolicyNode(Node):
         self.trace = TracePublisher(self)
         self._cloud_rx: tuple[int, int] = (0, 0)  # (stamp, received) of the newest cloud, for the trace
         self._frame_inputs = ("points",) if "points" in self.card.inputs else self.card.image_inputs
+        self._episode_start_ns = -(1 << 62)  # observations before the last episode start are of another scene
 
         sub_group = MutuallyExclusiveCallbackGroup()
         self.create_subscription(PointCloud2, spec.POINTS_TOPIC, self._on_points, SENSOR_QOS, callback_group=sub_group)
@@ -140,6 +142,7 @@ class PolicyNode(Node):
                 topic = topics["color" if kind == "rgb" else "depth"]
                 self.create_subscription(Image, topic, lambda m, k=kind, c=cam: self._on_image(m, k, c), SENSOR_QOS,
                                          callback_group=sub_group)
+        self.create_subscription(String, spec.EPISODE_TOPIC, self._on_episode, 10, callback_group=sub_group)
         self.chunk_pub = self.create_publisher(JointTrajectory, spec.CHUNK_TOPIC, CHUNK_QOS)
         self.marker_pub = self.create_publisher(MarkerArray, spec.PREDICTION_MARKERS_TOPIC, 1)
         self._started_ns = -(1 << 62)  # clock time at which the last published chunk's inference started
@@ -213,6 +216,19 @@ class PolicyNode(Node):
             self.obs.set_image(kind, camera, img, stamp_to_ns(msg.header.stamp))
         self._accept(f"{kind} image of {camera}", take, frame=kind in self._frame_inputs)
 
+    def _on_episode(self, msg: String) -> None:
+        """An episode start: forget the executing chunk (the hand-off's reference) and every kept input, as the
+        evaluations do between episodes (PolicyStep.reset); what was observed before it is not used."""
+        if msg.data != "start":
+            return
+        with self._lock:
+            self.step.reset()
+            self.obs = self.step.assembler
+            self._last_version = -1
+            self._started_frame_ns = -(1 << 62)
+            self._cloud_rx = (0, 0)
+            self._episode_start_ns = self.get_clock().now().nanoseconds
+
     # --- inference ---------------------------------------------------------------------------------------
 
     def _stale(self, why: str) -> None:
@@ -260,6 +276,9 @@ class PolicyNode(Node):
             obs, why = self.obs.assemble(now_ns, self.p.max_obs_age_s)
             self._held = obs is None and bool(self.obs.missing())
             frame_ns, cloud_rx_ns = self._cloud_rx
+            if obs is not None and obs.origin_ns < self._episode_start_ns:
+                return  # a frame in flight at the episode start: of the scene before it
+            episode_start = self._episode_start_ns
         if obs is None:
             if why.startswith("stale"):
                 self._stale(why)
@@ -273,6 +292,8 @@ class PolicyNode(Node):
         infer_start = self.trace.now_ns()
         chunk = self.step.infer(obs)
         infer_end = self.trace.now_ns()
+        if episode_start != self._episode_start_ns:  # an episode started during inference
+            return
         self._infer_ms.append(chunk.inference_s * 1e3)
         age_ns = self.get_clock().now().nanoseconds - obs.stamp_ns
         if age_ns > max_age_ns:  # inference itself outlasted the observation: the next poll tries again

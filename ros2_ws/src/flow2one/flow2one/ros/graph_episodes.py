@@ -101,6 +101,7 @@ def make_probe(context, camera: str):
             self._image = None
             self._next_frame_t = 0.0
             self.chunks_seen = 0  # in or out of an episode: tells that the chunk subscription has matched
+            self.since_ns = 0  # the episode's start: chunks observed before it are refused, not counted
             self.diagnostics: dict[str, dict[str, Any]] = {}
             self.create_subscription(DiagnosticArray, spec.DIAGNOSTICS_TOPIC, self._on_diagnostics, 10)
             self.create_subscription(String, spec.SIM_STATUS_TOPIC, self._on_status, LATCHED_QOS)
@@ -110,6 +111,7 @@ def make_probe(context, camera: str):
             self.create_subscription(Image, spec.camera_topics(camera)["color"], self._on_image, SENSOR_QOS)
             self.reset_pub = self.create_publisher(Int64, spec.SIM_RESET_TOPIC, 10)
             self.home_pub = self.create_publisher(Empty, HOME_TOPIC, 10)
+            self.episode_pub = self.create_publisher(String, spec.EPISODE_TOPIC, 10)
 
         def now_ns(self) -> int:
             return self.get_clock().now().nanoseconds
@@ -129,7 +131,7 @@ def make_probe(context, camera: str):
             chunk = msg_to_chunk(msg)
             with self.lock:
                 self.chunks_seen += 1
-                if self.log is not None:
+                if self.log is not None and chunk.stamp_ns >= self.since_ns:
                     self.log.chunks.append((recv, chunk.stamp_ns, chunk.actions[:, :3].copy()))
 
         def _on_command(self, msg: JointTrajectory) -> None:
@@ -180,7 +182,7 @@ def wait(cond, timeout: float, what: str, period: float = 0.02) -> None:
 
 def run_episode(runner, probe, task: str, seed: int, time_limit: float, wall_limit: float,
                 collector=None) -> EpisodeLog:
-    from std_msgs.msg import Empty, Int64
+    from std_msgs.msg import Empty, Int64, String
 
     from flow2one.control.executor import State
 
@@ -196,6 +198,7 @@ def run_episode(runner, probe, task: str, seed: int, time_limit: float, wall_lim
     with probe.lock:
         episode0 = int(probe.status.get("episode", 0))
     log = EpisodeLog(task, seed)
+    probe.since_ns = 1 << 62  # until the start: the arm is held, and what the policy sends is refused
     probe.start(log)
     if collector is not None:
         collector.clear()
@@ -203,6 +206,10 @@ def run_episode(runner, probe, task: str, seed: int, time_limit: float, wall_lim
     probe.reset_pub.publish(Int64(data=seed))
     wait(lambda: int(probe.status.get("episode", 0)) > episode0 and probe.status.get("seed") == seed, 10.0,
          f"the sim to reset to seed {seed}")
+    # as an operator does once the scene is set: the executor holds after homing until this (hold_after_home),
+    # and the policy forgets the last episode's inputs and chunk
+    probe.since_ns = probe.now_ns()
+    probe.episode_pub.publish(String(data="start"))
     done_at = None
     while True:
         time.sleep(0.05)
@@ -288,6 +295,10 @@ def run_graph(task: str, model_dir: Path, episodes: int, seed: int, backend: str
             # says its subscription has matched too (a chunk published before that would be missing from its count)
             wait(lambda: probe.chunks_seen > 0, 60.0,
                  "the first chunk at the demo's probe (sim cameras -> pointcloud -> policy -> probe)")
+            # a message sent before its subscriber matched is lost, and the first episode then read the sim's own
+            # start-up status as its reset (its clock 2 s ahead, the arm held all that time)
+            wait(lambda: probe.reset_pub.get_subscription_count() > 0 and probe.episode_pub.get_subscription_count() >= 2
+                 and bool(probe.status), 30.0, "the sim world's reset and the nodes' episode subscriptions")
             if view:  # a process of its own discovers the new graph later: it lost the first episode's chunks
                 wait(lambda: pol.chunk_pub.get_subscription_count() >= 3 and pol.marker_pub.get_subscription_count() > 0,
                      30.0, "the view process to match the policy's chunks and markers (executor, probe and view)")
