@@ -400,6 +400,33 @@ def test_homing_opens_the_hand_and_refuses_plans_of_the_scene_before(hold):
     assert ex.state == State.RUNNING and ex.counters["commands"] >= 1
 
 
+def test_an_episode_start_sent_while_homing_counts_once_homing_ends():
+    ex, robot, clock = make_executor(hold_after_home=True)
+    ex.monotonic = lambda: clock.t
+    moving = [True]
+    robot.poll = lambda: moving[0]
+    ex.request_home()
+    ex.tick(clock.t)
+    clock.t += 0.05
+    ex.start_episode()  # the operator pressed start before the arm got home
+    ex.tick(clock.t)
+    assert ex.state == State.HOMING
+    moving[0] = False
+    clock.t += 0.05
+    homed_ns = clock.ns()
+    ex.tick(clock.t)
+    assert ex.state == State.IDLE and ex.message == "homed"  # no hold: the start is in
+    with pytest.raises(ChunkRejected, match="before the arm was homed"):
+        ex.submit_chunk(line_chunk(HOME, [0.05, 0, 0]), homed_ns - 5 * MS, 0.05)
+    ex.submit_chunk(line_chunk(HOME, [0.05, 0, 0]), homed_ns, 0.05, received_mono=clock.t)
+    # a second homing needs a start of its own
+    ex.request_home()
+    ex.tick(clock.t)
+    clock.t += 0.05
+    ex.tick(clock.t)
+    assert ex.state == State.IDLE and ex.message == "homed: waiting for an episode start"
+
+
 def adversarial_chunk(rng: np.random.Generator, now_ns: int, pose: np.ndarray, last_stamp: int):
     """A chunk from a broken/hostile policy: NaN, huge jumps, out-of-box, bad rotations, odd stamps."""
     h = int(rng.choice([1, 2, 8, 32, 40]))

@@ -9,7 +9,8 @@ franky holds the last target) -> STOPPED (no valid chunk, or no command sent, fo
 motion, plan dropped). A new valid chunk restarts from IDLE/HOLDING/STOPPED (re-anchoring the safety
 filter on the measured pose after a stop). ESTOP, HOMING and FAULT reject chunks. Homing also opens the hand
 (home_opens_gripper) and ends when arm and hand are done; a chunk observed before it ended is refused (it saw
-an arm elsewhere), and with hold_after_home none is taken until `start_episode()` (the scene may be reset).
+an arm elsewhere), and with hold_after_home none is taken until `start_episode()` (the scene may be reset;
+a start that comes while homing counts once homing ends).
 E-stop latches on any True (chunks are refused at once, the next tick stops the arm) and is released only
 by `reset_estop()` or a False that arrives after the stop was carried out (a True -> False cycle).
 FAULT (an implausible measured state, a measured pose the command cannot follow, a robot error without
@@ -125,6 +126,7 @@ class Executor:
         self._home_started = 0.0
         self._home_gripper = False  # homing still has to open the hand
         self._held = False  # homed with hold_after_home: no chunk until start_episode()
+        self._start_early = False  # start_episode() came while homing: the hold it ends has not begun yet
         self._accept_after_ns = -(1 << 62)  # chunks observed before this (homed, episode start) are refused
         self._last_cmd_mono = -np.inf
         self._last_cmd_robot_s = -np.inf  # the robot's clock at the last command
@@ -191,6 +193,7 @@ class Executor:
         (of the scene as it was) are refused."""
         with self._lock:
             self._held = False
+            self._start_early = self.state == State.HOMING
             self._accept_after_ns = self.clock_ns()
         self._notify(self.on_event, "episode start")
         self._wake.set()
@@ -311,7 +314,7 @@ class Executor:
                 self._fault_reason = None
                 with self._lock:
                     self._accept_after_ns = self.clock_ns()
-                    self._held = self.cfg.hold_after_home
+                    self._held, self._start_early = self.cfg.hold_after_home and not self._start_early, False
                 self._set(State.IDLE, "homed: waiting for an episode start" if self._held else "homed")
             elif now - self._home_started > HOME_TIMEOUT_S:
                 self._fault(f"homing did not finish within {HOME_TIMEOUT_S} s")
@@ -481,6 +484,8 @@ class Executor:
             return
         self.robot.start_home(tuple(self.cfg.home_joints), self.cfg.home_speed_factor)
         self._home_gripper = self.cfg.home_opens_gripper
+        with self._lock:
+            self._start_early = False  # a start counts for the homing it came during
         self._home_started = self.monotonic()
         self._set(State.HOMING, "moving to the home joint configuration")
 
