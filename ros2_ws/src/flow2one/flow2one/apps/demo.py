@@ -3,7 +3,8 @@
 Runs the `sim` graph (flow2one/graph.py), the sim world and pointcloud nodes in child processes and policy +
 executor in this one: sim cameras -> pointcloud node (4,096 points) -> policy node (models/sim_student, ONNX
 Runtime) -> executor -> franky -> franky-sim, for a few episodes of each sim task. Like an operator would, it
-homes the arm (/flow2one/executor/home), randomises the scene (/flow2one/sim/reset) and reads success from
+homes the arm and opens the hand (/flow2one/executor/home; the executor then holds), randomises the scene
+(/flow2one/sim/reset), starts the episode ("start" on /flow2one/episode) and reads success from
 /flow2one/sim/task_status; it listens to the chunk and command topics to measure what a user cares about:
 success, policy rate (chunks/s received) and observation -> command latency (chunk stamp = the observation's
 robot-state time, the cloud's own instant with policy.state_at_cloud -> first franky command after the chunk
