@@ -51,6 +51,7 @@ from flow2one.ros.runner import run_node_main
 from flow2one.ros.trace import TracePublisher
 from flow2one.runtime.backends import BACKENDS, open_backend
 from flow2one.runtime.card import load_card
+from flow2one.runtime.observation import ObservationAssembler
 from flow2one.runtime.policy_step import PolicyStep
 
 POLL_HZ = 30.0  # schedule "poll": how often a node with a lower rate_hz looks for a fresh observation
@@ -119,7 +120,6 @@ class PolicyNode(Node):
         self.step = PolicyStep(self.card, backend, self.p.n_candidates, self.p.seed, self.p.base_frame,
                                self.p.handoff_window_s, self.p.keep_plan_within_m, self.p.state_at_cloud)
         warm_ms = self.step.warm_up()  # before any subscription: the first chunk costs what the others do
-        self.obs = self.step.assembler
         self._lock = threading.Lock()
         self._last_version = -1
         self._infer_ms: deque[float] = deque(maxlen=500)
@@ -170,6 +170,11 @@ class PolicyNode(Node):
                                f"(warm inference {warm_ms:.1f} ms)")
         for note in getattr(self.step.backend, "notes", ()):  # TensorRT: precision used, engine-vs-ONNX Runtime parity
             self.get_logger().info(note)
+
+    @property
+    def obs(self) -> ObservationAssembler:
+        """The step's assembler (PolicyStep.reset replaces it on an episode start)."""
+        return self.step.assembler
 
     # --- inputs ------------------------------------------------------------------------------------------
 
@@ -223,7 +228,6 @@ class PolicyNode(Node):
             return
         with self._lock:
             self.step.reset()
-            self.obs = self.step.assembler
             self._last_version = -1
             self._started_frame_ns = -(1 << 62)
             self._cloud_rx = (0, 0)
