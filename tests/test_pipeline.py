@@ -44,7 +44,12 @@ def test_reproduce_ships_every_kind_with_a_card(reproduced) -> None:
     root, summary = reproduced
     assert summary["episodes"] == 1
     stages = set(summary["stage_wall_s"])
-    assert {"demos:reach_around", "teacher", "distill", "student", "l1flow", "regression", "ship+export"} <= stages
+    assert {"demos:reach_around", "teacher", "teacher:1", "distill", "student", "l1flow", "regression",
+            "ship+export"} <= stages
+    # the teacher that ships, and that the set was sampled from, is the last round's, warm-started from the first
+    work = root / "work"
+    assert load_card(root / "models" / "sim_teacher").extra["warm_start"] == str(work / "teacher")
+    assert load_card(work / "teacher_1").extra["train"]["lr"] == pipeline.SCALES["quick"].lr / 2
     for kind in pipeline.KINDS:
         d = root / "models" / f"sim_{kind}"
         card = load_card(d)
@@ -66,6 +71,7 @@ def test_reproduce_ships_every_kind_with_a_card(reproduced) -> None:
 
     obs, sets, meta = load_distill_set(root / "work" / "distill.safetensors")
     assert tuple(sets.shape[1:]) == (16, 32, 10) and meta["k"] == 16 and meta["steps"] == 50
+    assert meta["teacher"] == str(root / "work" / "teacher_1")
 
 
 def test_reproduce_resumes_without_redoing_stages(reproduced) -> None:

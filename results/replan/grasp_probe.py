@@ -8,7 +8,9 @@ aim. Per model and axis (x, y), printed as JSON:
   moves with the cube, 0 = one place whatever the cube;
 - aim_minus_cube_m: median |aim - cube|; aim_within_2cm_y: the share of samples within 2 cm of the cube in y,
   the finger axis (the 8 cm hand around a 4 cm cube grasps it from 2 cm off).
-The demos' own labels score 1 and 0 m by construction. About 10 s per student, 30 s per teacher.
+The demos' own labels score 1 and 0 m by construction. About 10 s per student, 30 s per teacher. Probe on demos
+no model trained on (fourteenth stop: the last 20 of 80 from `sim-demos --seed 2000`): on its training demos a
+model that memorised them aims well.
 
     .venv/bin/python results/replan/grasp_probe.py DEMOS/pick_place MODEL_DIR [MODEL_DIR ...]
 """

@@ -14,11 +14,12 @@ pop_up): its pucks look like track's, and adding it to the multi-task models wou
 Scales (wall times on this 2-core CPU machine; each shipped card records its run's stage times):
   quick  smoke run: 1 demo per task, a few optimiser steps, the tiny preset (~1 min; what the tests run)
   small  the models shipped in models/: 80 demos per task, ~0.3 M-parameter models that also see the cloud
-         0.2 s earlier and pool only the points above the table, teacher 10000 steps, distillation set of
+         0.2 s earlier and pool only the points above the table, teacher 10000 steps and two warm-started
+         rounds of 12000 at half the learning rate (its grasp aim kept improving), distillation set of
          every training window (10,416 observations x K=16), student 8000 steps, L1 Flow / regression 8000:
-         about 1.5 h on an idle machine (demos 22 min: 4.6 s per track, 5 per reach_around, 7 per
-         pick_place episode; teacher 12, distill 13-20, student 12, L1 Flow 10, regression 10 minutes, two
-         stages at a time; results/reproduce_small.json)
+         about 2 h on an idle machine, one stage after another (demos 22 min: 4.6 s per track, 5 per
+         reach_around, 7 per pick_place episode; teacher 12 + 2 x 14, distill 9-20, student 8-13, L1 Flow
+         10, regression 10 minutes; results/reproduce_small.json has the run before the teacher rounds)
   full   the scale the method calls for: 100 demos per task, 20k steps per model (batch 64), K=16 on every
          4th window: about 11 h on an idle 2-core machine (measured per-step times x steps: teacher, L1 Flow
          and regression ~2 h each, student ~3.5 h, demos ~1 h); minutes per stage on one GPU
