@@ -58,8 +58,8 @@ FLOOR_Z = 0.005
 # kept) and filters itself out of its cloud (the hand, within 0.1 m of the TCP in x-y from the fingertips up,
 # and everything at or above 16 cm): a student that sees its own arm copies its pose, and re-planning several
 # times a second it then holds still instead of going to the objects. With the arm out of the cloud the noisy
-# position is all it knows of where it is: 3 cm pulled its grasp off the cube, 0.75 cm let it copy its pose
-# again (results/replan/, fourteenth stop).
+# position is all it knows of where it is: 3 cm pulled its grasp off the cube, and 0.75 cm aimed better offline
+# but did worse in the loop (results/replan/, fourteenth stop).
 STUDENT_SELF_FILTER = {"pose_noise": 0.015, "points_hand_radius": 0.1, "points_ceiling_z": 0.16}
 CPU_MODEL = {"encoder": {"embed_dim": 64, "pointnet_dims": [16, 32], "point_dim": 32, "proprio_dim": 32,
                          "history_steps": HISTORY_STEPS, "points_floor_z": FLOOR_Z},
