@@ -113,15 +113,14 @@ def plan(scale: Scale, work: Path, tasks: tuple[str, ...], seed: int, threads: i
                                    "--config", str(work / f"{kind}.config.yaml"), *common,
                                    "--ckpt-every", str(max(steps // 4, 1)), "--resume"],
                               work / kind / "model.safetensors"))
-    rounds = [work / "teacher"]
+    rounds = teacher_rounds(scale, work)
     for k, steps in enumerate(scale.teacher_continue, start=1):
-        rounds.append(work / f"teacher_{k}")
         stages.insert(len(tasks) + k, Stage(f"teacher:{k}", [
-            "train-teacher", "--data", merged, "--out", str(rounds[-1]), "--warm-start", str(rounds[-2]), "--steps",
+            "train-teacher", "--data", merged, "--out", str(rounds[k]), "--warm-start", str(rounds[k - 1]), "--steps",
             str(steps), "--batch-size", str(scale.batch_size), "--lr", str(scale.lr / 2), "--seed", str(seed + k),
             "--threads", str(threads), "--stride", str(scale.stride), "--ckpt-every", str(max(steps // 4, 1)),
-            "--resume"], rounds[-1] / "model.safetensors"))
-    teacher, after = teacher_dir(scale, work), len(tasks) + len(rounds)
+            "--resume"], rounds[k] / "model.safetensors"))
+    teacher, after = rounds[-1], len(tasks) + len(rounds)
     distill = work / "distill.safetensors"
     stages.insert(after, Stage("distill", [
         "distill", "--teacher", str(teacher), "--data", merged, "--out", str(distill), "--k", "16",
@@ -137,10 +136,9 @@ def plan(scale: Scale, work: Path, tasks: tuple[str, ...], seed: int, threads: i
     return stages
 
 
-def teacher_dir(scale: Scale, work: Path) -> Path:
-    """The teacher the student is distilled from and that ships: the last round's."""
-    n = len(scale.teacher_continue)
-    return work / (f"teacher_{n}" if n else "teacher")
+def teacher_rounds(scale: Scale, work: Path) -> list[Path]:
+    """Each teacher round's checkpoint directory; the last is the one the student is distilled from and that ships."""
+    return [work / "teacher", *(work / f"teacher_{k}" for k in range(1, len(scale.teacher_continue) + 1))]
 
 
 def task_episodes(data: Path, task: str) -> list[Path]:
@@ -212,7 +210,8 @@ def ship(work: Path, dest: Path, scale_name: str, tasks: tuple[str, ...], timing
 
     shipped = []
     for kind in KINDS:
-        src, out = teacher_dir(SCALES[scale_name], work) if kind == "teacher" else work / kind, dest / f"sim_{kind}"
+        src = teacher_rounds(SCALES[scale_name], work)[-1] if kind == "teacher" else work / kind
+        out = dest / f"sim_{kind}"
         if out.exists():
             shutil.rmtree(out)
         out.mkdir(parents=True)
