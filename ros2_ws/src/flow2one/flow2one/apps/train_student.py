@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     common.add_train_arguments(p, "distillation set file written by `flow2one distill`")
     p.add_argument("--hypotheses", type=int, default=32,
                    help="M student samples per observation in the loss (32 did better in closed loop than 16, "
-                        "for ~1.3x the training time; results/replan/, sixteenth stop)")
+                        "for ~1.7x the training time; results/replan/, sixteenth stop)")
     p.add_argument("--init-from", metavar="TEACHER_DIR",
                    help="start from this teacher checkpoint's one-step (t = 0) prediction instead of random "
                         "weights (its encoder and U-Net; normalisers too); the set's own teacher is the natural choice")
