@@ -33,9 +33,10 @@ class Scale:
     stride: int  # a training window every STRIDE steps of each episode
     distill_obs: int  # observations in the distillation set (0 = every window)
     # M student samples per observation in the Chamfer loss. 32 against the teacher's K = 16: each teacher
-    # sample has more student samples to be matched by. At 10 re-plans / s the student of M 32 did better held
-    # out than that of M 16 on pick_place and track and as well on reach_around (results/replan/, sixteenth
-    # stop), for ~1.7x the student stage's time (13.9 against 8 min on two threads).
+    # sample has more student samples to be matched by. At 10 re-plans / s, held out, students of M 32 did
+    # better than that of M 16 on pick_place over two training runs, and about as well on track and
+    # reach_around (results/replan/, sixteenth stop), for ~1.7x the student stage's time (13.9 against 8 min on
+    # two threads).
     hypotheses: int
     model: dict[str, Any] = field(default_factory=dict)  # PolicyConfig overrides of the "tiny" preset
     lr: float = 1e-3
