@@ -30,10 +30,11 @@ RESULTS = repo_root() / "results"
 
 @pytest.fixture(scope="module")
 def reproduced(tmp_path_factory) -> tuple[Path, dict]:
-    """One quick reproduce run (1 reach_around demo, a few steps per model), shipped to a temp models dir."""
+    """One quick reproduce run (1 reach_around demo, a few steps per model), shipped to a temp models dir; on two
+    threads, as `make models` runs it, so the baselines train in a second process beside the teacher."""
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("reproduce")
-    summary = pipeline.reproduce("quick", root / "work", root / "models", tasks=("reach_around",), threads=1)
+    summary = pipeline.reproduce("quick", root / "work", root / "models", tasks=("reach_around",), threads=2)
     return root, summary
 
 
@@ -72,6 +73,31 @@ def test_reproduce_ships_every_kind_with_a_card(reproduced) -> None:
     obs, sets, meta = load_distill_set(root / "work" / "distill.safetensors")
     assert tuple(sets.shape[1:]) == (16, 32, 10) and meta["k"] == 16 and meta["steps"] == 50
     assert meta["teacher"] == str(root / "work" / "teacher_1")
+
+
+def test_baselines_train_beside_the_teacher_on_half_the_threads(reproduced) -> None:
+    root, summary = reproduced
+    work = root / "work"
+    assert summary["baselines_beside_teacher"]
+    log = (work / "baselines.log").read_text()
+    for kind in pipeline.BASELINES:  # trained by the second process, on one thread, and timed in the summary
+        line = next(ln for ln in log.splitlines() if ln.startswith(f"=== {kind}: flow2one train-{kind}"))
+        assert " --threads 1 " in line and summary["stage_wall_s"][kind] > 0
+    ran = [ln.split(":")[0].removeprefix("=== ") for ln in log.splitlines() if ": flow2one " in ln]
+    assert ran == list(pipeline.BASELINES)  # and nothing else: the teacher, distill and student ran in this one
+    threads = {s.name: s.argv[s.argv.index("--threads") + 1]
+               for s in pipeline.plan(pipeline.SCALES["small"], work, ("reach_around",), 0, 2, teacher_threads=1)
+               if "--threads" in s.argv}
+    # the teacher rounds share the cores with the baselines; distill and the student run alone on both
+    assert threads == {"teacher": "1", "teacher:1": "1", "teacher:2": "1", "l1flow": "2", "regression": "2",
+                       "distill": "2", "student": "2"}
+    assert summary["wall_s"] > 0
+
+
+def test_a_failed_baseline_process_fails_the_run(tmp_path) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    with pytest.raises(RuntimeError, match="exit 3.*baselines.log"):
+        pipeline.wait_baselines(proc, tmp_path)
 
 
 def test_reproduce_resumes_without_redoing_stages(reproduced) -> None:

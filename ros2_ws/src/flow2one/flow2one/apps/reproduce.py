@@ -16,10 +16,11 @@ Scales (wall times on this 2-core CPU machine; each shipped card records its run
   small  the models shipped in models/: 80 demos per task, ~0.3 M-parameter models that also see the cloud
          0.2 s earlier and pool only the points above the table, teacher 10000 steps and two warm-started
          rounds of 12000 at half the learning rate (its grasp aim kept improving), distillation set of
-         every training window (10,416 observations x K=16), student 8000 steps, L1 Flow / regression 8000:
-         about 2 h on an idle machine, one stage after another (demos 22 min: 4.6 s per track, 5 per
-         reach_around, 7 per pick_place episode; teacher 12 + 2 x 14, distill 9-20, student 8-13, L1 Flow
-         10, regression 10 minutes; results/reproduce_small.json has the run before the teacher rounds)
+         every training window (10,416 observations x K=16), student 8000 steps with 32 hypotheses, L1 Flow /
+         regression 8000: 1 h 53 min measured end to end on the idle machine, + ~2.5 min of setup on a fresh
+         one (results/reproduce_small.json): demos 34 min (one core: 8 s per reach_around, 10.6 per pick_place,
+         7.2 per track episode), teacher + its first round 38 min with L1 Flow and regression trained beside
+         them in a second process (one thread each side), the last round 13, distill 13, student 14 minutes
   full   the scale the method calls for: 100 demos per task, 20k steps per model (batch 64), K=16 on every
          4th window: about 11 h on an idle 2-core machine (measured per-step times x steps: teacher, L1 Flow
          and regression ~2 h each, student ~3.5 h, demos ~1 h); minutes per stage on one GPU
@@ -52,6 +53,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="demos record the measured TCP plus S seconds of the expert's speed toward its goal "
                         "(sim-demos --expert-lead; default: the scale's)")
     p.add_argument("--force", action="store_true", help="delete WORK and redo every stage")
+    p.add_argument("--one-at-a-time", action="store_true",
+                   help="run every stage in this process, one after another, on all --threads (default: with 2+ "
+                        "threads, L1 Flow and regression train in a second process beside the teacher rounds, "
+                        "each side on half the threads)")
     p.add_argument("--stages", default="", help="comma list of stages to run (demos, teacher, distill, student, "
                    "l1flow, regression; default all); models are shipped once every stage is done")
 
@@ -68,6 +73,6 @@ def main(args: argparse.Namespace) -> int:
     if set(only) - set(known):
         raise SystemExit(f"--stages {args.stages!r}: choose from {', '.join(known)}")
     summary = reproduce(args.scale, work, ship_to, tasks, args.seed, args.threads, args.force, only,
-                        args.expert_lead)
+                        args.expert_lead, beside=not args.one_at_a_time)
     print(json.dumps({k: v for k, v in summary.items() if k != "settings"}, indent=1))
     return 0

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -19,6 +21,7 @@ from flow2one.sim.tasks import MULTI_TASK
 
 REPO_ROOT = data_root()
 KINDS = ("teacher", "student", "l1flow", "regression")
+BASELINES = ("l1flow", "regression")
 SHIP_FILES = ("model.safetensors", "config.yaml", "card.yaml", "model.onnx")
 MAX_MODEL_BYTES = 5 * 1024 * 1024  # keep the repository small: every shipped file stays below this
 
@@ -100,8 +103,10 @@ class Stage:
     output: Path  # exists -> the stage is done
 
 
-def plan(scale: Scale, work: Path, tasks: tuple[str, ...], seed: int, threads: int) -> list[Stage]:
-    """The stages, in order, as `flow2one` command lines."""
+def plan(scale: Scale, work: Path, tasks: tuple[str, ...], seed: int, threads: int,
+         teacher_threads: int | None = None) -> list[Stage]:
+    """The stages, in order, as `flow2one` command lines; the teacher rounds get `teacher_threads` (default
+    `threads`)."""
     from flow2one.train.common import encoder_flags
 
     data = work / "data"
@@ -112,18 +117,21 @@ def plan(scale: Scale, work: Path, tasks: tuple[str, ...], seed: int, threads: i
     common = ["--batch-size", str(scale.batch_size), "--lr", str(scale.lr), "--seed", str(seed), "--threads",
               str(threads), "--stride", str(scale.stride)]
     merged = str(data / "all")
+    t_threads = str(teacher_threads or threads)
     for kind, steps in (("teacher", scale.teacher_steps), ("l1flow", scale.baseline_steps),
                         ("regression", scale.baseline_steps)):
-        stages.append(Stage(kind, [f"train-{kind}", "--data", merged, "--out", str(work / kind), "--steps", str(steps),
-                                   "--config", str(work / f"{kind}.config.yaml"), *common,
-                                   "--ckpt-every", str(max(steps // 4, 1)), "--resume"],
-                              work / kind / "model.safetensors"))
+        argv = [f"train-{kind}", "--data", merged, "--out", str(work / kind), "--steps", str(steps),
+                "--config", str(work / f"{kind}.config.yaml"), *common, "--ckpt-every", str(max(steps // 4, 1)),
+                "--resume"]
+        if kind == "teacher":
+            argv[argv.index("--threads") + 1] = t_threads
+        stages.append(Stage(kind, argv, work / kind / "model.safetensors"))
     rounds = teacher_rounds(scale, work)
     for k, steps in enumerate(scale.teacher_continue, start=1):
         stages.insert(len(tasks) + k, Stage(f"teacher:{k}", [
             "train-teacher", "--data", merged, "--out", str(rounds[k]), "--warm-start", str(rounds[k - 1]), "--steps",
             str(steps), "--batch-size", str(scale.batch_size), "--lr", str(scale.lr / 2), "--seed", str(seed + k),
-            "--threads", str(threads), "--stride", str(scale.stride), "--ckpt-every", str(max(steps // 4, 1)),
+            "--threads", t_threads, "--stride", str(scale.stride), "--ckpt-every", str(max(steps // 4, 1)),
             "--resume"], rounds[k] / "model.safetensors"))
     teacher, after = rounds[-1], len(tasks) + len(rounds)
     distill = work / "distill.safetensors"
@@ -243,12 +251,44 @@ def ship(work: Path, dest: Path, scale_name: str, tasks: tuple[str, ...], timing
     return shipped
 
 
+def start_baselines(scale_name: str, work: Path, tasks: tuple[str, ...], seed: int, threads: int) -> subprocess.Popen:
+    """l1flow and regression in a second `flow2one reproduce` on this WORK directory (its log: WORK/baselines.log).
+    On one thread each beside the teacher, both sides train 1.3-1.5x slower than alone on two, and together they
+    still finish ~6 min sooner than one stage after another (results/replan/, seventeenth stop)."""
+    argv = [sys.executable, "-m", "flow2one.cli", "reproduce", "--scale", scale_name, "--work", str(work), "--ship",
+            "", "--tasks", ",".join(tasks), "--seed", str(seed), "--threads", str(threads), "--stages",
+            ",".join(BASELINES)]
+    log = work / "baselines.log"
+    print(f"\n=== {', '.join(BASELINES)}: beside the teacher, in a second process (log: {log})", flush=True)
+    with log.open("a") as f:
+        return subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT)
+
+
+def wait_baselines(proc: subprocess.Popen, work: Path) -> None:
+    if proc.wait():
+        raise RuntimeError(f"the l1flow/regression process failed (exit {proc.returncode}); see {work / 'baselines.log'}")
+
+
+def read_timings(path: Path) -> dict[str, float]:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def write_timings(path: Path, timings: dict[str, float]) -> None:
+    """Write-then-rename: the other process may read the file at any moment."""
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(timings, indent=1))
+    os.replace(tmp, path)
+
+
 def reproduce(scale_name: str, work: Path, ship_to: Path | None, tasks: tuple[str, ...] = MULTI_TASK, seed: int = 0,
               threads: int = 2, force: bool = False, only: tuple[str, ...] = (),
-              expert_lead_s: float | None = None) -> dict[str, Any]:
+              expert_lead_s: float | None = None, beside: bool = True) -> dict[str, Any]:
     """Run the missing stages (all, or those named in `only`: demos, teacher, distill, student, l1flow,
     regression), then ship; `expert_lead_s` overrides the scale's. Two processes may share a WORK directory when
-    their `only` sets are disjoint (e.g. l1flow,regression beside teacher,distill,student once the demos exist)."""
+    their `only` sets are disjoint. With `beside` and two or more threads, the baselines train in such a second
+    process while the teacher rounds run, each side on half the threads; a teacher round that starts after the
+    baselines are done, distill and the student get every thread."""
+    t_start = time.perf_counter()
     scale = SCALES[scale_name]
     if expert_lead_s is not None:
         scale = replace(scale, expert_lead_s=expert_lead_s)
@@ -256,33 +296,61 @@ def reproduce(scale_name: str, work: Path, ship_to: Path | None, tasks: tuple[st
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
     for kind in ("teacher", "l1flow", "regression"):
-        (work / f"{kind}.config.yaml").write_text(yaml.safe_dump(model_config(scale, kind), sort_keys=False))
+        cfg, text = work / f"{kind}.config.yaml", yaml.safe_dump(model_config(scale, kind), sort_keys=False)
+        if not cfg.is_file() or cfg.read_text() != text:  # unchanged: left alone, a stage beside may be reading it
+            cfg.write_text(text)
     timings_path = work / "timings.json"
-    timings: dict[str, float] = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
+    timings = read_timings(timings_path)
+
+    def wanted(stage: Stage) -> bool:
+        return not only or stage.name.split(":")[0] in only
+
     stages = plan(scale, work, tasks, seed, threads)
+    side = beside and threads >= 2 and any(wanted(s) and not s.output.exists() for s in stages
+                                           if s.name in BASELINES) and any(wanted(s) for s in stages
+                                                                           if s.name.startswith("teacher"))
+    if side:
+        stages = plan(scale, work, tasks, seed, threads, teacher_threads=threads // 2)
     merged = ran_demos = False
-    for stage in stages:
-        if only and stage.name.split(":")[0] not in only:
-            continue
-        if not stage.name.startswith("demos:") and not merged:  # (re)link data/all once the demos are final
-            if ran_demos or not (work / "data" / "all").is_dir():
-                merge_datasets(work / "data", tasks)
-            merged = True
-        if stage.output.exists():
-            print(f"=== {stage.name}: done already ({stage.output})")
-            continue
-        timings[stage.name] = run_stage(stage)
-        ran_demos = ran_demos or stage.name.startswith("demos:")
-        if stage.name.startswith("demos:"):
-            stage.output.write_text(f"{timings[stage.name]:.1f} s\n")
-        # re-read first: another process may be running other stages in this WORK directory
-        latest = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
-        timings = {**latest, stage.name: timings[stage.name]}
-        timings_path.write_text(json.dumps(timings, indent=1))
+    proc: subprocess.Popen | None = None
+    try:
+        for stage in stages:
+            if not wanted(stage) or (side and stage.name in BASELINES):
+                continue
+            if not stage.name.startswith("demos:") and not merged:  # (re)link data/all once the demos are final
+                if ran_demos or not (work / "data" / "all").is_dir():
+                    merge_datasets(work / "data", tasks)
+                merged = True
+                if side:
+                    proc = start_baselines(scale_name, work, tasks, seed, threads - threads // 2)
+            if proc is not None and (stage.name in ("distill", "student") or proc.poll() is not None):
+                wait_baselines(proc, work)
+                proc = None
+            if side and proc is None and stage.name.startswith("teacher"):  # the baselines are done: every thread
+                stage.argv[stage.argv.index("--threads") + 1] = str(threads)
+            if stage.output.exists():
+                print(f"=== {stage.name}: done already ({stage.output})")
+                continue
+            timings[stage.name] = run_stage(stage)
+            ran_demos = ran_demos or stage.name.startswith("demos:")
+            if stage.name.startswith("demos:"):
+                stage.output.write_text(f"{timings[stage.name]:.1f} s\n")
+            # re-read first: another process may be running other stages in this WORK directory
+            timings = {**read_timings(timings_path), stage.name: timings[stage.name]}
+            write_timings(timings_path, timings)
+        if proc is not None:
+            wait_baselines(proc, work)
+            proc = None
+    finally:
+        if proc is not None:  # this process failed: stop the other rather than leave it training unseen
+            proc.terminate()
+            proc.wait()
+    timings = read_timings(timings_path)
     n_episodes = sum(len(task_episodes(work / "data", t)) for t in tasks)
     summary: dict[str, Any] = {"scale": scale_name, "settings": asdict(scale), "tasks": list(tasks),
                                "episodes": n_episodes, "stage_wall_s": timings,
-                               "stage_wall_s_sum": sum(timings.values()), "work": str(work)}
+                               "stage_wall_s_sum": sum(timings.values()), "baselines_beside_teacher": side,
+                               "work": str(work)}
     missing = [s.name for s in stages if not s.output.exists()]
     if missing:
         summary["missing_stages"] = missing
@@ -290,5 +358,6 @@ def reproduce(scale_name: str, work: Path, ship_to: Path | None, tasks: tuple[st
         t0 = time.perf_counter()
         summary["shipped"] = [str(p) for p in ship(work, ship_to, scale_name, tasks, timings, n_episodes)]
         summary["stage_wall_s"]["ship+export"] = time.perf_counter() - t0
+    summary["wall_s"] = time.perf_counter() - t_start  # this call's wall time: below the stage sum when beside
     (work / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
