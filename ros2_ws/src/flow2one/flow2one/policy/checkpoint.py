@@ -15,18 +15,13 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
+from flow2one.fileio import write_text_atomic
 from flow2one.policy.base import Policy
 from flow2one.policy.config import PolicyConfig, from_dict, to_dict
 from flow2one.policy.factory import build_policy
 from flow2one.yamlio import load_yaml
 
 MODEL_FILE, CONFIG_FILE, CARD_FILE = "model.safetensors", "config.yaml", "card.yaml"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def save_policy(directory: str | Path, policy: Policy, card: dict[str, Any] | None = None) -> Path:
@@ -37,7 +32,7 @@ def save_policy(directory: str | Path, policy: Policy, card: dict[str, Any] | No
     tmp = d / (MODEL_FILE + ".tmp")
     save_file(state, str(tmp), metadata={"kind": policy.cfg.kind})
     os.replace(tmp, d / MODEL_FILE)
-    _write_atomic(d / CONFIG_FILE, yaml.safe_dump(to_dict(policy.cfg), sort_keys=False))
+    write_text_atomic(d / CONFIG_FILE, yaml.safe_dump(to_dict(policy.cfg), sort_keys=False))
     info = dict(card or {})
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     if policy.cfg.encoder.kind == "observation":  # a deployable model: the runtime's full card format
@@ -50,7 +45,7 @@ def save_policy(directory: str | Path, policy: Policy, card: dict[str, Any] | No
         basics = {"kind": policy.cfg.kind, "horizon": policy.cfg.horizon, "action_dim": policy.cfg.action_dim,
                   "inputs": policy.export_input_names, "parameters": sum(p.numel() for p in policy.parameters()),
                   "created_utc": created}
-        _write_atomic(d / CARD_FILE, yaml.safe_dump({**basics, **info}, sort_keys=False))
+        write_text_atomic(d / CARD_FILE, yaml.safe_dump({**basics, **info}, sort_keys=False))
     return d
 
 

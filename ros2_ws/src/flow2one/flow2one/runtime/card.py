@@ -18,6 +18,7 @@ import numpy as np
 import yaml
 
 from flow2one import spec
+from flow2one.fileio import write_text_atomic
 from flow2one.yamlio import load_yaml
 
 CARD_FILE = "card.yaml"
@@ -174,9 +175,7 @@ class ModelCard:
 
 def save_card(model_dir: str | Path, card: ModelCard) -> Path:
     path = Path(model_dir) / CARD_FILE
-    tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(yaml.safe_dump(card.to_dict(), sort_keys=False, default_flow_style=None))
-    tmp.replace(path)
+    write_text_atomic(path, yaml.safe_dump(card.to_dict(), sort_keys=False, default_flow_style=None))
     return path
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from flow2one.fileio import write_text_atomic
 from flow2one.paths import data_root
 from flow2one.sim.tasks import MULTI_TASK
 
@@ -273,13 +274,6 @@ def read_timings(path: Path) -> dict[str, float]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def write_timings(path: Path, timings: dict[str, float]) -> None:
-    """Write-then-rename: the other process may read the file at any moment."""
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(timings, indent=1))
-    os.replace(tmp, path)
-
-
 def reproduce(scale_name: str, work: Path, ship_to: Path | None, tasks: tuple[str, ...] = MULTI_TASK, seed: int = 0,
               threads: int = 2, force: bool = False, only: tuple[str, ...] = (),
               expert_lead_s: float | None = None, beside: bool = True) -> dict[str, Any]:
@@ -296,9 +290,8 @@ def reproduce(scale_name: str, work: Path, ship_to: Path | None, tasks: tuple[st
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
     for kind in ("teacher", "l1flow", "regression"):
-        cfg, text = work / f"{kind}.config.yaml", yaml.safe_dump(model_config(scale, kind), sort_keys=False)
-        if not cfg.is_file() or cfg.read_text() != text:  # unchanged: left alone, a stage beside may be reading it
-            cfg.write_text(text)
+        # atomic: a second process's start rewrites these while the teacher may be reading its own
+        write_text_atomic(work / f"{kind}.config.yaml", yaml.safe_dump(model_config(scale, kind), sort_keys=False))
     timings_path = work / "timings.json"
     timings = read_timings(timings_path)
 
@@ -306,9 +299,8 @@ def reproduce(scale_name: str, work: Path, ship_to: Path | None, tasks: tuple[st
         return not only or stage.name.split(":")[0] in only
 
     stages = plan(scale, work, tasks, seed, threads)
-    side = beside and threads >= 2 and any(wanted(s) and not s.output.exists() for s in stages
-                                           if s.name in BASELINES) and any(wanted(s) for s in stages
-                                                                           if s.name.startswith("teacher"))
+    baselines_missing = any(wanted(s) and not s.output.exists() for s in stages if s.name in BASELINES)
+    side = beside and threads >= 2 and baselines_missing and (not only or "teacher" in only)
     if side:
         stages = plan(scale, work, tasks, seed, threads, teacher_threads=threads // 2)
     merged = ran_demos = False
@@ -337,7 +329,7 @@ def reproduce(scale_name: str, work: Path, ship_to: Path | None, tasks: tuple[st
                 stage.output.write_text(f"{timings[stage.name]:.1f} s\n")
             # re-read first: another process may be running other stages in this WORK directory
             timings = {**read_timings(timings_path), stage.name: timings[stage.name]}
-            write_timings(timings_path, timings)
+            write_text_atomic(timings_path, json.dumps(timings, indent=1))  # the other process may read it
         if proc is not None:
             wait_baselines(proc, work)
             proc = None
