@@ -100,6 +100,29 @@ def test_a_failed_baseline_process_fails_the_run(tmp_path) -> None:
         pipeline.wait_baselines(proc, tmp_path)
 
 
+def test_demos_of_two_tasks_run_side_by_side(tmp_path) -> None:
+    """sim-demos keeps one core busy, so on two threads two tasks make their demos at once, each in a child
+    process of its own with its own log."""
+    tasks = ("reach_around", "track")
+    summary = pipeline.reproduce("quick", tmp_path, None, tasks=tasks, threads=2, only=("demos",))
+    assert summary["demo_workers"] == 2 and summary["episodes"] == 2
+    took = [summary["stage_wall_s"][f"demos:{t}"] for t in tasks]
+    assert summary["demos_wall_s"] < 0.8 * sum(took)  # side by side, not one after another
+    for t in tasks:
+        assert (tmp_path / "data" / t / "DONE").is_file()
+        assert f"sim-demos --task {t} " in (tmp_path / "data" / t / "demos.log").read_text()
+    assert summary["missing_stages"][0] == "teacher"  # --stages demos ran the demos and nothing else
+
+
+def test_a_failing_child_process_is_raised_in_the_parent() -> None:
+    from flow2one.subprocesses import isolated
+
+    with pytest.raises(ValueError, match="invalid literal"):  # an exception in the child: raised as it is
+        isolated(int, "x", what="int")
+    with pytest.raises(RuntimeError, match="the exiting child died 2 times .exit 3."):  # died: retried once
+        isolated(os._exit, 3, what="the exiting child")
+
+
 def test_reproduce_resumes_without_redoing_stages(reproduced) -> None:
     root, first = reproduced
     again = pipeline.reproduce("quick", root / "work", None, tasks=("reach_around",), threads=1)

@@ -17,10 +17,13 @@ Scales (wall times on this 2-core CPU machine; each shipped card records its run
          0.2 s earlier and pool only the points above the table, teacher 10000 steps and two warm-started
          rounds of 12000 at half the learning rate (its grasp aim kept improving), distillation set of
          every training window (10,416 observations x K=16), student 8000 steps with 32 hypotheses, L1 Flow /
-         regression 8000: 1 h 53 min measured end to end on the idle machine, + ~2.5 min of setup on a fresh
-         one (results/reproduce_small.json): demos 34 min (one core: 8 s per reach_around, 10.6 per pick_place,
-         7.2 per track episode), teacher + its first round 38 min with L1 Flow and regression trained beside
-         them in a second process (one thread each side), the last round 13, distill 13, student 14 minutes
+         regression 8000: ~1 h 38 min on the idle machine, + ~2.5 min of setup on a fresh one: demos 19 min
+         (each task's in a process of its own, two at a time; 7.7 s per reach_around, 9.9 per pick_place, 6.7
+         per track episode), teacher + its first round 38 min with L1 Flow and regression trained beside them
+         in a second process (one thread each side), the last round 13, distill 13, student 14 minutes. The
+         whole run was measured at 1 h 53 min with the demos one task after another
+         (results/reproduce_small.json); the demos two at a time, 19 min against 34, are measured apart
+         (results/reproduce_small_demos.json)
   full   the scale the method calls for: 100 demos per task, 20k steps per model (batch 64), K=16 on every
          4th window: about 11 h on an idle 2-core machine (measured per-step times x steps: teacher, L1 Flow
          and regression ~2 h each, student ~3.5 h, demos ~1 h); minutes per stage on one GPU

@@ -5,7 +5,6 @@ control.FrankyRobot over libfranka) on the sim clock, each task in a child proce
 from __future__ import annotations
 
 import json
-import os
 import sys
 import threading
 import time
@@ -18,6 +17,7 @@ from flow2one.sim.table1.config import EVAL_SEED0, Table1Config
 from flow2one.sim.table1.report import merge, write
 from flow2one.sim.table1.results import Cell, Inference, PolicyRow, Table1Report
 from flow2one.sim.table1.statistics import cell_from_episodes
+from flow2one.subprocesses import isolated
 
 
 def inference_rate(step, obs, repeats: int) -> Inference:
@@ -89,47 +89,6 @@ def evaluate_task(cfg: Table1Config, task: str) -> tuple[dict[str, Cell], dict[s
     return cells, hz
 
 
-def _child(send, fn, args) -> None:
-    from flow2one.subprocesses import die_with_parent
-
-    die_with_parent()  # a killed `table1` must not leave its evaluations running (they hold franky-sims)
-    try:
-        send.send((True, fn(*args)))
-    except BaseException as exc:  # noqa: BLE001 - handed to the parent
-        send.send((False, exc))
-    finally:
-        send.close()
-        os._exit(0)  # skip interpreter teardown: abandoned libfranka clients must not be destroyed
-
-
-def isolated(fn, *args, retries: int = 1):
-    """fn(*args) in a fresh child process. The sim stack (MuJoCo + EGL + franky) can segfault or hang in
-    teardown when the machine is starved; in a child that costs one retry of one task, not the whole table."""
-    import multiprocessing as mp
-
-    ctx = mp.get_context("spawn")
-    for attempt in range(retries + 1):
-        recv, send = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_child, args=(send, fn, args))
-        proc.start()
-        send.close()
-        try:
-            ok, value = recv.recv()
-        except EOFError:  # the child died without an answer
-            ok, value = None, None
-        proc.join(10.0)
-        if proc.is_alive():
-            proc.kill()
-        if ok:
-            return value
-        if ok is False:
-            raise value
-        if attempt == retries:
-            raise RuntimeError(f"the evaluation process for {args[-1]} died twice (exit {proc.exitcode})")
-        print(f"table1: the evaluation process died ({args[-1]}, exit {proc.exitcode}); retrying once",
-              file=sys.stderr)
-
-
 def run(cfg: Table1Config) -> Table1Report:
     """Evaluate, write OUT/table1.{json,md} and the plots (OUT/table1.partial.json after each task, so a run
     stopped part-way can still be combined), and return the report."""
@@ -148,7 +107,7 @@ def run(cfg: Table1Config) -> Table1Report:
     t0 = time.perf_counter()
 
     def one(task: str) -> None:
-        cells, hz = isolated(evaluate_task, cfg, task)
+        cells, hz = isolated(evaluate_task, cfg, task, what=f"the evaluation process for {task}")
         with lock:
             report.cells[task] = cells
             report.tasks = [t for t in cfg.tasks if t in report.cells]
