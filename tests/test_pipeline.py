@@ -114,6 +114,15 @@ def test_demos_of_two_tasks_run_side_by_side(tmp_path) -> None:
     assert summary["missing_stages"][0] == "teacher"  # --stages demos ran the demos and nothing else
 
 
+def test_a_failed_demos_child_is_named_with_its_log(tmp_path) -> None:
+    out = tmp_path / "data" / "track"
+    stage = pipeline.Stage("demos:track", ["sim-demos", "--task", "track", "--episodes", "1", "--seed", "x", "--out",
+                                           str(out / "part0")], out / "DONE")
+    with pytest.raises(RuntimeError, match=r"demos:track: invalid literal .*\(log: .*track/demos.log\)"):
+        pipeline.run_demo_stages([stage], workers=1, episodes=1)
+    assert not stage.output.exists()  # not marked done: a rerun makes them
+
+
 def test_a_failing_child_process_is_raised_in_the_parent() -> None:
     from flow2one.subprocesses import isolated
 

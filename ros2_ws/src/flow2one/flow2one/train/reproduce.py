@@ -243,7 +243,10 @@ def run_demo_stages(stages: list[Stage], workers: int, episodes: int) -> dict[st
         log = stage.output.parent / "demos.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         tqdm.write(f"=== {stage.name}: {' '.join(stage.argv)} (in a process of its own; log: {log})", file=sys.stderr)
-        isolated(_demos_logged, stage, log, what=f"the {stage.name} process")
+        try:
+            isolated(_demos_logged, stage, log, what=f"the {stage.name} process")
+        except Exception as exc:
+            raise RuntimeError(f"{stage.name}: {exc} (log: {log})") from exc
         took = time.perf_counter() - t0
         stage.output.write_text(f"{took:.1f} s\n")
         return took
@@ -323,10 +326,10 @@ def reproduce(scale_name: str, work: Path, ship_to: Path | None, tasks: tuple[st
               expert_lead_s: float | None = None, beside: bool = True) -> dict[str, Any]:
     """Run the missing stages (all, or those named in `only`: demos, teacher, distill, student, l1flow,
     regression), then ship; `expert_lead_s` overrides the scale's. Two processes may share a WORK directory when
-    their `only` sets are disjoint. The tasks' demos run `threads` at a time, each in a child process. With `beside`
-    and two or more threads, the baselines train in such a second
-    process while the teacher rounds run, each side on half the threads; a teacher round that starts after the
-    baselines are done, distill and the student get every thread."""
+    their `only` sets are disjoint. The tasks' demos run `threads` at a time, each in a child process. With
+    `beside` and two or more threads, the baselines train in such a second process while the teacher rounds run,
+    each side on half the threads; a teacher round that starts after the baselines are done, distill and the
+    student get every thread."""
     t_start = time.perf_counter()
     scale = SCALES[scale_name]
     if expert_lead_s is not None:
