@@ -19,6 +19,7 @@ import yaml
 from flow2one.fileio import write_text_atomic
 from flow2one.paths import data_root
 from flow2one.sim.tasks import MULTI_TASK
+from flow2one.subprocesses import isolated
 
 REPO_ROOT = data_root()
 KINDS = ("teacher", "student", "l1flow", "regression")
@@ -233,8 +234,6 @@ def run_demo_stages(stages: list[Stage], workers: int, episodes: int) -> dict[st
 
     from tqdm import tqdm
 
-    from flow2one.subprocesses import isolated
-
     data = stages[0].output.parent.parent
     tasks = [s.name.split(":", 1)[1] for s in stages]
 
@@ -321,6 +320,12 @@ def read_timings(path: Path) -> dict[str, float]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def add_timings(path: Path, new: dict[str, float]) -> None:
+    """Merge `new` into WORK/timings.json, re-read first: another process may be running other stages in this WORK
+    directory. Written by rename, so neither process reads it half-written."""
+    write_text_atomic(path, json.dumps({**read_timings(path), **new}, indent=1))
+
+
 def reproduce(scale_name: str, work: Path, ship_to: Path | None, tasks: tuple[str, ...] = MULTI_TASK, seed: int = 0,
               threads: int = 2, force: bool = False, only: tuple[str, ...] = (),
               expert_lead_s: float | None = None, beside: bool = True) -> dict[str, Any]:
@@ -341,7 +346,6 @@ def reproduce(scale_name: str, work: Path, ship_to: Path | None, tasks: tuple[st
         # atomic: a second process's start rewrites these while the teacher may be reading its own
         write_text_atomic(work / f"{kind}.config.yaml", yaml.safe_dump(model_config(scale, kind), sort_keys=False))
     timings_path = work / "timings.json"
-    timings = read_timings(timings_path)
 
     def wanted(stage: Stage) -> bool:
         return not only or stage.name.split(":")[0] in only
@@ -355,8 +359,7 @@ def reproduce(scale_name: str, work: Path, ship_to: Path | None, tasks: tuple[st
     demos_wall_s = 0.0
     if demos:
         t0 = time.perf_counter()
-        timings = {**read_timings(timings_path), **run_demo_stages(demos, threads, scale.episodes)}
-        write_text_atomic(timings_path, json.dumps(timings, indent=1))
+        add_timings(timings_path, run_demo_stages(demos, threads, scale.episodes))
         demos_wall_s = time.perf_counter() - t0
     merged = False
     proc: subprocess.Popen | None = None
@@ -378,10 +381,7 @@ def reproduce(scale_name: str, work: Path, ship_to: Path | None, tasks: tuple[st
             if stage.output.exists():
                 print(f"=== {stage.name}: done already ({stage.output})")
                 continue
-            timings[stage.name] = run_stage(stage)
-            # re-read first: another process may be running other stages in this WORK directory
-            timings = {**read_timings(timings_path), stage.name: timings[stage.name]}
-            write_text_atomic(timings_path, json.dumps(timings, indent=1))  # the other process may read it
+            add_timings(timings_path, {stage.name: run_stage(stage)})
         if proc is not None:
             wait_baselines(proc, work)
             proc = None
