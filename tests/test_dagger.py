@@ -12,8 +12,8 @@ from flow2one.paths import repo_root
 from flow2one.sim.demos import generate_dagger, relabel
 from flow2one.sim.experts import ChaseExpert
 from flow2one.sim.rollout import Recording
-from flow2one.sim.tasks import make_task
-from flow2one.spec import N_POINTS
+from flow2one.sim.tasks import CUBE_HALF, make_task
+from flow2one.spec import GRIPPER_CLOSED, GRIPPER_OPEN, N_POINTS
 
 LEAD_S = 0.18
 CAP = ChaseExpert.SPEED * LEAD_S  # the farthest a lead label is from the TCP
@@ -43,6 +43,42 @@ def test_relabel_keeps_the_mode_the_policy_pursued() -> None:
         assert (np.sign(lead[:, 1]) == np.sign(pucks[pursued, 1])).all()  # every label toward that puck
         other, forced = relabel(task, rec, 1 - pursued, LEAD_S)  # the task saw a mode: that one is labelled
         assert forced == 1 - pursued and (np.sign(other[:, 1] - tcp[:, 1]) == np.sign(pucks[1 - pursued, 1])).all()
+
+
+def _grasp_then_carry(width_held: float) -> tuple[Recording, np.ndarray, np.ndarray]:
+    """A pick_place recording: down onto cube 0's grasp point, fingers closed to `width_held`, then up and over
+    to the pad; after the close the cube is found 3 cm along y from where it was (pushed by the fingers)."""
+    cubes, pad = np.array([[0.5, 0.15, CUBE_HALF], [0.5, -0.15, CUBE_HALF]]), np.array([0.65, 0.0, 0.0])
+    grasp = np.array([0.5, 0.15, CUBE_HALF - 0.005])
+    path = [grasp + [0, 0, 0.1 - 0.01 * k] for k in range(11)] + [grasp] * 10  # down, then close in place
+    widths = [GRIPPER_OPEN] * 11 + list(np.linspace(GRIPPER_OPEN, width_held, 6)) + [width_held] * 4
+    up = [grasp + [0.0, 0.0, 0.01 * k] for k in range(1, 11)]
+    over = [up[-1] + (np.r_[pad[:2], up[-1][2]] - up[-1]) * k / 10 for k in range(1, 11)]
+    path, widths = path + up + over, widths + [width_held] * 20
+    moved = cubes + [[0.0, 0.03, 0.0], [0.0, 0.0, 0.0]]
+    rec = Recording()
+    for k, (tcp, w) in enumerate(zip(path, widths)):
+        rec.proprio.append(np.r_[tcp, np.zeros(6), w].astype(np.float32))
+        rec.info.append({"tcp": tcp, "cubes": cubes if k <= 16 else moved, "pad": pad})
+    return rec, moved[0], pad
+
+
+def test_relabel_of_a_missed_grasp_says_open_and_go_back_to_the_cube() -> None:
+    """The fingers closed on nothing (width under half a cube): from then on every label opens the hand and
+    heads for the cube where it now lies, not for the pad the policy carried its empty hand to. Holding a
+    cube, the same path is labelled on to the pad with the hand closed."""
+    task = make_task("pick_place")
+    rec, cube, pad = _grasp_then_carry(0.0)
+    labels, mode = relabel(task, rec, 0, 0.08)
+    after = labels[22:]  # the empty hand rises and crosses to the pad
+    assert mode == 0 and (after[:, 9] == GRIPPER_OPEN).all()
+    tcp = np.stack(rec.proprio)[22:, :3]
+    to_cube = np.linalg.norm(labels[22:, :2] - cube[:2], axis=1) < np.linalg.norm(tcp[:, :2] - cube[:2], axis=1)
+    assert to_cube[10:].all()  # over to the pad: every label points back toward the cube (x-y)
+    assert (labels[22:31, 1] - tcp[:9, 1] > 0.005).all()  # rising: toward where the cube lies now, 3 cm along y
+    held, _ = relabel(task, _grasp_then_carry(2 * CUBE_HALF)[0], 0, 0.08)
+    assert (held[22:, 9] == GRIPPER_CLOSED).all()
+    assert np.linalg.norm(held[-1, :2] - pad[:2]) < np.linalg.norm(held[22, :2] - pad[:2])
 
 
 def test_dagger_episode_holds_the_policys_states_with_expert_labels(tmp_path: Path) -> None:

@@ -148,10 +148,25 @@ class ReachAroundExpert(WaypointExpert):
 
 
 class PickPlaceExpert(WaypointExpert):
-    """Above the chosen cube, down, grasp, lift, over the pad, down, release, up."""
+    """Above the chosen cube, down, grasp, lift, over the pad, down, release, up; from the top again, over the
+    cube where it now lies, when the fingers close on nothing or lose the cube on the way."""
 
     LIFT = 0.12
+    EMPTY_WIDTH = CUBE_HALF  # fingers closer than half a cube's width hold no cube
     average = False  # True = grasp midway between the cubes: the wrong way
+
+    def _start(self, task: Task, info: dict) -> None:
+        self._task = task
+        super()._start(task, info)
+
+    def _act(self, proprio: np.ndarray, info: dict) -> np.ndarray:
+        # The width is in the observation, so a policy trained on these labels (DAgger relabels its own missed
+        # grasps with them) can learn to open and try again; no demo of a clean run ever shows that.
+        close, release = (i for i, s in enumerate(self.program) if isinstance(s, Grip))
+        if close < self._i < release and float(proprio[9]) < self.EMPTY_WIDTH:
+            self.program, self._i, self._stalled = self.plan(self._task, info), 0, 0
+            self._gripper = GRIPPER_OPEN
+        return super()._act(proprio, info)
 
     def plan(self, task: Task, info: dict) -> list[Move | Grip]:
         cubes, pad = np.asarray(info["cubes"]), np.asarray(info["pad"])
