@@ -386,18 +386,22 @@ def clear_fault(ex: Executor, robot: FrankyRobot, tally: collections.Counter) ->
 
 def test_soak_a_policy_that_tries_to_leave_the_cone(own_robot: FrankyRobot):
     """Chunks at 10 Hz that demand orientations beyond max_rot_from_ref about switching axes and sweep the
-    workspace: every command stays within the limits and the arm's joints within their hardware limits.
+    workspace: every command stays within the limits, and the arm's joints within their hardware limits while
+    it streams and where each stop leaves it.
     FLOW2ONE_SOAK_S sets the length (CI: 20 s; the issue's figure: 600 s)."""
     robot = own_robot
     duration = float(os.environ.get("FLOW2ONE_SOAK_S", "20"))
     ex, trace = make_executor(robot, stop_after_s=0.5)
-    qs: list[np.ndarray] = []  # measured joints and orientation while the executor streams (not while the
-    devs: list[float] = []    # arm stops, homes or is turned by the "operator": no command of ours moves it then)
-    trace_state, down = trace.on_state, np.diag([1.0, -1.0, -1.0])
+    # measured joints whenever no operator has the arm (streaming, and where a stop left it: a stop only
+    # brakes the motion our commands started); measured orientation while the executor streams
+    qs: list[np.ndarray] = []
+    devs: list[float] = []
+    trace_state, down, operator = trace.on_state, np.diag([1.0, -1.0, -1.0]), [False]
 
     def on_state(s) -> None:
-        if ex.state in (State.RUNNING, State.HOLDING):
+        if not operator[0]:
             qs.append(s.q.copy())
+        if ex.state in (State.RUNNING, State.HOLDING):
             devs.append(angle_of(down.T @ s.ee[:3, :3]))
         trace_state(s)
 
@@ -409,8 +413,10 @@ def test_soak_a_policy_that_tries_to_leave_the_cone(own_robot: FrankyRobot):
         while time.monotonic() < end:
             if ex.state == State.FAULT:
                 assert "communication lost" not in ex.message, ex.message
+                operator[0] = True
                 if not clear_fault(ex, robot, tally):
                     break  # franky-sim stalled: what was sent so far is still checked below
+                operator[0] = False
             if rng.random() < 0.15:
                 axis = rng.normal(size=3) * [1, 1, 0.2]
             angle = rng.uniform(1.0, 2.5)  # desired orientations beyond the 1.2 rad cone

@@ -23,6 +23,7 @@ from flow2one.control.config import HOME_JOINTS, ExecutorConfig
 from flow2one.control.executor import Executor, State
 from flow2one.control.franky_robot import RobotStateSample
 from flow2one.control.joint_guard import JointGuard
+from flow2one.control.limits import SafetyLimits
 from flow2one.control.plan import ChunkRejected, Scheduler
 from flow2one.control.safety import SafeCommand, SafetyFilter, validate_action
 from flow2one.geometry import matrix_to_rot6d
@@ -426,7 +427,8 @@ def test_joint_guard_refuses_joint_speeds_beyond_the_hardware_and_moves_into_a_s
     ee = kinematics.fk(q)
     target = ee.copy()
     target[:3, 3] += [0.0125, 0.0125, 0.0125]
-    slow = JointGuard("both", 0.1, 0.02, 0.0)  # joints may demand only 2 % of their speed
+    # joints may demand only 2 % of their speed; franky moves at most 1 mm/s and 5 mrad/s toward a target
+    slow = JointGuard("both", 0.1, 0.02, 0.0, SafetyLimits(max_lin_speed=0.001, max_ang_speed=0.005))
     assert "rad/s" in slow.check(q, ee, _cmd(target, 0.05), _cmd(ee, 0.0), 0.05)
     assert slow.check(q, ee, _cmd(target, 5.0), _cmd(ee, 0.0), 5.0) is None  # same step, slowly: fine
     m = kinematics.manipulability(kinematics.jacobian(q))
@@ -437,6 +439,48 @@ def test_joint_guard_refuses_joint_speeds_beyond_the_hardware_and_moves_into_a_s
         target = kinematics.fk(q + dq)
         why = floor.check(q, ee, _cmd(target, 0.05), _cmd(ee, 0.0), 0.05)
         assert (why is not None and "singularity" in why) == refused, why
+
+
+def test_joint_guard_judges_a_target_by_the_move_franky_makes_from_the_lagging_arm():
+    """The arm lags its commands, and franky closes the gap at its own Cartesian speed, however small the
+    commanded step: 7 cm from an arm at manipulability 0.03 (above the floor), that speed needs more joint
+    speed than allowed. The same target with the arm 1 mm behind it is fine."""
+    guard, lim = ExecutorConfig(robot_host="sim").joint_guard(), SafetyLimits()
+    q = np.array([-0.088, -0.092, -1.113, -1.429, -0.06, 2.153, 0.479])
+    ee = kinematics.fk(q)
+    d = np.array([0.0283, 0.0638, 0.0051])
+    u = d / np.linalg.norm(d)
+    target = ee.copy()
+    target[:3, 3] += d
+    prev = target.copy()
+    prev[:3, 3] -= 0.001 * u  # the commanded step: 1 mm in 50 ms
+    # franky's speed along d (its translation limit is sqrt(3) x the per-axis one): its limit, or what its
+    # acceleration reaches over the distance; the joint speed that needs, by the pseudo-inverse
+    v = min(np.sqrt(3) * lim.lin_speed, np.sqrt(np.sqrt(3) * lim.max_lin_accel * np.linalg.norm(d)))
+    need = np.abs(np.linalg.pinv(kinematics.jacobian(q)) @ np.concatenate([v * u, np.zeros(3)]))
+    assert np.any(need > guard.dq_max)
+    why = guard.check(q, ee, _cmd(target, 0.05), _cmd(prev, 0.0), 0.05)
+    assert why is not None and "rad/s" in why, why
+    near = target.copy()
+    near[:3, 3] -= 0.001 * u
+    assert guard.check(kinematics.ik(near, q), near, _cmd(target, 0.05), _cmd(prev, 0.0), 0.05) is None
+
+
+def test_joint_guard_follows_the_path_to_a_target_not_one_linear_step():
+    """One Jacobian step from the arm's joints under-predicts how far joint 6 turns on the way to a target
+    6 cm off. Its inverse kinematics, seeded where the arm is (as the robot's controller resolves the elbow),
+    puts joint 6 past its limit less margin, so the guard must refuse it."""
+    # franky moves at most 1 cm/s and 0.05 rad/s (slow: joint speed cannot be the reason), no manipulability floor
+    guard = JointGuard("both", 0.1, 1.0, 0.0, SafetyLimits(max_lin_speed=0.01, max_ang_speed=0.05))
+    q = np.array([-0.488, -1.008, -0.075, -1.197, 0.169, 0.833, -0.37])
+    ee = kinematics.fk(q)
+    target = ee.copy()
+    target[:3, 3] += [-0.0105, 0.044, 0.0394]
+    q_target = kinematics.ik(target, q)
+    np.testing.assert_allclose(kinematics.fk(q_target), target, atol=1e-6)
+    assert q_target[5] < guard.q_lo[5] < q[5]
+    why = guard.check(q, ee, _cmd(target, 5.0), _cmd(target, 0.0), 5.0)
+    assert why is not None and "joint 6 would reach" in why, why
 
 
 def test_home_joints_are_checked_like_any_target():
@@ -462,6 +506,32 @@ def test_a_joint_measured_near_its_hardware_limit_stops_the_arm():
     stream(ex, robot, clock, hold_chunk(), 0.3)
     assert ex.state == State.FAULT and "joint 4" in ex.message and "hardware limit" in ex.message
     assert len(robot.commands) == n
+
+
+@pytest.mark.parametrize("joint, dq, faults", [
+    (3, 2.0, True),  # 0.15 rad from the limit at 2 rad/s: even at the hardware's 12.5 rad/s^2 it stops past it
+    (3, -2.0, False),  # the same speed away from the limit
+    (3, 0.3, False),  # slowly toward it: it stops 0.14 rad short
+    (0, 1.05 * kinematics.JOINT_LIMITS["both"]["dq_max"][0], True),  # faster than the hardware allows
+])
+def test_a_joint_that_cannot_stop_clear_of_its_limit_stops_the_arm(joint, dq, faults):
+    """The measured joints are judged by where they could come to rest, not where they are: a joint far
+    outside half the margin but heading for its limit faster than it can brake, or one moving faster than
+    the hardware can, stops the arm before the next command."""
+    ex, robot, clock = make()
+    stream(ex, robot, clock, hold_chunk(), 0.5)
+    n = len(robot.commands)
+    hw_hi = kinematics.JOINT_LIMITS["both"]["q_max"][joint]
+
+    def moving(s):
+        q, v = s.q.copy(), s.dq.copy()
+        q[joint], v[joint] = (hw_hi - 0.15 if joint == 3 else q[joint]), dq
+        return dataclasses.replace(s, q=q, dq=v)
+
+    robot.corrupt = moving
+    stream(ex, robot, clock, hold_chunk(), 0.3)
+    assert (ex.state == State.FAULT and f"joint {joint + 1}" in ex.message) == faults, ex.message
+    assert (len(robot.commands) == n) == faults
 
 
 def test_homing_whose_joint_path_leaves_the_cone_is_refused():

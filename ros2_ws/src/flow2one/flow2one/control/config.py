@@ -107,7 +107,8 @@ class ExecutorConfig:
                              f"workspace box or the orientation limit")
 
     def joint_guard(self) -> JointGuard:
-        return JointGuard(self.robot_generation, self.joint_margin, self.joint_speed_factor, self.min_manipulability)
+        return JointGuard(self.robot_generation, self.joint_margin, self.joint_speed_factor, self.min_manipulability,
+                          self.limits())
 
     def limits(self) -> SafetyLimits:
         names = {f.name for f in fields(SafetyLimits)}

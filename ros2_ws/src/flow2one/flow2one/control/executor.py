@@ -433,14 +433,14 @@ class Executor:
     def _implausible(self, st: RobotStateSample) -> str | None:
         """Why a measured state must not be used (None when it may): a robot command is only ever derived
         from readings that are finite, a rotation, where the arm can physically be, and with every joint
-        clear of its hardware limit."""
+        within its hardware speed and able to stop clear of its hardware limit."""
         if not (np.all(np.isfinite(st.q)) and np.all(np.isfinite(st.dq)) and np.all(np.isfinite(st.ee))
                 and np.isfinite(st.gripper_width)):
             return "NaN/inf in the robot state"
         r = st.ee[:3, :3]
         if np.abs(r.T @ r - np.eye(3)).max() > 1e-4 or abs(np.linalg.det(r) - 1.0) > 1e-4:
             return "EE rotation is not a rotation matrix"
-        joint = self.guard.check_measured(st.q)
+        joint = self.guard.check_measured(st.q, st.dq)
         if joint is not None:
             return joint
         tol = self.cfg.measured_box_tolerance

@@ -71,11 +71,16 @@ def fk(q: np.ndarray) -> np.ndarray:
     return fk_frames(q)[0]
 
 
-def jacobian(q: np.ndarray) -> np.ndarray:
-    """Geometric Jacobian (6, 7) at the EE in the base frame: rows (v, w)."""
+def fk_and_jacobian(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(base -> EE pose (4, 4), geometric Jacobian (6, 7) at the EE in the base frame, rows (v, w))."""
     ee, axes, origins = fk_frames(q)
     jv = np.cross(axes, ee[:3, 3] - origins)
-    return np.concatenate([jv.T, axes.T], axis=0)
+    return ee, np.concatenate([jv.T, axes.T], axis=0)
+
+
+def jacobian(q: np.ndarray) -> np.ndarray:
+    """Geometric Jacobian (6, 7) at the EE in the base frame: rows (v, w)."""
+    return fk_and_jacobian(q)[1]
 
 
 def manipulability(j: np.ndarray) -> float:
