@@ -121,19 +121,19 @@ class JointGuard:
         if len(points) <= PATH_STEPS:
             return "joint prediction is not finite (bad joint or pose reading)"
         before, m_now = self.violation(q), kinematics.manipulability(points[0][1])
-        for k, (q_k, jac) in enumerate(points):
+        for q_k, jac in points:
             for twist in twists:
                 dq = np.abs(kinematics.dls_step(jac, twist))
                 if np.any(dq > self.dq_max):
                     i = int(np.argmax(dq / self.dq_max))
                     return f"joint {i + 1} would move at {dq[i]:.2f} rad/s (max {self.dq_max[i]:.2f})"
-            if k == 0:
-                continue
             after = self.violation(q_k)
             if np.any(after > before + 1e-9):  # moving out of (or deeper beyond) the limits; moving back is fine
                 i = int(np.argmax(after - before))
                 return f"joint {i + 1} would reach {q_k[i]:.3f} rad (allowed [{self.q_lo[i]:.3f}, {self.q_hi[i]:.3f}])"
-            m = kinematics.manipulability(jac)
-            if m < self.min_manipulability and m < m_now:
-                return f"manipulability would drop to {m:.4f} (min {self.min_manipulability}): near a singularity"
+        # where the move ends, not on the way: a path that dips 1 % and rises again is no move toward a singularity,
+        # and the joint speeds on the way, which is what a singularity costs, are checked above
+        m = kinematics.manipulability(points[-1][1])
+        if m < self.min_manipulability and m < m_now:
+            return f"manipulability would drop to {m:.4f} (min {self.min_manipulability}): near a singularity"
         return None
