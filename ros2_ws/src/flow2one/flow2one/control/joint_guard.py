@@ -10,7 +10,7 @@ A target is judged by the motion franky will make to reach it, not by the step f
 the arm lags its commands, and franky's planner closes that gap along a straight EE path at up to its
 Cartesian speed limits. So the guard follows that path from the measured joints in a few re-linearised
 steps (one linear step from an arm near a singularity under-predicts the elbow's motion) and checks the
-joint positions, the joint speeds that path needs at franky's speeds, and the manipulability along it.
+joint positions and the joint speeds that path needs at franky's speeds, and the manipulability where it ends.
 """
 
 from __future__ import annotations
