@@ -57,7 +57,7 @@ MUTANTS = [
      "        over = np.zeros(7)\n"),
     ("measured joint speed trusted", GUARD, "        if np.any(fast > 1.0):\n", "        if False:\n"),
     ("measured joints judged where they are, not where they stop", GUARD,
-     "        rest = q + dq * STOP_REACTION_S + dq * np.abs(dq) / (2 * STOP_DECEL)\n", "        rest = q\n"),
+     "        rest = q + dq * self.stop_reaction_s + dq * np.abs(dq) / (2 * STOP_DECEL)\n", "        rest = q\n"),
     ("joint speed of the commanded step only", GUARD, "        twists = [self.approach_twist(err)]\n",
      "        twists = []\n"),
     ("one linear step to the target", GUARD, "PATH_STEPS = 4 ", "PATH_STEPS = 1 "),

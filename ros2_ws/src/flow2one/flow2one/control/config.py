@@ -111,7 +111,7 @@ class ExecutorConfig:
 
     def joint_guard(self) -> JointGuard:
         return JointGuard(self.robot_generation, self.joint_margin, self.joint_speed_factor, self.min_manipulability,
-                          self.limits())
+                          self.limits(), 1.0 / self.state_rate_hz)
 
     def limits(self) -> SafetyLimits:
         names = {f.name for f in fields(SafetyLimits)}

@@ -25,16 +25,15 @@ from flow2one.control.safety import SafeCommand
 
 PATH_STEPS = 4  # re-linearisations along the path to a target (a few mm and mrad apart at the usual lead)
 # A measured joint is judged by where it would come to rest if the arm were stopped now: up to two state
-# periods (10 ms at 100 Hz) before the stop starts, then braking. franky-sim's Cartesian stop took joints
-# moving at 0.5-0.6 rad/s 0.024-0.029 rad further, i.e. ~9 rad/s^2 after a 10 ms tick; 8 rad/s^2 leaves room
-# for a slower stop.
-STOP_REACTION_S = 0.02
+# periods before the stop starts (the reading that shows it, then the tick that acts), then braking.
+# franky-sim's Cartesian stop took joints moving at 0.5-0.6 rad/s 0.024-0.029 rad further, i.e. ~9 rad/s^2
+# after a 10 ms tick; 8 rad/s^2 leaves room for a slower stop.
 STOP_DECEL = 8.0  # rad/s^2
 
 
 class JointGuard:
     def __init__(self, generation: str, margin: float, speed_factor: float, min_manipulability: float,
-                 limits: SafetyLimits | None = None) -> None:
+                 limits: SafetyLimits | None = None, state_period_s: float = 0.01) -> None:
         lim = kinematics.JOINT_LIMITS[generation]
         self.q_lo = np.asarray(lim["q_min"]) + margin
         self.q_hi = np.asarray(lim["q_max"]) - margin
@@ -46,6 +45,7 @@ class JointGuard:
         self.dq_hw = np.asarray(lim["dq_max"])
         self.dq_max = self.dq_hw * speed_factor
         self.min_manipulability = min_manipulability
+        self.stop_reaction_s = 2 * state_period_s
         # franky's Cartesian limits as control/franky_robot.py sets them (translation per axis -> norm)
         lim_c = limits or SafetyLimits()
         self.v_max, self.a_lin = math.sqrt(3) * lim_c.lin_speed, math.sqrt(3) * lim_c.max_lin_accel
@@ -62,7 +62,7 @@ class JointGuard:
         if np.any(fast > 1.0):
             i = int(np.argmax(fast))
             return f"joint {i + 1} measured at {dq[i]:.2f} rad/s, beyond its hardware speed {self.dq_hw[i]:.2f}"
-        rest = q + dq * STOP_REACTION_S + dq * np.abs(dq) / (2 * STOP_DECEL)
+        rest = q + dq * self.stop_reaction_s + dq * np.abs(dq) / (2 * STOP_DECEL)
         over = np.maximum.reduce([self.q_lo_hard - q, q - self.q_hi_hard, self.q_lo_hard - rest, rest - self.q_hi_hard])
         if np.any(over > 0):
             i = int(np.argmax(over))
