@@ -52,7 +52,11 @@ def generate_dagger(task: str, out: Path, episodes: int, policy: Path, expert_le
     """DAgger data: `policy` drives the arm through the deployed loop (evaluation's PolicyController), and
     every state it visits is written with the expert's label for that state. The states where the policy
     goes wrong (an arm that creeps when it re-plans every 0.1 s) are the ones expert demos never visit.
-    Every episode is written, failures first of all; meta.success is the policy's outcome."""
+    Every episode is written, failures first of all; meta.success is the policy's outcome.
+    Known limit: a training window's chunk label is the per-step labels of the states that follow, which are
+    the policy's own, so where the policy hovers its chunk labels hover too (pick_place: 1-17% of them close
+    the hand; results/replan/, twenty-first stop). Labelling each state with the expert's own H-step plan from
+    it would lift that."""
     from flow2one.data.episodes import write_episode
     from flow2one.sim.evaluate import open_policy_step, policy_controller, sim_executor_config
     from flow2one.sim.rig import SimRig
