@@ -10,8 +10,8 @@ next seed is tried until N successes or 2N attempts.
 
 With --dagger-policy a trained policy drives instead (the deployed loop, as sim-eval runs it) and the
 expert only labels the states it visits (DAgger); every episode is written, the policy's failures too.
-Its training windows read each chunk label off the states that follow, the policy's own path: where the
-policy hovers, so do its labels (results/replan/README.md, twenty-first stop).
+Each state's chunk label is the expert's own plan from it, not the labels of the states that follow
+(the policy's own path: where it hovered, they hovered too; results/replan/README.md, twenty-first stop).
 With --dart-noise the expert drives, pushed off its path by a smooth random offset, and its clean target is
 recorded (DART): states off the expert's path, each labelled with the way back.
 """

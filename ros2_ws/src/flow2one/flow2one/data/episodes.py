@@ -46,6 +46,9 @@ class Episode:
     points: np.ndarray  # (T, N_POINTS, 3) float32
     rgb: np.ndarray | None = None  # (T, V, h, w, 3) uint8
     depth: np.ndarray | None = None  # (T, V, h, w) float32 metres
+    # (T, H, ACTION_DIM) float32: each step's own chunk label. DAgger writes the expert's plan from each state
+    # here; without it a window's label is the next H actions, which in a DAgger episode follow the policy's path.
+    action_chunk: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         T = len(self.t)
@@ -57,7 +60,10 @@ class Episode:
         for name, (arr, shape) in checks.items():
             if arr.shape != shape:
                 raise ValueError(f"episode {name} has shape {arr.shape}, expected {shape}")
-        for name in ("proprio", "action", "points"):
+        c = self.action_chunk
+        if c is not None and (c.ndim != 3 or c.shape[0] != T or c.shape[1] < 1 or c.shape[2] != ACTION_DIM):
+            raise ValueError(f"episode action_chunk has shape {c.shape}, expected ({T}, H, {ACTION_DIM})")
+        for name in ("proprio", "action", "points") + (("action_chunk",) if c is not None else ()):
             if not np.isfinite(getattr(self, name)).all():
                 raise ValueError(f"episode {name} contains NaN or inf")
         if T and np.any(np.diff(self.t) <= 0):
@@ -76,7 +82,7 @@ def write_episode(directory: str | Path, index: int, episode: Episode) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"episode_{index:05d}.npz"
-    arrays = {k: getattr(episode, k) for k in ("t", "proprio", "action", "points", "rgb", "depth")}
+    arrays = {k: getattr(episode, k) for k in ("t", "proprio", "action", "points", "rgb", "depth", "action_chunk")}
     arrays = {k: v for k, v in arrays.items() if v is not None}
     arrays["meta"] = np.frombuffer(json.dumps(asdict(episode.meta)).encode(), dtype=np.uint8)
     tmp = path.with_suffix(".tmp.npz")

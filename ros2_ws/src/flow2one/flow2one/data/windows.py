@@ -1,6 +1,7 @@
 """Training windows from episodes: (observation at step t, the next H commanded actions).
 
-Chunks running past an episode's end repeat its last action (the robot holds its final target), as
+A window's label is the H actions from t, or the step's own chunk label where the episode has one (DAgger:
+the expert's plan from that state). Chunks running past an episode's end repeat its last action (the robot holds its final target), as
 Diffusion Policy and PointFlowMatch do, so every step of every episode yields a window. `points_prev` is
 the cloud `history_steps` steps before t, the first one for early steps (the runtime, too, repeats its
 oldest cloud until it has history). With `motion_steps`, `proprio` is the proprio at t followed by its
@@ -35,7 +36,14 @@ def episode_windows(ep: Episode, horizon: int = HORIZON, stride: int = 1,
         event = int(np.searchsorted(ep.t, ep.meta.event_t))  # the first step at or after the event
         before = starts < event
         idx[before] = np.minimum(idx[before], max(event - 1, 0))
-    out = {"action": ep.action[idx].astype(np.float32)}
+    if ep.action_chunk is None:
+        out = {"action": ep.action[idx].astype(np.float32)}
+    else:  # each step's own chunk label (a plan: not cut at the episode's end), held from the event on as above
+        j = np.broadcast_to(np.arange(horizon), idx.shape).copy()
+        if ep.meta.event_t is not None:
+            j[before] = np.minimum(j[before], np.maximum(event - 1 - starts[before], 0)[:, None])
+        j = np.minimum(j, ep.action_chunk.shape[1] - 1)
+        out = {"action": ep.action_chunk[starts[:, None], j].astype(np.float32)}
     for name in modalities:
         arr = getattr(ep, "points" if name == "points_prev" else name)
         if arr is None:

@@ -10,8 +10,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from flow2one.spec import HORIZON
 
-def to_episode(rec, result, cloud, camera_names: list[str], with_images: bool, event_t: float | None = None):
+
+def to_episode(rec, result, cloud, camera_names: list[str], with_images: bool, event_t: float | None = None,
+               action_chunk: np.ndarray | None = None):
     """`cloud(depths, T_base_ee) -> points`: the sim pointcloud node's pipeline (a SimRig's `cloud`)."""
     from flow2one.data.episodes import Episode, EpisodeMeta
 
@@ -24,14 +27,16 @@ def to_episode(rec, result, cloud, camera_names: list[str], with_images: bool, e
         images = {"rgb": np.stack([np.stack(r) for r in rec.rgb]),
                   "depth": np.stack([np.stack(d) for d in rec.depth]).astype(np.float32)}
     return Episode(meta=meta, t=np.asarray(rec.t, dtype=np.float64), proprio=np.stack(rec.proprio),
-                   action=np.stack(rec.action), points=points, **images)
+                   action=np.stack(rec.action), points=points, action_chunk=action_chunk, **images)
 
 
-def relabel(task, rec, mode: int, lead_s: float, ahead: int = 4) -> tuple[np.ndarray, int]:
+def relabel(task, rec, mode: int, lead_s: float, ahead: int = 4,
+            horizon: int = HORIZON) -> tuple[np.ndarray, np.ndarray, int]:
     """The expert's label (lead_s: a function of the state, so the policy's states can be labelled after the
-    fact) for every state of `rec`, in `mode` when the task saw one, else in the mode whose labels point where
-    the arm went `ahead` steps later: a label that turns the policy to the other mode would teach it to switch.
-    -> (actions (T, 10), mode used)."""
+    fact) for every state of `rec`, and its own plan of `horizon` labels from each (`Expert.imagine`, on the
+    objects as they went on to move), in `mode` when the task saw one, else in the mode whose labels point
+    where the arm went `ahead` steps later: a label that turns the policy to the other mode would teach it to
+    switch. -> (actions (T, 10), chunk labels (T, horizon, 10), mode used)."""
     from flow2one.sim.experts import make_expert
 
     tcp = np.stack([p[:3] for p in rec.proprio])
@@ -44,7 +49,13 @@ def relabel(task, rec, mode: int, lead_s: float, ahead: int = 4) -> tuple[np.nda
         miss = float(np.linalg.norm(acts[:, :3] - later, axis=1).mean())
         if best is None or miss < best[0]:
             best = (miss, acts, m)
-    return best[1], best[2]
+    expert = make_expert(task.name, mode=best[2], lead_s=lead_s)
+    expert.reset(task, rec.info[0], np.random.default_rng(0))
+    T, chunks = len(rec.proprio), []
+    for t, (p, i) in enumerate(zip(rec.proprio, rec.info)):
+        chunks.append(expert.imagine(p, [rec.info[min(t + k, T - 1)] for k in range(horizon)]))
+        expert.act(p, i)
+    return best[1], np.stack(chunks), best[2]
 
 
 def generate_dagger(task: str, out: Path, episodes: int, policy: Path, expert_lead_s: float, seed: int = 0,
@@ -53,10 +64,9 @@ def generate_dagger(task: str, out: Path, episodes: int, policy: Path, expert_le
     every state it visits is written with the expert's label for that state. The states where the policy
     goes wrong (an arm that creeps when it re-plans every 0.1 s) are the ones expert demos never visit.
     Every episode is written, failures first of all; meta.success is the policy's outcome.
-    Known limit: a training window's chunk label is the per-step labels of the states that follow, which are
-    the policy's own, so where the policy hovers its chunk labels hover too (pick_place: 1-17% of them close
-    the hand; results/replan/, twenty-first stop). Labelling each state with the expert's own H-step plan from
-    it would lift that."""
+    Each state also gets the expert's own plan from it as its chunk label (`relabel`): a window's next H
+    per-step labels follow the policy's path, and where it hovered they hovered too (pick_place: 1-17% of
+    them closed the hand; results/replan/, twenty-first stop)."""
     from flow2one.data.episodes import write_episode
     from flow2one.sim.evaluate import open_policy_step, policy_controller, sim_executor_config
     from flow2one.sim.rig import SimRig
@@ -76,8 +86,9 @@ def generate_dagger(task: str, out: Path, episodes: int, policy: Path, expert_le
                 result = run_episode_safe(rig, controller, seed + i, record=rec)
                 if not rec.t:  # the robot link was lost on every attempt: nothing visited, nothing to label
                     continue
-                rec.action[:], mode = relabel(rig.world.task, rec, result.mode, expert_lead_s)
-                ep = to_episode(rec, result, rig.cloud, names, False, rig.world.task.event_time(rig.world.task.params))
+                rec.action[:], chunks, mode = relabel(rig.world.task, rec, result.mode, expert_lead_s)
+                ep = to_episode(rec, result, rig.cloud, names, False, rig.world.task.event_time(rig.world.task.params),
+                                action_chunk=chunks)
                 ep.meta.source, ep.meta.mode = "sim-dagger", mode
                 ep.meta.note = f"policy={policy} rate_hz={rate_hz} policy_mode={result.mode_name}"
                 write_episode(out, i, ep)

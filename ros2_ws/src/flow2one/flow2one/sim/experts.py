@@ -14,6 +14,7 @@ a policy that re-plans every 0.1 s sees only its observation and learns the lead
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from collections import deque
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ import numpy as np
 from flow2one.geometry import matrix_to_rot6d
 from flow2one.sim.tasks import CUBE_HALF, PickPlace, PopUp, ReachAround, Task, Track
 from flow2one.spec import ACTION_DIM, GRIPPER_CLOSED, GRIPPER_OPEN, STEP_DT
+
+GRIPPER_SPEED = 0.05  # m/s: the sim graph's gripper (control.config.ExecutorConfig.gripper_speed)
 
 # Gripper pointing straight down, hand x along base x: franky's orientation at HOME_Q.
 DOWN_ROT6D = matrix_to_rot6d(np.diag([1.0, -1.0, -1.0]))
@@ -76,6 +79,30 @@ class Expert(ABC):
         while len(self._history) > lag + 1:
             self._history.popleft()
         return self._act(np.asarray(proprio), self._history[0])
+
+    def imagine(self, proprio: np.ndarray, infos: list[dict]) -> np.ndarray:
+        """(len(infos), ACTION_DIM): the labels this expert would give from here on if the arm followed them,
+        acting on infos[k] at step k; the expert itself is left as it is. DAgger's chunk label for a state the
+        policy visited: the policy's own next states would only restate where it went. The arm moves toward each
+        label as a lead label implies (the label lies speed x lead_s ahead of an arm moving at speed), the
+        fingers at the gripper's speed toward open, or closed on what `held_width` says is between them."""
+        if self.lead_s is None:
+            raise ValueError("imagine needs lead_s labels (a function of the state)")
+        e = copy.copy(self)  # every other field is replaced on change, never changed in place
+        e._history = deque(self._history)
+        p, out = np.array(proprio, dtype=np.float64), []
+        for info in infos:
+            a = e.act(p, info)
+            out.append(a)
+            p = p.copy()
+            p[:3] += (a[:3] - p[:3]) * min(1.0, STEP_DT / self.lead_s)
+            goal = GRIPPER_OPEN if a[9] > (GRIPPER_OPEN + GRIPPER_CLOSED) / 2 else e.held_width(p, info)
+            p[9] += np.clip(goal - p[9], -GRIPPER_SPEED * STEP_DT, GRIPPER_SPEED * STEP_DT)
+        return np.stack(out).astype(np.float32)
+
+    def held_width(self, proprio: np.ndarray, info: dict) -> float:
+        """The width closed fingers stop at with the TCP at proprio[:3]: nothing to hold unless a task has objects."""
+        return 0.0
 
     @abstractmethod
     def _start(self, task: Task, info: dict) -> None: ...
@@ -167,6 +194,11 @@ class PickPlaceExpert(WaypointExpert):
             self.program, self._i, self._stalled = self.plan(self._task, info), 0, 0
             self._gripper = GRIPPER_OPEN
         return super()._act(proprio, info)
+
+    def held_width(self, proprio: np.ndarray, info: dict) -> float:
+        """A cube's width when the TCP is inside one (x-y within half a cube, below its top), else nothing."""
+        d = np.abs(np.asarray(info["cubes"])[:, :2] - proprio[:2])
+        return 2 * CUBE_HALF if bool(((d < CUBE_HALF).all(axis=1)).any()) and proprio[2] < 2 * CUBE_HALF else 0.0
 
     def plan(self, task: Task, info: dict) -> list[Move | Grip]:
         cubes, pad = np.asarray(info["cubes"]), np.asarray(info["pad"])
