@@ -1,7 +1,8 @@
 """What do pick_place chunk labels say where the hand is low over a cube? (results/replan/README.md, twenty-first stop)
 
-A training window's label is the H = 32 per-step labels of the states that follow it. In an expert demo those
-states are the expert's own; in a DAgger episode they are the driving policy's. Windows: hand open, TCP below
+A training window's label is the H = 32 per-step labels of the states that follow it, or the step's own chunk
+label where the episode has one (DAgger since the twenty-first stop: the expert's plan from that state). In an
+expert demo the states that follow are the expert's own; in a DAgger episode they are the driving policy's. Windows: hand open, TCP below
 12 cm and within 6 cm (x-y) of a cube (cubes rebuilt from each episode's seed). Per directory, printed as JSON:
 the TCP's median x-y distance to that cube, the label's at the step where it first closes the hand (its end if
 it never does), and the share of windows whose label closes the hand at all.
@@ -34,8 +35,9 @@ def probe(data_dir: str) -> dict:
             k = int(np.argmin(dist))
             if p[9] < 0.07 or p[2] > 0.12 or dist[k] > 0.06:
                 continue
-            shut = np.flatnonzero(e.action[t:t + H, 9] < CLOSED)
-            at = e.action[t + (shut[0] if len(shut) else H - 1), :2]
+            label = e.action[t:t + H] if e.action_chunk is None else e.action_chunk[t]
+            shut = np.flatnonzero(label[:, 9] < CLOSED)
+            at = label[shut[0] if len(shut) else len(label) - 1, :2]
             tcp_off.append(dist[k])
             label_off.append(np.linalg.norm(at - cubes[k]))
             closes.append(len(shut) > 0)

@@ -1,12 +1,12 @@
 """Training windows from episodes: (observation at step t, the next H commanded actions).
 
 A window's label is the H actions from t, or the step's own chunk label where the episode has one (DAgger:
-the expert's plan from that state). Chunks running past an episode's end repeat its last action (the robot holds its final target), as
-Diffusion Policy and PointFlowMatch do, so every step of every episode yields a window. `points_prev` is
-the cloud `history_steps` steps before t, the first one for early steps (the runtime, too, repeats its
-oldest cloud until it has history). With `motion_steps`, `proprio` is the proprio at t followed by its
-change since `motion_steps` steps before t (zero at an episode's start, where the arm is at rest; the
-runtime's ObservationAssembler computes the same from the robot states it kept).
+the expert's plan from that state). Chunks running past an episode's end repeat its last action (the robot
+holds its final target), as Diffusion Policy and PointFlowMatch do, so every step of every episode yields a
+window. `points_prev` is the cloud `history_steps` steps before t, the first one for early steps (the
+runtime, too, repeats its oldest cloud until it has history). With `motion_steps`, `proprio` is the proprio
+at t followed by its change since `motion_steps` steps before t (zero at an episode's start, where the arm
+is at rest; the runtime's ObservationAssembler computes the same from the robot states it kept).
 
 A window that starts before an unpredictable event (`meta.event_t`, pop_up's pop) ends at it the same way:
 what follows the event is not in its observation, and a chunk holding it teaches a policy to act it out at

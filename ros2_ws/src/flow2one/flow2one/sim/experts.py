@@ -21,11 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from flow2one.control.config import ExecutorConfig
 from flow2one.geometry import matrix_to_rot6d
 from flow2one.sim.tasks import CUBE_HALF, PickPlace, PopUp, ReachAround, Task, Track
 from flow2one.spec import ACTION_DIM, GRIPPER_CLOSED, GRIPPER_OPEN, STEP_DT
-
-GRIPPER_SPEED = 0.05  # m/s: the sim graph's gripper (control.config.ExecutorConfig.gripper_speed)
 
 # Gripper pointing straight down, hand x along base x: franky's orientation at HOME_Q.
 DOWN_ROT6D = matrix_to_rot6d(np.diag([1.0, -1.0, -1.0]))
@@ -97,7 +96,8 @@ class Expert(ABC):
             p = p.copy()
             p[:3] += (a[:3] - p[:3]) * min(1.0, STEP_DT / self.lead_s)
             goal = GRIPPER_OPEN if a[9] > (GRIPPER_OPEN + GRIPPER_CLOSED) / 2 else e.held_width(p, info)
-            p[9] += np.clip(goal - p[9], -GRIPPER_SPEED * STEP_DT, GRIPPER_SPEED * STEP_DT)
+            step = ExecutorConfig.gripper_speed * STEP_DT  # the sim graph's gripper speed (its default)
+            p[9] += np.clip(goal - p[9], -step, step)
         return np.stack(out).astype(np.float32)
 
     def held_width(self, proprio: np.ndarray, info: dict) -> float:
