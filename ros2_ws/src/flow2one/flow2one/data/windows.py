@@ -31,18 +31,15 @@ def episode_windows(ep: Episode, horizon: int = HORIZON, stride: int = 1,
     if T == 0:
         raise ValueError("episode has no steps")
     starts = np.arange(0, T, stride)
-    idx = np.minimum(starts[:, None] + np.arange(horizon)[None, :], T - 1)
+    offset = np.broadcast_to(np.arange(horizon), (len(starts), horizon)).copy()  # steps into each window's chunk
     if ep.meta.event_t is not None:
         event = int(np.searchsorted(ep.t, ep.meta.event_t))  # the first step at or after the event
         before = starts < event
-        idx[before] = np.minimum(idx[before], max(event - 1, 0))
+        offset[before] = np.minimum(offset[before], (event - 1 - starts[before])[:, None])
     if ep.action_chunk is None:
-        out = {"action": ep.action[idx].astype(np.float32)}
-    else:  # each step's own chunk label (a plan: not cut at the episode's end), held from the event on as above
-        j = np.broadcast_to(np.arange(horizon), idx.shape).copy()
-        if ep.meta.event_t is not None:
-            j[before] = np.minimum(j[before], np.maximum(event - 1 - starts[before], 0)[:, None])
-        j = np.minimum(j, ep.action_chunk.shape[1] - 1)
+        out = {"action": ep.action[np.minimum(starts[:, None] + offset, T - 1)].astype(np.float32)}
+    else:  # each step's own chunk label (a plan: not cut at the episode's end)
+        j = np.minimum(offset, ep.action_chunk.shape[1] - 1)
         out = {"action": ep.action_chunk[starts[:, None], j].astype(np.float32)}
     for name in modalities:
         arr = getattr(ep, "points" if name == "points_prev" else name)

@@ -41,21 +41,19 @@ def relabel(task, rec, mode: int, lead_s: float, ahead: int = 4,
 
     tcp = np.stack([p[:3] for p in rec.proprio])
     later = tcp[np.minimum(np.arange(len(tcp)) + ahead, len(tcp) - 1)]
-    best: tuple[float, np.ndarray, int] | None = None
+    T, best = len(rec.proprio), None
     for m in [mode] if mode >= 0 else range(len(task.modes)):
         expert = make_expert(task.name, mode=m, lead_s=lead_s)
         expert.reset(task, rec.info[0], np.random.default_rng(0))
-        acts = np.stack([expert.act(p, i) for p, i in zip(rec.proprio, rec.info)]).astype(np.float32)
+        acts, chunks = [], []
+        for t, (p, i) in enumerate(zip(rec.proprio, rec.info)):
+            chunks.append(expert.imagine(p, [rec.info[min(t + k, T - 1)] for k in range(horizon)]))
+            acts.append(expert.act(p, i))
+        acts = np.stack(acts).astype(np.float32)
         miss = float(np.linalg.norm(acts[:, :3] - later, axis=1).mean())
         if best is None or miss < best[0]:
-            best = (miss, acts, m)
-    expert = make_expert(task.name, mode=best[2], lead_s=lead_s)
-    expert.reset(task, rec.info[0], np.random.default_rng(0))
-    T, chunks = len(rec.proprio), []
-    for t, (p, i) in enumerate(zip(rec.proprio, rec.info)):
-        chunks.append(expert.imagine(p, [rec.info[min(t + k, T - 1)] for k in range(horizon)]))
-        expert.act(p, i)
-    return best[1], np.stack(chunks), best[2]
+            best = (miss, acts, np.stack(chunks), m)
+    return best[1:]
 
 
 def generate_dagger(task: str, out: Path, episodes: int, policy: Path, expert_lead_s: float, seed: int = 0,
