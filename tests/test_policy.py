@@ -13,6 +13,7 @@ from flow2one.policy.cfm import euler_x_prediction, logit_normal_t, time_depende
 from flow2one.policy.chamfer import chamfer_distance, chamfer_terms
 from flow2one.policy.checkpoint import load_policy, save_policy
 from flow2one.policy.config import POLICY_KINDS, from_dict, preset, to_dict
+from flow2one.policy.encoder import hand_points
 from flow2one.policy.factory import build_policy
 from flow2one.policy.unet1d import SinusoidalTimeEmbedding
 
@@ -167,6 +168,34 @@ def test_scene_shift_translates_a_training_sample_as_one_rigid_scene() -> None:
     assert p.eval().scene_shifted(batch) is batch
     with pytest.raises(ValueError, match="scene_shift"):
         preset("tiny", "student", scene_shift=-0.01)
+
+
+def test_object_shift_moves_the_objects_and_labels_while_the_arm_stays() -> None:
+    """object_shift moves each sample's cloud points and labels by one x-y offset within the half-range, but not
+    the EE position input, nor the hand's points (within the hand mask of the TCP), nor any height."""
+    p = _fitted("student", history_steps=2, object_shift=0.05, points_hand_radius=0.1).train()
+    b = 64
+    batch = {**_obs(p.cfg, b), "teacher_set": torch.rand(b, 3, H, A)}
+    tcp = batch["proprio"][:, :3].clone()
+    for k in ("points", "points_prev"):  # the hand, about the TCP
+        batch[k][:, :200] = tcp[:, None] + torch.tensor([0.03, -0.02, 0.02])
+    out = p.scene_shifted(batch)
+    assert torch.equal(out["proprio"], batch["proprio"])
+    offset = out["teacher_set"][:, 0, 0, :2] - batch["teacher_set"][:, 0, 0, :2]
+    assert offset.abs().max() <= 0.05 + 1e-6 and offset.std(0).min() > 0.01
+    d = out["teacher_set"] - batch["teacher_set"]
+    assert torch.allclose(d[..., :2], offset.view(b, 1, 1, 2).expand_as(d[..., :2]), atol=1e-6)
+    assert torch.equal(d[..., 2:], torch.zeros_like(d[..., 2:]))
+    for k in ("points", "points_prev"):
+        hand = hand_points(batch[k], tcp, 0.1, p.cfg.encoder.points_hand_from)
+        d = out[k] - batch[k]
+        assert torch.equal(d[..., 2], torch.zeros_like(d[..., 2]))
+        assert torch.equal(d[hand], torch.zeros_like(d[hand]))
+        assert torch.allclose(d[..., :2][~hand], offset[:, None].expand(b, d.shape[1], 2)[~hand], atol=1e-6)
+    assert hand[:, :200].all() and (~hand).sum() > b * 1000
+    assert p.eval().scene_shifted(batch) is batch
+    with pytest.raises(ValueError, match="object_shift"):
+        preset("tiny", "student", object_shift=float("inf"))
 
 
 @pytest.mark.parametrize("kind", POLICY_KINDS)

@@ -10,7 +10,7 @@ from torch import nn
 
 from flow2one.data.normalize import RangeNormalizer
 from flow2one.policy.config import PolicyConfig
-from flow2one.policy.encoder import build_encoder
+from flow2one.policy.encoder import build_encoder, hand_points
 from flow2one.policy.unet1d import TemporalUNet1D
 
 Obs = dict[str, Any] | torch.Tensor | np.ndarray
@@ -53,21 +53,35 @@ class Policy(nn.Module):
         return out
 
     def scene_shifted(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The training batch with each sample's scene translated in x-y (encoder.scene_shift): its cloud(s), EE
-        position and labels (`action` or `teacher_set`, robot units, x-y first) by the same offset. The training
-        step applies it before any kind's loss; unchanged in eval mode."""
-        s = self.cfg.encoder.scene_shift
-        if not (self.training and s > 0):
+        """The training batch with each sample translated in x-y: by encoder.object_shift the objects (cloud(s)
+        and labels, `action` or `teacher_set` in robot units, x-y first) with the arm and the hand's points
+        kept, then by encoder.scene_shift the whole scene (the EE position too). The training step applies it
+        before any kind's loss; unchanged in eval mode."""
+        enc = self.cfg.encoder
+        if not (self.training and (enc.scene_shift > 0 or enc.object_shift > 0)):
             return batch
-        moving = [k for k in ("points", "points_prev", "proprio", "action", "teacher_set") if k in batch]
         dev = self.loss_w.device
-        offset = (torch.rand(len(batch[moving[0]]), 2, device=dev) * 2 - 1) * s
+        out = {k: torch.as_tensor(batch[k], device=dev).float()
+               for k in ("points", "points_prev", "proprio", "action", "teacher_set") if k in batch}
+        n = len(next(iter(out.values())))
 
-        def moved(v: torch.Tensor) -> torch.Tensor:
-            v = torch.as_tensor(v, device=dev).float()
-            return torch.cat([v[..., :2] + offset.view(-1, *[1] * (v.ndim - 2), 2), v[..., 2:]], dim=-1)
+        def moved(v: torch.Tensor, offset: torch.Tensor) -> torch.Tensor:  # offset (B, 2) or (B, N, 2)
+            return torch.cat([v[..., :2] + offset.view(n, *[1] * (v.ndim - offset.ndim), *offset.shape[1:]),
+                              v[..., 2:]], dim=-1)
 
-        return {**batch, **{k: moved(batch[k]) for k in moving}}
+        for s, arm_moves in ((enc.object_shift, False), (enc.scene_shift, True)):
+            if s <= 0:
+                continue
+            offset = (torch.rand(n, 2, device=dev) * 2 - 1) * s
+            for k, v in out.items():
+                if k == "proprio" and not arm_moves:
+                    continue
+                if k.startswith("points") and not arm_moves and enc.points_hand_radius > 0 and "proprio" in out:
+                    hand = hand_points(v, out["proprio"][:, :3], enc.points_hand_radius, enc.points_hand_from)
+                    out[k] = moved(v, offset[:, None] * ~hand[..., None])
+                else:
+                    out[k] = moved(v, offset)
+        return {**batch, **out}
 
     def fit_normalizers(self, obs: dict[str, torch.Tensor], actions: torch.Tensor) -> None:
         """Set every normaliser from training data (robot units) before training."""

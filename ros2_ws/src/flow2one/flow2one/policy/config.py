@@ -65,6 +65,11 @@ class EncoderConfig:
     # input explains the shift as well). Every sim task's target is in the cloud (the pick_place pad too); a
     # target fixed in the base frame would be blurred by this.
     scene_shift: float = 0.0
+    # Training only: half-range (m) of a uniform random x-y translation of the objects alone: the cloud's points
+    # and the labels move, the arm stays (the EE position input, and the hand's points when points_hand_radius
+    # is set). scene_shift moves the arm too, so its pose explains the shift as well as the cloud does; here
+    # only the cloud can say where the target went (results/replan, twenty-second stop).
+    object_shift: float = 0.0
     # Base-frame height (m) at or below which cloud points are left out of the PointNet's max-pool: the
     # table top (+ a margin). The table is ~94% of a sim cloud, and with it in the pool a small PointNet
     # could not place the 2 cm reach_around ball (results/README.md). None = every point counts.
@@ -81,7 +86,8 @@ class EncoderConfig:
     points_hand_from: float = -FINGERTIP_MARGIN
     # Settings that shape the training data, not the module's weights: a warm start or a teacher
     # initialisation may change them.
-    TRAINING_ONLY: ClassVar[tuple[str, ...]] = ("motion_noise", "pose_noise", "pose_noise_radius", "scene_shift")
+    TRAINING_ONLY: ClassVar[tuple[str, ...]] = ("motion_noise", "pose_noise", "pose_noise_radius", "scene_shift",
+                                                "object_shift")
     # Which points the PointNet pools: the same weights fit either way, so these may change there too.
     POOL_MASKS: ClassVar[tuple[str, ...]] = ("points_floor_z", "points_hand_radius", "points_ceiling_z",
                                              "points_hand_from")
@@ -116,6 +122,9 @@ class EncoderConfig:
                 self.scene_shift and not (self.use_points or self.use_proprio)):
             raise ValueError(f"scene_shift {self.scene_shift} must be finite and >= 0, and > 0 only with points or "
                              "proprio (what it translates)")
+        if not (self.object_shift >= 0 and math.isfinite(self.object_shift)) or (
+                self.object_shift and not self.use_points):
+            raise ValueError(f"object_shift {self.object_shift} must be finite and >= 0, and > 0 only with points")
         if self.motion_steps < 0 or (self.motion_steps and not self.use_proprio):
             raise ValueError(f"motion_steps {self.motion_steps} must be >= 0, and > 0 only with use_proprio")
         if self.kind == "observation":  # the proprio width follows from motion_steps

@@ -20,7 +20,7 @@ from flow2one.policy.resnet import ResNet18
 from flow2one.spec import PROPRIO_DIM
 
 
-def _hand(points: torch.Tensor, tcp: torch.Tensor, radius: float, above: float = -FINGERTIP_MARGIN) -> torch.Tensor:
+def hand_points(points: torch.Tensor, tcp: torch.Tensor, radius: float, above: float = -FINGERTIP_MARGIN) -> torch.Tensor:
     """(B, N) bool: the points within `radius` (x-y) of each TCP (B, 3), from `above` m over it up (by default
     from just below the fingertips)."""
     d = points - tcp[:, None]
@@ -130,8 +130,8 @@ class ObservationEncoder(nn.Module):
         z = points[..., 2:3]
         masks = [m for m in (None if c.points_floor_z is None else z > c.points_floor_z,
                              None if c.points_ceiling_z is None else z < c.points_ceiling_z,
-                             None if tcp is None else ~_hand(points, tcp, c.points_hand_radius,
-                                                             c.points_hand_from)[..., None])
+                             None if tcp is None else ~hand_points(points, tcp, c.points_hand_radius,
+                                                                   c.points_hand_from)[..., None])
                  if m is not None]
         keep = reduce(torch.logical_and, masks) if masks else None
         return self.pointnet(self.point_norm.normalize(points), keep)
@@ -148,7 +148,7 @@ class ObservationEncoder(nn.Module):
             for k in ("points", "points_prev"):
                 if k in obs:
                     points = obs[k].float()
-                    moved[k] = points + _hand(points, proprio[:, :3], c.pose_noise_radius)[..., None] * shift[:, None]
+                    moved[k] = points + hand_points(points, proprio[:, :3], c.pose_noise_radius)[..., None] * shift[:, None]
         return moved
 
     def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:

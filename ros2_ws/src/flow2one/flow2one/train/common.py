@@ -47,6 +47,11 @@ def add_train_arguments(p: argparse.ArgumentParser, data_help: str) -> None:
                         "up to M m, so the policy finds its target in the cloud instead of where targets usually "
                         "are; no gain on sim pick_place, results/replan (default: the model's setting: 0, or the "
                         "--warm-start's or the set's teacher's)")
+    p.add_argument("--object-shift", type=float, metavar="M",
+                   help="training only: each sample's objects (cloud and labels) translated in x-y by up to M m while "
+                        "the arm stays (its EE position and, with --hand-mask, the hand's points), so only the cloud "
+                        "says where the target went (default: the model's setting: 0, or the --warm-start's or the "
+                        "set's teacher's)")
     p.add_argument("--hand-mask", type=float, metavar="R",
                    help="self-filter, in training and at inference: the cloud's points within R m (x-y) of the TCP, "
                         "from the fingertips up (the hand and what it holds), are left out of the PointNet's pool "
@@ -102,7 +107,7 @@ def warm_start(args: argparse.Namespace, kind: str) -> Policy | None:
 
 # The encoder settings a trainer's flags may change on any start (none changes a weight): flag -> config field.
 ENCODER_OPTIONS = {"pose_noise": "pose_noise", "pose_noise_radius": "pose_noise_radius", "scene_shift": "scene_shift",
-                   "hand_mask": "points_hand_radius", "ceiling_z": "points_ceiling_z",
+                   "object_shift": "object_shift", "hand_mask": "points_hand_radius", "ceiling_z": "points_ceiling_z",
                    "hand_mask_from": "points_hand_from"}
 
 
@@ -113,8 +118,8 @@ def encoder_flags(encoder: dict[str, float]) -> list[str]:
 
 
 def set_encoder_options(cfg: PolicyConfig, args: argparse.Namespace) -> None:
-    """--pose-noise / --pose-noise-radius / --scene-shift (training only) and --hand-mask / --ceiling-z /
-    --hand-mask-from (which points are pooled) onto the model's config: none changes a weight, so they may change
+    """--pose-noise / --pose-noise-radius / --scene-shift / --object-shift (training only) and --hand-mask /
+    --ceiling-z / --hand-mask-from (which points are pooled) onto the model's config: none changes a weight, so they may change
     on a warm start or a teacher initialisation. Checked as the config checks them."""
     change = {field: getattr(args, arg) for arg, field in ENCODER_OPTIONS.items() if getattr(args, arg) is not None}
     checked = dataclasses.replace(cfg.encoder, **change)
