@@ -172,17 +172,21 @@ def test_scene_shift_translates_a_training_sample_as_one_rigid_scene() -> None:
 
 def test_object_shift_moves_the_objects_and_labels_while_the_arm_stays() -> None:
     """object_shift moves each sample's cloud points and labels by one x-y offset within the half-range, but not
-    the EE position input, nor the hand's points (within the hand mask of the TCP), nor any height."""
+    the EE position input, nor the hand's points (within the hand mask of the TCP), nor any height; a sample
+    with a label that ends inside the hand mask (its target hidden from the pool) is left as it is."""
     p = _fitted("student", history_steps=2, object_shift=0.05, points_hand_radius=0.1).train()
     b = 64
     batch = {**_obs(p.cfg, b), "teacher_set": torch.rand(b, 3, H, A)}
     tcp = batch["proprio"][:, :3].clone()
+    batch["teacher_set"][..., -1, :3] = tcp[:, None] + torch.tensor([0.3, 0.0, -0.1])  # ends away from the hand
+    batch["teacher_set"][:16, 1, -1, :3] = tcp[:16] + torch.tensor([0.05, 0.0, 0.0])  # one ends at the hand
     for k in ("points", "points_prev"):  # the hand, about the TCP
         batch[k][:, :200] = tcp[:, None] + torch.tensor([0.03, -0.02, 0.02])
     out = p.scene_shifted(batch)
     assert torch.equal(out["proprio"], batch["proprio"])
     offset = out["teacher_set"][:, 0, 0, :2] - batch["teacher_set"][:, 0, 0, :2]
-    assert offset.abs().max() <= 0.05 + 1e-6 and offset.std(0).min() > 0.01
+    assert torch.equal(offset[:16], torch.zeros_like(offset[:16]))
+    assert offset.abs().max() <= 0.05 + 1e-6 and offset[16:].std(0).min() > 0.01
     d = out["teacher_set"] - batch["teacher_set"]
     assert torch.allclose(d[..., :2], offset.view(b, 1, 1, 2).expand_as(d[..., :2]), atol=1e-6)
     assert torch.equal(d[..., 2:], torch.zeros_like(d[..., 2:]))

@@ -55,8 +55,8 @@ class Policy(nn.Module):
     def scene_shifted(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """The training batch with each sample translated in x-y: by encoder.object_shift the objects (cloud(s)
         and labels, `action` or `teacher_set` in robot units, x-y first) with the arm and the hand's points
-        kept, then by encoder.scene_shift the whole scene (the EE position too). The training step applies it
-        before any kind's loss; unchanged in eval mode."""
+        kept (not where a label ends inside the hand mask), then by encoder.scene_shift the whole scene (the EE
+        position too). The training step applies it before any kind's loss; unchanged in eval mode."""
         enc = self.cfg.encoder
         if not (self.training and (enc.scene_shift > 0 or enc.object_shift > 0)):
             return batch
@@ -73,6 +73,12 @@ class Policy(nn.Module):
             if s <= 0:
                 continue
             offset = (torch.rand(n, 2, device=dev) * 2 - 1) * s
+            labels = [out[k][..., -1, :3].reshape(n, -1, 3) for k in ("action", "teacher_set") if k in out]
+            if not arm_moves and enc.points_hand_radius > 0 and "proprio" in out and labels:
+                # A label that ends inside the hand mask heads for something the pool cannot see (the
+                # reach_around ball at the hand's height): its shift would be unobservable, so it stays.
+                hidden = hand_points(torch.cat(labels, dim=1), out["proprio"][:, :3], enc.points_hand_radius, enc.points_hand_from)
+                offset = offset * ~hidden.any(1, keepdim=True)
             for k, v in out.items():
                 if k == "proprio" and not arm_moves:
                     continue

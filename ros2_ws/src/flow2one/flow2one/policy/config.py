@@ -68,7 +68,9 @@ class EncoderConfig:
     # Training only: half-range (m) of a uniform random x-y translation of the objects alone: the cloud's points
     # and the labels move, the arm stays (the EE position input, and the hand's points when points_hand_radius
     # is set). scene_shift moves the arm too, so its pose explains the shift as well as the cloud does; here
-    # only the cloud can say where the target went (results/replan, twenty-second stop).
+    # only the cloud can say where the target went. With a hand mask, a sample whose label ends inside it is
+    # not shifted: its target is out of the pool, so nothing would show the shift (results/replan,
+    # twenty-second stop: shifted anyway, the student stalled short of the reach_around ball).
     object_shift: float = 0.0
     # Base-frame height (m) at or below which cloud points are left out of the PointNet's max-pool: the
     # table top (+ a margin). The table is ~94% of a sim cloud, and with it in the pool a small PointNet

@@ -50,7 +50,8 @@ def add_train_arguments(p: argparse.ArgumentParser, data_help: str) -> None:
     p.add_argument("--object-shift", type=float, metavar="M",
                    help="training only: each sample's objects (cloud and labels) translated in x-y by up to M m while "
                         "the arm stays (its EE position and, with --hand-mask, the hand's points), so only the cloud "
-                        "says where the target went (default: the model's setting: 0, or the --warm-start's or the "
+                        "says where the target went; with --hand-mask, samples whose label ends inside the mask are "
+                        "not shifted (default: the model's setting: 0, or the --warm-start's or the "
                         "set's teacher's)")
     p.add_argument("--hand-mask", type=float, metavar="R",
                    help="self-filter, in training and at inference: the cloud's points within R m (x-y) of the TCP, "
