@@ -69,24 +69,24 @@ class Policy(nn.Module):
             return torch.cat([v[..., :2] + offset.view(n, *[1] * (v.ndim - offset.ndim), *offset.shape[1:]),
                               v[..., 2:]], dim=-1)
 
+        def hand(v: torch.Tensor) -> torch.Tensor:  # (B, N) bool: inside the hand mask
+            return hand_points(v, out["proprio"][:, :3], enc.points_hand_radius, enc.points_hand_from)
+
         for s, arm_moves in ((enc.object_shift, False), (enc.scene_shift, True)):
             if s <= 0:
                 continue
             offset = (torch.rand(n, 2, device=dev) * 2 - 1) * s
-            labels = [out[k][..., -1, :3].reshape(n, -1, 3) for k in ("action", "teacher_set") if k in out]
-            if not arm_moves and enc.points_hand_radius > 0 and "proprio" in out and labels:
+            hand_kept = not arm_moves and enc.points_hand_radius > 0 and "proprio" in out
+            ends = [out[k][..., -1, :3].reshape(n, -1, 3) for k in ("action", "teacher_set") if k in out]
+            if hand_kept and ends:
                 # A label that ends inside the hand mask heads for something the pool cannot see (the
                 # reach_around ball at the hand's height): its shift would be unobservable, so it stays.
-                hidden = hand_points(torch.cat(labels, dim=1), out["proprio"][:, :3], enc.points_hand_radius, enc.points_hand_from)
-                offset = offset * ~hidden.any(1, keepdim=True)
+                offset = offset * ~hand(torch.cat(ends, dim=1)).any(1, keepdim=True)
             for k, v in out.items():
                 if k == "proprio" and not arm_moves:
                     continue
-                if k.startswith("points") and not arm_moves and enc.points_hand_radius > 0 and "proprio" in out:
-                    hand = hand_points(v, out["proprio"][:, :3], enc.points_hand_radius, enc.points_hand_from)
-                    out[k] = moved(v, offset[:, None] * ~hand[..., None])
-                else:
-                    out[k] = moved(v, offset)
+                out[k] = moved(v, offset[:, None] * ~hand(v)[..., None] if hand_kept and k.startswith("points")
+                               else offset)
         return {**batch, **out}
 
     def fit_normalizers(self, obs: dict[str, torch.Tensor], actions: torch.Tensor) -> None:

@@ -61,9 +61,10 @@ class EncoderConfig:
     # and labels alike (table-top physics does not change under it). 80 demos show a cube in 80 places, and a
     # small PointNet then learns where cubes usually are: the student aims its grasp there, not at the cube
     # (results/replan, eleventh stop). Shifted samples put the objects anywhere in reach, so only the cloud
-    # says where the target is; measured there, it did not help (the arm moves with the scene, and the pose
-    # input explains the shift as well). Every sim task's target is in the cloud (the pick_place pad too); a
-    # target fixed in the base frame would be blurred by this.
+    # says where the target is; measured there, it did not help (a guess: the arm moves with the scene, and the
+    # pose input explains the shift as well; object_shift below keeps the arm, and was level held out too).
+    # Every sim task's target is in the cloud (the pick_place pad too); a target fixed in the base frame would
+    # be blurred by this.
     scene_shift: float = 0.0
     # Training only: half-range (m) of a uniform random x-y translation of the objects alone: the cloud's points
     # and the labels move, the arm stays (the EE position input, and the hand's points when points_hand_radius

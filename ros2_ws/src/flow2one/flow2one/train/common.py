@@ -120,8 +120,8 @@ def encoder_flags(encoder: dict[str, float]) -> list[str]:
 
 def set_encoder_options(cfg: PolicyConfig, args: argparse.Namespace) -> None:
     """--pose-noise / --pose-noise-radius / --scene-shift / --object-shift (training only) and --hand-mask /
-    --ceiling-z / --hand-mask-from (which points are pooled) onto the model's config: none changes a weight, so they may change
-    on a warm start or a teacher initialisation. Checked as the config checks them."""
+    --ceiling-z / --hand-mask-from (which points are pooled) onto the model's config: none changes a weight, so
+    they may change on a warm start or a teacher initialisation. Checked as the config checks them."""
     change = {field: getattr(args, arg) for arg, field in ENCODER_OPTIONS.items() if getattr(args, arg) is not None}
     checked = dataclasses.replace(cfg.encoder, **change)
     for k in change:
