@@ -7,7 +7,10 @@ aim. Per model and axis (x, y), printed as JSON:
 - aim_slope_on_cube: least-squares slope of the aim on the cube's position over the episodes: 1 = the aim
   moves with the cube, 0 = one place whatever the cube;
 - aim_minus_cube_m: median |aim - cube|; aim_within_2cm_y: the share of samples within 2 cm of the cube in y,
-  the finger axis (the 8 cm hand around a 4 cm cube grasps it from 2 cm off).
+  the finger axis (the 8 cm hand around a 4 cm cube grasps it from 2 cm off);
+- other_side_share: samples aimed at the other cube (a mode, not an aim); of the samples on the picked cube's
+  side, own_side_bias_m: median |their mean - cube| (an error every sample shares, which no choice among
+  candidates removes), and own_side_spread_m: median std among them (twenty-second stop).
 The demos' own labels score 1 and 0 m by construction. About 10 s per student, 30 s per teacher. Probe on demos
 no model trained on (fourteenth stop: the last 20 of 80 from `sim-demos --seed 2000`): on its training demos a
 model that memorised them aims well.
@@ -44,10 +47,17 @@ def probe(data_dir: str, model: str, cubes: np.ndarray) -> dict:
         aim = sample_chunks(policy, {k: data[k][sel] for k in common.config_modalities(cfg)}, 4, seed=0,
                             kw={})[:, :, -1, :2]  # (N, samples, 2)
     cube, mean = cube[sel], aim.mean(1)
+    aim = np.asarray(aim)
+    own = np.sign(aim[..., 1]) == np.sign(cube[:, None, 1])  # samples on the picked cube's side (its mode)
+    off = np.where(own[..., None], aim - cube[:, None], np.nan)
+    seen = own.any(1)
     return {"windows": int(len(sel)),
             "aim_slope_on_cube": [round(float(np.polyfit(cube[:, a], mean[:, a], 1)[0]), 3) for a in (0, 1)],
             "aim_minus_cube_m": np.median(np.abs(mean - cube), 0).round(4).tolist(),
-            "aim_within_2cm_y": round(float(np.mean(np.abs(aim[..., 1] - cube[:, None, 1]) < 0.02)), 3)}
+            "aim_within_2cm_y": round(float(np.mean(np.abs(aim[..., 1] - cube[:, None, 1]) < 0.02)), 3),
+            "other_side_share": round(float(1 - own.mean()), 3),
+            "own_side_bias_m": np.median(np.abs(np.nanmean(off[seen], 1)), 0).round(4).tolist(),
+            "own_side_spread_m": np.median(np.nanstd(off[seen], 1), 0).round(4).tolist()}
 
 
 def main(data_dir: str, models: list[str]) -> None:
