@@ -17,11 +17,12 @@ import sys
 
 import numpy as np
 
+from flow2one.control.config import ExecutorConfig
 from flow2one.data.episodes import list_episodes, read_episode
 from flow2one.sim.tasks import PickPlace
 
 H = 32
-CLOSED = 0.04  # m: a commanded width below this closes the hand (FrankyRobot's gripper_close_below)
+CLOSED = ExecutorConfig.gripper_close_below  # m: a commanded width below this closes the hand
 
 
 def probe(data_dir: str) -> dict:

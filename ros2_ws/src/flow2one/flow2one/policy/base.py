@@ -77,11 +77,12 @@ class Policy(nn.Module):
                 continue
             offset = (torch.rand(n, 2, device=dev) * 2 - 1) * s
             hand_kept = not arm_moves and enc.points_hand_radius > 0 and "proprio" in out
-            ends = [out[k][..., -1, :3].reshape(n, -1, 3) for k in ("action", "teacher_set") if k in out]
-            if hand_kept and ends:
+            labels = [k for k in ("action", "teacher_set") if k in out]
+            if hand_kept and labels:
                 # A label that ends inside the hand mask heads for something the pool cannot see (the
                 # reach_around ball at the hand's height): its shift would be unobservable, so it stays.
-                offset = offset * ~hand(torch.cat(ends, dim=1)).any(1, keepdim=True)
+                ends = torch.cat([out[k][..., -1, :3].reshape(n, -1, 3) for k in labels], dim=1)
+                offset = offset * ~hand(ends).any(1, keepdim=True)
             for k, v in out.items():
                 if k == "proprio" and not arm_moves:
                     continue

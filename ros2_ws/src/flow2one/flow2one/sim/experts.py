@@ -90,13 +90,15 @@ class Expert(ABC):
         e = copy.copy(self)  # every other field is replaced on change, never changed in place
         e._history = deque(self._history)
         p, out = np.array(proprio, dtype=np.float64), []
+        follow = min(1.0, STEP_DT / self.lead_s)
+        # The sim graph's gripper (ExecutorConfig's defaults): its speed, and the width below which it grasps.
+        step, close_below = ExecutorConfig.gripper_speed * STEP_DT, ExecutorConfig.gripper_close_below
         for info in infos:
             a = e.act(p, info)
             out.append(a)
             p = p.copy()
-            p[:3] += (a[:3] - p[:3]) * min(1.0, STEP_DT / self.lead_s)
-            goal = GRIPPER_OPEN if a[9] > (GRIPPER_OPEN + GRIPPER_CLOSED) / 2 else e.held_width(p, info)
-            step = ExecutorConfig.gripper_speed * STEP_DT  # the sim graph's gripper speed (its default)
+            p[:3] += (a[:3] - p[:3]) * follow
+            goal = GRIPPER_OPEN if a[9] > close_below else e.held_width(p, info)
             p[9] += np.clip(goal - p[9], -step, step)
         return np.stack(out).astype(np.float32)
 
