@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from flow2one.control.config import ExecutorConfig
 from flow2one.data.episodes import Episode, EpisodeMeta, list_episodes, read_episode, write_episode
 from flow2one.data.windows import episode_windows, load_windows
 from flow2one.paths import repo_root
@@ -123,7 +124,7 @@ def test_dagger_chunk_labels_of_a_hovering_arm_go_down_onto_the_cube_and_close()
     assert np.array_equal(chunks[:, 0], per_step)
     assert (per_step[:, 9] == GRIPPER_OPEN).all()  # the path the policy took: its labels never close
     for t in range(9, len(rec.proprio)):
-        shut = np.flatnonzero(chunks[t, :, 9] < (GRIPPER_OPEN + GRIPPER_CLOSED) / 2)
+        shut = np.flatnonzero(chunks[t, :, 9] < ExecutorConfig.gripper_close_below)  # the executor grasps
         assert len(shut), f"state {t}: its chunk label never closes the hand"
         at = chunks[t, shut[0], :3]
         assert (np.abs(at[:2] - cube[:2]) < CUBE_HALF / 2).all() and at[2] < 2 * CUBE_HALF, (t, at)
