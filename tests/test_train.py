@@ -223,3 +223,30 @@ def test_generic_api_fits_a_two_mode_distribution() -> None:
     end = student.sample(test, 32)[..., -1, 0]  # final value: +1 or -1 per mode
     assert (end > 0.5).float().mean() > 0.2 and (end < -0.5).float().mean() > 0.2
     assert regression.sample(test, 32)[..., -1, 0].abs().max() < 0.6  # the mean of the modes
+
+
+def test_encoder_lr_scale_freezes_or_slows_only_the_encoder(dataset, tmp_path, capsys) -> None:
+    """--encoder-lr-scale 0 keeps a student's encoder exactly its teacher's (the U-Net still learns); a scale
+    between gives the encoder that fraction of every step's learning rate; outside [0, 1] is one clear error."""
+    teacher, dset = tmp_path / "teacher", tmp_path / "set.safetensors"
+    assert cli.main(["train-teacher", "--data", str(dataset), "--out", str(teacher), "--steps", "2", *FAST]) == 0
+    assert cli.main(["distill", "--teacher", str(teacher), "--data", str(dataset), "--out", str(dset), "--k", "2",
+                     "--steps", "2", "--max-obs", "6", "--threads", "1", "--no-progress"]) == 0
+    student = ["train-student", "--data", str(dset), "--init-from", str(teacher), "--steps", "3", "--lr", "0.01",
+               "--hypotheses", "2", "--batch-size", "2", "--threads", "1", "--no-progress"]
+    assert cli.main([*student, "--out", str(tmp_path / "frozen"), "--encoder-lr-scale", "0"]) == 0
+    assert cli.main([*student, "--out", str(tmp_path / "free")]) == 0
+    t = load_policy(teacher)[0].state_dict()
+    frozen, free = (load_policy(tmp_path / s)[0].state_dict() for s in ("frozen", "free"))
+    enc = [k for k in t if k.startswith("encoder.")]
+    net = [k for k in frozen if k.startswith("net.") and "film" not in k]
+    assert enc and all(torch.equal(frozen[k], t[k]) for k in enc)
+    assert not all(torch.equal(free[k], t[k]) for k in enc)
+    assert net and not all(torch.equal(frozen[k], t[k]) for k in net)
+    assert cli.main([*student, "--out", str(tmp_path / "slow"), "--encoder-lr-scale", "0.25"]) == 0
+    groups = torch.load(tmp_path / "slow" / "train_state.pt", weights_only=False)["optimizer"]["param_groups"]
+    assert len(groups) == 2 and groups[1]["lr"] == pytest.approx(0.25 * groups[0]["lr"]) and groups[0]["lr"] > 0
+    capsys.readouterr()
+    assert cli.main([*student, "--out", str(tmp_path / "bad"), "--encoder-lr-scale", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "--encoder-lr-scale must be in [0, 1], got 2.0" in err and len(err.strip().splitlines()) == 1

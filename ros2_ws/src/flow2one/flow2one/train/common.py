@@ -26,6 +26,10 @@ def add_train_arguments(p: argparse.ArgumentParser, data_help: str) -> None:
     p.add_argument("--steps", type=int, default=20000, help="optimizer steps")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--encoder-lr-scale", type=float, default=1.0, metavar="F",
+                   help="the observation encoder's learning rate as a fraction of --lr; 0 freezes it, so a student "
+                        "initialised from its teacher keeps the teacher's encoder (in the sim that aimed worse than "
+                        "training it: results/replan/, twenty-third stop)")
     p.add_argument("--ckpt-every", type=int, default=1000, help="steps between checkpoints (resume points)")
     p.add_argument("--resume", action="store_true", help="continue from --out/train_state.pt")
     p.add_argument("--force", action="store_true", help="train from scratch into an existing --out, replacing its model")
@@ -93,6 +97,8 @@ def check_out(args: argparse.Namespace) -> None:
                               "--force to train a new one in its place")
     if args.steps < 1 or args.batch_size < 1 or not args.lr > 0:
         raise ValueError(f"--steps ({args.steps}), --batch-size ({args.batch_size}) and --lr ({args.lr}) must be > 0")
+    if not 0 <= args.encoder_lr_scale <= 1:
+        raise ValueError(f"--encoder-lr-scale must be in [0, 1], got {args.encoder_lr_scale}")
 
 
 def warm_start(args: argparse.Namespace, kind: str) -> Policy | None:
@@ -135,7 +141,7 @@ def same_encoder(a: PolicyConfig, b: dict[str, Any]) -> bool:
 
 def settings(args: argparse.Namespace) -> TrainSettings:
     return TrainSettings(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                         ckpt_every=args.ckpt_every)
+                         ckpt_every=args.ckpt_every, encoder_lr_scale=args.encoder_lr_scale)
 
 
 def modalities(args: argparse.Namespace) -> tuple[str, ...]:

@@ -36,10 +36,26 @@ class TrainSettings:
     seed: int = 0
     log_every: int = 25
     ckpt_every: int = 1000
+    encoder_lr_scale: float = 1.0  # the encoder's learning rate over the rest's; 0 freezes it
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.lr <= 0:
             raise ValueError("steps and batch_size must be >= 1 and lr > 0")
+        if not 0 <= self.encoder_lr_scale <= 1:
+            raise ValueError(f"encoder_lr_scale must be in [0, 1], got {self.encoder_lr_scale}")
+
+
+def param_groups(policy: Policy, settings: TrainSettings) -> list[dict[str, Any]]:
+    """The optimizer's groups: the encoder at `encoder_lr_scale` x lr, the rest at lr. A scale of 0 takes the
+    encoder out of autograd, so a student keeps the reading of the scene its teacher learned and skips the
+    encoder's backward pass."""
+    enc = list(policy.encoder.parameters())
+    enc_ids = {id(p) for p in enc}
+    rest = [p for p in policy.parameters() if id(p) not in enc_ids]
+    if settings.encoder_lr_scale == 0:
+        policy.encoder.requires_grad_(False)
+        return [{"params": rest}]
+    return [{"params": rest}, {"params": enc, "lr": settings.lr * settings.encoder_lr_scale}]
 
 
 class _LossModule(nn.Module):
@@ -82,7 +98,7 @@ def train_policy(policy: Policy, data: dict[str, Any], settings: TrainSettings, 
         raise ValueError("no training data")
     policy.to(auto_dev).train()
     tensors = {k: v.to(auto_dev) for k, v in tensors.items()}
-    opt = torch.optim.AdamW(policy.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    opt = torch.optim.AdamW(param_groups(policy, settings), lr=settings.lr, weight_decay=settings.weight_decay)
     def lr_at(step: int) -> float:
         if step < settings.warmup:
             return (step + 1) / settings.warmup
