@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# DART on pick_place: 40 demos with the arm pushed off the expert's path (clean targets recorded), added to the
-# shipped 240; the shipped teacher fine-tuned on all, a full distillation set, the shipped recipe's student.
-# Needs runs/fs/all: the shipped recipe's 240 demos, linked in reproduce's order (replan/README.md, fifteenth stop).
+# DART on pick_place (twenty-third stop): 40 demos with the arm pushed 1.5 cm off the expert's path (its clean
+# target recorded), linked after the shipped recipe's 240 (runs/fs/all), then chain_finetune.sh on all 280.
 set -euo pipefail
-cd "$(dirname "$0")/../.."  # the repository root; outputs go to runs/s49/
+cd "$(dirname "$0")/../.."  # the repository root
 F=".venv/bin/python -m flow2one.cli"
 N=${DART_M:-0.015}
 D=runs/s49/dart
+mkdir -p $D
 for s in 9000 9100; do
   ( time $F sim-demos --task pick_place --episodes 20 --seed $s --dart-noise $N --out $D/d$s ) > $D/d$s.log 2>&1 &
 done
@@ -17,17 +17,4 @@ for p in runs/fs/all/episode_*.npz $D/d9000/pick_place/episode_*.npz $D/d9100/pi
   ln -s "$(readlink -f "$p")" $D/agg/$(printf 'episode_%05d.npz' $i); i=$((i+1))
 done
 echo "agg: $i episodes"
-( time $F train-teacher --data $D/agg --out $D/teacher --warm-start models/sim_teacher --steps 3000 \
-    --batch-size 16 --lr 3e-4 --stride 2 --seed 3 --threads 2 --no-progress ) > $D/teacher.log 2>&1
-( time $F distill --teacher $D/teacher --data $D/agg --out $D/distill.safetensors --k 16 \
-    --steps 50 --stride 2 --max-obs 0 --seed 0 --threads 2 --no-progress ) > $D/distill.log 2>&1
-( time $F train-student --data $D/distill.safetensors --out $D/student --init-from $D/teacher \
-    --steps 8000 --lr 0.001 --hypotheses 32 --batch-size 8 --pose-noise 0.015 --hand-mask 0.1 --ceiling-z 0.16 \
-    --seed 0 --threads 2 --no-progress ) > $D/student.log 2>&1
-mkdir -p runs/s49/ev_dart && ln -sfn "$PWD/$D/student" runs/s49/ev_dart/sim_student
-for t in pick_place track; do  # tuning groups 40-45, 10 re-plans/s
-  $F table1 --models runs/s49/ev_dart --rows 2 --tasks $t --seeds 6 --first-seed-group 40 --episodes 4 \
-    --hz-repeats 3 --n-exec 32 --policy-rate-hz 10 --candidates 4 --max-obs-age-s 0.25 --out runs/s49/tun_dart_$t &
-done
-wait
-echo CHAIN DONE
+bash results/replan/chain_finetune.sh dart $D/agg
