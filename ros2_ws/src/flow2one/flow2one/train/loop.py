@@ -47,8 +47,8 @@ class TrainSettings:
 
 def param_groups(policy: Policy, settings: TrainSettings) -> list[dict[str, Any]]:
     """The optimizer's groups: the encoder at `encoder_lr_scale` x lr, the rest at lr. A scale of 0 takes the
-    encoder out of autograd, so a student keeps the reading of the scene its teacher learned and skips the
-    encoder's backward pass."""
+    encoder out of autograd rather than giving it a zero rate, so it stays exactly as loaded (a student's: its
+    teacher's) and its backward pass is skipped."""
     enc = list(policy.encoder.parameters())
     enc_ids = {id(p) for p in enc}
     rest = [p for p in policy.parameters() if id(p) not in enc_ids]
