@@ -26,6 +26,7 @@ import sys
 import numpy as np
 import torch
 
+from flow2one.control.config import ExecutorConfig
 from flow2one.data.episodes import list_episodes, read_episode
 from flow2one.policy.checkpoint import load_policy
 from flow2one.sim.tasks import PickPlace
@@ -34,6 +35,7 @@ from flow2one.train.evaluate import sample_chunks
 
 MIN_Z = 0.25  # m: TCP height above which the arm is still approaching
 EPISODES = 40
+OPEN = ExecutorConfig.gripper_close_below  # m: a label's width above this keeps the hand open
 
 
 def probe(data_dir: str, model: str, cubes: np.ndarray) -> dict:
@@ -42,12 +44,11 @@ def probe(data_dir: str, model: str, cubes: np.ndarray) -> dict:
     cube = cubes[data["episode"]]
     proprio, label = data["proprio"], data["action"]
     sel = np.flatnonzero((np.linalg.norm(label[:, -1, :2] - cube, axis=1) < 0.01) & (proprio[:, 9] > 0.07)
-                         & (label[:, 0, 9] > 0.04) & (proprio[:, 2] > MIN_Z))
+                         & (label[:, 0, 9] > OPEN) & (proprio[:, 2] > MIN_Z))
     with torch.no_grad():
         aim = sample_chunks(policy, {k: data[k][sel] for k in common.config_modalities(cfg)}, 4, seed=0,
                             kw={})[:, :, -1, :2]  # (N, samples, 2)
     cube, mean = cube[sel], aim.mean(1)
-    aim = np.asarray(aim)
     own = np.sign(aim[..., 1]) == np.sign(cube[:, None, 1])  # samples on the picked cube's side (its mode)
     off = np.where(own[..., None], aim - cube[:, None], np.nan)
     seen = own.any(1)
