@@ -61,6 +61,8 @@ CASES = {  # name: (argv with {d} for the inputs folder, expected exit code, wor
                              "{d}/truncated_onnx"], 2, "--expert-lead"),
     "dagger_not_a_model": (["sim-demos", "--task", "track", "--out", "{d}/new_demos", "--expert-lead", "0.18",
                             "--dagger-policy", "{d}/empty_folder"], 2, "card.yaml"),
+    "clean_grasp_without_dart": (["sim-demos", "--task", "pick_place", "--out", "{d}/new_demos",
+                                  "--dart-clean-grasp"], 2, "--dart-noise"),
     "train_over_model": (["train-teacher", "--data", "{d}/bags", "--out", "{d}/trained"], 1, "--resume"),
     "calibrate_missing": (["calibrate", "--camera", "front", "--images", "{d}/no_images"], 1, "no_images"),
     "calibrate_no_images": (["calibrate", "--camera", "front", "--images", "{d}/images"], 2, "no .png"),

@@ -143,6 +143,9 @@ def test_dart_sends_a_smooth_offset_and_records_the_clean_target():
             self.k += 1
             return np.r_[0.4 + 0.005 * self.k, 0.0, 0.2, 1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.08]
 
+        def at_grasp(self) -> bool:  # its steps 1000-1399 (k counts the steps act has taken)
+            return 1000 <= self.k < 1400
+
     class Arm:  # records what franky would be sent
         def __init__(self) -> None:
             self.sent = []
@@ -172,6 +175,47 @@ def test_dart_sends_a_smooth_offset_and_records_the_clean_target():
     assert np.abs(drive(0.02, 2)[1] - sent).max() > 0.01
     with pytest.raises(ValueError, match="dart_noise_m"):
         ExpertController(Straight(), dart_noise_m=-0.01)
+
+    # Clean grasp: while the expert is at its grasp the offset only fades, by the correlation's factor per step,
+    # and it is pushed again afterwards. Without the option (`off` above) it is pushed there too.
+    assert np.abs(off[999:1399] - np.exp(-0.1) * off[998:1398]).max() > 1e-3
+    arm, ctl = Arm(), ExpertController(Straight(), dart_noise_m=0.02, dart_clean_grasp=True)
+    ctl.reset(world, arm, np.random.default_rng(1))
+    labels = np.stack([ctl.act(obs) for _ in range(2000)])
+    off = np.stack(arm.sent)[:, :3] - labels[:, :3]
+    np.testing.assert_allclose(off[999:1399], np.exp(-0.1) * off[998:1398], atol=1e-12)  # calls 999-1398
+    assert np.abs(off[1398]).max() < 1e-9 and off[1600:].std(axis=0).min() > 0.01
+
+
+def test_pick_place_expert_is_at_its_grasp_from_above_the_cube_until_its_fingers_close():
+    """What DART's clean grasp keeps noise-free: the descent from above the chosen cube and the grip, not the
+    approach before it nor the lift after. An arm that follows the expert's carrot exactly, with the sim
+    gripper's speed, shows where that is; nothing carries the cube up here, so the fingers lose it on the lift
+    and the expert descends again, at its grasp again."""
+    cubes = np.array([[0.5, 0.12, CUBE_HALF], [0.55, -0.1, CUBE_HALF]])
+    info = {"cubes": cubes, "pad": np.array([0.45, 0.0, PickPlace.PAD_TOP]), "tcp": np.array([0.35, 0.0, 0.3])}
+    expert = make_expert("pick_place", mode=1)
+    expert.reset(make_task("pick_place"), info, np.random.default_rng(0))
+    p = np.r_[info["tcp"], 1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.08]
+    step, flags, states = ExecutorConfig.gripper_speed * STEP_DT, [], []
+    for _ in range(150):
+        a = expert.act(p, info)
+        flags.append(expert.at_grasp())
+        p = p.copy()
+        p[:3] = a[:3]
+        goal = 0.08 if a[9] > ExecutorConfig.gripper_close_below else expert.held_width(p, info)
+        p[9] += np.clip(goal - p[9], -step, step)
+        states.append(p)
+    flags, states = np.array(flags), np.array(states)
+    starts, ends = np.flatnonzero(np.diff(flags.astype(int)) == 1) + 1, np.flatnonzero(np.diff(flags.astype(int)) == -1)
+    assert len(starts) >= 2 and len(ends) >= 2 and starts[0] < ends[0] < starts[1] < ends[1]
+    for on, off in zip(starts[:2], ends[:2]):
+        first, last, lifted = states[on], states[off], states[off + 10]
+        np.testing.assert_allclose(first[:2], cubes[1, :2], atol=1e-6)  # above the chosen cube, high
+        assert first[2] > 0.1 and last[2] < 2 * CUBE_HALF  # ...down to it
+        assert abs(last[9] - 2 * CUBE_HALF) < 1e-3  # fingers closed on the cube
+        assert lifted[2] > last[2] + 0.01 and not flags[off + 1:off + 11].any()  # lifting: noise allowed again
+    assert not flags[:starts[0]].any() and states[starts[0] - 1, 2] > 0.12  # never on the approach
 
 
 def test_randomisation_is_seeded_and_modes_are_balanced():

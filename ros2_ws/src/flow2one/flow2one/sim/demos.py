@@ -102,7 +102,8 @@ def generate_dagger(task: str, out: Path, episodes: int, policy: Path, expert_le
 
 
 def generate(task: str, out: Path, episodes: int, seed: int = 0, with_images: bool = False,
-             progress: bool = True, expert_lead_s: float | None = None, dart_noise_m: float = 0.0) -> dict:
+             progress: bool = True, expert_lead_s: float | None = None, dart_noise_m: float = 0.0,
+             dart_clean_grasp: bool = False) -> dict:
     from flow2one.data.episodes import write_episode
     from flow2one.sim.cameras import make_cloud_pipeline
     from flow2one.sim.evaluate import sim_executor_config
@@ -117,7 +118,8 @@ def generate(task: str, out: Path, episodes: int, seed: int = 0, with_images: bo
     with SimRig(task, cloud=False, executor=sim_executor_config()) as rig:
         cameras = rig.world.cameras()
         cloud = make_cloud_pipeline(cameras).process
-        controller = ExpertController(make_expert(task, lead_s=expert_lead_s), dart_noise_m=dart_noise_m)
+        controller = ExpertController(make_expert(task, lead_s=expert_lead_s), dart_noise_m=dart_noise_m,
+                                      dart_clean_grasp=dart_clean_grasp)
         bar = tqdm(total=episodes, desc=f"sim-demos {task}", disable=not progress, file=sys.stderr)
         try:
             while written < episodes and attempts < 2 * episodes:
@@ -138,5 +140,6 @@ def generate(task: str, out: Path, episodes: int, seed: int = 0, with_images: bo
             bar.close()
     return {"task": task, "dir": str(out), "episodes": written, "attempts": attempts,
             "expert_success_rate": written / max(attempts, 1), "mode_histogram": dict(modes),
-            "expert_lead_s": expert_lead_s, "dart_noise_m": dart_noise_m, "sim_rtf_mean": float(np.mean(rtfs)) if rtfs else None,
+            "expert_lead_s": expert_lead_s, "dart_noise_m": dart_noise_m,
+            "dart_clean_grasp": dart_clean_grasp, "sim_rtf_mean": float(np.mean(rtfs)) if rtfs else None,
             "wall_s": time.perf_counter() - wall0}

@@ -106,6 +106,11 @@ class Expert(ABC):
         """The width closed fingers stop at with the TCP at proprio[:3]: nothing to hold unless a task has objects."""
         return 0.0
 
+    def at_grasp(self) -> bool:
+        """True while the expert closes in on what it will grasp: DART's clean-grasp demos keep the arm on the
+        expert's path there. Tasks without a grasp never are."""
+        return False
+
     @abstractmethod
     def _start(self, task: Task, info: dict) -> None: ...
 
@@ -196,6 +201,11 @@ class PickPlaceExpert(WaypointExpert):
             self.program, self._i, self._stalled = self.plan(self._task, info), 0, 0
             self._gripper = GRIPPER_OPEN
         return super()._act(proprio, info)
+
+    def at_grasp(self) -> bool:
+        """From the arrival above the chosen cube until the fingers have closed (the descent and the grip)."""
+        close = next(i for i, s in enumerate(self.program) if isinstance(s, Grip))
+        return 0 < self._i <= close
 
     def held_width(self, proprio: np.ndarray, info: dict) -> float:
         """A cube's width when the TCP is inside one (x-y within half a cube, below its top), else nothing."""

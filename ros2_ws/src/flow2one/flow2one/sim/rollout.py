@@ -165,14 +165,19 @@ class ExpertController(Controller):
     sends is pushed off by a smooth random offset (an Ornstein-Uhlenbeck process of that stationary std per
     axis and `dart_tau_s` correlation time) while the clean expert target is returned as the label: the demos
     then hold states off the expert's path, each labelled with the way back. White noise per step would be
-    smoothed away by franky's planner before the arm ever left the path."""
+    smoothed away by franky's planner before the arm ever left the path.
 
-    def __init__(self, expert: Expert, dart_noise_m: float = 0.0, dart_tau_s: float = 0.5) -> None:
+    With `dart_clean_grasp` the offset gets no new noise while the expert is at its grasp (`Expert.at_grasp`)
+    and fades with its correlation time, so the fingers close about where the label says they do: pushed off
+    as it closes, the expert grasps from places its label does not show (results/replan/, twenty-fourth stop)."""
+
+    def __init__(self, expert: Expert, dart_noise_m: float = 0.0, dart_tau_s: float = 0.5,
+                 dart_clean_grasp: bool = False) -> None:
         if not (dart_noise_m >= 0.0 and dart_tau_s > 0.0):
             raise ValueError(f"dart_noise_m must be >= 0 and dart_tau_s > 0, got {dart_noise_m}, {dart_tau_s}")
         self.expert = expert
         self.robot_errors = 0
-        self.dart_noise_m = dart_noise_m
+        self.dart_noise_m, self.dart_clean_grasp = dart_noise_m, dart_clean_grasp
         self._decay = float(np.exp(-STEP_DT / dart_tau_s))
         self._kick = dart_noise_m * float(np.sqrt(1.0 - self._decay ** 2))  # keeps the offset's std at dart_noise_m
         self._offset = np.zeros(3)
@@ -185,7 +190,9 @@ class ExpertController(Controller):
         action = np.asarray(self.expert.act(obs.proprio, obs.info), dtype=np.float64)
         sent = action
         if self.dart_noise_m > 0.0:
-            self._offset = self._decay * self._offset + self._rng.normal(0.0, self._kick, 3)
+            self._offset = self._decay * self._offset
+            if not (self.dart_clean_grasp and self.expert.at_grasp()):
+                self._offset += self._rng.normal(0.0, self._kick, 3)
             sent = action.copy()
             sent[:3] += self._offset
         self.robot_errors += send_target(self.robot, sent, obs.sim_t)
