@@ -207,7 +207,8 @@ def test_pick_place_expert_is_at_its_grasp_from_above_the_cube_until_its_fingers
         p[9] += np.clip(goal - p[9], -step, step)
         states.append(p)
     flags, states = np.array(flags), np.array(states)
-    starts, ends = np.flatnonzero(np.diff(flags.astype(int)) == 1) + 1, np.flatnonzero(np.diff(flags.astype(int)) == -1)
+    edges = np.diff(flags.astype(int))
+    starts, ends = np.flatnonzero(edges == 1) + 1, np.flatnonzero(edges == -1)
     assert len(starts) >= 2 and len(ends) >= 2 and starts[0] < ends[0] < starts[1] < ends[1]
     for on, off in zip(starts[:2], ends[:2]):
         first, last, lifted = states[on], states[off], states[off + 10]

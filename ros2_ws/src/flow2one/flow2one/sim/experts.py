@@ -196,16 +196,20 @@ class PickPlaceExpert(WaypointExpert):
     def _act(self, proprio: np.ndarray, info: dict) -> np.ndarray:
         # The width is in the observation, so a policy trained on these labels (DAgger relabels its own missed
         # grasps with them) can learn to open and try again; no demo of a clean run ever shows that.
-        close, release = (i for i, s in enumerate(self.program) if isinstance(s, Grip))
+        close, release = self._grips()
         if close < self._i < release and float(proprio[9]) < self.EMPTY_WIDTH:
             self.program, self._i, self._stalled = self.plan(self._task, info), 0, 0
             self._gripper = GRIPPER_OPEN
         return super()._act(proprio, info)
 
+    def _grips(self) -> tuple[int, int]:
+        """The program's steps that close and open the hand."""
+        close, release = (i for i, s in enumerate(self.program) if isinstance(s, Grip))
+        return close, release
+
     def at_grasp(self) -> bool:
         """From the arrival above the chosen cube until the fingers have closed (the descent and the grip)."""
-        close = next(i for i, s in enumerate(self.program) if isinstance(s, Grip))
-        return 0 < self._i <= close
+        return 0 < self._i <= self._grips()[0]
 
     def held_width(self, proprio: np.ndarray, info: dict) -> float:
         """A cube's width when the TCP is inside one (x-y within half a cube, below its top), else nothing."""
