@@ -33,9 +33,9 @@ def ee_x(t: float) -> float:
 
 
 def make_bag(path: Path, seconds: float = 3.0, drop: set[str] = frozenset(), gap: tuple[float, float] | None = None,
-             zero_pose_stamps_every: int = 0, success: bool = True) -> Path:
+             zero_pose_stamps_every: int = 0, success: bool = True, cloud_crop: dict | None = None) -> Path:
     """A teleop episode as the recorder writes it: cloud 15 Hz, state 50 Hz, commands 20 Hz, camera 10 Hz."""
-    w = EpisodeBagWriter(path, EpisodeInfo(task="push", note="test", success=None))
+    w = EpisodeBagWriter(path, EpisodeInfo(task="push", note="test", success=None, cloud_crop=cloud_crop))
     events = []
     for topic, rate in ((spec.POINTS_TOPIC, 15), (spec.EE_POSE_TOPIC, 50), (spec.JOINT_STATES_TOPIC, 50),
                         (spec.COMMAND_TOPIC, 20), (spec.camera_topics("front")["color"], 10),

@@ -42,7 +42,7 @@ def test_doctor_against_the_sim_prints_a_full_checklist() -> None:
         assert sum(line.startswith("[") and f"] {name}: " in line for line in lines) == 1, name
     assert f"[ OK ] FCI: {sim.host}: libfranka connected" in r.stdout
     assert "[ OK ] franky / libfranka: franky-control 2.0.0, libfranka 0.21.2, robot FR3" in r.stdout
-    assert "sim_student: 'sim_student' (student) matches the policy parameters" in r.stdout
+    assert "sim_student: 'sim_student' (student) matches the policy and pointcloud parameters" in r.stdout
     assert "[n/a ] RealSense cameras: graph sim has no camera node" in r.stdout
     assert "11 checks: 0 failed" in r.stdout
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flow2one.graph import GRAPHS, NODES, params_path
+from flow2one.graph import GRAPHS, NODES, linked_params, params_path, read_params_file
 from flow2one.launch_graph import node_descriptions
 from flow2one.paths import repo_root
 
@@ -37,10 +37,12 @@ def test_node_descriptions_follow_the_graph() -> None:
         descs = node_descriptions(name)
         assert [d["name"] for d in descs] == list(spec.nodes)
         params = yaml.safe_load(params_path(name).read_text())
+        linked = linked_params([read_params_file(params_path(name))], spec.nodes)
         for d in descs:
             assert d["package"] == "flow2one"
             assert d["executable"] == NODES[d["name"]].executable and d["executable"] in scripts
-            assert d["parameters"] == [str(params_path(name))]
+            # the file, then what LINKS copy into the node from another node's section of it
+            assert d["parameters"] == [str(params_path(name)), *([linked[d["name"]]] if d["name"] in linked else [])]
             assert d["name"] in params, f"config/{spec.params} has no section for node {d['name']}"
             assert d["remappings"] == list(spec.remappings.get(d["name"], ()))
 

@@ -400,24 +400,30 @@ def test_a_wall_clock_world_keeps_the_wall_clocks_pace():
 
 def test_demo_recording_and_policy_rollout(tmp_path):
     """A recorded expert episode becomes a valid dataset episode; a chunk policy runs closed loop."""
-    from flow2one.data.episodes import list_episodes, read_episode, write_episode
+    from flow2one.data.episodes import list_episodes, read_episode, read_meta, write_episode
+    from flow2one.graph import load_params
+    from flow2one.perception.crop import CloudCrop
     from flow2one.sim.demos import to_episode
 
     with SimWorld(WorldConfig(task="track")) as world, sim_robot(world) as arm:
         cams = SimCameras(world.model, world.config.cameras)
         try:
             cameras = world.cameras()
-            cloud = make_cloud_pipeline(cameras).process
+            pipeline = make_cloud_pipeline(cameras)
+            cloud = pipeline.process
             rec = Recording()
             res = run_episode(world, arm, ExpertController(make_expert("track")), 21, cams=cams, record=rec,
                               record_rgb=True)
             assert res.success
-            ep = to_episode(rec, res, cloud, [c.name for c in cameras], with_images=True)
+            ep = to_episode(rec, res, pipeline, [c.name for c in cameras], with_images=True)
             write_episode(tmp_path, 0, ep)
             back = read_episode(list_episodes(tmp_path)[0])
             T = len(back)
             assert T == res.steps and back.points.shape == (T, N_POINTS, 3) and back.rgb.shape[:2] == (T, 2)
             assert back.meta.source == "sim-expert" and back.meta.mode == res.mode and back.meta.success
+            # the crop the clouds were made with: the sim graph's pointcloud section, read back from the file
+            box = load_params("sim")["pointcloud"]
+            assert back.meta.crop().same(CloudCrop.from_params(box)) and read_meta(list_episodes(tmp_path)[0]) == back.meta
             np.testing.assert_allclose(np.diff(back.t), 0.05, atol=1e-9)
             # commanded targets are tracked: the last action is where the TCP ended up (within 2 cm)
             assert np.linalg.norm(back.action[-1, :3] - back.proprio[-1, :3]) < 0.02

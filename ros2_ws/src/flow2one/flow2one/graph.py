@@ -72,6 +72,15 @@ GRAPHS: dict[str, GraphSpec] = {
 }
 
 
+# Parameters a node takes from another node's section of its graph's files, so that the two cannot disagree:
+# the policy checks its model card's point-cloud crop, and the recorder writes into each episode the crop,
+# that the pointcloud node applies (flow2one/perception/crop.py).
+CLOUD_CROP_LINKS = {"cloud_workspace_min": "workspace_min", "cloud_workspace_max": "workspace_max",
+                    "cloud_voxel_size": "voxel_size"}
+LINKS: dict[tuple[str, str], tuple[str, str]] = {
+    (node, param): ("pointcloud", source) for node in ("policy", "recorder") for param, source in CLOUD_CROP_LINKS.items()}
+
+
 def graph(name: str) -> GraphSpec:
     if name not in GRAPHS:
         raise KeyError(f"unknown graph {name!r}; known graphs: {', '.join(GRAPHS)}")
@@ -118,6 +127,20 @@ def on_sim_time(params: dict[str, dict]) -> bool:
     """Whether a graph's nodes run on a /clock (`use_sim_time`, the replay graph on the bag's): a node added
     to the graph, the view, must run on the same clock."""
     return any(bool(p.get("use_sim_time")) for p in params.values())
+
+
+def linked_params(sections: list[dict[str, dict]], nodes: tuple[str, ...] | list[str]) -> dict[str, dict]:
+    """{node: {param: value}} that LINKS give the `nodes` from `sections` (parameter files then overrides, later
+    ones win). A value set for the linked parameter itself wins over the link; a node of the graph that the
+    sections leave unset links nothing, and the node then does without the check."""
+    out: dict[str, dict] = {}
+    for (node, param), (src_node, src_param) in LINKS.items():
+        if node not in nodes or any(param in s.get(node, {}) for s in sections):
+            continue
+        values = [s[src_node][src_param] for s in sections if src_param in s.get(src_node, {})]
+        if values:
+            out.setdefault(node, {})[param] = values[-1]
+    return out
 
 
 def load_params(name: str) -> dict[str, dict]:

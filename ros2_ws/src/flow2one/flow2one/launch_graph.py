@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flow2one.graph import NODES, graph, on_sim_time, params_path, read_params_file
+from flow2one.graph import NODES, graph, linked_params, on_sim_time, params_path, read_params_file
 
 PACKAGE = "flow2one"
 
@@ -29,20 +29,22 @@ def node_descriptions(graph_name: str, params_file: str | Path | None = None,
     for f in files:
         if not f.is_file():
             raise FileNotFoundError(f"parameter file {f} does not exist")
+    names = (*spec.nodes, *(("view",) if view else ()))
     # the view follows the graph's clock: bag time when the graph's nodes run on it (replay)
     extra = {"replay": {"wait_for_nodes": "view"},
-             "view": {"use_sim_time": True} if on_sim_time(read_params_file(base)) else {}}
+             "view": {"use_sim_time": True} if on_sim_time(read_params_file(base)) else {}} if view else {}
+    linked = linked_params([read_params_file(f) for f in files], names)
     return [
         {
             "package": PACKAGE,
             "executable": NODES[name].executable,
             "name": name,
-            "parameters": [str(f) for f in files] + ([extra[name]] if view and extra.get(name) else []),
+            "parameters": [str(f) for f in files] + [d for d in (extra.get(name), linked.get(name)) if d],
             "remappings": list(spec.remappings.get(name, ())),
             "output": "screen",
             "emulate_tty": True,
         }
-        for name in (*spec.nodes, *(("view",) if view else ()))
+        for name in names
     ]
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from flow2one.graph import graph, load_params
+from flow2one.graph import CLOUD_CROP_LINKS, graph, load_params
 from flow2one.paths import resolve
 
 OK, WARN, FAIL, SKIP = "OK", "WARN", "FAIL", "n/a"
@@ -206,7 +206,9 @@ def _calibration(path: str, max_age_days: float) -> Check:
     return Check("calibration", OK, detail)
 
 
-def _model(p: dict) -> tuple[Check, object]:
+def _model(p: dict, cloud: dict) -> tuple[Check, object]:
+    """`cloud`: the pointcloud node's parameters ({}: not in the graph), whose crop the card must record."""
+    from flow2one.perception.crop import CloudCrop
     from flow2one.runtime.card import CardError, load_card
 
     model_dir = resolve(p.get("model_dir", ""))
@@ -214,12 +216,16 @@ def _model(p: dict) -> tuple[Check, object]:
         card = load_card(model_dir)
         cams = tuple(c.strip() for c in str(p.get("cameras", "")).split(",") if c.strip())
         kw = {k: p[k] for k in ("base_frame", "n_points") if k in p}
-        card.check(cameras=cams, **kw)
+        crop = CloudCrop.from_params(cloud, "pointcloud parameters") if set(CLOUD_CROP_LINKS.values()) <= set(cloud) \
+            else None
+        card.check(cameras=cams, crop=crop, **kw)
     except (OSError, ValueError, CardError) as exc:
         return Check("model card", FAIL, f"{model_dir}: {exc}",
                      "train on your demonstrations and ship into models/ (README: 'A model for the robot'), or "
                      "set policy.model_dir"), None
-    return Check("model card", OK, f"{model_dir}: '{card.name}' ({card.kind}) matches the policy parameters"), card
+    fits = "the policy and pointcloud parameters" if crop is not None and card.crop is not None else \
+        "the policy parameters (its cloud crop is not checked: not recorded on the card or not known here)"
+    return Check("model card", OK, f"{model_dir}: '{card.name}' ({card.kind}) matches {fits}"), card
 
 
 def _engine(p: dict, card) -> Check:
@@ -281,7 +287,7 @@ def run_checks(graph_name: str, robot: str | None = None, overrides: dict | None
     if calibration:
         checks.append(lambda: _calibration(calibration, max_calibration_age_days))
     if "policy" in nodes:
-        model, card = _model(params.get("policy", {}))
+        model, card = _model(params.get("policy", {}), params.get("pointcloud", {}) if "pointcloud" in nodes else {})
         checks += [lambda: model, lambda: _engine(params.get("policy", {}), card)]
     checks.append(lambda: _disk(str(params.get("recorder", {}).get("output_dir", "."))))
     out: list[Check] = []

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace, kind: str) -> int:
           f"{sum(p.numel() for p in policy.parameters()) / 1e6:.2f} M parameters")
     train_policy(policy, train_data, common.settings(args), out_dir=args.out, resume=args.resume,
                  log_dir=common.log_dir(args), progress=not args.no_progress,
-                 card={"data": str(args.data), "windows": len(data["action"]),
+                 card={"data": str(args.data), "windows": len(data["action"]), **common.crop_card(args.data),
                        **({"warm_start": str(args.warm_start)} if warm else {})})
     print(f"saved {args.out}")
     return 0

@@ -38,6 +38,7 @@ def main(args: argparse.Namespace) -> int:
     teacher, cfg = load_policy(args.teacher)
     if cfg.kind != "teacher":
         raise ValueError(f"{args.teacher} is a {cfg.kind!r} checkpoint, not a teacher")
+    crop = common.crop_card(args.data, args.teacher)
     data = common.policy_windows(args.data, cfg, args.stride)
     n = len(data["action"]) if args.max_obs <= 0 else min(args.max_obs, len(data["action"]))
     pick = np.random.default_rng(args.seed).permutation(len(data["action"]))[:n] if n < len(data["action"]) else \
@@ -49,7 +50,7 @@ def main(args: argparse.Namespace) -> int:
         sets.append(teacher.sample({m: v[i:i + args.batch_size] for m, v in obs.items()}, args.k,
                                    generator=gen, steps=args.steps))
     meta = {"teacher": str(args.teacher), "teacher_config": to_dict(cfg), "k": args.k, "steps": args.steps,
-            "data": str(args.data)}
+            "data": str(args.data), **crop}
     save_distill_set(args.out, obs, torch.cat(sets), meta)
     print(f"saved {n} observations x {args.k} trajectories to {args.out}")
     return 0

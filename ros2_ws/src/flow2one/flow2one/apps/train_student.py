@@ -54,6 +54,7 @@ def main(args: argparse.Namespace) -> int:
     train_policy(policy, {**obs, "teacher_set": sets}, common.settings(args), out_dir=args.out, resume=args.resume,
                  log_dir=common.log_dir(args), progress=not args.no_progress,
                  card={"distill_set": str(args.data), "teacher": meta.get("teacher", ""),
+                       **{k: meta[k] for k in ("cloud_crop",) if k in meta},
                        **({"warm_start": str(args.warm_start)} if warm else {})})
     print(f"saved {args.out}")
     return 0

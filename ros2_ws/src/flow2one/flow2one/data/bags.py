@@ -58,6 +58,7 @@ class EpisodeInfo:
     recovered: bool = False
     start_ns: int = 0
     end_ns: int = 0
+    cloud_crop: dict | None = None  # the crop of the recorded point clouds (flow2one.perception.crop.CloudCrop)
     extra: dict[str, str] = field(default_factory=dict)
 
     def to_strings(self) -> dict[str, str]:

@@ -21,6 +21,7 @@ from flow2one.data.profiles import (
     plan,
 )
 from flow2one.geometry import matrix_to_rot6d, quat_to_matrix
+from flow2one.perception.crop import CloudCrop
 
 _NS = 1_000_000_000
 
@@ -345,8 +346,11 @@ def convert_bag(path: Path, cfg: ConvertConfig, report: BagReport) -> Episode | 
         task, success = cfg.task or info.task, info.success if cfg.success is None else cfg.success
         if info.recovered:
             report.warnings.append("recovered after a crash; success unknown")
+    # the crop of the clouds: this conversion's when it builds them from depth, else the recorder's record of
+    # the pointcloud node's (None in bags recorded before it was written)
+    crop = CloudCrop.from_params(CLOUD_DEFAULTS).to_dict() if cloud_cams else info.cloud_crop if info else None
     meta = EpisodeMeta(task=task, source="teleop", success=success, dt=cfg.dt, note=info.note if info else "",
-                       camera_names=list(cfg.cameras))
+                       camera_names=list(cfg.cameras), cloud_crop=crop)
     return Episode(meta=meta, **arrays)
 
 

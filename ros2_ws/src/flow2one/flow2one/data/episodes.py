@@ -10,9 +10,11 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from flow2one.perception.crop import CloudCrop, common_crop
 from flow2one.spec import ACTION_DIM, N_POINTS, PROPRIO_DIM, STEP_DT
 
 
@@ -29,6 +31,12 @@ class EpisodeMeta:
     # Episode time (s) of an event nothing before it predicts (pop_up's pop): windows that start before it
     # end there (data/windows.py). None: no such event.
     event_t: float | None = None
+    # The point-cloud crop the episode's clouds were made with (flow2one.perception.crop.CloudCrop.to_dict()),
+    # carried to the model card. None: not recorded (episodes written before it was).
+    cloud_crop: dict[str, Any] | None = None
+
+    def crop(self) -> CloudCrop | None:
+        return None if self.cloud_crop is None else CloudCrop.from_params(self.cloud_crop, "episode cloud_crop")
 
 
 @dataclass
@@ -99,6 +107,20 @@ def read_episode(path: str | Path) -> Episode:
             return Episode(meta=meta, **{k: z[k] for k in z.files if k != "meta"})
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{path}: not a readable flow2one episode: {exc}") from exc
+
+
+def read_meta(path: str | Path) -> EpisodeMeta:
+    """An episode's metadata alone (the arrays stay compressed on disk)."""
+    try:
+        with np.load(path) as z:
+            return EpisodeMeta(**json.loads(bytes(z["meta"]).decode()))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: not a readable flow2one episode: {exc}") from exc
+
+
+def dataset_crop(directory: str | Path) -> CloudCrop | None:
+    """The point-cloud crop of every episode in `directory` (None: some episode does not record it)."""
+    return common_crop((read_meta(p).crop() for p in list_episodes(directory)), str(directory))
 
 
 def list_episodes(directory: str | Path) -> list[Path]:

@@ -25,6 +25,7 @@ class RecorderConfig:
     compression: str = "lz4"
     flush_period_s: float = 0.5
     default_success: bool | None = None  # outcome of a plain "stop" when the task status gave none
+    cloud_crop: dict | None = None  # the recorded clouds' crop (CloudCrop.to_dict()), written into each episode
 
 
 class EpisodeRecorder:
@@ -94,7 +95,7 @@ class EpisodeRecorder:
                 raise RuntimeError(f"already recording {self._writer.path}")
             index = self.next_index()
             info = EpisodeInfo(task=self.config.task or self.task_hint, note=note, index=index,
-                               operator=self.config.operator, start_ns=t_ns)
+                               operator=self.config.operator, start_ns=t_ns, cloud_crop=self.config.cloud_crop)
             self._writer = EpisodeBagWriter(self.directory / f"episode_{index:05d}.mcap", info,
                                             compression=self.config.compression,
                                             flush_period_s=self.config.flush_period_s)

@@ -34,6 +34,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from flow2one import spec
 from flow2one.paths import resolve
+from flow2one.perception.crop import LinkedCropParams
 from flow2one.ros.convert import (
     chunk_to_msg,
     depth_to_metres,
@@ -65,7 +66,7 @@ FRAME_GAP_SHARE = 0.9
 
 
 @dataclass(frozen=True)
-class PolicyParams:
+class PolicyParams(LinkedCropParams):
     model_dir: str = ""  # checkpoint directory with card.yaml (+ model.onnx); relative: cwd, then flow2one.paths.data_root()
     backend: str = "onnxruntime"  # onnxruntime | torch | tensorrt
     device: str = "cpu"  # cpu | cuda
@@ -113,7 +114,11 @@ class PolicyNode(Node):
         self.diag = Diagnostics(self)
         model_dir = resolve(self.p.model_dir)
         self.card = load_card(model_dir)
-        self.card.check(base_frame=self.p.base_frame, n_points=self.p.n_points, cameras=self.p.camera_list)
+        crop = self.p.cloud_crop
+        self.card.check(base_frame=self.p.base_frame, n_points=self.p.n_points, cameras=self.p.camera_list, crop=crop)
+        if crop is None and self.card.crop is not None:
+            self.get_logger().warning(f"the clouds' crop is not known here (no pointcloud section in the parameter "
+                                      f"files): not checked against the card's ({self.card.crop})")
         backend = open_backend(self.p.backend, model_dir, device=self.p.device, threads=self.p.threads,
                                fp16=self.p.fp16, max_batch=self.p.n_candidates, card=self.card)
         # the same step object the evaluations run (flow2one.runtime.policy_step)

@@ -18,6 +18,7 @@ from std_msgs.msg import String
 from flow2one import spec
 from flow2one.data.bags import message_definition, qos_metadata, type_hash
 from flow2one.data.recording import EpisodeRecorder, RecorderConfig
+from flow2one.perception.crop import LinkedCropParams
 from flow2one.ros.diagnostics import ERROR, OK, Diagnostics
 from flow2one.ros.params import declare_params
 from flow2one.ros.runner import run_node_main
@@ -27,7 +28,7 @@ DEFAULT_TOPICS = (spec.POINTS_TOPIC, spec.JOINT_STATES_TOPIC, spec.EE_POSE_TOPIC
 
 
 @dataclass(frozen=True)
-class RecorderParams:
+class RecorderParams(LinkedCropParams):
     output_dir: str = "demos"
     task: str = ""
     operator: str = ""
@@ -70,8 +71,10 @@ class RecorderNode(Node):
         self.p = declare_params(self, self.PARAMS)
         self.diag = Diagnostics(self)
         default = {"true": True, "false": False, "unknown": None}[self.p.default_success]
+        crop = self.p.cloud_crop
         self.core = EpisodeRecorder(RecorderConfig(self.p.output_dir, self.p.task, self.p.operator,
-                                                   self.p.compression, self.p.flush_period_s, default))
+                                                   self.p.compression, self.p.flush_period_s, default,
+                                                   crop.to_dict() if crop else None))
         if self.p.recover_on_start:
             for r in self.core.recover_unfinished():
                 self.get_logger().warning(f"recovered {r.path}: {r.messages} messages ({r.reason})")

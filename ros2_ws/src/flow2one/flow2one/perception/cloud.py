@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from flow2one.perception.camera_model import CameraIntrinsics, CameraModel
+from flow2one.perception.crop import CloudCrop
 from flow2one.spec import N_POINTS
 
 
@@ -123,6 +124,11 @@ class CloudPipeline:
         self.stats = CloudStats()
         self._lut: np.ndarray | None = None  # voxelize's cell table, allocated on first use
         self._cams = [_Camera(c, self._stride(c), self.lo, self.hi) for c in cameras]
+
+    @property
+    def crop(self) -> CloudCrop:
+        """The box and voxel size this pipeline applies: what episodes and model cards record of it."""
+        return CloudCrop(tuple(self.lo.tolist()), tuple(self.hi.tolist()), self.voxel)
 
     @property
     def cameras(self) -> list[CameraModel]:

@@ -40,7 +40,8 @@ def save_policy(directory: str | Path, policy: Policy, card: dict[str, Any] | No
         save_card(d, card_for_policy(policy, name=str(info.pop("name", d.resolve().name)),
                                      trained_on=str(info.pop("trained_on", info.get("data", "not recorded"))),
                                      cameras=tuple(info.pop("cameras", ())), notes=str(info.pop("notes", "")),
-                                     created_utc=created, extra=info))
+                                     cloud_crop=dict(info.pop("cloud_crop", None) or {}), created_utc=created,
+                                     extra=info))
     else:  # generic vector-condition models are not deployable; record the basics
         basics = {"kind": policy.cfg.kind, "horizon": policy.cfg.horizon, "action_dim": policy.cfg.action_dim,
                   "inputs": policy.export_input_names, "parameters": sum(p.numel() for p in policy.parameters()),

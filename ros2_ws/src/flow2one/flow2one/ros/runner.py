@@ -21,7 +21,7 @@ from rclpy.executors import Executor, ExternalShutdownException, MultiThreadedEx
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from flow2one.graph import NODES, graph, load_params, params_path, read_params_file
+from flow2one.graph import NODES, graph, linked_params, load_params, params_path, read_params_file
 from flow2one.ros.node_process import NodeProcess
 from flow2one.ros.params import build_params
 
@@ -69,6 +69,16 @@ def check_params(graph_name: str, nodes: Iterable[str], overrides: Mapping[str, 
         build_params(node_class(name).PARAMS, values, name)
 
 
+def with_links(graph_name: str, nodes: Iterable[str], overrides: Mapping[str, Mapping[str, Any]],
+               params_files: Iterable[str | Path] = ()) -> dict[str, dict[str, Any]]:
+    """`overrides` plus the values flow2one.graph.LINKS give `nodes` from the graph's files and `overrides`."""
+    sections = [load_params(graph_name), *map(read_params_file, params_files), {k: dict(v) for k, v in overrides.items()}]
+    out = {k: dict(v) for k, v in overrides.items()}
+    for node, values in linked_params(sections, tuple(nodes)).items():
+        out.setdefault(node, {}).update(values)
+    return out
+
+
 class GraphRunner:
     """Context manager owning an rclpy context, the graph's nodes and a spinning executor thread.
 
@@ -105,6 +115,7 @@ class GraphRunner:
         stray = sorted(set(self.overrides) - set(self.node_names))
         if stray:
             raise ValueError(f"parameter overrides for nodes that are not started: {stray}")
+        self.overrides = with_links(graph_name, self.node_names, self.overrides, self.params_files[1:])
         check_params(graph_name, self.node_names, self.overrides, self.params_files[1:])
         self.domain_id = domain_id
         executor = executor or os.environ.get(EXECUTOR_ENV) or "single"
@@ -214,7 +225,8 @@ def split_graph(graph_name: str, nodes: Iterable[str], own: Iterable[str],
     first, so an unreadable params file or an override for a node not in the run fails before any child
     starts, and so does a parameter that no node declares or of the wrong type (check_params); the children
     start in order (the sim world before an executor that connects to it)."""
-    nodes, own, overrides, params_files = list(nodes), list(own), dict(overrides or {}), list(params_files)
+    nodes, own, params_files = list(nodes), list(own), list(params_files)
+    overrides = with_links(graph_name, nodes, overrides or {}, params_files)  # a child's link may be another's node
     groups, placed = process_groups(own), placed_nodes(own)
     check_params(graph_name, nodes, overrides, params_files)
     runner = GraphRunner(graph_name, nodes=[n for n in nodes if n not in placed], params_files=params_files,

@@ -2,8 +2,8 @@
 
 A checkpoint's card.yaml travels with its weights and ONNX file. The policy node loads it first and
 refuses to start when the card disagrees with its own configuration (another base frame, point count,
-horizon, step duration, action layout or camera set), because such a model would run and output
-plausible-looking but wrong targets.
+horizon, step duration, action layout, camera set or point-cloud crop), because such a model would run and
+output plausible-looking but wrong targets.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import yaml
 
 from flow2one import spec
 from flow2one.fileio import write_text_atomic
+from flow2one.perception.crop import CloudCrop
 from flow2one.yamlio import load_yaml
 
 CARD_FILE = "card.yaml"
@@ -53,6 +54,8 @@ class ModelCard:
     cameras: tuple[str, ...] = ()  # view order of rgb/depth inputs
     history_steps: int = 0  # points_prev is the cloud history_steps * dt before points
     motion_steps: int = 0  # > 0: proprio is followed by its change over motion_steps * dt (width doubles)
+    # The crop box and voxel size of the training clouds (CloudCrop.to_dict()); {}: not recorded.
+    cloud_crop: dict[str, Any] = field(default_factory=dict)
     notes: str = ""
     parameters: int = 0
     created_utc: str = ""
@@ -92,12 +95,21 @@ class ModelCard:
         views = [self.inputs[k][0] for k in ("rgb", "depth") if k in self.inputs]
         if any(v != len(self.cameras) for v in views):
             problems.append(f"image inputs have {views} views but cameras lists {list(self.cameras)}")
+        if self.cloud_crop:
+            try:
+                CloudCrop.from_params(self.cloud_crop, "cloud_crop")
+            except ValueError as exc:
+                problems.append(str(exc))
         if problems:
             raise CardError(f"model card '{self.name}': " + "; ".join(problems))
 
     @property
     def n_points(self) -> int:
         return self.inputs["points"][0]
+
+    @property
+    def crop(self) -> CloudCrop | None:
+        return CloudCrop.from_params(self.cloud_crop, "cloud_crop") if self.cloud_crop else None
 
     @property
     def image_inputs(self) -> tuple[str, ...]:
@@ -138,6 +150,7 @@ class ModelCard:
                 cameras=tuple(str(x) for x in d.get("cameras") or ()),
                 history_steps=int(d.get("history_steps", 0)),
                 motion_steps=int(d.get("motion_steps", 0)),
+                cloud_crop=dict(d.get("cloud_crop") or {}),
                 notes=str(d.get("notes", "")),
                 parameters=int(d.get("parameters", 0)),
                 created_utc=str(d.get("created_utc", "")),
@@ -153,8 +166,9 @@ class ModelCard:
 
     def check(self, base_frame: str = spec.BASE_FRAME, n_points: int = spec.N_POINTS,
               cameras: Sequence[str] | None = None, action_names: Sequence[str] = spec.ACTION_NAMES,
-              horizon: int = spec.HORIZON, dt: float = spec.STEP_DT) -> None:
-        """Raise CardError listing every way this card disagrees with the loading configuration."""
+              horizon: int = spec.HORIZON, dt: float = spec.STEP_DT, crop: CloudCrop | None = None) -> None:
+        """Raise CardError listing every way this card disagrees with the loading configuration. `crop`: the
+        point-cloud pipeline's (None: not known here); a card that does not record its crop passes."""
         problems = []
         if self.base_frame != base_frame:
             problems.append(f"base_frame {self.base_frame!r} != configured {base_frame!r}")
@@ -166,6 +180,8 @@ class ModelCard:
             problems.append(f"horizon {self.horizon} != {horizon}")
         if not math.isclose(self.dt, dt, rel_tol=1e-6):
             problems.append(f"dt {self.dt} != {dt}")
+        if crop is not None and "points" in self.inputs and self.crop is not None and not self.crop.same(crop):
+            problems.append(f"trained on clouds cropped to {self.crop}, the point-cloud pipeline crops to {crop}")
         if self.image_inputs and cameras is not None and tuple(cameras) != self.cameras:
             problems.append(f"model needs images from cameras {list(self.cameras)} (in this order), "
                             f"configured cameras are {list(cameras)}")
@@ -243,7 +259,7 @@ def complete_card(model_dir: str | Path, policy: Any) -> ModelCard:
     path = Path(model_dir) / CARD_FILE
     raw = yaml.safe_load(path.read_text()) if path.is_file() else {}
     raw = raw if isinstance(raw, dict) else {}
-    keep = {k: raw[k] for k in ("dt", "base_frame", "created_utc", "export") if k in raw}
+    keep = {k: raw[k] for k in ("dt", "base_frame", "created_utc", "export", "cloud_crop") if k in raw}
     extra = {k: v for k, v in raw.items() if k not in ModelCard.__dataclass_fields__ and k != "action_dim"}
     card = card_for_policy(policy, name=str(raw.get("name") or Path(model_dir).resolve().name),
                            trained_on=str(raw.get("trained_on") or "not recorded"),

@@ -204,6 +204,14 @@ class RenderLoop:
             self._thread.join(5.0)
 
 
+def sim_cloud_crop():
+    """The crop of the sim graph's pointcloud node (config/sim.yaml), which demos record and cards must match."""
+    from flow2one.graph import load_params
+    from flow2one.perception.crop import CloudCrop
+
+    return CloudCrop.from_params(load_params("sim").get("pointcloud", {}), "config/sim.yaml pointcloud")
+
+
 def make_cloud_pipeline(cameras: list[CameraModel]):
     """The CloudPipeline of the sim graph's pointcloud node (its section of config/sim.yaml: crop, voxel,
     seed), so demonstrations are made of exactly the clouds a policy sees when it runs in the sim graph."""
@@ -211,11 +219,7 @@ def make_cloud_pipeline(cameras: list[CameraModel]):
     from flow2one.perception.cloud import CloudPipeline
     from flow2one.spec import N_POINTS
 
-    p = load_params("sim").get("pointcloud", {})
-    try:
-        return CloudPipeline(cameras, p["workspace_min"], p["workspace_max"], p["voxel_size"],
-                             n_points=p.get("n_points", N_POINTS), seed=p.get("seed", 0),
-                             pixel_stride=p.get("pixel_stride", 0))
-    except KeyError as exc:
-        raise ValueError(f"config/sim.yaml: pointcloud section lacks {exc}") from exc
+    p, crop = load_params("sim").get("pointcloud", {}), sim_cloud_crop()
+    return CloudPipeline(cameras, crop.workspace_min, crop.workspace_max, crop.voxel_size,
+                         n_points=p.get("n_points", N_POINTS), seed=p.get("seed", 0), pixel_stride=p.get("pixel_stride", 0))
 

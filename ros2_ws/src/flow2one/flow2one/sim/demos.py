@@ -13,15 +13,16 @@ from tqdm import tqdm
 from flow2one.spec import HORIZON
 
 
-def to_episode(rec, result, cloud, camera_names: list[str], with_images: bool, event_t: float | None = None,
+def to_episode(rec, result, pipeline, camera_names: list[str], with_images: bool, event_t: float | None = None,
                action_chunk: np.ndarray | None = None):
-    """`cloud(depths, T_base_ee) -> points`: the sim pointcloud node's pipeline (a SimRig's `cloud`)."""
+    """`pipeline`: the sim pointcloud node's CloudPipeline (a SimRig's `pipeline`); its crop is recorded."""
     from flow2one.data.episodes import Episode, EpisodeMeta
 
-    points = np.stack([cloud(d, T) for d, T in zip(rec.depth, rec.T_base_ee)]).astype(np.float32)
+    points = np.stack([pipeline.process(d, T) for d, T in zip(rec.depth, rec.T_base_ee)]).astype(np.float32)
     meta = EpisodeMeta(task=result.task, source="sim-expert", success=result.success, mode=result.mode,
                        seed=result.seed, camera_names=camera_names if with_images else [], event_t=event_t,
-                       note=f"chosen_mode={result.chosen_mode} mode_name={result.mode_name}")
+                       note=f"chosen_mode={result.chosen_mode} mode_name={result.mode_name}",
+                       cloud_crop=pipeline.crop.to_dict())
     images = {}
     if with_images:
         images = {"rgb": np.stack([np.stack(r) for r in rec.rgb]),
@@ -85,7 +86,7 @@ def generate_dagger(task: str, out: Path, episodes: int, policy: Path, expert_le
                 if not rec.t:  # the robot link was lost on every attempt: nothing visited, nothing to label
                     continue
                 rec.action[:], chunks, mode = relabel(rig.world.task, rec, result.mode, expert_lead_s)
-                ep = to_episode(rec, result, rig.cloud, names, False, rig.world.task.event_time(rig.world.task.params),
+                ep = to_episode(rec, result, rig.pipeline, names, False, rig.world.task.event_time(rig.world.task.params),
                                 action_chunk=chunks)
                 ep.meta.source, ep.meta.mode = "sim-dagger", mode
                 ep.meta.note = f"policy={policy} rate_hz={rate_hz} policy_mode={result.mode_name}"
@@ -117,7 +118,7 @@ def generate(task: str, out: Path, episodes: int, seed: int = 0, with_images: bo
     # the demo's cloud is computed from its recorded depth; the robot has the sim graph's executor limits
     with SimRig(task, cloud=False, executor=sim_executor_config()) as rig:
         cameras = rig.world.cameras()
-        cloud = make_cloud_pipeline(cameras).process
+        pipeline = make_cloud_pipeline(cameras)
         controller = ExpertController(make_expert(task, lead_s=expert_lead_s), dart_noise_m=dart_noise_m,
                                       dart_clean_grasp=dart_clean_grasp)
         bar = tqdm(total=episodes, desc=f"sim-demos {task}", disable=not progress, file=sys.stderr)
@@ -130,7 +131,7 @@ def generate(task: str, out: Path, episodes: int, seed: int = 0, with_images: bo
                 if not result.success:
                     continue
                 event_t = rig.world.task.event_time(rig.world.task.params)
-                write_episode(out, written, to_episode(rec, result, cloud, [c.name for c in cameras], with_images,
+                write_episode(out, written, to_episode(rec, result, pipeline, [c.name for c in cameras], with_images,
                                                        event_t))
                 written += 1
                 modes[result.mode_name] += 1

@@ -21,8 +21,10 @@ def open_policy_step(model_dir: str | Path, backend: str = "torch", candidates: 
     from flow2one.runtime.backends import open_backend
     from flow2one.runtime.card import load_card
     from flow2one.runtime.policy_step import PolicyStep
+    from flow2one.sim.cameras import sim_cloud_crop
 
     card = load_card(model_dir)
+    card.check(crop=sim_cloud_crop())  # the clouds it will see are the sim pointcloud node's
     engine = open_backend(backend, model_dir, threads=threads, max_batch=candidates, card=card,
                           sample_steps=sample_steps)
     settings = graph_settings()

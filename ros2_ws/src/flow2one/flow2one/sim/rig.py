@@ -51,7 +51,8 @@ class SimRig:
                 self.cams.close()
             self.world.close()
             raise
-        self.cloud = make_cloud_pipeline(self.world.cameras()).process if self._want_cloud else None
+        self.pipeline = make_cloud_pipeline(self.world.cameras()) if self._want_cloud else None
+        self.cloud = self.pipeline.process if self.pipeline is not None else None
 
     def connect_robot(self) -> None:
         """A new client of this world's franky-sim (the gripper width is read on every state read, as an

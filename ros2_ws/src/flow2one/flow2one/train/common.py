@@ -186,3 +186,25 @@ def obs_of(data: dict[str, Any], cfg: PolicyConfig) -> dict[str, torch.Tensor]:
 
 def log_dir(args: argparse.Namespace) -> Path:
     return Path(args.log_dir) if args.log_dir else Path(args.out) / "tb"
+
+
+def crop_card(data_dir: str | Path, model_dir: str | Path | None = None) -> dict[str, Any]:
+    """The card entry of the episodes' point-cloud crop ({} when they do not all record one). `model_dir`: a
+    model these episodes are fed to (the teacher a distillation set is made with); a crop it records must be
+    the same, or its labels come from clouds it never saw."""
+    from flow2one.data.episodes import dataset_crop
+    from flow2one.runtime.card import CardError, load_card
+
+    crop = dataset_crop(data_dir)
+    if crop is None:
+        print(f"{data_dir}: the episodes do not all record their point-cloud crop; the card will not either")
+        return {}
+    if model_dir is not None:
+        try:
+            theirs = load_card(model_dir).crop
+        except CardError:
+            theirs = None
+        if theirs is not None and not theirs.same(crop):
+            raise ValueError(f"{model_dir} was trained on clouds cropped to {theirs}, the episodes of {data_dir} "
+                             f"to {crop}")
+    return {"cloud_crop": crop.to_dict()}
