@@ -10,7 +10,7 @@ import torch
 
 from flow2one.data.normalize import PointNormalizer, RangeNormalizer, StandardNormalizer
 from flow2one.policy.cfm import euler_x_prediction, logit_normal_t, time_dependent_mask
-from flow2one.policy.chamfer import chamfer_distance, chamfer_terms
+from flow2one.policy.chamfer import chamfer_distance, chamfer_terms, pairwise_sq_dist
 from flow2one.policy.checkpoint import load_policy, save_policy
 from flow2one.policy.config import POLICY_KINDS, from_dict, preset, to_dict
 from flow2one.policy.encoder import hand_points
@@ -341,6 +341,23 @@ def test_chamfer_on_hand_made_sets_both_directions() -> None:
     assert chamfer_distance(target, shifted, w).item() == 0.0
     with pytest.raises(ValueError, match="trajectory sets"):
         chamfer_terms(target, torch.zeros(1, 2, H, 3))
+
+
+def test_pairwise_distance_and_its_gradient_match_the_broadcast_difference() -> None:
+    """The matrix-product form against the definition, mean over (H, D) of w * (a - b)^2, at the student
+    stage's sizes and scale (normalised actions), values and gradients."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(4, 16, H, 10, generator=g) * 2 - 1
+    b = (a[:, :8].repeat(1, 4, 1, 1) + 0.05 * torch.randn(4, 32, H, 10, generator=g)).requires_grad_(True)
+    w = torch.rand(10, generator=g) + 0.5
+    fast = pairwise_sq_dist(a, b, w)
+    (fast.min(dim=1).values.sum() + fast.min(dim=2).values.sum()).backward()
+    grad, b.grad = b.grad.clone(), None
+    slow = ((a.unsqueeze(2) - b.unsqueeze(1)) ** 2 * w).mean(dim=(-1, -2))
+    (slow.min(dim=1).values.sum() + slow.min(dim=2).values.sum()).backward()
+    torch.testing.assert_close(fast, slow, atol=2e-6, rtol=1e-4)
+    torch.testing.assert_close(grad, b.grad, atol=1e-6, rtol=1e-4)
+    assert pairwise_sq_dist(a, a).diagonal(dim1=1, dim2=2).abs().max() < 1e-6
 
 
 def test_time_dependent_masking() -> None:
