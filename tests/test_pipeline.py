@@ -17,6 +17,7 @@ import torch
 from flow2one.apps import reproduce as reproduce_cmd
 from flow2one.apps import sim_eval, table1
 from flow2one.paths import repo_root
+from flow2one.sim.cameras import sim_cloud_crop
 from flow2one.sim.evaluate import GRAPH_CAMERA_LAG_STEPS, open_policy_step
 from flow2one.sim.table1 import report as t1report
 from flow2one.sim.table1.config import ROWS, STUDENT, TEACHER, Table1Config
@@ -56,6 +57,7 @@ def test_reproduce_ships_every_kind_with_a_card(reproduced) -> None:
         card = load_card(d)
         assert card.kind == kind and card.name == f"sim_{kind}"
         assert "reproduce --scale quick" in card.trained_on and "reach_around" in card.trained_on
+        assert card.crop == sim_cloud_crop()  # the demos' crop, carried through every stage to the card
         assert all(p.stat().st_size < pipeline.MAX_MODEL_BYTES for p in d.iterdir())
         assert not (d / "train_state.pt").exists() and not (d / "tb").exists()
         assert (d / "model.onnx").is_file() == (kind != "teacher")
@@ -92,6 +94,27 @@ def test_baselines_train_beside_the_teacher_on_half_the_threads(reproduced) -> N
     assert threads == {"teacher": "1", "teacher:1": "1", "teacher:2": "1", "l1flow": "2", "regression": "2",
                        "distill": "2", "student": "2"}
     assert summary["wall_s"] > 0
+
+
+def test_a_teacher_round_takes_every_thread_once_the_baselines_end() -> None:
+    """The other core is not left idle until the round ends: the loop takes the threads at its next step."""
+    from flow2one.policy import api
+    from flow2one.train import loop
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.5)"])
+    try:
+        watcher = pipeline.more_threads_when_done(proc, 2)
+        assert loop.threads_wanted == 0  # not while the baselines run
+        watcher.join(20)
+        assert loop.threads_wanted == 2
+        torch.set_num_threads(1)
+        cond, traj = torch.zeros(8, 1).numpy(), torch.zeros(8, 16, 1).numpy()
+        api.fit_teacher(cond, traj, api.vector_config(1, 1, horizon=16, down_dims=(16, 32), embed_dim=16,
+                                                      hidden_dim=32), steps=2, batch_size=4, progress=False)
+        assert torch.get_num_threads() == 2
+    finally:
+        loop.threads_wanted = 0
+        torch.set_num_threads(1)
 
 
 def test_a_failed_baseline_process_fails_the_run(tmp_path) -> None:

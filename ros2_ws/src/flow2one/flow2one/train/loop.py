@@ -23,6 +23,11 @@ from flow2one.policy.base import Policy
 from flow2one.policy.checkpoint import MODEL_FILE, save_policy
 
 STATE_FILE = "train_state.pt"
+# Threads a running train_policy takes from its next step on (0: those it started with). Another thread of the
+# process raises it when cores come free (`reproduce`: the teacher round's, once the baselines beside it end,
+# instead of one core idling until the round ends). The loop sets it itself: under OpenMP torch's thread count
+# belongs to the thread that sets it.
+threads_wanted = 0
 
 
 @dataclass
@@ -135,6 +140,8 @@ def train_policy(policy: Policy, data: dict[str, Any], settings: TrainSettings, 
     bar = tqdm(range(start, settings.steps), initial=start, total=settings.steps, disable=not progress or rank != 0,
                desc=f"train {policy.cfg.kind}", dynamic_ncols=True)
     for step in bar:
+        if threads_wanted and threads_wanted != torch.get_num_threads():
+            torch.set_num_threads(threads_wanted)
         idx = torch.randint(0, n_rows, (settings.batch_size,), generator=gen).to(auto_dev)
         loss, logs = model({k: v[idx] for k, v in tensors.items()})
         if not torch.isfinite(loss):

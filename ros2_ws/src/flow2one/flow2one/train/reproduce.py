@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -311,6 +312,21 @@ def start_baselines(scale_name: str, work: Path, tasks: tuple[str, ...], seed: i
         return subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT)
 
 
+def more_threads_when_done(proc: subprocess.Popen, threads: int) -> threading.Thread:
+    """The running teacher round takes `threads` from its next step once the baselines' process ends: it ran on
+    half of them beside it, and the other core would idle until the round's end (~12 min of the small scale's
+    second round)."""
+    from flow2one.train import loop
+
+    def watch() -> None:
+        proc.wait()
+        loop.threads_wanted = threads
+
+    watcher = threading.Thread(target=watch, name="baselines-watch", daemon=True)
+    watcher.start()
+    return watcher
+
+
 def wait_baselines(proc: subprocess.Popen, work: Path) -> None:
     if proc.wait():
         raise RuntimeError(f"the l1flow/regression process failed (exit {proc.returncode}); see {work / 'baselines.log'}")
@@ -363,6 +379,7 @@ def reproduce(scale_name: str, work: Path, ship_to: Path | None, tasks: tuple[st
         demos_wall_s = time.perf_counter() - t0
     merged = False
     proc: subprocess.Popen | None = None
+    watcher: threading.Thread | None = None
     try:
         for stage in stages:
             if not wanted(stage) or stage.name.startswith("demos:") or (side and stage.name in BASELINES):
@@ -378,6 +395,8 @@ def reproduce(scale_name: str, work: Path, ship_to: Path | None, tasks: tuple[st
                 proc = None
             if side and proc is None and stage.name.startswith("teacher"):  # the baselines are done: every thread
                 stage.argv[stage.argv.index("--threads") + 1] = str(threads)
+            if proc is not None and watcher is None:
+                watcher = more_threads_when_done(proc, threads)
             if stage.output.exists():
                 print(f"=== {stage.name}: done already ({stage.output})")
                 continue
@@ -389,6 +408,11 @@ def reproduce(scale_name: str, work: Path, ship_to: Path | None, tasks: tuple[st
         if proc is not None:  # this process failed: stop the other rather than leave it training unseen
             proc.terminate()
             proc.wait()
+        if watcher is not None:  # a later training in this process starts on the threads it asks for
+            from flow2one.train import loop
+
+            watcher.join()
+            loop.threads_wanted = 0
     timings = read_timings(timings_path)
     n_episodes = sum(len(task_episodes(work / "data", t)) for t in tasks)
     summary: dict[str, Any] = {"scale": scale_name, "settings": asdict(scale), "tasks": list(tasks),
