@@ -73,8 +73,8 @@ GRAPHS: dict[str, GraphSpec] = {
 
 
 # Parameters a node takes from another node's section of its graph's files, so that the two cannot disagree:
-# the policy checks its model card's point-cloud crop, and the recorder writes into each episode the crop,
-# that the pointcloud node applies (flow2one/perception/crop.py).
+# the policy checks its model card against, and the recorder writes into each episode, the crop that the
+# pointcloud node applies (flow2one/perception/crop.py).
 CLOUD_CROP_LINKS = {"cloud_workspace_min": "workspace_min", "cloud_workspace_max": "workspace_max",
                     "cloud_voxel_size": "voxel_size"}
 LINKS: dict[tuple[str, str], tuple[str, str]] = {

@@ -9,7 +9,8 @@ def pairwise_sq_dist(a: torch.Tensor, b: torch.Tensor, weights: torch.Tensor | N
     """a (B, K, H, D), b (B, M, H, D) -> (B, K, M) mean squared (optionally per-dim weighted) distance.
 
     As |a|^2 + |b|^2 - 2 a.b, one batched matrix product: the broadcast difference (B, K, M, H, D), 5 M floats at
-    the student stage's batch of 32 with K 16 and M 32, took a third of each training step and of its backward.
+    the student stage's batch of 32 with K 16 and M 32, was the largest elementwise cost of its training step;
+    without it the stage runs 3.5 instead of 3.2 steps/s on two threads.
     """
     if a.ndim != 4 or b.ndim != 4 or a.shape[0] != b.shape[0] or a.shape[2:] != b.shape[2:]:
         raise ValueError(f"trajectory sets must be (B, K, H, D) and (B, M, H, D); got {tuple(a.shape)}, {tuple(b.shape)}")
