@@ -172,10 +172,15 @@ def test_policy_node_refuses_a_model_of_another_crop(student_dir: Path, tmp_path
 
 def test_preflight_and_sim_evaluations_refuse_a_model_of_another_crop(student_dir: Path, tmp_path: Path) -> None:
     cropped = with_crop(student_dir, tmp_path / "cropped", TABLE_OUT)
-    check, _ = _model({"model_dir": str(cropped)}, load_params("sim")["pointcloud"])
+    def policy(box: dict) -> dict:  # the policy's parameters as the graph links them to a pointcloud section
+        return {"model_dir": str(cropped), **linked_params([{"pointcloud": box}], ["policy"])["policy"]}
+
+    check, _ = _model(policy(load_params("sim")["pointcloud"]))
     assert check.status == "FAIL" and "0.005" in check.detail
-    check, _ = _model({"model_dir": str(cropped)}, TABLE_OUT.to_dict())
+    check, _ = _model(policy(TABLE_OUT.to_dict()))
     assert check.status == "OK" and "pointcloud parameters" in check.detail
+    check, _ = _model({"model_dir": str(cropped)})  # no crop known: not checked, and said so
+    assert check.status == "OK" and "not checked" in check.detail
     assert sim_cloud_crop() == SIM_BOX
     with pytest.raises(CardError, match="crops to box"):
         open_policy_step(cropped, "onnxruntime")

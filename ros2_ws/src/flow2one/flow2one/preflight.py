@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from flow2one.graph import CLOUD_CROP_LINKS, graph, load_params
+from flow2one.graph import CLOUD_CROP_LINKS, graph, linked_params, load_params
 from flow2one.paths import resolve
 
 OK, WARN, FAIL, SKIP = "OK", "WARN", "FAIL", "n/a"
@@ -206,9 +206,9 @@ def _calibration(path: str, max_age_days: float) -> Check:
     return Check("calibration", OK, detail)
 
 
-def _model(p: dict, cloud: dict) -> tuple[Check, object]:
-    """`cloud`: the pointcloud node's parameters ({}: not in the graph), whose crop the card must record."""
-    from flow2one.perception.crop import CloudCrop
+def _model(p: dict) -> tuple[Check, object]:
+    """`p`: the policy's parameters with what flow2one.graph.LINKS give it, so the crop checked is the node's."""
+    from flow2one.perception.crop import LinkedCropParams
     from flow2one.runtime.card import CardError, load_card
 
     model_dir = resolve(p.get("model_dir", ""))
@@ -216,8 +216,8 @@ def _model(p: dict, cloud: dict) -> tuple[Check, object]:
         card = load_card(model_dir)
         cams = tuple(c.strip() for c in str(p.get("cameras", "")).split(",") if c.strip())
         kw = {k: p[k] for k in ("base_frame", "n_points") if k in p}
-        crop = CloudCrop.from_params(cloud, "pointcloud parameters") if set(CLOUD_CROP_LINKS.values()) <= set(cloud) \
-            else None
+        crop = LinkedCropParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in p.items()
+                                   if k in CLOUD_CROP_LINKS}).cloud_crop
         card.check(cameras=cams, crop=crop, **kw)
     except (OSError, ValueError, CardError) as exc:
         return Check("model card", FAIL, f"{model_dir}: {exc}",
@@ -287,7 +287,7 @@ def run_checks(graph_name: str, robot: str | None = None, overrides: dict | None
     if calibration:
         checks.append(lambda: _calibration(calibration, max_calibration_age_days))
     if "policy" in nodes:
-        model, card = _model(params.get("policy", {}), params.get("pointcloud", {}) if "pointcloud" in nodes else {})
+        model, card = _model({**params.get("policy", {}), **linked_params([params], nodes).get("policy", {})})
         checks += [lambda: model, lambda: _engine(params.get("policy", {}), card)]
     checks.append(lambda: _disk(str(params.get("recorder", {}).get("output_dir", "."))))
     out: list[Check] = []

@@ -204,12 +204,14 @@ class RenderLoop:
             self._thread.join(5.0)
 
 
-def sim_cloud_crop():
-    """The crop of the sim graph's pointcloud node (config/sim.yaml), which demos record and cards must match."""
+def sim_cloud_crop(p: dict | None = None):
+    """The crop of the sim graph's pointcloud node (`p`: its section of config/sim.yaml, read when None), which
+    demos record and cards must match."""
     from flow2one.graph import load_params
     from flow2one.perception.crop import CloudCrop
 
-    return CloudCrop.from_params(load_params("sim").get("pointcloud", {}), "config/sim.yaml pointcloud")
+    p = load_params("sim").get("pointcloud", {}) if p is None else p
+    return CloudCrop.from_params(p, "config/sim.yaml pointcloud")
 
 
 def make_cloud_pipeline(cameras: list[CameraModel]):
@@ -219,7 +221,8 @@ def make_cloud_pipeline(cameras: list[CameraModel]):
     from flow2one.perception.cloud import CloudPipeline
     from flow2one.spec import N_POINTS
 
-    p, crop = load_params("sim").get("pointcloud", {}), sim_cloud_crop()
+    p = load_params("sim").get("pointcloud", {})
+    crop = sim_cloud_crop(p)
     return CloudPipeline(cameras, crop.workspace_min, crop.workspace_max, crop.voxel_size,
                          n_points=p.get("n_points", N_POINTS), seed=p.get("seed", 0), pixel_stride=p.get("pixel_stride", 0))
 
