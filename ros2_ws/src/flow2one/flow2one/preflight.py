@@ -216,8 +216,7 @@ def _model(p: dict) -> tuple[Check, object]:
         card = load_card(model_dir)
         cams = tuple(c.strip() for c in str(p.get("cameras", "")).split(",") if c.strip())
         kw = {k: p[k] for k in ("base_frame", "n_points") if k in p}
-        crop = LinkedCropParams(**{k: tuple(v) if isinstance(v, list) else v for k, v in p.items()
-                                   if k in CLOUD_CROP_LINKS}).cloud_crop
+        crop = LinkedCropParams(**{k: v for k, v in p.items() if k in CLOUD_CROP_LINKS}).cloud_crop
         card.check(cameras=cams, crop=crop, **kw)
     except (OSError, ValueError, CardError) as exc:
         return Check("model card", FAIL, f"{model_dir}: {exc}",
