@@ -11,6 +11,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -46,12 +47,19 @@ def test_reproduce_ships_every_kind_with_a_card(reproduced) -> None:
     root, summary = reproduced
     assert summary["episodes"] == 1
     stages = set(summary["stage_wall_s"])
-    assert {"demos:reach_around", "teacher", "teacher:1", "distill", "student", "l1flow", "regression",
+    assert {"demos:reach_around", "teacher", "teacher:1", "teacher:2", "distill", "student", "l1flow", "regression",
             "ship+export"} <= stages
-    # the teacher that ships, and that the set was sampled from, is the last round's, warm-started from the first
-    work = root / "work"
-    assert load_card(root / "models" / "sim_teacher").extra["warm_start"] == str(work / "teacher")
-    assert load_card(work / "teacher_1").extra["train"]["lr"] == pipeline.SCALES["quick"].lr / 2
+    # the teacher that ships, and that the set was sampled from, is the last round's, warm-started from the one
+    # before; the rounds before it trained on the wide clouds, the last on the graph's
+    work, scale = root / "work", pipeline.SCALES["quick"]
+    shipped = load_card(root / "models" / "sim_teacher")
+    assert shipped.extra["warm_start"] == str(work / "teacher_1")
+    assert shipped.extra["train"]["lr"] == scale.last_round[1] and shipped.extra["data"] == str(work / "data" / "all")
+    assert load_card(work / "teacher_1").extra["train"]["lr"] == scale.lr / 2
+    for wide_round in ("teacher", "teacher_1"):
+        card = load_card(work / wide_round)
+        assert card.extra["data"] == str(work / "data" / "all_wide")
+        assert card.crop.workspace_min[2] == scale.wide_floor_z != sim_cloud_crop().workspace_min[2]
     for kind in pipeline.KINDS:
         d = root / "models" / f"sim_{kind}"
         card = load_card(d)
@@ -74,7 +82,26 @@ def test_reproduce_ships_every_kind_with_a_card(reproduced) -> None:
 
     obs, sets, meta = load_distill_set(root / "work" / "distill.safetensors")
     assert tuple(sets.shape[1:]) == (16, 32, 10) and meta["k"] == 16 and meta["steps"] == 50
-    assert meta["teacher"] == str(root / "work" / "teacher_1")
+    assert meta["teacher"] == str(root / "work" / "teacher_2")
+
+
+def test_wide_demos_are_the_same_episodes_with_the_table_in_their_clouds(reproduced) -> None:
+    from flow2one.data.episodes import read_episode
+
+    root, _ = reproduced
+    data, floor = root / "work" / "data", pipeline.SCALES["quick"].wide_floor_z
+    graph, wide = (pipeline.task_episodes(data, "reach_around", w) for w in (False, True))
+    assert len(graph) == len(wide) == 1
+    a, b = read_episode(graph[0]), read_episode(wide[0])
+    for k in ("t", "proprio", "action"):  # one rollout, recorded once
+        np.testing.assert_array_equal(getattr(a, k), getattr(b, k))
+    assert a.meta.seed == b.meta.seed and b.meta.cloud_crop["workspace_min"][2] == floor
+    for ep, crop in ((a, sim_cloud_crop()), (b, replace(sim_cloud_crop(), workspace_min=(
+            *sim_cloud_crop().workspace_min[:2], floor)))):  # each cloud lies in the box its episode records
+        assert ep.meta.cloud_crop == crop.to_dict()
+        assert (ep.points >= np.asarray(crop.workspace_min) - 1e-6).all()
+        assert (ep.points <= np.asarray(crop.workspace_max) + 1e-6).all()
+    assert a.points.shape == b.points.shape and not np.array_equal(a.points, b.points)
 
 
 def test_baselines_train_beside_the_teacher_on_half_the_threads(reproduced) -> None:

@@ -15,6 +15,9 @@ Each state's chunk label is the expert's own plan from it, not the labels of the
 With --dart-noise the expert drives, pushed off its path by a smooth random offset, and its clean target is
 recorded (DART): states off the expert's path, each labelled with the way back. --dart-clean-grasp keeps the
 arm on the expert's path from above the cube until the fingers close (pick_place).
+With --wide-floor-z every episode is written twice: OUT/<task>/ with the sim graph's clouds, OUT/wide/<task>/
+with clouds from the same depth images whose crop box reaches down to that floor (the table in them): `make models`
+pretrains its teacher on those.
 """
 
 from __future__ import annotations
@@ -44,6 +47,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "the offset fades over its 0.5 s correlation, so each grasp happens about where its label "
                         "says (pick_place; the other tasks have no grasp). 40 such demos were level with their "
                         "control, 80 lost pick_place after the grasp (results/replan/, twenty-fourth stop)")
+    p.add_argument("--wide-floor-z", type=float, default=None, metavar="Z",
+                   help="also write each episode to OUT/wide/<task>/ with clouds cropped at box floor Z m (base "
+                        "frame; e.g. -0.01 keeps the table top at z 0) instead of config/sim.yaml's, from the same "
+                        "rollout")
     p.add_argument("--images", action="store_true", help="also store rgb + depth of every camera and step")
     p.add_argument("--dagger-policy", type=Path, default=None, metavar="MODEL_DIR",
                    help="DAgger: this exported policy drives (through the deployed loop), the expert labels its "
@@ -60,6 +67,12 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit(f"--dart-noise must be >= 0 m, got {args.dart_noise}")
     if args.dart_clean_grasp and not args.dart_noise:
         raise SystemExit("--dart-clean-grasp shapes --dart-noise's offset; give --dart-noise M > 0 with it")
+    if args.wide_floor_z is not None:
+        from flow2one.sim.cameras import sim_cloud_crop
+
+        top = sim_cloud_crop().workspace_max[2]
+        if not args.wide_floor_z < top:  # NaN too
+            raise SystemExit(f"--wide-floor-z must be below the crop box's top ({top:g} m), got {args.wide_floor_z}")
     tasks = list(TASKS) if args.task == "all" else [args.task]
     if args.dagger_policy is not None:
         if args.dart_noise:
@@ -69,12 +82,16 @@ def main(args: argparse.Namespace) -> int:
                              "path, which the policy's states do not have")
         if args.images:
             raise SystemExit("--images is not written with --dagger-policy")
+        if args.wide_floor_z is not None:
+            raise SystemExit("--wide-floor-z is not written with --dagger-policy")
         if not (args.dagger_policy / "card.yaml").is_file():
             raise SystemExit(f"--dagger-policy {args.dagger_policy}: no card.yaml (an exported model directory)")
         report = {t: generate_dagger(t, args.out / t, args.episodes, args.dagger_policy, args.expert_lead,
                                      args.seed, args.policy_rate_hz, args.n_exec, args.candidates) for t in tasks}
     else:
         report = {t: generate(t, args.out / t, args.episodes, args.seed, args.images, expert_lead_s=args.expert_lead,
-                              dart_noise_m=args.dart_noise, dart_clean_grasp=args.dart_clean_grasp) for t in tasks}
+                              dart_noise_m=args.dart_noise, dart_clean_grasp=args.dart_clean_grasp,
+                              wide=None if args.wide_floor_z is None else (args.out / "wide" / t, args.wide_floor_z))
+                  for t in tasks}
     print(json.dumps(report, indent=1))
     return 0 if all(r["episodes"] == args.episodes for r in report.values()) else 1

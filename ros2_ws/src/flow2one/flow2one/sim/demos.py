@@ -104,7 +104,9 @@ def generate_dagger(task: str, out: Path, episodes: int, policy: Path, expert_le
 
 def generate(task: str, out: Path, episodes: int, seed: int = 0, with_images: bool = False,
              progress: bool = True, expert_lead_s: float | None = None, dart_noise_m: float = 0.0,
-             dart_clean_grasp: bool = False) -> dict:
+             dart_clean_grasp: bool = False, wide: tuple[Path, float] | None = None) -> dict:
+    """`wide` = (DIR, Z): each episode is also written to DIR with its clouds cropped at box floor Z (from the same
+    depth images, so the second cloud costs no rollout): `make models` pretrains its teacher on such clouds."""
     from flow2one.data.episodes import write_episode
     from flow2one.sim.cameras import make_cloud_pipeline
     from flow2one.sim.evaluate import sim_executor_config
@@ -119,6 +121,7 @@ def generate(task: str, out: Path, episodes: int, seed: int = 0, with_images: bo
     with SimRig(task, cloud=False, executor=sim_executor_config()) as rig:
         cameras = rig.world.cameras()
         pipeline = make_cloud_pipeline(cameras)
+        wide_pipeline = None if wide is None else make_cloud_pipeline(cameras, wide[1])
         controller = ExpertController(make_expert(task, lead_s=expert_lead_s), dart_noise_m=dart_noise_m,
                                       dart_clean_grasp=dart_clean_grasp)
         bar = tqdm(total=episodes, desc=f"sim-demos {task}", disable=not progress, file=sys.stderr)
@@ -131,8 +134,10 @@ def generate(task: str, out: Path, episodes: int, seed: int = 0, with_images: bo
                 if not result.success:
                     continue
                 event_t = rig.world.task.event_time(rig.world.task.params)
-                write_episode(out, written, to_episode(rec, result, pipeline, [c.name for c in cameras], with_images,
-                                                       event_t))
+                names = [c.name for c in cameras]
+                if wide_pipeline is not None:  # first: an episode in `out` always has its wide twin
+                    write_episode(wide[0], written, to_episode(rec, result, wide_pipeline, names, with_images, event_t))
+                write_episode(out, written, to_episode(rec, result, pipeline, names, with_images, event_t))
                 written += 1
                 modes[result.mode_name] += 1
                 bar.update(1)
@@ -142,5 +147,6 @@ def generate(task: str, out: Path, episodes: int, seed: int = 0, with_images: bo
     return {"task": task, "dir": str(out), "episodes": written, "attempts": attempts,
             "expert_success_rate": written / max(attempts, 1), "mode_histogram": dict(modes),
             "expert_lead_s": expert_lead_s, "dart_noise_m": dart_noise_m,
-            "dart_clean_grasp": dart_clean_grasp, "sim_rtf_mean": float(np.mean(rtfs)) if rtfs else None,
+            "dart_clean_grasp": dart_clean_grasp, "wide": None if wide is None else [str(wide[0]), wide[1]],
+            "sim_rtf_mean": float(np.mean(rtfs)) if rtfs else None,
             "wall_s": time.perf_counter() - wall0}

@@ -54,6 +54,19 @@ class Scale:
     # next seed. The shipped teacher's aim at a pick_place cube kept improving past 10,000 steps (results/replan,
     # fourteenth stop), and a round of its own keeps the first round's schedule, and its checkpoint, as they were.
     teacher_continue: tuple[int, ...] = ()
+    # The student stage's batch (0: half the teacher's).
+    student_batch_size: int = 0
+    # Wide pretraining: the teacher's first rounds see clouds whose crop box reaches down to this floor (the table
+    # in them; sim-demos --wide-floor-z writes them from the same demos), and `last_round` = (steps, lr) fits it
+    # to the graph's clouds, which distill, the student and the baselines see. Students started from a teacher
+    # trained on the graph's cropped clouds alone aimed worse at pick_place's cubes than those started from one
+    # that had seen the table first (results/replan/, twenty-ninth stop).
+    wide_floor_z: float | None = None
+    last_round: tuple[int, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.wide_floor_z is not None and self.last_round is None:
+            raise ValueError("wide_floor_z needs last_round: distill refuses a teacher of another crop than its data")
 
 
 # The CPU model: the tiny preset with a wider U-Net, ~0.3 M parameters (~1.3 MB) per kind. Measured on one
@@ -79,7 +92,9 @@ SCALES: dict[str, Scale] = {
     "quick": Scale(episodes=1, teacher_steps=20, student_steps=10, baseline_steps=10, batch_size=8, stride=8,
                    distill_obs=16, hypotheses=4,
                    model={"encoder": {"history_steps": HISTORY_STEPS, "points_floor_z": FLOOR_Z}},
-                   student_encoder=STUDENT_SELF_FILTER, teacher_continue=(10,)),
+                   student_encoder=STUDENT_SELF_FILTER, teacher_continue=(10,), student_batch_size=4,
+                   # a floor below the graph's box (config/sim.yaml), so the tests can tell the two clouds apart
+                   wide_floor_z=-0.02, last_round=(10, 3e-4)),
     "small": Scale(episodes=80, teacher_steps=10000, student_steps=8000, baseline_steps=8000, batch_size=16,
                    stride=2, distill_obs=0, hypotheses=32, model=CPU_MODEL, student_encoder=STUDENT_SELF_FILTER,
                    teacher_continue=(12000, 12000)),
@@ -114,12 +129,15 @@ def plan(scale: Scale, work: Path, tasks: tuple[str, ...], seed: int, threads: i
 
     data = work / "data"
     lead = [] if scale.expert_lead_s is None else ["--expert-lead", str(scale.expert_lead_s)]
+    if scale.wide_floor_z is not None:
+        lead += ["--wide-floor-z", str(scale.wide_floor_z)]
     stages = [Stage(f"demos:{t}", ["sim-demos", "--task", t, "--episodes", str(scale.episodes), "--seed",
                                    str(seed), "--out", str(data / t / "part0"), *lead], data / t / "DONE")
               for t in tasks]
     common = ["--batch-size", str(scale.batch_size), "--lr", str(scale.lr), "--seed", str(seed), "--threads",
               str(threads), "--stride", str(scale.stride)]
-    merged = str(data / "all")
+    merged = str(merged_dir(data))
+    pretrain = str(merged_dir(data, wide=scale.wide_floor_z is not None))
     t_threads = str(teacher_threads or threads)
     for kind, steps in (("teacher", scale.teacher_steps), ("l1flow", scale.baseline_steps),
                         ("regression", scale.baseline_steps)):
@@ -128,12 +146,16 @@ def plan(scale: Scale, work: Path, tasks: tuple[str, ...], seed: int, threads: i
                 "--resume"]
         if kind == "teacher":
             argv[argv.index("--threads") + 1] = t_threads
+            argv[argv.index("--data") + 1] = pretrain
         stages.append(Stage(kind, argv, work / kind / "model.safetensors"))
     rounds = teacher_rounds(scale, work)
-    for k, steps in enumerate(scale.teacher_continue, start=1):
+    later = [(steps, scale.lr / 2, pretrain) for steps in scale.teacher_continue]
+    if scale.last_round is not None:
+        later.append((*scale.last_round, merged))
+    for k, (steps, lr, on) in enumerate(later, start=1):
         stages.insert(len(tasks) + k, Stage(f"teacher:{k}", [
-            "train-teacher", "--data", merged, "--out", str(rounds[k]), "--warm-start", str(rounds[k - 1]), "--steps",
-            str(steps), "--batch-size", str(scale.batch_size), "--lr", str(scale.lr / 2), "--seed", str(seed + k),
+            "train-teacher", "--data", on, "--out", str(rounds[k]), "--warm-start", str(rounds[k - 1]), "--steps",
+            str(steps), "--batch-size", str(scale.batch_size), "--lr", str(lr), "--seed", str(seed + k),
             "--threads", t_threads, "--stride", str(scale.stride), "--ckpt-every", str(max(steps // 4, 1)),
             "--resume"], rounds[k] / "model.safetensors"))
     teacher, after = rounds[-1], len(tasks) + len(rounds)
@@ -145,7 +167,8 @@ def plan(scale: Scale, work: Path, tasks: tuple[str, ...], seed: int, threads: i
     stages.insert(after + 1, Stage("student", [
         "train-student", "--data", str(distill), "--out", str(work / "student"), "--init-from", str(teacher),
         "--steps", str(scale.student_steps),
-        "--hypotheses", str(scale.hypotheses), "--batch-size", str(max(scale.batch_size // 2, 1)), "--lr",
+        "--hypotheses", str(scale.hypotheses), "--batch-size",
+        str(scale.student_batch_size or max(scale.batch_size // 2, 1)), "--lr",
         str(scale.lr), "--seed", str(seed), "--threads", str(threads), "--ckpt-every",
         str(max(scale.student_steps // 4, 1)), "--resume", *encoder_flags(scale.student_encoder)],
         work / "student" / "model.safetensors"))
@@ -154,23 +177,30 @@ def plan(scale: Scale, work: Path, tasks: tuple[str, ...], seed: int, threads: i
 
 def teacher_rounds(scale: Scale, work: Path) -> list[Path]:
     """Each teacher round's checkpoint directory; the last is the one the student is distilled from and that ships."""
-    return [work / "teacher", *(work / f"teacher_{k}" for k in range(1, len(scale.teacher_continue) + 1))]
+    n = len(scale.teacher_continue) + (scale.last_round is not None)
+    return [work / "teacher", *(work / f"teacher_{k}" for k in range(1, n + 1))]
 
 
-def task_episodes(data: Path, task: str) -> list[Path]:
-    """Every episode sim-demos wrote for `task` (data/<task>/part<k>/<task>/episode_*.npz)."""
-    return sorted(data.glob(f"{task}/part*/{task}/episode_*.npz"))
+def task_episodes(data: Path, task: str, wide: bool = False) -> list[Path]:
+    """Every episode sim-demos wrote for `task` (data/<task>/part<k>/<task>/episode_*.npz; `wide`: their twins
+    with wide clouds, data/<task>/part<k>/wide/<task>/)."""
+    return sorted(data.glob(f"{task}/part*/{'wide/' if wide else ''}{task}/episode_*.npz"))
 
 
-def merge_datasets(data: Path, tasks: tuple[str, ...]) -> Path:
-    """data/all: links to every task's episodes, renumbered (load_windows reads one directory)."""
-    out = data / "all"
+def merged_dir(data: Path, wide: bool = False) -> Path:
+    return data / ("all_wide" if wide else "all")
+
+
+def merge_datasets(data: Path, tasks: tuple[str, ...], wide: bool = False) -> Path:
+    """data/all (`wide`: data/all_wide): links to every task's episodes, renumbered (load_windows reads one
+    directory)."""
+    out = merged_dir(data, wide)
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
     i = 0
     for t in tasks:
-        eps = task_episodes(data, t)
+        eps = task_episodes(data, t, wide)
         if not eps:
             raise RuntimeError(f"{data / t}: sim-demos wrote no episodes")
         for p in eps:
@@ -385,8 +415,9 @@ def reproduce(scale_name: str, work: Path, ship_to: Path | None, tasks: tuple[st
             if not wanted(stage) or stage.name.startswith("demos:") or (side and stage.name in BASELINES):
                 continue
             if not merged:  # (re)link data/all once the demos are final
-                if demos or not (work / "data" / "all").is_dir():
-                    merge_datasets(work / "data", tasks)
+                for wide in {False, scale.wide_floor_z is not None}:
+                    if demos or not merged_dir(work / "data", wide).is_dir():
+                        merge_datasets(work / "data", tasks, wide)
                 merged = True
                 if side:
                     proc = start_baselines(scale_name, work, tasks, seed, threads - threads // 2)
