@@ -12,7 +12,9 @@ pop_up, the reaction-time task, gets models of its own (`--tasks pop_up`; none s
 pop_up): its pucks look like track's, and adding it to the multi-task models would change every model of Table I.
 
 Scales (wall times on this 2-core CPU machine; each shipped card records its run's stage times):
-  quick  smoke run: 1 demo per task, a few optimiser steps, the tiny preset (~1 min; what the tests run)
+  quick  smoke run: 1 demo per task, a few optimiser steps, the tiny preset (~1 min; what the tests run); its
+         teacher pretrains on wide clouds (the same demos with the table in the box, `sim-demos --wide-floor-z`)
+         and takes a last round on the graph's: the recipe measured for the small scale (results/replan/, 30th stop)
   small  the models shipped in models/: 80 demos per task, ~0.3 M-parameter models that also see the cloud
          0.2 s earlier and pool only the points above the table, teacher 10000 steps and two warm-started
          rounds of 12000 at half the learning rate (its grasp aim kept improving), distillation set of
