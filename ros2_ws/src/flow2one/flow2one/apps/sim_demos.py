@@ -70,9 +70,12 @@ def main(args: argparse.Namespace) -> int:
     if args.wide_floor_z is not None:
         from flow2one.sim.cameras import sim_cloud_crop
 
-        top = sim_cloud_crop().workspace_max[2]
-        if not args.wide_floor_z < top:  # NaN too
-            raise SystemExit(f"--wide-floor-z must be below the crop box's top ({top:g} m), got {args.wide_floor_z}")
+        crop = sim_cloud_crop()
+        try:
+            crop.with_floor(args.wide_floor_z)
+        except ValueError:
+            raise SystemExit(f"--wide-floor-z must be below the crop box's top ({crop.workspace_max[2]:g} m), "
+                             f"got {args.wide_floor_z}") from None
     tasks = list(TASKS) if args.task == "all" else [args.task]
     if args.dagger_policy is not None:
         if args.dart_noise:

@@ -11,7 +11,7 @@ is not the one their point-cloud pipeline applies.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -49,6 +49,10 @@ class CloudCrop:
     def to_dict(self) -> dict[str, Any]:
         return {"workspace_min": list(self.workspace_min), "workspace_max": list(self.workspace_max),
                 "voxel_size": self.voxel_size}
+
+    def with_floor(self, z: float) -> CloudCrop:
+        """This box with its floor at `z` (ValueError, as any box, when not finite and below the top)."""
+        return replace(self, workspace_min=(*self.workspace_min[:2], float(z)))
 
     def same(self, other: CloudCrop) -> bool:
         a = np.array([*self.workspace_min, *self.workspace_max, self.voxel_size])

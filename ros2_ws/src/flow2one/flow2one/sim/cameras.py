@@ -218,8 +218,6 @@ def make_cloud_pipeline(cameras: list[CameraModel], floor_z: float | None = None
     """The CloudPipeline of the sim graph's pointcloud node (its section of config/sim.yaml: crop, voxel,
     seed), so demonstrations are made of exactly the clouds a policy sees when it runs in the sim graph.
     `floor_z`: the crop box's floor there instead (`sim-demos --wide-floor-z`), all else as the node's."""
-    from dataclasses import replace
-
     from flow2one.graph import load_params
     from flow2one.perception.cloud import CloudPipeline
     from flow2one.spec import N_POINTS
@@ -227,7 +225,7 @@ def make_cloud_pipeline(cameras: list[CameraModel], floor_z: float | None = None
     p = load_params("sim").get("pointcloud", {})
     crop = sim_cloud_crop(p)
     if floor_z is not None:
-        crop = replace(crop, workspace_min=(*crop.workspace_min[:2], float(floor_z)))
+        crop = crop.with_floor(floor_z)
     return CloudPipeline(cameras, crop.workspace_min, crop.workspace_max, crop.voxel_size,
                          n_points=p.get("n_points", N_POINTS), seed=p.get("seed", 0), pixel_stride=p.get("pixel_stride", 0))
 

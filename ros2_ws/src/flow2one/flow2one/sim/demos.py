@@ -122,6 +122,7 @@ def generate(task: str, out: Path, episodes: int, seed: int = 0, with_images: bo
         cameras = rig.world.cameras()
         pipeline = make_cloud_pipeline(cameras)
         wide_pipeline = None if wide is None else make_cloud_pipeline(cameras, wide[1])
+        names = [c.name for c in cameras]
         controller = ExpertController(make_expert(task, lead_s=expert_lead_s), dart_noise_m=dart_noise_m,
                                       dart_clean_grasp=dart_clean_grasp)
         bar = tqdm(total=episodes, desc=f"sim-demos {task}", disable=not progress, file=sys.stderr)
@@ -134,7 +135,6 @@ def generate(task: str, out: Path, episodes: int, seed: int = 0, with_images: bo
                 if not result.success:
                     continue
                 event_t = rig.world.task.event_time(rig.world.task.params)
-                names = [c.name for c in cameras]
                 if wide_pipeline is not None:  # first: an episode in `out` always has its wide twin
                     write_episode(wide[0], written, to_episode(rec, result, wide_pipeline, names, with_images, event_t))
                 write_episode(out, written, to_episode(rec, result, pipeline, names, with_images, event_t))

@@ -141,12 +141,11 @@ def plan(scale: Scale, work: Path, tasks: tuple[str, ...], seed: int, threads: i
     t_threads = str(teacher_threads or threads)
     for kind, steps in (("teacher", scale.teacher_steps), ("l1flow", scale.baseline_steps),
                         ("regression", scale.baseline_steps)):
-        argv = [f"train-{kind}", "--data", merged, "--out", str(work / kind), "--steps", str(steps),
+        argv = [f"train-{kind}", "--data", pretrain if kind == "teacher" else merged, "--out", str(work / kind), "--steps", str(steps),
                 "--config", str(work / f"{kind}.config.yaml"), *common, "--ckpt-every", str(max(steps // 4, 1)),
                 "--resume"]
         if kind == "teacher":
             argv[argv.index("--threads") + 1] = t_threads
-            argv[argv.index("--data") + 1] = pretrain
         stages.append(Stage(kind, argv, work / kind / "model.safetensors"))
     rounds = teacher_rounds(scale, work)
     later = [(steps, scale.lr / 2, pretrain) for steps in scale.teacher_continue]
