@@ -12,7 +12,7 @@ import pytest
 from flow2one.perception.calibration import cameras_from_dict, cameras_to_dict, load_cameras, save_cameras, select_cameras
 from flow2one.perception.camera_model import CameraIntrinsics, CameraModel
 from flow2one.perception.cloud import CloudPipeline, pixel_rays
-from flow2one.perception.sync import ApproxTimeSync, StampedBuffer
+from flow2one.perception.sync import ApproxTimeSync, PoseGate, StampedBuffer
 from flow2one.perception.synthetic import look_at, render_depth, table_scene, two_camera_rig
 from flow2one.spec import N_POINTS
 
@@ -234,6 +234,19 @@ def test_stamped_buffer_nearest():
     assert buf.nearest(190, 20) == 200
     assert buf.nearest(25, 100) is None  # 10..30 fell out of the 100 ns horizon behind 200
     assert buf.nearest(150, 20) is None
+
+
+def test_pose_gate_holds_a_frame_until_the_poses_reach_its_time():
+    gate = PoseGate(max_dt_ns=5, queue_size=2)
+    assert gate.frame(100, "early") == []  # no pose yet: held, not dropped
+    assert gate.pose(90, "p90") == []  # the poses have not reached t = 100
+    assert gate.pose(102, "p102") == [(100, "early", "p102")]  # nearest of 90 and 102
+    assert gate.frame(101, "now") == [(101, "now", "p102")]  # a pose within 5: at once
+    assert gate.frame(96, "late") == [(96, "late", None)]  # the poses passed it with none near: dropped
+    for t in (110, 120, 130):  # a stalled pose stream keeps only the newest queue_size frames
+        assert gate.frame(t, t) == []
+    assert gate.pose(200, "p200") == [(120, 120, None), (130, 130, None)]
+    assert gate.pose(129, "p129") == []  # nothing left held
 
 
 # ---- calibration files -----------------------------------------------------------------------------

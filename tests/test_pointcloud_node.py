@@ -128,6 +128,19 @@ def test_wrist_camera_cloud_follows_the_ee_pose(tmp_path, domain_id):
         probe.send("wrist", depth, t0 + 5 * 10**9)  # no pose within 50 ms of this image: no cloud
         time.sleep(0.3)
         assert len(probe.clouds) == 1
+        # An image that arrives before the poses reach its time waits for them (a loaded robot PC, a bag
+        # logged on receive time); the first pose after it releases both held images, the one without a
+        # pose near it to be dropped, this one to be placed by that late pose.
+        t1, T_late = t0 + 10 * 10**9, T_base_ee.copy()
+        T_late[0, 3] += 0.03
+        probe.send("wrist", depth, t1)
+        time.sleep(0.3)
+        assert len(probe.clouds) == 1
+        probe.pose.publish(numpy_to_pose_stamped(T_late[:3, 3], matrix_to_quat(T_late[:3, :3]), t1 + 3_000_000))
+        assert wait_for(lambda: len(probe.clouds) == 2, 10)
+        time.sleep(0.3)
+        assert len(probe.clouds) == 2 and stamp_to_ns(probe.clouds[1].header.stamp) == t1
+        np.testing.assert_allclose(pointcloud2_to_xyz(probe.clouds[1]), expected.process([seen], T_late), atol=1e-5)
 
 
 def test_unknown_camera_name_is_refused(calib_file, domain_id):

@@ -2,8 +2,9 @@
 
 Extrinsics come from the calibration file, intrinsics from each camera's CameraInfo (the driver's live
 values; the file's until the first one arrives), the wrist camera's pose from the robot's EE pose nearest
-in time to the images. The work is flow2one.perception.cloud.CloudPipeline. Works on the RealSense node
-and on the sim cameras alike (same topics, same calibration format).
+in time to the images (images that arrive before the pose stream reaches their time wait for it: PoseGate).
+The work is flow2one.perception.cloud.CloudPipeline. Works on the RealSense node and on the sim cameras alike
+(same topics, same calibration format).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from flow2one.geometry import quat_to_matrix
 from flow2one.paths import resolve
 from flow2one.perception.calibration import load_cameras, select_cameras
 from flow2one.perception.cloud import CloudPipeline
-from flow2one.perception.sync import ApproxTimeSync, StampedBuffer
+from flow2one.perception.sync import ApproxTimeSync, PoseGate
 from flow2one.ros.convert import (
     camera_info_to_intrinsics,
     depth_to_metres,
@@ -52,7 +53,7 @@ class PointCloudParams:
     seed: int = 0
     pixel_stride: int = 0  # 0 = automatic (>= 2 depth samples per voxel width)
     slop_s: float = 0.02  # max spread of the stamps of one synchronised set
-    queue_size: int = 5
+    queue_size: int = 5  # per camera, frames kept waiting for their set (the wrist camera's: for its EE pose)
     ee_pose_max_dt_s: float = 0.05  # wrist camera: max |stamp(pose) - stamp(images)|
 
     def __post_init__(self) -> None:
@@ -82,9 +83,9 @@ class PointCloudNode(Node):
         self.published = 0
         self.trace = TracePublisher(self)
         self._pub = self.create_publisher(PointCloud2, spec.POINTS_TOPIC, SENSOR_QOS)
-        self._poses: StampedBuffer | None = None
+        self._gate: PoseGate | None = None
         if any(c.mount == "ee" for c in cams):
-            self._poses = StampedBuffer()
+            self._gate = PoseGate(int(self.p.ee_pose_max_dt_s * 1e9), self.p.queue_size)
             self.create_subscription(PoseStamped, spec.EE_POSE_TOPIC, self._on_pose, STATE_QOS)
         for i, cam in enumerate(cams):
             self.create_subscription(CameraInfo, spec.camera_topics(cam.name)["depth_info"],
@@ -108,7 +109,7 @@ class PointCloudNode(Node):
         except ValueError as exc:
             self.diag.set(WARN, f"bad EE pose: {exc}")
             return
-        self._poses.add(stamp_to_ns(msg.header.stamp), pose_to_matrix(xyz, quat))
+        self._release(self._gate.pose(stamp_to_ns(msg.header.stamp), pose_to_matrix(xyz, quat)))
 
     def _on_info(self, i: int, msg: CameraInfo) -> None:
         try:
@@ -120,12 +121,19 @@ class PointCloudNode(Node):
 
     def _on_depths(self, *msgs: Image) -> None:
         stamp = min(stamp_to_ns(m.header.stamp) for m in msgs)  # the cloud is as old as its oldest image
-        T_base_ee = None
-        if self._poses is not None:
-            T_base_ee = self._poses.nearest(stamp, int(self.p.ee_pose_max_dt_s * 1e9))
+        if self._gate is None:
+            self._publish(msgs, stamp, None)
+        else:
+            self._release(self._gate.frame(stamp, msgs))
+
+    def _release(self, ready: list[tuple[int, tuple[Image, ...], np.ndarray | None]]) -> None:
+        for stamp, msgs, T_base_ee in ready:
             if T_base_ee is None:
                 self.diag.set(WARN, "no EE pose near the image time for the wrist camera")
-                return
+            else:
+                self._publish(msgs, stamp, T_base_ee)
+
+    def _publish(self, msgs: tuple[Image, ...], stamp: int, T_base_ee: np.ndarray | None) -> None:
         try:
             points = self.pipeline.process([depth_to_metres(m) for m in msgs], T_base_ee)
         except ValueError as exc:

@@ -1,4 +1,5 @@
-"""Approximate-time matching of several streams, and a stamped buffer for nearest-in-time lookups.
+"""Approximate-time matching of several streams, a stamped buffer for nearest-in-time lookups, and a gate that
+holds frames until the pose stream has reached their time.
 
 message_filters is not installable here (not on PyPI): the point-cloud node uses
 message_filters.ApproximateTimeSynchronizer where it is importable (the robot's apt ROS 2) and this
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -82,3 +84,43 @@ class StampedBuffer:
             if best is None or abs(self._stamps[best] - stamp_ns) > max_dt_ns:
                 return None
             return self._items[best]
+
+    def newest_ns(self) -> int | None:
+        with self._lock:
+            return self._stamps[-1] if self._stamps else None
+
+
+class PoseGate:
+    """Frames that need the pose nearest their stamp (the wrist camera's), released with it.
+
+    A frame with a pose within `max_dt_ns` goes at once. One whose time the pose stream has not reached yet is
+    held (the newest `queue_size`) until a pose stamped at or after it arrives, which is tf2_ros.MessageFilter's
+    rule for transforms: a pose that reaches the node after its image (a loaded robot PC, a bag logged on
+    receive time) still places it, where dropping the frame would lose it. A frame with no pose near it once
+    the stream has passed its time is released with None (the caller drops it).
+    """
+
+    def __init__(self, max_dt_ns: int, queue_size: int, horizon_ns: int = 2_000_000_000) -> None:
+        self.max_dt_ns = int(max_dt_ns)
+        self.poses = StampedBuffer(horizon_ns)
+        self._held: deque[tuple[int, Any]] = deque(maxlen=queue_size)
+        self._lock = threading.Lock()
+
+    def frame(self, stamp_ns: int, frame: Any) -> list[tuple[int, Any, Any | None]]:
+        """(stamp, frame, pose or None) of the frames ready now: this one, or none while it is held."""
+        with self._lock:  # with pose()'s: a pose cannot slip in between the look-up and the hold
+            pose = self.poses.nearest(stamp_ns, self.max_dt_ns)
+            newest = self.poses.newest_ns()
+            if pose is None and (newest is None or newest < stamp_ns):
+                self._held.append((stamp_ns, frame))
+                return []
+        return [(stamp_ns, frame, pose)]
+
+    def pose(self, stamp_ns: int, pose: Any) -> list[tuple[int, Any, Any | None]]:
+        """Add a pose; (stamp, frame, pose or None) of the held frames whose time it has reached."""
+        with self._lock:
+            self.poses.add(stamp_ns, pose)
+            ready = []
+            while self._held and self._held[0][0] <= stamp_ns:
+                ready.append(self._held.popleft())
+            return [(s, f, self.poses.nearest(s, self.max_dt_ns)) for s, f in ready]
