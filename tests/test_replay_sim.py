@@ -196,13 +196,13 @@ def test_record_sim_bag_script_records_depth_the_sim_calibration_reads(tmp_path:
     # frames placed, with poses that had to be logged before their image (40 of 40 since); under the load of
     # three sim evaluations beside the test, 22 of 25 so, before the gate.
     from flow2one.perception.sync import PoseGate
+    from flow2one.ros.convert import stamp_to_ns
 
     pointcloud = load_params("replay")["pointcloud"]
     gate = PoseGate(round(pointcloud["ee_pose_max_dt_s"] * 1e9), pointcloud["queue_size"])
     wrist_depth, images, placed = spec.camera_topics("wrist")["depth"], 0, 0
     for m in read_messages(bag, [spec.EE_POSE_TOPIC, wrist_depth]):
-        stamp = deserialize(m.data, m.msgtype).header.stamp
-        stamp_ns = stamp.sec * 10**9 + stamp.nanosec
+        stamp_ns = stamp_to_ns(deserialize(m.data, m.msgtype).header.stamp)
         if m.topic == wrist_depth:
             images += 1
             ready = gate.frame(stamp_ns, m)
