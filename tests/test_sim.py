@@ -231,6 +231,19 @@ def test_randomisation_is_seeded_and_modes_are_balanced():
         make_task("stack")
 
 
+def test_balanced_demos_take_the_modes_in_turn(tmp_path):
+    """Seeds 0 and 1 both draw track's right puck; with balance_modes the two demos take one puck each."""
+    from flow2one.data.episodes import list_episodes, read_meta
+    from flow2one.sim.demos import generate
+
+    task = make_task("track")
+    assert [make_expert("track").reset(task, {"tcp": np.zeros(3)}, np.random.default_rng([s, 7]))
+            for s in (0, 1)] == [1, 1]
+    report = generate("track", tmp_path, 2, seed=0, progress=False, balance_modes=True)
+    assert report["mode_histogram"] == {"left_puck": 1, "right_puck": 1} and report["balance_modes"]
+    assert [read_meta(p).mode for p in list_episodes(tmp_path)] == [0, 1]
+
+
 def test_pop_up_camping_where_a_puck_pops_does_not_count():
     """The pucks pop a few cm from where they usually do, one on each side; a gripper waiting low where a
     puck then pops must still come down onto it after the pop (waiting there is a guess, not a reaction)."""

@@ -1,8 +1,8 @@
 """Scripted-expert demonstrations in the sim -> the flow2one episode dataset (OUT/<task>/episode_*.npz).
 
 Each episode: home the FR3 (franky-sim over libfranka), randomise the task from its seed, let the
-task's expert (strategy drawn at random per episode) drive the arm through control.FrankyRobot (the
-executor's franky adapter, with the sim graph's limits) at STEP_DT, and
+task's expert (strategy drawn at random per episode, or in turn with --balance-modes) drive the arm
+through control.FrankyRobot (the executor's franky adapter, with the sim graph's limits) at STEP_DT, and
 record per step the measured proprio, the commanded target (the action) and the depth of every sim
 camera; the 4,096-point clouds are computed after the episode with the same CloudPipeline, crop and
 voxel size as the sim graph's pointcloud node. Failed expert episodes are skipped (and counted); the
@@ -51,6 +51,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also write each episode to OUT/wide/<task>/ with clouds cropped at box floor Z m (base "
                         "frame; e.g. -0.01 keeps the table top at z 0) instead of config/sim.yaml's, from the same "
                         "rollout")
+    p.add_argument("--balance-modes", action="store_true",
+                   help="give episode k the task's mode k mod 2 (left, right, left, ...) instead of a random draw, "
+                        "so both modes are as common in the demos (a random draw gave seeds 0-79 49 right and 31 "
+                        "left; results/replan/, thirty-second stop)")
     p.add_argument("--images", action="store_true", help="also store rgb + depth of every camera and step")
     p.add_argument("--dagger-policy", type=Path, default=None, metavar="MODEL_DIR",
                    help="DAgger: this exported policy drives (through the deployed loop), the expert labels its "
@@ -94,7 +98,8 @@ def main(args: argparse.Namespace) -> int:
     else:
         report = {t: generate(t, args.out / t, args.episodes, args.seed, args.images, expert_lead_s=args.expert_lead,
                               dart_noise_m=args.dart_noise, dart_clean_grasp=args.dart_clean_grasp,
-                              wide=None if args.wide_floor_z is None else (args.out / "wide" / t, args.wide_floor_z))
+                              wide=None if args.wide_floor_z is None else (args.out / "wide" / t, args.wide_floor_z),
+                              balance_modes=args.balance_modes)
                   for t in tasks}
     print(json.dumps(report, indent=1))
     return 0 if all(r["episodes"] == args.episodes for r in report.values()) else 1

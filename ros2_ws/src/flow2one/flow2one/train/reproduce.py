@@ -63,6 +63,9 @@ class Scale:
     # that had seen the table first (results/replan/, twenty-ninth stop).
     wide_floor_z: float | None = None
     last_round: tuple[int, float] | None = None
+    # sim-demos --balance-modes: each task's modes in turn. Drawn at random, seeds 0-79 gave every task 49
+    # episodes of its right mode and 31 of its left (results/replan/, thirty-second stop).
+    balance_modes: bool = False
 
     def __post_init__(self) -> None:
         if self.wide_floor_z is not None and self.last_round is None:
@@ -94,7 +97,7 @@ SCALES: dict[str, Scale] = {
                    model={"encoder": {"history_steps": HISTORY_STEPS, "points_floor_z": FLOOR_Z}},
                    student_encoder=STUDENT_SELF_FILTER, teacher_continue=(10,), student_batch_size=4,
                    # a floor below the graph's box (config/sim.yaml), so the tests can tell the two clouds apart
-                   wide_floor_z=-0.02, last_round=(10, 3e-4)),
+                   wide_floor_z=-0.02, last_round=(10, 3e-4), balance_modes=True),
     "small": Scale(episodes=80, teacher_steps=10000, student_steps=8000, baseline_steps=8000, batch_size=16,
                    stride=2, distill_obs=0, hypotheses=32, model=CPU_MODEL, student_encoder=STUDENT_SELF_FILTER,
                    teacher_continue=(12000, 12000)),
@@ -131,6 +134,8 @@ def plan(scale: Scale, work: Path, tasks: tuple[str, ...], seed: int, threads: i
     lead = [] if scale.expert_lead_s is None else ["--expert-lead", str(scale.expert_lead_s)]
     if scale.wide_floor_z is not None:
         lead += ["--wide-floor-z", str(scale.wide_floor_z)]
+    if scale.balance_modes:
+        lead.append("--balance-modes")
     stages = [Stage(f"demos:{t}", ["sim-demos", "--task", t, "--episodes", str(scale.episodes), "--seed",
                                    str(seed), "--out", str(data / t / "part0"), *lead], data / t / "DONE")
               for t in tasks]
