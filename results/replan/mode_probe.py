@@ -8,7 +8,8 @@ each of those windows, printed as JSON:
   know it; more on training demos is a coin toss memorised);
 - episodes_both: the share of episodes whose samples include both sides.
 So a bias seen in the closed loop (the left cube rarely taken) can be placed: in the teacher's samples, or
-added by the student fitted to them. About 5 s per student, 60 s per teacher on two cores.
+added by the student fitted to them. About 20 s per student and 3-5 min per teacher (50 sampling steps), beside
+other work on two cores.
 
     .venv/bin/python results/replan/mode_probe.py DEMOS/pick_place MODEL_DIR [MODEL_DIR ...]
 """
