@@ -96,7 +96,7 @@ def test_wide_demos_are_the_same_episodes_with_the_table_in_their_clouds(reprodu
     for k in ("t", "proprio", "action"):  # one rollout, recorded once
         np.testing.assert_array_equal(getattr(a, k), getattr(b, k))
     assert a.meta.seed == b.meta.seed and b.meta.cloud_crop["workspace_min"][2] == floor
-    assert a.meta.seed == 0 and a.meta.mode == 0  # the scale's balance_modes: seed 0 alone draws the right side
+    assert a.meta.seed == 0 and a.meta.mode == 0  # the scale's balance_modes (drawn at random, seed 0 is the right side)
     for ep, crop in ((a, sim_cloud_crop()), (b, replace(sim_cloud_crop(), workspace_min=(
             *sim_cloud_crop().workspace_min[:2], floor)))):  # each cloud lies in the box its episode records
         assert ep.meta.cloud_crop == crop.to_dict()

@@ -155,6 +155,7 @@ def generate(task: str, out: Path, episodes: int, seed: int = 0, with_images: bo
     return {"task": task, "dir": str(out), "episodes": written, "attempts": attempts,
             "expert_success_rate": written / max(attempts, 1), "mode_histogram": dict(modes),
             "expert_lead_s": expert_lead_s, "dart_noise_m": dart_noise_m,
-            "dart_clean_grasp": dart_clean_grasp, "balance_modes": balance_modes, "wide": None if wide is None else [str(wide[0]), wide[1]],
+            "dart_clean_grasp": dart_clean_grasp, "balance_modes": balance_modes,
+            "wide": None if wide is None else [str(wide[0]), wide[1]],
             "sim_rtf_mean": float(np.mean(rtfs)) if rtfs else None,
             "wall_s": time.perf_counter() - wall0}
