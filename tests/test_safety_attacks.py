@@ -279,10 +279,26 @@ def _at(z):
     return corrupt
 
 
+def _tilted_by(axis, angle: float):
+    """The measured hand turned `angle` rad from the reference: what a Cartesian controller that swung the arm
+    past its (bounded) command reports."""
+    def corrupt(s):
+        ee = s.ee.copy()
+        ee[:3, :3] = tilted(axis, angle)
+        return dataclasses.replace(s, ee=ee)
+    return corrupt
+
+
+CONE = SafetyLimits().max_rot_from_ref
+TILT_TOL = ExecutorConfig(robot_host="sim").measured_cone_tolerance
+
+
 @pytest.mark.parametrize("corrupt, why", [(_at(-1.0), "outside the workspace"),
                                           (_shifted([0.10, 0, 0]), "from the last command"),
                                           (_shifted([0, 0, -0.3]), "from the last command"),
-                                          (_nan_rotation, "NaN")])
+                                          (_nan_rotation, "NaN"),
+                                          (_tilted_by([1, 0, 0], CONE + TILT_TOL + 0.01), "past max_rot_from_ref"),
+                                          (_tilted_by([0.3, -1, 0.2], np.pi), "past max_rot_from_ref")])
 def test_a_bogus_measured_pose_while_holding_faults_and_does_not_drag_the_command(corrupt, why):
     ex, robot, clock = make()
     stream(ex, robot, clock, hold_chunk(), 1.0)
@@ -313,6 +329,22 @@ def test_a_measured_bias_within_the_lead_does_not_drag_the_command():
     stream(ex, robot, clock, hold_chunk(), 5.0)
     assert ex.state == State.RUNNING
     assert max(np.abs(r.position - HOME).max() for r in robot.commands) < 1e-6  # the hold stayed where it was
+    assert check(robot.records, ex.limits) == []
+
+
+def test_a_measured_tilt_within_the_tolerance_does_not_fault():
+    """Tracking lag at the cone's edge is not a fault: with the commands held at the edge, an arm measured a
+    little past the cone streams on; only a tilt past max_rot_from_ref + the tolerance is a FAULT."""
+    ex, robot, clock = make()
+    edge = hold_chunk(rot=tilted([0, 1, 0], CONE + 0.3))  # desired beyond the cone: commands settle at its edge
+    stream(ex, robot, clock, edge, 3.0)
+    assert ex.state == State.RUNNING and max_deviation(robot.records, ex.limits) > CONE - 0.15
+    robot.corrupt = _tilted_by([0, 1, 0], CONE + TILT_TOL - 0.005)
+    stream(ex, robot, clock, edge, 2.0)
+    assert ex.state == State.RUNNING, ex.message
+    robot.corrupt = _tilted_by([0, 1, 0], CONE + TILT_TOL + 0.005)
+    stream(ex, robot, clock, edge, 0.1)
+    assert ex.state == State.FAULT and "past max_rot_from_ref" in ex.message, ex.message
     assert check(robot.records, ex.limits) == []
 
 
@@ -590,7 +622,8 @@ def test_adversarial_chunks_with_rotation_and_measurement_attacks_never_leave_th
             robot.corrupt = None
             ex.request_home()
         if rng.random() < 0.003:  # now and then a bad reading for a few ticks
-            robot.corrupt = [_nan_rotation, _at(-1.0), _shifted(rng.normal(0, 0.06, 3))][int(rng.integers(0, 3))]
+            robot.corrupt = [_nan_rotation, _at(-1.0), _shifted(rng.normal(0, 0.06, 3)),
+                             _tilted_by(rng.normal(size=3), rng.uniform(0.5, np.pi))][int(rng.integers(0, 4))]
         elif robot.corrupt is not None and rng.random() < 0.3:
             robot.corrupt = None
         if rng.random() < 0.002:

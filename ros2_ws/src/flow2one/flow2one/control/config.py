@@ -55,6 +55,9 @@ class ExecutorConfig:
     # holding the cube above the pad. What a singularity costs, joint speed, is checked on every move's path.
     min_manipulability: float = 0.005
     measured_box_tolerance: float = 0.01  # m a measured EE may lie outside the box before it is a FAULT
+    # rad a measured EE may be tilted past max_rot_from_ref before it is a FAULT: the cone bounds the commands,
+    # and franky's Cartesian tracking can still carry the arm past them (a loaded franky-sim did, 1.36 rad).
+    measured_cone_tolerance: float = 0.03
     # SafetyLimits, flattened for ROS parameters (see control/limits.py for meaning).
     workspace_min: tuple[float, ...] = SafetyLimits.workspace_min
     workspace_max: tuple[float, ...] = SafetyLimits.workspace_max
@@ -96,9 +99,9 @@ class ExecutorConfig:
         if self.robot_generation not in JOINT_LIMITS:
             raise ValueError(f"robot_generation must be one of {sorted(JOINT_LIMITS)}, got {self.robot_generation!r}")
         if not (0 <= self.joint_margin < 0.5 and 0 < self.joint_speed_factor <= 1 and self.min_manipulability >= 0
-                and 0 <= self.measured_box_tolerance <= 0.1):
-            raise ValueError("need 0 <= joint_margin < 0.5 rad, 0 < joint_speed_factor <= 1, min_manipulability >= 0 "
-                             "and 0 <= measured_box_tolerance <= 0.1 m")
+                and 0 <= self.measured_box_tolerance <= 0.1 and 0 <= self.measured_cone_tolerance <= 0.2):
+            raise ValueError("need 0 <= joint_margin < 0.5 rad, 0 < joint_speed_factor <= 1, min_manipulability >= 0, "
+                             "0 <= measured_box_tolerance <= 0.1 m and 0 <= measured_cone_tolerance <= 0.2 rad")
         why = self.joint_guard().check_configuration(np.asarray(self.home_joints, dtype=np.float64))
         if why is not None:
             raise ValueError(f"home_joints: {why}")

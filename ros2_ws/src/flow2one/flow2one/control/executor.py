@@ -432,8 +432,9 @@ class Executor:
 
     def _implausible(self, st: RobotStateSample) -> str | None:
         """Why a measured state must not be used (None when it may): a robot command is only ever derived
-        from readings that are finite, a rotation, where the arm can physically be, and with every joint
-        within its hardware speed and able to stop clear of its hardware limit."""
+        from readings that are finite, a rotation, where the arm can physically be, inside the workspace box and
+        the orientation cone (each with a tolerance for tracking), and with every joint within its hardware speed
+        and able to stop clear of its hardware limit."""
         if not (np.all(np.isfinite(st.q)) and np.all(np.isfinite(st.dq)) and np.all(np.isfinite(st.ee))
                 and np.isfinite(st.gripper_width)):
             return "NaN/inf in the robot state"
@@ -448,6 +449,10 @@ class Executor:
         if np.maximum(lo - st.position, st.position - hi).max() > tol:
             return (f"EE position {np.round(st.position, 4).tolist()} is more than {tol} m outside the workspace "
                     f"box {self.limits.workspace_min}..{self.limits.workspace_max}")
+        tilt, cone = self.filter.deviation(r), self.limits.max_rot_from_ref
+        if tilt > cone + self.cfg.measured_cone_tolerance:
+            return (f"EE orientation is {tilt:.3f} rad from the reference, more than {self.cfg.measured_cone_tolerance} "
+                    f"rad past max_rot_from_ref {cone}")
         return None
 
     def _fault(self, reason: str) -> None:
