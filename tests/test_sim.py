@@ -24,6 +24,7 @@ from flow2one.sim.rollout import (
     PolicyController,
     Recording,
     home,
+    mode_rng,
     run_episode,
     send_target,
 )
@@ -224,8 +225,7 @@ def test_randomisation_is_seeded_and_modes_are_balanced():
         task = make_task(name)
         a, b = task.sample(np.random.default_rng(3)), task.sample(np.random.default_rng(3))
         assert a == b and a != task.sample(np.random.default_rng(4))
-    modes = [make_expert("track").reset(make_task("track"), {"tcp": np.zeros(3)}, np.random.default_rng([s, 7]))
-             for s in range(200)]
+    modes = [make_expert("track").reset(make_task("track"), {"tcp": np.zeros(3)}, mode_rng(s)) for s in range(200)]
     assert 70 < sum(modes) < 130  # both strategies, about half each
     with pytest.raises(ValueError, match="unknown sim task"):
         make_task("stack")
@@ -237,8 +237,7 @@ def test_balanced_demos_take_the_modes_in_turn(tmp_path):
     from flow2one.sim.demos import generate
 
     task = make_task("track")
-    assert [make_expert("track").reset(task, {"tcp": np.zeros(3)}, np.random.default_rng([s, 7]))
-            for s in (0, 1)] == [1, 1]
+    assert [make_expert("track").reset(task, {"tcp": np.zeros(3)}, mode_rng(s)) for s in (0, 1)] == [1, 1]
     report = generate("track", tmp_path, 2, seed=0, progress=False, balance_modes=True)
     assert report["mode_histogram"] == {"left_puck": 1, "right_puck": 1} and report["balance_modes"]
     assert [read_meta(p).mode for p in list_episodes(tmp_path)] == [0, 1]

@@ -382,6 +382,12 @@ def reaction_median(results: list[EpisodeResult]) -> tuple[int, float | None]:
     return len(reactions), float(np.median(reactions)) if reactions else None
 
 
+def mode_rng(seed: int) -> np.random.Generator:
+    """The generator an episode's controller draws its mode from: seeded by the episode, apart from the object
+    randomisation (which `world.reset(seed)` draws), so a mode can be known without running the episode."""
+    return np.random.default_rng([seed, 7])
+
+
 def run_episode_safe(rig: SimRig, controller: Controller, seed: int, attempts: int = 3, **kw) -> EpisodeResult:
     """run_episode on a SimRig for long unattended runs: a libfranka failure or a timeout (a lost link on
     a starved machine) gets a new sim world and the episode again, up to `attempts` times; after that it
@@ -435,8 +441,7 @@ def run_episode(world: SimWorld, robot: FrankyRobot, controller: Controller, see
         frames.clear()
     home(robot)
     event = world.task.event_time(world.reset(seed))
-    rng = np.random.default_rng([seed, 7])  # the mode draw, independent of the object randomisation
-    chosen = controller.reset(world, robot, rng)
+    chosen = controller.reset(world, robot, mode_rng(seed))
     obs = Observer(world, robot, cams, cloud)
     limit = world.task.time_limit if max_time is None else max_time
     errors0, wall0 = _errors(controller), time.perf_counter()
