@@ -290,7 +290,7 @@ def _tilted_by(axis, angle: float):
 
 
 CONE = SafetyLimits().max_rot_from_ref
-TILT_TOL = ExecutorConfig(robot_host="sim").measured_cone_tolerance
+TILT_TOL = ExecutorConfig.measured_cone_tolerance  # the default the tests make() executors with
 
 
 @pytest.mark.parametrize("corrupt, why", [(_at(-1.0), "outside the workspace"),
