@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from flow2one.apps import reproduce as reproduce_cmd
 from flow2one.apps import sim_eval, table1
@@ -189,6 +191,28 @@ def test_reproduce_resumes_without_redoing_stages(reproduced) -> None:
     assert {k: v for k, v in again["stage_wall_s"].items() if k != "ship+export"} == \
         {k: v for k, v in first["stage_wall_s"].items() if k != "ship+export"}
     assert json.loads((root / "work" / "timings.json").read_text()).keys() >= {"teacher", "student"}
+
+
+def test_a_stage_killed_after_a_checkpoint_is_resumed_not_skipped(reproduced, tmp_path) -> None:
+    """A mid-run checkpoint writes the same model.safetensors a finished stage does; the card's step count tells
+    them apart, and the rerun trains the stage on from its train_state.pt instead of shipping it half-trained."""
+    root, _ = reproduced
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "data").symlink_to(root / "work" / "data")
+    shutil.copytree(root / "work" / "regression", work / "regression")
+    card_path = work / "regression" / "card.yaml"
+    card = yaml.safe_load(card_path.read_text())
+    steps = pipeline.SCALES["quick"].baseline_steps
+    assert card["train_steps"] == steps
+    stage = next(s for s in pipeline.plan(pipeline.SCALES["quick"], work, ("reach_around",), 0, 1)
+                 if s.name == "regression")
+    assert stage.done
+    card_path.write_text(yaml.safe_dump({**card, "train_steps": steps // 2}))  # as the checkpoint at half wrote it
+    assert not stage.done
+    summary = pipeline.reproduce("quick", work, None, tasks=("reach_around",), threads=1, only=("regression",))
+    assert "regression" in summary["stage_wall_s"] and "regression" not in summary["missing_stages"]
+    assert yaml.safe_load(card_path.read_text())["train_steps"] == steps and stage.done
 
 
 def test_reproduce_rejects_bad_arguments(tmp_path) -> None:

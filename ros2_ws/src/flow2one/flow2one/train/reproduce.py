@@ -1,5 +1,5 @@
 """The reproduction pipeline of the shipped sim models: scales, the stages (each one `flow2one` command, skipped
-when its output exists, so an interrupted run continues), and shipping the trained models to models/sim_<kind>/
+when done, so an interrupted run continues), and shipping the trained models to models/sim_<kind>/
 with their cards and ONNX exports."""
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from flow2one.fileio import write_text_atomic
 from flow2one.paths import data_root
 from flow2one.sim.tasks import MULTI_TASK
 from flow2one.subprocesses import isolated
+from flow2one.yamlio import load_yaml
 
 REPO_ROOT = data_root()
 KINDS = ("teacher", "student", "l1flow", "regression")
@@ -121,7 +122,19 @@ def model_config(scale: Scale, kind: str) -> dict[str, Any]:
 class Stage:
     name: str
     argv: list[str]  # a `flow2one` command line
-    output: Path  # exists -> the stage is done
+    output: Path  # exists -> the stage is done (a training stage's: see `done`)
+
+    @property
+    def done(self) -> bool:
+        """A training stage's model.safetensors is also its mid-run checkpoint (train/loop.py), so one killed
+        mid-stage leaves it behind: done only when the card beside it counts every step asked for. Without this
+        a resumed run shipped a model with half its steps (a baseline killed at 4,000 of 8,000 steps)."""
+        if not self.output.exists():
+            return False
+        if self.output.name != "model.safetensors":
+            return True
+        card = load_yaml(self.output.parent / "card.yaml", "model card")
+        return int(card.get("train_steps", 0)) >= int(self.argv[self.argv.index("--steps") + 1])
 
 
 def plan(scale: Scale, work: Path, tasks: tuple[str, ...], seed: int, threads: int,
@@ -401,11 +414,11 @@ def reproduce(scale_name: str, work: Path, ship_to: Path | None, tasks: tuple[st
         return not only or stage.name.split(":")[0] in only
 
     stages = plan(scale, work, tasks, seed, threads)
-    baselines_missing = any(wanted(s) and not s.output.exists() for s in stages if s.name in BASELINES)
+    baselines_missing = any(wanted(s) and not s.done for s in stages if s.name in BASELINES)
     side = beside and threads >= 2 and baselines_missing and (not only or "teacher" in only)
     if side:
         stages = plan(scale, work, tasks, seed, threads, teacher_threads=threads // 2)
-    demos = [s for s in stages if s.name.startswith("demos:") and wanted(s) and not s.output.exists()]
+    demos = [s for s in stages if s.name.startswith("demos:") and wanted(s) and not s.done]
     demos_wall_s = 0.0
     if demos:
         t0 = time.perf_counter()
@@ -432,7 +445,7 @@ def reproduce(scale_name: str, work: Path, ship_to: Path | None, tasks: tuple[st
                 stage.argv[stage.argv.index("--threads") + 1] = str(threads)
             if proc is not None and watcher is None:
                 watcher = more_threads_when_done(proc, threads)
-            if stage.output.exists():
+            if stage.done:
                 print(f"=== {stage.name}: done already ({stage.output})")
                 continue
             add_timings(timings_path, {stage.name: run_stage(stage)})
@@ -455,7 +468,7 @@ def reproduce(scale_name: str, work: Path, ship_to: Path | None, tasks: tuple[st
                                "stage_wall_s_sum": sum(timings.values()), "baselines_beside_teacher": side,
                                "demos_wall_s": demos_wall_s, "demo_workers": min(threads, len(demos)),
                                "work": str(work)}
-    missing = [s.name for s in stages if not s.output.exists()]
+    missing = [s.name for s in stages if not s.done]
     if missing:
         summary["missing_stages"] = missing
     elif ship_to is not None:
