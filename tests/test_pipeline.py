@@ -210,6 +210,9 @@ def test_a_stage_killed_after_a_checkpoint_is_resumed_not_skipped(reproduced, tm
     assert stage.done
     card_path.write_text(yaml.safe_dump({**card, "train_steps": steps // 2}))  # as the checkpoint at half wrote it
     assert not stage.done
+    card_path.rename(card_path.with_suffix(".kept"))  # killed between writing the weights and the card
+    assert not stage.done
+    card_path.with_suffix(".kept").rename(card_path)
     summary = pipeline.reproduce("quick", work, None, tasks=("reach_around",), threads=1, only=("regression",))
     assert "regression" in summary["stage_wall_s"] and "regression" not in summary["missing_stages"]
     assert yaml.safe_load(card_path.read_text())["train_steps"] == steps and stage.done

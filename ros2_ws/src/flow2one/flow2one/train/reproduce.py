@@ -127,14 +127,16 @@ class Stage:
     @property
     def done(self) -> bool:
         """A training stage's model.safetensors is also its mid-run checkpoint (train/loop.py), so one killed
-        mid-stage leaves it behind: done only when the card beside it counts every step asked for. Without this
-        a resumed run shipped a model with half its steps (a baseline killed at 4,000 of 8,000 steps)."""
+        mid-stage leaves it behind: done only when the card beside it counts every step asked for (a kill between
+        the weights and the card leaves no card: not done either). Without this a resumed run shipped a baseline
+        killed at 4,000 of 8,000 steps."""
         if not self.output.exists():
             return False
         if self.output.name != "model.safetensors":
             return True
-        card = load_yaml(self.output.parent / "card.yaml", "model card")
-        return int(card.get("train_steps", 0)) >= int(self.argv[self.argv.index("--steps") + 1])
+        card = self.output.parent / "card.yaml"
+        return card.is_file() and int(load_yaml(card, "model card").get("train_steps", 0)) >= int(
+            self.argv[self.argv.index("--steps") + 1])
 
 
 def plan(scale: Scale, work: Path, tasks: tuple[str, ...], seed: int, threads: int,
