@@ -192,7 +192,7 @@ def test_view_opens_a_converted_dataset_episode(converted, tmp_path: Path) -> No
     rows, sizes, timelines = read_rrd(out)
     T = len(ep)
     for entity in ("/world/cloud", "/world/ee/now", "/cameras/front/color", "/cameras/front/depth",
-                   "/plots/robot/gripper_width", "/plots/robot/gripper_commanded"):
+                   "/plots/robot/gripper_width", "/plots/robot/gripper_commanded", "/world/ee/commanded"):
         assert rows[entity] == T, entity
     assert set(sizes["/world/cloud"]) == {spec.N_POINTS}
     assert sizes["/world/demo/actions"] == [[T]]  # the recorded action path, whole
@@ -211,7 +211,7 @@ def test_view_opens_a_bag_through_the_view_node_translation(converted, tmp_path:
     assert rows["/world/cloud"] == counts[spec.POINTS_TOPIC] and set(sizes["/world/cloud"]) == {spec.N_POINTS}
     assert rows["/cameras/front/color"] == counts[spec.camera_topics("front")["color"]]
     assert rows["/world/ee/now"] == counts[spec.EE_POSE_TOPIC]
-    assert rows["/plots/robot/gripper_commanded"] == counts[spec.COMMAND_TOPIC]
+    assert rows["/plots/robot/gripper_commanded"] == rows["/world/ee/commanded"] == counts[spec.COMMAND_TOPIC]
 
 
 def test_view_refuses_what_it_cannot_open(tmp_path: Path, capsys) -> None:
@@ -251,7 +251,8 @@ def test_sim_eval_logs_from_its_loop(tmp_path: Path, capsys: pytest.CaptureFixtu
                      "--out", str(tmp_path / "eval"), "--view-save", str(out)]) == 0
     steps = json.loads((tmp_path / "eval" / "summary.json").read_text())["reach_around"]["per_episode"][0]["steps"]
     rows, _, timelines = read_rrd(out)
-    assert steps > 0 and rows["/world/ee/now"] == rows["/plots/robot/gripper_commanded"]  # one row per step
+    assert steps > 0 and rows["/world/ee/now"] == rows["/plots/robot/gripper_commanded"] \
+        == rows["/world/ee/commanded"]  # one row per step
     if "robot link lost" in capsys.readouterr().err:  # a starved machine: the episode ran again on a new world,
         assert rows["/world/ee/now"] > steps          # and the view kept the steps of the lost attempt too
     else:

@@ -47,7 +47,7 @@ def log_episode(log, path: Path) -> int:
                        depth=None if ep.depth is None else ep.depth[k, v])
         log.cloud(ep.points[k])
         log.ee(ep.proprio[k, :3], float(ep.proprio[k, -1]), path=k % 5 == 0 or k == len(ep) - 1)
-        log.scalar("robot/gripper_commanded", float(ep.action[k, -1]))
+        log.commanded(ep.action[k])
     return len(ep)
 
 

@@ -177,7 +177,7 @@ class TopicView:
     def command(self, msg: JointTrajectory, now_ns: int | None) -> None:
         self._at(stamp_to_ns(msg.header.stamp))
         if msg.points:
-            self.log.scalar("robot/gripper_commanded", float(msg.points[0].positions[-1]))
+            self.log.commanded(np.asarray(msg.points[0].positions))
 
     def pose(self, msg: PoseStamped, now_ns: int | None) -> None:
         t = stamp_to_ns(msg.header.stamp)

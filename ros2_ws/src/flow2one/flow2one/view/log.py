@@ -9,6 +9,7 @@ timelines in the viewer:
   world/policy/candidates, world/policy/chosen  the M sampled chunks (end-effector xyz, H steps) and the one
                                                 published
   world/ee/path, world/ee/now                   the executed end-effector path of the episode, its tip
+  world/ee/commanded                            the last command handed to franky (its position)
   plots/...                                     gripper width, latency, rate, task success as time series
   events/safety, events/task                    clamps, rejections, faults; episode start and outcome
 
@@ -32,6 +33,7 @@ APP_ID = "flow2one"
 CHOSEN_COLOR = (40, 220, 60)
 CANDIDATE_COLOR = (150, 150, 150, 140)
 EE_COLOR = (20, 20, 20)
+COMMAND_COLOR = (230, 40, 200)
 EE_PATH_MAX = 4000  # path points kept per episode: the path is re-logged whole, so it must stay bounded
 LEVELS = {0: "INFO", 1: "WARN", 2: "ERROR", 3: "WARN"}  # diagnostic_msgs levels OK, WARN, ERROR, STALE
 
@@ -145,6 +147,14 @@ class ViewLog:
                                                           radii=rr.Radius.ui_points(2.0)))
         if gripper is not None:
             self.rec.log("plots/robot/gripper_width", rr.Scalars(float(gripper)))
+
+    def commanded(self, action: np.ndarray) -> None:
+        """The command handed to franky (10-D action layout): its point beside the measured tip shows an arm that
+        does not follow its commands (a make-demo pick_place that never lifted a grasped cube could not be told
+        apart from one commanded to stay); its gripper width as a time series."""
+        self.rec.log("world/ee/commanded", rr.Points3D([np.asarray(action[:3], dtype=np.float32)],
+                                                       colors=[COMMAND_COLOR], radii=0.006))
+        self.rec.log("plots/robot/gripper_commanded", rr.Scalars(float(action[-1])))
 
     def new_episode(self, text: str) -> None:
         """A new episode: the path starts again; the text goes to the task events."""

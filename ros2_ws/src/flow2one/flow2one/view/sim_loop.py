@@ -52,9 +52,9 @@ class SimLoopView:
         executor = getattr(controller, "executor", None)  # a policy acts through control.Executor
         last = executor.filter.last if executor is not None else None
         if action is not None:
-            self.log.scalar("robot/gripper_commanded", float(action[-1]))
+            self.log.commanded(action)
         elif last is not None:
-            self.log.scalar("robot/gripper_commanded", float(last.gripper))
+            self.log.commanded(last.action())
         if executor is not None:
             state = f"{executor.state.value}: {executor.message}"
             if state != self._state:
