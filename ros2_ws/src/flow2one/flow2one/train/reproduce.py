@@ -128,8 +128,7 @@ class Stage:
     def done(self) -> bool:
         """A training stage's model.safetensors is also its mid-run checkpoint (train/loop.py), so one killed
         mid-stage leaves it behind: done only when the card beside it counts every step asked for (a kill between
-        the weights and the card leaves no card: not done either). Without this a resumed run shipped a baseline
-        killed at 4,000 of 8,000 steps."""
+        the weights and the card leaves no card: not done either)."""
         if not self.output.exists():
             return False
         if self.output.name != "model.safetensors":

@@ -149,9 +149,8 @@ class ViewLog:
             self.rec.log("plots/robot/gripper_width", rr.Scalars(float(gripper)))
 
     def commanded(self, action: np.ndarray) -> None:
-        """The command handed to franky (10-D action layout): its point beside the measured tip shows an arm that
-        does not follow its commands (a make-demo pick_place that never lifted a grasped cube could not be told
-        apart from one commanded to stay); its gripper width as a time series."""
+        """The command handed to franky (10-D action layout): its point beside the measured tip tells an arm that
+        does not follow its commands from one commanded to stay; its gripper width as a time series."""
         self.rec.log("world/ee/commanded", rr.Points3D([np.asarray(action[:3], dtype=np.float32)],
                                                        colors=[COMMAND_COLOR], radii=0.006))
         self.rec.log("plots/robot/gripper_commanded", rr.Scalars(float(action[-1])))
